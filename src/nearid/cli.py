@@ -1,0 +1,125 @@
+"""Command-line front end. Each command parses arguments and calls the library; no logic lives here.
+
+A :class:`~nearid.errors.NearIDError` (bad input, missing weights, ...) is printed as one line on
+stderr with exit status 2 and no traceback; anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from .errors import NearIDError
+
+
+def _add_encoder_options(parser: argparse.ArgumentParser, default_model: str | None = "nearid") -> None:
+    parser.add_argument("--model", default=default_model, help=f"encoder spec (default: {default_model}); see `nearid encoders`")
+    parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default: auto)")
+    parser.add_argument("--dtype", default="auto", help="auto | float32 | bfloat16 | float16 (auto: bf16 on GPU, fp32 on CPU)")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--allow-pickle", action="store_true", help="allow loading pickled .bin weights (runs code in them)")
+
+
+def _encoder(args):
+    from .encoders import load_encoder
+
+    return load_encoder(args.model, device=args.device, dtype=args.dtype, allow_pickle=args.allow_pickle)
+
+
+def _masks(args):
+    if args.masks and len(args.masks) != len(args.images):
+        raise NearIDError(f"--masks: {len(args.masks)} masks given for {len(args.images)} images; give one per image")
+    return args.masks or None
+
+
+def cmd_embed(args) -> int:
+    from .embedding import embed
+    from .io import atomic_path
+
+    vectors = embed(_encoder(args), args.images, _masks(args), batch_size=args.batch_size).numpy()
+    out = Path(args.out)
+    if out.suffix == ".npz":
+        import numpy as np
+
+        with atomic_path(out) as tmp:
+            with open(tmp, "wb") as handle:
+                np.savez(handle, embeddings=vectors, paths=np.array(args.images))
+    elif out.suffix == ".safetensors":
+        from safetensors.numpy import save_file
+
+        with atomic_path(out) as tmp:
+            save_file({"embeddings": vectors}, str(tmp), metadata={"model": args.model, "paths": json.dumps(args.images)})
+    else:
+        raise NearIDError(f"--out {out}: unknown format; use a .npz or .safetensors file name")
+    print(f"wrote {len(vectors)} embeddings of width {vectors.shape[1]} to {out}")
+    return 0
+
+
+def cmd_compare(args) -> int:
+    from .embedding import embed, similarity
+
+    encoder = _encoder(args)
+    sims = similarity(embed(encoder, args.images, _masks(args), batch_size=args.batch_size)).numpy()
+    names = [Path(p).name for p in args.images]
+    width = max(8, *(len(n) for n in names))
+    print(f"cosine similarity [{encoder.name}]")
+    print(" " * width + "".join(f"{i:>9d}" for i in range(len(names))))
+    for i, (name, row) in enumerate(zip(names, sims)):
+        print(f"{name:>{width}}" + "".join(f"{v:9.4f}" for v in row) + f"   [{i}]")
+    return 0
+
+
+def cmd_encoders(args) -> int:
+    from .encoders import available_encoders
+
+    for spec, description in available_encoders().items():
+        print(f"{spec:50s} {description}")
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from .demo import run_demo
+
+    run_demo(args.out, spec=args.model)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="nearid", description="Identity-aware image embeddings (NearID).")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = commands.add_parser("embed", help="embed images and save the vectors")
+    p.add_argument("images", nargs="+", help="image files")
+    p.add_argument("--masks", nargs="+", help="one foreground mask per image (background is blacked out)")
+    p.add_argument("--out", required=True, help="output .npz (embeddings, paths) or .safetensors")
+    _add_encoder_options(p)
+    p.set_defaults(run=cmd_embed)
+
+    p = commands.add_parser("compare", help="print the cosine-similarity matrix of some images")
+    p.add_argument("images", nargs="+")
+    p.add_argument("--masks", nargs="+")
+    _add_encoder_options(p)
+    p.set_defaults(run=cmd_compare)
+
+    p = commands.add_parser("encoders", help="list the encoder specs")
+    p.set_defaults(run=cmd_encoders)
+
+    p = commands.add_parser("demo", help="offline demonstration (make demo)")
+    p.add_argument("--out", default="runs/demo")
+    p.add_argument("--model", default="tiny", help="encoder spec (default: tiny, untrained)")
+    p.set_defaults(run=cmd_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.run(args)
+    except NearIDError as exc:
+        print(f"nearid {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130

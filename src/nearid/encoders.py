@@ -1,0 +1,300 @@
+"""The ``Encoder`` protocol and the registry of encoder specs.
+
+Every benchmark and the scorer take any ``Encoder``: ``preprocess`` turns images (and optional
+foreground masks) into a batch tensor, ``embed`` turns that batch into L2-normalised ``[B, D]``
+float32 embeddings on the CPU. Specs are ``family`` or ``family:argument``:
+
+==================  ===============================================================================
+``nearid[:X]``      NearID model in our or the authors' release layout; X = folder or hub id
+                    (default ``Aleksandar/nearid-siglip2``)
+``siglip2-map[:X]`` frozen SigLIP2 vision tower, its pretrained MAP-head output (default
+                    ``google/siglip2-so400m-patch14-384``)
+``siglip2-mean[:X]`` mean of SigLIP2's 729 post-LN patch tokens, head skipped (the paper's DB++ baseline)
+``clip[:X]``        CLIP image features = projected pooled CLS (default ``openai/clip-vit-large-patch14``)
+``dinov2[:X]``      DINOv2 ``pooler_output`` = final-LN CLS token (default ``facebook/dinov2-large``)
+``hf:X``            any transformers image model, pooled by the rule in :func:`generic_readout`
+``tiny[:SEED]``     deterministic, randomly initialised (UNTRAINED) tiny NearID model for tests and demos
+==================  ===============================================================================
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+import torch
+import torch.nn.functional as F
+
+from .errors import EncoderSpecError, ModelNotAvailableError
+from .hub import resolve_model_dir
+from .images import ImageInput, load_masked
+from .model import DEFAULT_BACKBONE, RELEASE_MODEL, NearIDModel, build_tiny_model
+from .processors import clip_processor, dinov2_processor, load_processor, siglip_processor
+
+
+@runtime_checkable
+class Encoder(Protocol):
+    """What every benchmark, trainer and scorer needs from an image encoder."""
+
+    name: str
+    dim: int
+
+    def preprocess(self, images: Sequence[ImageInput], masks: Sequence[ImageInput | None] | None = None) -> torch.Tensor:
+        """Load, mask (black background) and convert images to one ``pixel_values`` batch."""
+
+    def embed(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """L2-normalised float32 ``[B, D]`` embeddings on the CPU."""
+
+
+Readout = Callable[[torch.nn.Module, torch.Tensor], torch.Tensor]
+
+
+class TransformersEncoder:
+    """A transformers vision model, its image processor and a readout that picks the embedding."""
+
+    def __init__(
+        self, name: str, model: torch.nn.Module, processor, readout: Readout, *, device, dtype, dim=None, untrained=False
+    ):
+        self.name = name
+        self.untrained = untrained
+        self.device = torch.device(device)
+        self.dtype = dtype
+        self.model = model.to(device=self.device, dtype=dtype).eval()
+        self.processor = processor
+        self.readout = readout
+        self.dim = int(dim) if dim is not None else self._probe_dim()
+
+    def __repr__(self) -> str:
+        return f"<Encoder {self.name} dim={self.dim} device={self.device} dtype={self.dtype}>"
+
+    def preprocess(self, images, masks=None) -> torch.Tensor:
+        masks = [None] * len(images) if masks is None else masks
+        if len(masks) != len(images):
+            raise ValueError(f"{len(images)} images but {len(masks)} masks")
+        pil = [load_masked(image, mask) for image, mask in zip(images, masks)]
+        return self.processor(images=pil, return_tensors="pt")["pixel_values"]
+
+    @torch.inference_mode()
+    def embed(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        features = self.readout(self.model, pixel_values.to(device=self.device, dtype=self.dtype))
+        return F.normalize(features.float(), dim=-1).cpu()
+
+    def _probe_dim(self) -> int:
+        """Embed one grey image to learn the width of a model whose config does not say it."""
+        from PIL import Image
+
+        return self.embed(self.preprocess([Image.new("RGB", (32, 32), (128, 128, 128))])).shape[-1]
+
+
+# --------------------------------------------------------------------------------------- readouts
+def nearid_readout(model: NearIDModel, pixel_values: torch.Tensor) -> torch.Tensor:
+    return model.get_image_features(pixel_values, normalize=False)
+
+
+def pooler_readout(model, pixel_values: torch.Tensor) -> torch.Tensor:
+    return model(pixel_values=pixel_values).pooler_output
+
+
+def mean_token_readout(model, pixel_values: torch.Tensor) -> torch.Tensor:
+    return model(pixel_values=pixel_values).last_hidden_state.mean(dim=1)
+
+
+def image_embeds_readout(model, pixel_values: torch.Tensor) -> torch.Tensor:
+    return model(pixel_values=pixel_values).image_embeds
+
+
+def generic_readout(model, pixel_values: torch.Tensor) -> torch.Tensor:
+    """How ``hf:<id>`` pools, first rule that applies:
+
+    1. the model has ``get_image_features`` (CLIP, SigLIP, ... full models): its output
+       (``pooler_output`` when it returns a model output);
+    2. the output has ``image_embeds`` (``*WithProjection`` models);
+    3. the output has a ``pooler_output`` (CLS-after-LN for ViT/DINOv2, MAP head for SigLIP);
+    4. otherwise the mean of ``last_hidden_state`` over tokens, or over H and W for a feature map.
+    """
+    if hasattr(model, "get_image_features"):
+        out = model.get_image_features(pixel_values=pixel_values)
+        return out if isinstance(out, torch.Tensor) else out.pooler_output
+    out = model(pixel_values=pixel_values)
+    if getattr(out, "image_embeds", None) is not None:
+        return out.image_embeds
+    if getattr(out, "pooler_output", None) is not None:
+        pooled = out.pooler_output
+        return pooled.flatten(1)
+    hidden = out.last_hidden_state
+    return hidden.mean(dim=(2, 3)) if hidden.ndim == 4 else hidden.mean(dim=1)
+
+
+# --------------------------------------------------------------------------------------- registry
+@dataclass(frozen=True)
+class LoadOptions:
+    device: torch.device
+    dtype: torch.dtype
+    allow_pickle: bool = False
+
+
+@dataclass(frozen=True)
+class EncoderFamily:
+    build: Callable[[str | None, LoadOptions], TransformersEncoder]
+    default: str | None
+    help: str
+
+
+_FAMILIES: dict[str, EncoderFamily] = {}
+
+
+def register_encoder(family: str, *, default: str | None = None, help: str = ""):
+    """Add an encoder family; ``build(argument, options)`` returns an :class:`Encoder`."""
+
+    def decorator(build):
+        _FAMILIES[family] = EncoderFamily(build, default, help)
+        return build
+
+    return decorator
+
+
+def available_encoders() -> dict[str, str]:
+    """Family name (with its default argument) -> one-line description."""
+    return {(f"{k}[:{v.default}]" if v.default else k): v.help for k, v in _FAMILIES.items()}
+
+
+def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
+    if device in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+_DTYPES = {
+    "float32": torch.float32, "fp32": torch.float32,
+    "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
+    "float16": torch.float16, "fp16": torch.float16,
+}
+
+
+def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torch.dtype:
+    """``auto`` is bf16 on a GPU that supports it and fp32 elsewhere."""
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype in (None, "auto"):
+        cuda_bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
+        return torch.bfloat16 if cuda_bf16 else torch.float32
+    try:
+        return _DTYPES[str(dtype).lower()]
+    except KeyError:
+        raise EncoderSpecError(f"unknown dtype '{dtype}'; use one of auto, {', '.join(_DTYPES)}") from None
+
+
+def load_encoder(
+    spec: str,
+    *,
+    device: str | torch.device | None = "auto",
+    dtype: str | torch.dtype | None = "auto",
+    allow_pickle: bool = False,
+) -> TransformersEncoder:
+    """Build the encoder a spec names (see the module docstring for the grammar)."""
+    family_name, _, argument = spec.partition(":")
+    family = _FAMILIES.get(family_name)
+    if family is None:
+        known = ", ".join(available_encoders())
+        raise EncoderSpecError(f"unknown encoder '{spec}'; known: {known}")
+    argument = argument or family.default
+    if argument is None:
+        raise EncoderSpecError(f"encoder '{family_name}' needs an argument: '{family_name}:<folder or hub id>'")
+    resolved = resolve_device(device)
+    options = LoadOptions(device=resolved, dtype=resolve_dtype(dtype, resolved), allow_pickle=allow_pickle)
+    return family.build(argument, options)
+
+
+def _pretrained(model_class, argument: str, options: LoadOptions):
+    """Resolve a folder or hub id safely and load ``model_class`` from it in float32.
+
+    transformers fills weights missing from a checkpoint with random values and only warns; for an
+    encoder whose scores people publish that is an error, so a checkpoint of the wrong kind fails here.
+    """
+    folder = resolve_model_dir(argument, allow_pickle=options.allow_pickle)
+    try:
+        model, info = model_class.from_pretrained(
+            folder,
+            dtype=torch.float32,
+            use_safetensors=None if options.allow_pickle else True,
+            output_loading_info=True,
+        )
+    except (OSError, ValueError, KeyError) as exc:
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ModelNotAvailableError(f"'{argument}': cannot load it as {model_class.__name__} ({first_line})") from None
+    if info["missing_keys"]:
+        missing = sorted(info["missing_keys"])
+        raise ModelNotAvailableError(
+            f"'{argument}': not a {model_class.__name__} checkpoint ({len(missing)} weights missing, e.g. {missing[0]}); "
+            "check that the spec's family matches the checkpoint"
+        )
+    return folder, model
+
+
+def _encoder(name, model, processor, readout, options: LoadOptions, **kw) -> TransformersEncoder:
+    return TransformersEncoder(name, model, processor, readout, device=options.device, dtype=options.dtype, **kw)
+
+
+@register_encoder("nearid", default=RELEASE_MODEL, help="NearID identity encoder (ours or the authors' release)")
+def _nearid(argument: str, options: LoadOptions):
+    folder, model = _pretrained(NearIDModel, argument, options)
+    processor = load_processor(folder, siglip_processor(model.config.vision_config.image_size))
+    return _encoder(f"nearid:{argument}", model, processor, nearid_readout, options, dim=model.config.embed_dim)
+
+
+def _siglip_family(readout: Readout, label: str):
+    def build(argument: str, options: LoadOptions):
+        from transformers import SiglipVisionModel
+
+        folder, model = _pretrained(SiglipVisionModel, argument, options)
+        processor = load_processor(folder, siglip_processor(model.config.image_size))
+        return _encoder(f"{label}:{argument}", model, processor, readout, options, dim=model.config.hidden_size)
+
+    return build
+
+
+register_encoder("siglip2-map", default=DEFAULT_BACKBONE, help="frozen SigLIP2, pretrained MAP-head output")(
+    _siglip_family(pooler_readout, "siglip2-map")
+)
+register_encoder("siglip2-mean", default=DEFAULT_BACKBONE, help="frozen SigLIP2, mean of post-LN patch tokens")(
+    _siglip_family(mean_token_readout, "siglip2-mean")
+)
+
+
+@register_encoder("clip", default="openai/clip-vit-large-patch14", help="CLIP-I: projected pooled CLS")
+def _clip(argument: str, options: LoadOptions):
+    from transformers import CLIPVisionModelWithProjection
+
+    folder, model = _pretrained(CLIPVisionModelWithProjection, argument, options)
+    processor = load_processor(folder, clip_processor())
+    return _encoder(f"clip:{argument}", model, processor, image_embeds_readout, options, dim=model.config.projection_dim)
+
+
+@register_encoder("dinov2", default="facebook/dinov2-large", help="DINOv2: pooler output (final-LN CLS)")
+def _dinov2(argument: str, options: LoadOptions):
+    from transformers import Dinov2Model
+
+    folder, model = _pretrained(Dinov2Model, argument, options)
+    processor = load_processor(folder, dinov2_processor())
+    return _encoder(f"dinov2:{argument}", model, processor, pooler_readout, options, dim=model.config.hidden_size)
+
+
+@register_encoder("hf", help="any transformers image model: hf:<folder or hub id>")
+def _hf(argument: str, options: LoadOptions):
+    from transformers import AutoModel
+
+    folder, model = _pretrained(AutoModel, argument, options)
+    return _encoder(f"hf:{argument}", model, load_processor(folder), generic_readout, options)
+
+
+@register_encoder("tiny", default="0", help="tiny NearID model with random weights (UNTRAINED; tests, demos)")
+def _tiny(argument: str, options: LoadOptions):
+    try:
+        seed = int(argument)
+    except ValueError:
+        raise EncoderSpecError(f"tiny encoder takes an integer seed, got '{argument}'") from None
+    model = build_tiny_model(seed)
+    processor = siglip_processor(model.config.vision_config.image_size)
+    name = f"tiny:{seed} (untrained)"
+    return _encoder(name, model, processor, nearid_readout, options, dim=model.config.embed_dim, untrained=True)

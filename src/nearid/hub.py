@@ -1,0 +1,92 @@
+"""Find model files locally or on the Hugging Face hub, safely and fast.
+
+Two rules the authors' release breaks and we keep:
+
+* **No code from beside the weights ever runs.** We never pass ``trust_remote_code``; when we
+  download, we fetch only configs and weights, never ``*.py`` files.
+* **No unpickling unless asked.** A folder that holds only ``pytorch_model.bin`` is refused unless
+  the caller opts in (``allow_pickle=True`` / ``--allow-pickle``).
+
+Offline (``HF_HUB_OFFLINE=1``, or no network) a hub id that is not in the local cache fails at once
+with a message saying how to point at a local copy, instead of retrying connections.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from .errors import ModelNotAvailableError, UnsafeCheckpointError
+
+#: Files a model folder may need. Python files are deliberately absent.
+MODEL_FILE_PATTERNS = ["*.json", "*.safetensors", "*.txt", "*.model"]
+_PICKLE_PATTERNS = ["*.bin", "*.pt", "*.pth"]
+
+
+def looks_like_local_path(name: str) -> bool:
+    """A hub id is ``name`` or ``owner/name``; an existing path, a path prefix or deeper nesting is local."""
+    if Path(name).expanduser().exists():
+        return True
+    return name.startswith((".", "/", "~")) or "\\" in name or name.count("/") > 1
+
+
+def _offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "0").lower() in {"1", "true", "yes", "on"}
+
+
+def _not_available(repo_id: str, reason: str) -> ModelNotAvailableError:
+    return ModelNotAvailableError(
+        f"model '{repo_id}': the weights are not on this machine ({reason}). "
+        f"Download them where there is network (`hf download {repo_id} --local-dir DIR`), "
+        f"copy DIR here and pass the folder instead of the hub id."
+    )
+
+
+def resolve_model_dir(name_or_path: str | os.PathLike, *, allow_pickle: bool = False) -> Path:
+    """Return a local folder holding ``name_or_path``'s config and weights.
+
+    Local folders are used as they are; hub ids are looked up in the cache first and downloaded
+    only when the hub is reachable.
+    """
+    name = os.fspath(name_or_path)
+    if looks_like_local_path(name):
+        folder = Path(name).expanduser()
+        if not folder.is_dir():
+            raise ModelNotAvailableError(
+                f"model folder '{folder}' does not exist: pass an existing folder or a hub id like owner/name"
+            )
+        check_weights_are_safe(folder, allow_pickle=allow_pickle)
+        return folder
+    return _snapshot(name, allow_pickle=allow_pickle)
+
+
+def _snapshot(repo_id: str, *, allow_pickle: bool) -> Path:
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import HFValidationError
+
+    patterns = MODEL_FILE_PATTERNS + (_PICKLE_PATTERNS if allow_pickle else [])
+    try:
+        folder = Path(snapshot_download(repo_id, allow_patterns=patterns, local_files_only=True))
+    except HFValidationError as exc:
+        raise ModelNotAvailableError(f"'{repo_id}' is neither an existing folder nor a valid hub id ({exc})") from None
+    except Exception:  # not in the cache: LocalEntryNotFoundError and friends
+        if _offline():
+            raise _not_available(repo_id, "HF_HUB_OFFLINE is set and it is not in the Hugging Face cache") from None
+        try:
+            folder = Path(snapshot_download(repo_id, allow_patterns=patterns))
+        except Exception as exc:  # network refused, unknown repo, gated repo, ...
+            raise _not_available(repo_id, f"download failed: {type(exc).__name__}") from None
+    check_weights_are_safe(folder, allow_pickle=allow_pickle)
+    return folder
+
+
+def check_weights_are_safe(folder: Path, *, allow_pickle: bool) -> None:
+    """Refuse a folder whose only weights are pickles, unless the caller opted in."""
+    if any(folder.glob("*.safetensors")) or not (folder / "config.json").exists():
+        return  # safetensors present, or not a model folder at all (the loader will say so)
+    pickles = sorted(p.name for pattern in _PICKLE_PATTERNS for p in folder.glob(pattern))
+    if pickles and not allow_pickle:
+        raise UnsafeCheckpointError(
+            f"'{folder}' holds only pickled weights ({', '.join(pickles)}); unpickling can run arbitrary code. "
+            f"Convert them to safetensors, or pass --allow-pickle (allow_pickle=True) if you trust the file."
+        )

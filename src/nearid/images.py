@@ -1,0 +1,125 @@
+"""Safe image and mask loading, and the paper's foreground masking.
+
+Loading is defensive because the inputs of a scorer are other programs' outputs: a file may be
+truncated, not an image at all, a decompression bomb, 16-bit, CMYK, palette or transparent. Every
+such case either becomes a plain 8-bit RGB image or raises :class:`ImageError` naming the file.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+from typing import Union
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from .errors import ImageError, MaskError
+
+ImageInput = Union[str, os.PathLike, Image.Image, np.ndarray]
+
+#: Refuse images above this many pixels before decoding them (100 megapixels).
+MAX_PIXELS = 100_000_000
+
+#: Transparent pixels are composited over this colour (how viewers usually show a cut-out).
+ALPHA_BACKGROUND = (255, 255, 255)
+
+
+def _name(source: ImageInput) -> str:
+    return os.fspath(source) if isinstance(source, (str, os.PathLike)) else f"<{type(source).__name__}>"
+
+
+def load_image(source: ImageInput, *, max_pixels: int = MAX_PIXELS) -> Image.Image:
+    """Open ``source`` (a path, PIL image or HxW[x3|4] uint8 array) as an 8-bit RGB PIL image."""
+    if isinstance(source, np.ndarray):
+        return to_rgb(Image.fromarray(source))
+    if isinstance(source, Image.Image):
+        return to_rgb(source)
+    return to_rgb(_open_checked(Path(source), max_pixels=max_pixels))
+
+
+def _open_checked(path: Path, *, max_pixels: int) -> Image.Image:
+    if not path.is_file():
+        raise ImageError(f"{path}: no such file")
+    try:
+        with warnings.catch_warnings():
+            # Our own limit (max_pixels) is checked below; PIL still refuses > 2x its own limit.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            image = Image.open(path)
+            width, height = image.size
+            if width * height > max_pixels:
+                raise ImageError(
+                    f"{path}: {width}x{height} pixels is above the limit of {max_pixels:,}; "
+                    "downscale the image or raise max_pixels if it is trusted"
+                )
+            image.load()  # decode now, so truncation is reported here and not later
+            return ImageOps.exif_transpose(image)
+    except ImageError:
+        raise
+    except UnidentifiedImageError:
+        raise ImageError(f"{path}: not an image file (unrecognised format); replace or remove it") from None
+    except Image.DecompressionBombError:
+        raise ImageError(f"{path}: image is too large to decode safely; downscale it") from None
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise ImageError(f"{path}: corrupt or truncated image ({exc}); re-export or remove it") from None
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """Convert any PIL mode to 8-bit RGB: 16-bit and float are rescaled, alpha is composited."""
+    mode = image.mode
+    if mode == "RGB":
+        return image
+    if mode.startswith("I;16") or mode in {"I", "F"}:
+        array = np.asarray(image, dtype=np.float64)
+        top = 65535.0 if mode.startswith("I;16") or array.max(initial=0) > 255 else 255.0
+        if mode == "F":
+            top = 1.0 if array.max(initial=0) <= 1.0 else top
+        gray = np.clip(array / top * 255.0 + 0.5, 0, 255).astype(np.uint8)
+        return Image.fromarray(gray, mode="L").convert("RGB")
+    if mode in {"RGBA", "LA", "PA", "La", "RGBa"} or (mode == "P" and "transparency" in image.info):
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, ALPHA_BACKGROUND + (255,))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return image.convert("RGB")  # L, 1, P, CMYK, YCbCr, LAB, HSV
+
+
+def load_mask(source: ImageInput, *, max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """A foreground mask as a boolean HxW array: any channel value > 0 is foreground (as in the paper)."""
+    if isinstance(source, np.ndarray):
+        array = source
+    else:
+        image = source if isinstance(source, Image.Image) else _open_checked(Path(source), max_pixels=max_pixels)
+        array = np.asarray(image if image.mode in {"L", "1", "I", "I;16", "F"} else image.convert("L"))
+    if array.ndim == 3:
+        array = array.max(axis=-1)
+    return np.asarray(array) > 0
+
+
+def apply_mask(image: Image.Image, mask: ImageInput, *, name: str = "mask") -> Image.Image:
+    """Black out everything outside the foreground, as the paper does for masked views and distractors.
+
+    A mask of another size is resized to the image with nearest-neighbour sampling, as the paper
+    does, but only if it has the same aspect ratio; a different shape or an empty mask is an error,
+    because either would silently score the wrong pixels.
+    """
+    fg = load_mask(mask)
+    height, width = fg.shape
+    if (width, height) != image.size:
+        if abs(width / height - image.width / image.height) > 0.01:
+            raise MaskError(
+                f"{name}: mask is {width}x{height} but its image is {image.width}x{image.height}; "
+                "masks must have the image's size or aspect ratio"
+            )
+        fg = np.asarray(Image.fromarray(fg).resize(image.size, Image.Resampling.NEAREST))
+    if not fg.any():
+        raise MaskError(f"{name}: mask is empty (no foreground pixel); fix the mask or drop it")
+    pixels = np.asarray(image.convert("RGB")).copy()
+    pixels[~fg] = 0
+    return Image.fromarray(pixels)
+
+
+def load_masked(image: ImageInput, mask: ImageInput | None) -> Image.Image:
+    """Load ``image`` and, when a mask is given, black out its background."""
+    rgb = load_image(image)
+    return rgb if mask is None else apply_mask(rgb, mask, name=_name(mask))
