@@ -38,21 +38,21 @@ def cmd_embed(args) -> int:
     from .embedding import embed
     from .io import atomic_path
 
-    vectors = embed(_encoder(args), args.images, _masks(args), batch_size=args.batch_size).numpy()
     out = Path(args.out)
+    if out.suffix not in {".npz", ".safetensors"}:
+        raise NearIDError(f"--out {out}: unknown format; use a .npz or .safetensors file name")
+    vectors = embed(_encoder(args), args.images, _masks(args), batch_size=args.batch_size).numpy()
     if out.suffix == ".npz":
         import numpy as np
 
         with atomic_path(out) as tmp:
             with open(tmp, "wb") as handle:
                 np.savez(handle, embeddings=vectors, paths=np.array(args.images))
-    elif out.suffix == ".safetensors":
+    else:
         from safetensors.numpy import save_file
 
         with atomic_path(out) as tmp:
             save_file({"embeddings": vectors}, str(tmp), metadata={"model": args.model, "paths": json.dumps(args.images)})
-    else:
-        raise NearIDError(f"--out {out}: unknown format; use a .npz or .safetensors file name")
     print(f"wrote {len(vectors)} embeddings of width {vectors.shape[1]} to {out}")
     return 0
 

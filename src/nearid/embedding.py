@@ -47,8 +47,11 @@ def embed(
         chunk_masks = None if masks is None else masks[start : start + batch_size]
         return encoder.preprocess(images[start : start + batch_size], chunk_masks)
 
-    show = progress if progress is not None else (len(starts) > PROGRESS_MIN_BATCHES or False)
-    bar = tqdm(total=len(images), desc=f"embedding [{encoder.name}]", unit="img", disable=None if show else True)
+    if progress is None:  # automatic: long inputs only, and only on a terminal (tqdm's disable=None)
+        disable = None if len(starts) > PROGRESS_MIN_BATCHES else True
+    else:
+        disable = not progress
+    bar = tqdm(total=len(images), desc=f"embedding [{encoder.name}]", unit="img", disable=disable)
     outputs = []
     with ThreadPoolExecutor(max_workers=1) as pool, bar:
         pending = pool.submit(prepare, starts[0])

@@ -160,9 +160,16 @@ def available_encoders() -> dict[str, str]:
 
 
 def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
+    """``auto`` is the first CUDA device when there is one, else the CPU."""
     if device in (None, "auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    try:
+        resolved = torch.device(device)
+    except RuntimeError:
+        raise EncoderSpecError(f"unknown device '{device}'; use auto, cpu, cuda or cuda:N") from None
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise EncoderSpecError(f"device '{device}': no CUDA device is available here; use --device cpu or auto")
+    return resolved
 
 
 _DTYPES = {
@@ -220,16 +227,22 @@ def _pretrained(model_class, argument: str, options: LoadOptions):
             use_safetensors=None if options.allow_pickle else True,
             output_loading_info=True,
         )
+    except RuntimeError:  # transformers refuses weights of the wrong shape
+        raise _wrong_checkpoint(argument, model_class, "weights of the wrong shape") from None
     except (OSError, ValueError, KeyError) as exc:
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ModelNotAvailableError(f"'{argument}': cannot load it as {model_class.__name__} ({first_line})") from None
     if info["missing_keys"]:
         missing = sorted(info["missing_keys"])
-        raise ModelNotAvailableError(
-            f"'{argument}': not a {model_class.__name__} checkpoint ({len(missing)} weights missing, e.g. {missing[0]}); "
-            "check that the spec's family matches the checkpoint"
-        )
+        raise _wrong_checkpoint(argument, model_class, f"{len(missing)} weights missing, e.g. {missing[0]}")
     return folder, model
+
+
+def _wrong_checkpoint(argument: str, model_class, detail: str) -> ModelNotAvailableError:
+    return ModelNotAvailableError(
+        f"'{argument}': not a {model_class.__name__} checkpoint ({detail}); "
+        "check that the spec's family matches the checkpoint"
+    )
 
 
 def _encoder(name, model, processor, readout, options: LoadOptions, **kw) -> TransformersEncoder:

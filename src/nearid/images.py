@@ -90,7 +90,8 @@ def load_mask(source: ImageInput, *, max_pixels: int = MAX_PIXELS) -> np.ndarray
         array = source
     else:
         image = source if isinstance(source, Image.Image) else _open_checked(Path(source), max_pixels=max_pixels)
-        array = np.asarray(image if image.mode in {"L", "1", "I", "I;16", "F"} else image.convert("L"))
+        single_channel = image.mode in {"L", "1", "I", "I;16", "F"}
+        array = np.asarray(image if single_channel else image.convert("RGB"))  # alpha is not the mask
     if array.ndim == 3:
         array = array.max(axis=-1)
     return np.asarray(array) > 0

@@ -110,6 +110,13 @@ class NearIDModel(PreTrainedModel):
         self.post_init()
         self.freeze_trunk()
 
+    @classmethod
+    def from_pretrained(cls, *args, **kwargs):
+        """As transformers' loader, then re-freeze the trunk (loading hands back fresh trainable parameters)."""
+        loaded = super().from_pretrained(*args, **kwargs)
+        (loaded[0] if isinstance(loaded, tuple) else loaded).freeze_trunk()
+        return loaded
+
     @property
     def head(self) -> torch.nn.Module:
         """The MAP head: the only part NearID trains."""

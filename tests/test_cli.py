@@ -1,0 +1,92 @@
+"""The command line: thin commands over the library, one-line errors with exit status 2."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from safetensors.numpy import load_file
+
+from nearid.cli import main
+
+
+def test_embed_to_npz_and_safetensors(rgb_images, tmp_path, capsys):
+    paths = [str(p) for p in rgb_images]
+    assert main(["embed", *paths, "--model", "tiny", "--out", str(tmp_path / "e.npz")]) == 0
+    data = np.load(tmp_path / "e.npz")
+    assert data["embeddings"].shape == (3, 64)
+    assert list(data["paths"]) == paths
+    np.testing.assert_allclose(np.linalg.norm(data["embeddings"], axis=1), 1.0, atol=1e-5)
+    assert main(["embed", *paths, "--model", "tiny", "--out", str(tmp_path / "e.safetensors")]) == 0
+    np.testing.assert_allclose(load_file(tmp_path / "e.safetensors")["embeddings"], data["embeddings"])
+    assert "wrote 3 embeddings of width 64" in capsys.readouterr().out
+
+
+def test_compare_prints_a_matrix(rgb_images, capsys):
+    assert main(["compare", *map(str, rgb_images), "--model", "tiny"]) == 0
+    out = capsys.readouterr().out
+    assert "cosine similarity [tiny:0 (untrained)]" in out
+    assert out.count("1.0000") == 3  # the diagonal
+
+
+def test_encoders_lists_every_family(capsys):
+    assert main(["encoders"]) == 0
+    out = capsys.readouterr().out
+    for family in ("nearid[:Aleksandar/nearid-siglip2]", "siglip2-map", "siglip2-mean", "clip", "dinov2", "hf", "tiny"):
+        assert family in out
+
+
+def test_corrupt_image_is_one_line_exit_2_and_no_output(rgb_images, tmp_path, capsys):
+    bad = tmp_path / "broken.jpg"
+    bad.write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    out = tmp_path / "e.npz"
+    assert main(["embed", str(rgb_images[0]), str(bad), "--model", "tiny", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert err.startswith("nearid embed: error: ") and "broken.jpg" in err
+    assert not out.exists() and not list(tmp_path.glob("*.part"))
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--model", "nosuch"], "unknown encoder 'nosuch'"),
+        (["--masks", "a.png", "b.png"], "--masks: 2 masks given for 1 images"),
+        (["--out", "vectors.csv"], "unknown format; use a .npz or .safetensors"),
+    ],
+)
+def test_argument_errors_exit_2(rgb_images, tmp_path, capsys, argv, message):
+    base = ["embed", str(rgb_images[0]), "--model", "tiny", "--out", str(tmp_path / "e.npz")]
+    assert main(base + argv) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_demo_writes_results(tmp_path, capsys):
+    assert main(["demo", "--out", str(tmp_path / "demo")]) == 0
+    results = json.loads((tmp_path / "demo" / "results.json").read_text())
+    assert results["untrained"] is True
+    for condition in ("full image", "foreground only"):
+        c = results["conditions"][condition]
+        assert c["margin"] == pytest.approx(c["s(view1, view2)"] - c["s(view1, distractor)"])
+    out = capsys.readouterr().out
+    assert "margin" in out and "random weights" in out
+
+
+def test_module_entry_point_and_offline_error():
+    done = subprocess.run(
+        [sys.executable, "-m", "nearid", "compare", "x.png", "--model", "clip"],
+        capture_output=True,
+        text=True,
+        env={"HF_HUB_OFFLINE": "1", "PATH": "", "HOME": "/tmp"},
+        timeout=120,
+    )
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        "nearid compare: error: model 'openai/clip-vit-large-patch14': the weights are not on this machine "
+        "(HF_HUB_OFFLINE is set and it is not in the Hugging Face cache). Download them where there is network "
+        "(`hf download openai/clip-vit-large-patch14 --local-dir DIR`), copy DIR here and pass the folder instead "
+        "of the hub id."
+    ]
