@@ -19,6 +19,7 @@ float32 embeddings on the CPU. Specs are ``family`` or ``family:argument``:
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
@@ -213,6 +214,23 @@ def load_encoder(
     return family.build(argument, options)
 
 
+@contextlib.contextmanager
+def _quiet_transformers():
+    """Hide transformers' per-load progress bar and load report (e.g. a CLIP checkpoint's unused text
+    weights): the problems that matter are raised as errors by ``_pretrained``."""
+    from transformers.utils import logging as hf_logging
+
+    verbosity, bar = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        if bar:
+            hf_logging.enable_progress_bar()
+
+
 def _pretrained(model_class, argument: str, options: LoadOptions):
     """Resolve a folder or hub id safely and load ``model_class`` from it in float32.
 
@@ -221,12 +239,13 @@ def _pretrained(model_class, argument: str, options: LoadOptions):
     """
     folder = resolve_model_dir(argument, allow_pickle=options.allow_pickle)
     try:
-        model, info = model_class.from_pretrained(
-            folder,
-            dtype=torch.float32,
-            use_safetensors=None if options.allow_pickle else True,
-            output_loading_info=True,
-        )
+        with _quiet_transformers():
+            model, info = model_class.from_pretrained(
+                folder,
+                dtype=torch.float32,
+                use_safetensors=None if options.allow_pickle else True,
+                output_loading_info=True,
+            )
     except RuntimeError:  # transformers refuses weights of the wrong shape
         raise _wrong_checkpoint(argument, model_class, "weights of the wrong shape") from None
     except (OSError, ValueError, KeyError) as exc:
