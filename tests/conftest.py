@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import os
+import tempfile
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["HF_DATASETS_OFFLINE"] = "1"
+# datasets reads its cache location once, at import: parquet conversions of test data go here.
+os.environ["HF_DATASETS_CACHE"] = tempfile.mkdtemp(prefix="nearid-test-datasets-")
 
 import pytest  # noqa: E402
 import torch  # noqa: E402

@@ -7,8 +7,11 @@ such case either becomes a plain 8-bit RGB image or raises :class:`ImageError` n
 
 from __future__ import annotations
 
+import io
 import os
 import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Union
 
@@ -17,7 +20,19 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .errors import ImageError, MaskError
 
-ImageInput = Union[str, os.PathLike, Image.Image, np.ndarray]
+
+
+@dataclass(frozen=True)
+class ImageRef:
+    """An image decoded only when needed: a stable ``key`` (what errors and caches call it) and how to
+    fetch its encoded bytes or path. Datasets of 19K rows stay on disk; two refs with the same key are
+    the same image, which is how a benchmark embeds each unique image once."""
+
+    key: str
+    fetch: Callable[[], Union[bytes, str, os.PathLike]] = field(compare=False, repr=False)
+
+
+ImageInput = Union[str, os.PathLike, Image.Image, np.ndarray, bytes, ImageRef]
 
 #: Refuse images above this many pixels before decoding them (100 megapixels).
 MAX_PIXELS = 100_000_000
@@ -27,30 +42,46 @@ ALPHA_BACKGROUND = (255, 255, 255)
 
 
 def _name(source: ImageInput) -> str:
+    if isinstance(source, ImageRef):
+        return source.key
     return os.fspath(source) if isinstance(source, (str, os.PathLike)) else f"<{type(source).__name__}>"
 
 
-def load_image(source: ImageInput, *, max_pixels: int = MAX_PIXELS) -> Image.Image:
-    """Open ``source`` (a path, PIL image or HxW[x3|4] uint8 array) as an 8-bit RGB PIL image."""
+def load_image(source: ImageInput, *, max_pixels: int = MAX_PIXELS, name: str | None = None) -> Image.Image:
+    """Open ``source`` as an 8-bit RGB PIL image.
+
+    ``source`` is a path, encoded bytes (as stored in a dataset), a PIL image or an HxW[x3|4] uint8
+    array; ``name`` is what errors call it (default: the path).
+    """
+    if isinstance(source, ImageRef):
+        return load_image(source.fetch(), max_pixels=max_pixels, name=source.key)
     if isinstance(source, np.ndarray):
         return to_rgb(Image.fromarray(source))
     if isinstance(source, Image.Image):
         return to_rgb(source)
-    return to_rgb(_open_checked(Path(source), max_pixels=max_pixels))
+    return to_rgb(_open_checked(source, max_pixels=max_pixels, name=name))
 
 
-def _open_checked(path: Path, *, max_pixels: int) -> Image.Image:
-    if not path.is_file():
-        raise ImageError(f"{path}: no such file")
+def _open_checked(source, *, max_pixels: int, name: str | None = None) -> Image.Image:
+    """Open a path or encoded bytes, refusing non-images, truncated files and oversized images."""
+    if isinstance(source, (bytes, bytearray)):
+        name = name or "<bytes>"
+        handle = io.BytesIO(source)
+    else:
+        path = Path(source)
+        name = name or str(path)
+        if not path.is_file():
+            raise ImageError(f"{name}: no such file")
+        handle = path
     try:
         with warnings.catch_warnings():
             # Our own limit (max_pixels) is checked below; PIL still refuses > 2x its own limit.
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            image = Image.open(path)
+            image = Image.open(handle)
             width, height = image.size
             if width * height > max_pixels:
                 raise ImageError(
-                    f"{path}: {width}x{height} pixels is above the limit of {max_pixels:,}; "
+                    f"{name}: {width}x{height} pixels is above the limit of {max_pixels:,}; "
                     "downscale the image or raise max_pixels if it is trusted"
                 )
             image.load()  # decode now, so truncation is reported here and not later
@@ -58,11 +89,11 @@ def _open_checked(path: Path, *, max_pixels: int) -> Image.Image:
     except ImageError:
         raise
     except UnidentifiedImageError:
-        raise ImageError(f"{path}: not an image file (unrecognised format); replace or remove it") from None
+        raise ImageError(f"{name}: not an image file (unrecognised format); replace or remove it") from None
     except Image.DecompressionBombError:
-        raise ImageError(f"{path}: image is too large to decode safely; downscale it") from None
+        raise ImageError(f"{name}: image is too large to decode safely; downscale it") from None
     except (OSError, SyntaxError, ValueError) as exc:
-        raise ImageError(f"{path}: corrupt or truncated image ({exc}); re-export or remove it") from None
+        raise ImageError(f"{name}: corrupt or truncated image ({exc}); re-export or remove it") from None
 
 
 def to_rgb(image: Image.Image) -> Image.Image:
@@ -84,12 +115,14 @@ def to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")  # L, 1, P, CMYK, YCbCr, LAB, HSV
 
 
-def load_mask(source: ImageInput, *, max_pixels: int = MAX_PIXELS) -> np.ndarray:
-    """A foreground mask as a boolean HxW array: any channel value > 0 is foreground (as in the paper)."""
+def load_mask(source: ImageInput, *, max_pixels: int = MAX_PIXELS, name: str | None = None) -> np.ndarray:
+    """A foreground mask as a boolean HxW array: any colour channel > 0 is foreground (as in the paper)."""
+    if isinstance(source, ImageRef):
+        return load_mask(source.fetch(), max_pixels=max_pixels, name=source.key)
     if isinstance(source, np.ndarray):
         array = source
     else:
-        image = source if isinstance(source, Image.Image) else _open_checked(Path(source), max_pixels=max_pixels)
+        image = source if isinstance(source, Image.Image) else _open_checked(source, max_pixels=max_pixels, name=name)
         single_channel = image.mode in {"L", "1", "I", "I;16", "F"}
         array = np.asarray(image if single_channel else image.convert("RGB"))  # alpha is not the mask
     if array.ndim == 3:
@@ -104,7 +137,7 @@ def apply_mask(image: Image.Image, mask: ImageInput, *, name: str = "mask") -> I
     does, but only if it has the same aspect ratio; a different shape or an empty mask is an error,
     because either would silently score the wrong pixels.
     """
-    fg = load_mask(mask)
+    fg = load_mask(mask, name=name)
     height, width = fg.shape
     if (width, height) != image.size:
         if abs(width / height - image.width / image.height) > 0.01:

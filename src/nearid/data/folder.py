@@ -1,0 +1,117 @@
+"""A plain folder layout for your own matched-context benchmark, read into the same records.
+
+::
+
+    ROOT/
+      <identity>/                      one folder per identity; its name is the identity id
+        view1.png  view2.jpg  view3.png    2-3 views of the same object on different backgrounds
+        view1_mask.png ...                 optional foreground masks (pixel > 0 = object)
+        meta.json                          optional: {"category": ..., "description": ..., "split": ...}
+        distractors/<source>/view1.png     a different, similar object in view 1's background (same
+                                           place), one folder per distractor source
+
+Slots come from the digit in the file name, so ``distractors/flux/view2.png`` always pairs with
+``view2``. Identities with fewer than 2 views and distractors whose view is missing are skipped and
+counted in the load report.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+
+from ..images import ImageRef
+from .loading import DatasetError
+from .nearid_bench import LoadReport
+from .records import Identity, View
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"}
+_VIEW = re.compile(r"^view([123])(_mask)?$")
+
+
+class FolderBenchmark(list):
+    """Identities read from a folder; ``source_names`` and ``report`` as for the hub loader."""
+
+    def __init__(self, identities, source_names: list[str], report: LoadReport, root: Path):
+        super().__init__(identities)
+        self.source_names = source_names
+        self.report = report
+        self.root = root
+
+
+def _file_ref(path: Path) -> ImageRef:
+    return ImageRef(str(path), lambda: path)
+
+
+def _slots(folder: Path, *, masks: bool) -> dict[int, Path]:
+    found: dict[int, Path] = {}
+    for path in sorted(folder.iterdir()):
+        match = _VIEW.match(path.stem)
+        if not path.is_file() or path.suffix.lower() not in IMAGE_SUFFIXES or not match or bool(match[2]) != masks:
+            continue
+        slot = int(match[1]) - 1
+        if slot in found:
+            raise DatasetError(f"{found[slot]} and {path}: two files for the same slot; keep one")
+        found[slot] = path
+    return found
+
+
+def load_folder(root: str | os.PathLike, sources: list[str] | None = None, *, split: str | None = None) -> FolderBenchmark:
+    """Read ``root`` (see the module docstring); ``sources=None`` takes every source found."""
+    root = Path(root).expanduser()
+    if not root.is_dir():
+        raise DatasetError(f"{root}: no such benchmark folder")
+    folders = [p for p in sorted(root.iterdir()) if p.is_dir()]
+    if not folders:
+        raise DatasetError(f"{root}: no identity folders inside (expected ROOT/<identity>/view1.png ...)")
+    found_sources = sorted({p.name for f in folders for p in (f / "distractors").glob("*") if p.is_dir()})
+    wanted = found_sources if sources is None else list(sources)
+    report = LoadReport()
+    identities = []
+    for folder in folders:
+        meta = _meta(folder)
+        if split is not None and split != "all" and meta.get("split", "test") != split:
+            continue
+        report.rows_selected += 1
+        images, masks = _slots(folder, masks=False), _slots(folder, masks=True)
+        if len(images) < 2:
+            report.skipped_rows["fewer than 2 views"] += 1
+            continue
+        views = tuple(
+            View(_file_ref(images[j]), _file_ref(masks[j]) if j in masks else None) if j in images else None
+            for j in range(3)
+        )
+        distractors = {}
+        for source in wanted:
+            found = _slots(folder / "distractors" / source, masks=False) if (folder / "distractors" / source).is_dir() else {}
+            report.dropped_distractors[source] += sum(1 for j in found if j not in images)
+            distractors[source] = tuple(_file_ref(found[j]) if j in found and j in images else None for j in range(3))
+        identities.append(
+            Identity(
+                id=folder.name,
+                row=len(identities),
+                views=views,
+                distractors=distractors,
+                category=meta.get("category", ""),
+                description=meta.get("description", ""),
+                split=meta.get("split"),
+            )
+        )
+    report.dropped_distractors = +report.dropped_distractors
+    report.identities = len(identities)
+    return FolderBenchmark(identities, wanted, report, root)
+
+
+def _meta(folder: Path) -> dict:
+    path = folder / "meta.json"
+    if not path.is_file():
+        return {}
+    try:
+        meta = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise DatasetError(f"{path}: not valid JSON ({exc})") from None
+    if not isinstance(meta, dict):
+        raise DatasetError(f"{path}: must be a JSON object like {{\"split\": \"test\"}}")
+    return meta

@@ -1,0 +1,186 @@
+"""NearID-bench: the positives joined row for row with any distractor sources (spec sections 3.1-3.3).
+
+Distractor datasets are *index-aligned* with the positives: row r of ``NearID-Flux`` holds the
+distractors of row r of ``NearID``. We verify that by comparing the ``id`` columns and refuse to go on
+if they differ, since a silent shift would pair every view with another identity's distractor.
+
+Where the data are. ``data`` is the positives dataset (hub id, ``save_to_disk`` folder or parquet)
+and each source lives beside it as ``<data>-<Source>`` (``Aleksandar/NearID-Flux``,
+``out/NearID-Part``); a folder that contains ``NearID/`` is a root holding all of them (what
+``nearid synth`` writes). ``NAME=LOCATION`` names a source's location explicitly.
+
+Bad rows are skipped and counted, never silently mixed in: a row with fewer than 2 views cannot make a
+trial; a distractor whose view is missing has no background partner and is dropped.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .loading import DatasetError, Table, open_table
+from .records import Identity, View
+from .schema import (
+    DISTRACTORS_REQUIRED,
+    HUB_POSITIVES,
+    POSITIVES_REQUIRED,
+    VIEW_SLOTS,
+    distractor_column,
+    image_column,
+    mask_column,
+)
+from .splits import rows_of_split
+
+
+@dataclass
+class LoadReport:
+    """What was read and what was left out, and why."""
+
+    rows_selected: int = 0
+    identities: int = 0
+    skipped_rows: Counter = field(default_factory=Counter)
+    dropped_distractors: Counter = field(default_factory=Counter)
+    n_images_disagrees: int = 0
+
+    def summary(self) -> str:
+        parts = [f"{self.identities} identities from {self.rows_selected} rows"]
+        parts += [f"skipped {n} rows ({why})" for why, n in sorted(self.skipped_rows.items())]
+        parts += [f"dropped {n} {source} distractors whose view is missing" for source, n in sorted(self.dropped_distractors.items())]
+        if self.n_images_disagrees:
+            parts.append(f"{self.n_images_disagrees} rows whose n_images disagrees with their views (views counted)")
+        return "; ".join(parts)
+
+
+class NearIDBenchmark(Sequence):
+    """A lazily materialised sequence of :class:`Identity` records for the selected rows."""
+
+    def __init__(self, positives: Table, sources: dict[str, Table], rows: list[int], report: LoadReport):
+        self.positives = positives
+        self.sources = sources
+        self.rows = rows
+        self.report = report
+        self._ids = positives.values("id")
+        self._category = positives.values("category", "")
+        self._description = positives.values("category_description", "")
+        self._split = positives.values("split")
+        self._views = np.stack([positives.present(image_column(j)) for j in VIEW_SLOTS], axis=1)
+        self._masks = np.stack([positives.present(mask_column(j)) for j in VIEW_SLOTS], axis=1)
+        self._distractors = {
+            name: np.stack([table.present(distractor_column(j)) for j in VIEW_SLOTS], axis=1) & self._views
+            for name, table in sources.items()
+        }
+
+    @property
+    def source_names(self) -> list[str]:
+        return list(self.sources)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(len(self)))]
+        row = self.rows[index]
+        views = tuple(
+            View(
+                self.positives.ref(row, image_column(j)),
+                self.positives.ref(row, mask_column(j)) if self._masks[row, j] else None,
+            )
+            if self._views[row, j]
+            else None
+            for j in VIEW_SLOTS
+        )
+        distractors = {
+            name: tuple(
+                table.ref(row, distractor_column(j)) if self._distractors[name][row, j] else None for j in VIEW_SLOTS
+            )
+            for name, table in self.sources.items()
+        }
+        return Identity(
+            id=int(self._ids[row]),
+            row=row,
+            views=views,
+            distractors=distractors,
+            category=self._category[row] or "",
+            description=self._description[row] or "",
+            split=self._split[row],
+        )
+
+
+def bench_locations(data: str | os.PathLike, sources: Sequence[str]) -> tuple[str, dict[str, str]]:
+    """Where the positives and each named source live (see the module docstring)."""
+    data = os.fspath(data)
+    root = Path(data).expanduser()
+    positives = str(root / "NearID") if (root / "NearID").is_dir() else data
+    located = {}
+    for source in sources:
+        name, sep, location = source.partition("=")
+        located[name] = location if sep else f"{positives.rstrip('/')}-{name}"
+    return positives, located
+
+
+def check_alignment(positives: Table, source: Table) -> None:
+    """Distractor rows must be the positives' rows in the same order: same count, same ``id`` per row."""
+    if len(source) != len(positives):
+        raise DatasetError(
+            f"{source.label}: {len(source)} rows but {positives.label} has {len(positives)}; distractor datasets "
+            "must be index-aligned with the positives (same rows, same order)"
+        )
+    ours, theirs = np.asarray(positives.values("id")), np.asarray(source.values("id"))
+    mismatch = np.flatnonzero(ours != theirs)
+    if mismatch.size:
+        row = int(mismatch[0])
+        raise DatasetError(
+            f"{source.label}[row {row}].id is {theirs[row]} but {positives.label}[row {row}].id is {ours[row]} "
+            f"({mismatch.size} rows differ); distractor datasets must be index-aligned with the positives"
+        )
+
+
+def load_nearid(
+    data: str | os.PathLike = HUB_POSITIVES,
+    sources: Sequence[str] = (),
+    *,
+    split: str | None = "test",
+    split_file: str | os.PathLike | None = None,
+) -> NearIDBenchmark:
+    """The NearID benchmark rows of ``split`` with the given distractor sources, validated."""
+    positives_location, source_locations = bench_locations(data, sources)
+    positives = open_table(positives_location, label=_label(positives_location))
+    positives.require(POSITIVES_REQUIRED, "NearID positives")
+    tables = {}
+    for name, location in source_locations.items():
+        table = open_table(location, label=_label(location))
+        table.require(DISTRACTORS_REQUIRED, f"NearID distractor ({name})")
+        check_alignment(positives, table)
+        tables[name] = table
+    rows = rows_of_split(positives.values("split"), split, split_file, len(positives), positives.label)
+    benchmark = NearIDBenchmark(positives, tables, [], LoadReport(rows_selected=len(rows)))
+    return _validated(benchmark, rows)
+
+
+def _validated(benchmark: NearIDBenchmark, rows: list[int]) -> NearIDBenchmark:
+    report = benchmark.report
+    selected = np.asarray(rows, dtype=np.int64)
+    n_views = benchmark._views[selected].sum(axis=1)
+    keep = n_views >= 2
+    report.skipped_rows["fewer than 2 views"] += int((~keep).sum())
+    n_images = np.asarray(benchmark.positives.values("n_images"), dtype=object)[selected]
+    report.n_images_disagrees = int(sum(1 for n, v in zip(n_images, n_views) if n is not None and n != v))
+    for name, table in benchmark.sources.items():
+        raw = np.stack([table.present(distractor_column(j)) for j in VIEW_SLOTS], axis=1)[selected]
+        report.dropped_distractors[name] += int((raw & ~benchmark._views[selected]).sum())
+    report.dropped_distractors = +report.dropped_distractors  # drop zero counts
+    benchmark.rows = [int(r) for r in selected[keep]]
+    report.identities = len(benchmark.rows)
+    return benchmark
+
+
+def _label(location: str) -> str:
+    """Keys name the dataset as given: a hub id, or a folder's own name for local data."""
+    path = Path(location).expanduser()
+    return path.name if path.exists() else location
