@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -238,3 +239,14 @@ def test_pickled_weights_are_refused_unless_allowed(tmp_path, rgb_images):
     encoder = load_encoder(f"nearid:{folder}", device="cpu", allow_pickle=True)
     expected = _reference(rgb_images, encoder.processor, lambda x: model.get_image_features(x))
     torch.testing.assert_close(nearid.embed(encoder, rgb_images), expected)
+
+
+def test_histogram_encoder_by_hand():
+    encoder = load_encoder("histogram:2", device="cpu")
+    assert encoder.dim == 8
+    half = np.zeros((4, 4, 3), dtype=np.uint8)
+    half[:, :2] = 255  # half white (bin 7), half black (bin 0)
+    vector = nearid.embed(encoder, [half])[0]
+    expected = torch.zeros(8)
+    expected[0] = expected[7] = 2**-0.5
+    torch.testing.assert_close(vector, expected)

@@ -79,6 +79,32 @@ def cmd_encoders(args) -> int:
     return 0
 
 
+def cmd_synth(args) -> int:
+    from .data.synth import SynthConfig, generate
+
+    config = SynthConfig(
+        identities=args.identities,
+        sources=tuple(args.sources),
+        size=args.size,
+        seed=args.seed,
+        val=args.val,
+        test=args.test,
+        mtg_train=args.mtg_train,
+        mtg_test=args.mtg_test,
+        image_format=args.image_format,
+        output_format=args.format,
+        workers=args.workers,
+    )
+    summary = generate(args.out, config, overwrite=args.overwrite)
+    splits = summary["splits"]
+    print(
+        f"wrote {summary['identities']} identities ({summary['views']} views; train/val/test "
+        f"{splits['train']}/{splits['val']}/{splits['test']}), sources {', '.join(summary['config']['sources'])}, "
+        f"MTG {summary['mtg']['train']}+{summary['mtg']['test']} to {args.out} in {summary['seconds']['total']:.1f} s"
+    )
+    return 0
+
+
 def cmd_demo(args) -> int:
     from .demo import run_demo
 
@@ -102,6 +128,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--masks", nargs="+")
     _add_encoder_options(p)
     p.set_defaults(run=cmd_compare)
+
+    from .data.synth import SOURCES, SynthConfig
+
+    defaults = SynthConfig()
+    p = commands.add_parser("synth", help="write a synthetic matched-context benchmark in the hub schemas")
+    p.add_argument("out", help="output folder (NearID/, NearID-<Source>/, MTG/, splits/)")
+    p.add_argument("--identities", type=int, default=defaults.identities)
+    p.add_argument("--sources", nargs="+", default=list(SOURCES), help=f"distractor rules (default: {' '.join(SOURCES)})")
+    p.add_argument("--size", type=int, default=defaults.size, help="image side in pixels")
+    p.add_argument("--seed", type=int, default=defaults.seed)
+    p.add_argument("--val", type=int, help="validation identities (default: 5%%, at most 100)")
+    p.add_argument("--test", type=int, help="test identities (default: 25%%, at most 500)")
+    p.add_argument("--mtg-train", type=int, default=defaults.mtg_train)
+    p.add_argument("--mtg-test", type=int, default=defaults.mtg_test)
+    p.add_argument("--image-format", choices=["jpeg", "png"], default=defaults.image_format)
+    p.add_argument("--format", choices=["arrow", "parquet"], default=defaults.output_format)
+    p.add_argument("--workers", type=int, default=defaults.workers)
+    p.add_argument("--overwrite", action="store_true")
+    p.set_defaults(run=cmd_synth)
 
     p = commands.add_parser("encoders", help="list the encoder specs")
     p.set_defaults(run=cmd_encoders)

@@ -24,6 +24,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -318,6 +319,44 @@ def _hf(argument: str, options: LoadOptions):
 
     folder, model = _pretrained(AutoModel, argument, options)
     return _encoder(f"hf:{argument}", model, load_processor(folder), generic_readout, options)
+
+
+class HistogramEncoder:
+    """A joint RGB colour histogram: no model at all, and entirely context-dominated.
+
+    It is the sanity floor of a matched-context benchmark: a distractor drawn into the same background
+    shares almost all of its colours with the view, so this encoder should lose nearly every trial.
+    """
+
+    untrained = False
+
+    def __init__(self, bins: int = 8, size: int = 128):
+        self.bins, self.size = bins, size
+        self.name = f"histogram:{bins}"
+        self.dim = bins**3
+
+    def preprocess(self, images, masks=None) -> torch.Tensor:
+        masks = [None] * len(images) if masks is None else masks
+        rows = []
+        for image, mask in zip(images, masks):
+            pixels = torch.from_numpy(np.asarray(load_masked(image, mask).resize((self.size, self.size))).copy())
+            rows.append(pixels.permute(2, 0, 1))
+        return torch.stack(rows) if rows else torch.empty(0, 3, self.size, self.size, dtype=torch.uint8)
+
+    def embed(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        levels = (pixel_values.long() * self.bins) // 256
+        index = (levels[:, 0] * self.bins + levels[:, 1]) * self.bins + levels[:, 2]
+        counts = torch.zeros(len(index), self.dim).scatter_add_(1, index.flatten(1), torch.ones(index.flatten(1).shape))
+        return F.normalize(counts.sqrt(), dim=-1)  # Hellinger: cosine of square-rooted histograms
+
+
+@register_encoder("histogram", default="8", help="joint RGB colour histogram (no model; context-dominated floor)")
+def _histogram(argument: str, options: LoadOptions):
+    try:
+        bins = int(argument)
+    except ValueError:
+        raise EncoderSpecError(f"histogram encoder takes a number of bins per channel, got '{argument}'") from None
+    return HistogramEncoder(bins)
 
 
 @register_encoder("tiny", default="0", help="tiny NearID model with random weights (UNTRAINED; tests, demos)")

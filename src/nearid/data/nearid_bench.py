@@ -169,6 +169,7 @@ def _validated(benchmark: NearIDBenchmark, rows: list[int]) -> NearIDBenchmark:
     n_views = benchmark._views[selected].sum(axis=1)
     keep = n_views >= 2
     report.skipped_rows["fewer than 2 views"] += int((~keep).sum())
+    report.skipped_rows = +report.skipped_rows  # drop zero counts
     n_images = np.asarray(benchmark.positives.values("n_images"), dtype=object)[selected]
     report.n_images_disagrees = int(sum(1 for n, v in zip(n_images, n_views) if n is not None and n != v))
     for name, table in benchmark.sources.items():

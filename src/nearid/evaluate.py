@@ -1,0 +1,89 @@
+"""Plan the pairs a benchmark needs, embed each unique image once, and fill similarity tables.
+
+Positives are shared by every distractor source, so a run over 7 sources embeds each view once,
+not 7 times; image identity is the :class:`~nearid.images.ImageRef` key.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from .embedding import embed
+from .encoders import Encoder
+from .images import ImageRef
+from .metrics import VIEW_PAIRS, DiscriminationScore, nearid_scores
+
+
+@dataclass
+class SimilarityTable:
+    """One source's similarities, one row per identity: ``pair[i, k]`` = s(p_a, p_b) for the k-th
+    pair of ``VIEW_PAIRS``; ``cross[i, v]`` = s(p_v, n_v). NaN where a view or distractor is missing."""
+
+    source: str
+    ids: list
+    pair: np.ndarray
+    cross: np.ndarray
+
+    def scores(self) -> DiscriminationScore:
+        return nearid_scores(self.pair, self.cross)
+
+
+def unique_images(bench, sources: Sequence[str], *, masks: bool) -> dict[str, tuple[ImageRef, ImageRef | None]]:
+    """key -> (image, mask) for every view and distractor the tables need, each key once.
+
+    With ``masks`` a distractor is masked with its view's mask (the paper's protocol), so the key
+    of a masked image includes the mask it is cut with.
+    """
+    plan: dict[str, tuple[ImageRef, ImageRef | None]] = {}
+    for identity in bench:
+        for j in identity.view_slots:
+            view = identity.views[j]
+            mask = view.mask if masks else None
+            plan.setdefault(_key(view.image, mask), (view.image, mask))
+            for source in sources:
+                distractor = identity.distractor(source, j)
+                if distractor is not None:
+                    plan.setdefault(_key(distractor, mask), (distractor, mask))
+    return plan
+
+
+def _key(image: ImageRef, mask: ImageRef | None) -> str:
+    return image.key if mask is None else f"{image.key}|mask={mask.key}"
+
+
+def similarity_tables(
+    encoder: Encoder, bench, sources: Sequence[str], *, masks: bool = False, batch_size: int = 32, progress=None
+) -> tuple[dict[str, SimilarityTable], int]:
+    """Embed the unique images of ``bench`` and fill one table per source; returns (tables, #embedded)."""
+    plan = unique_images(bench, sources, masks=masks)
+    keys = list(plan)
+    vectors = embed(encoder, [plan[k][0] for k in keys], [plan[k][1] for k in keys], batch_size=batch_size, progress=progress)
+    index = {key: i for i, key in enumerate(keys)}
+    return fill_tables(bench, sources, lambda image, mask: vectors[index[_key(image, mask)]], masks=masks), len(keys)
+
+
+def fill_tables(bench, sources: Sequence[str], vector_of, *, masks: bool) -> dict[str, SimilarityTable]:
+    """Similarity tables from a ``vector_of(image_ref, mask_ref) -> unit vector`` lookup."""
+    n = len(bench)
+    pair = np.full((n, len(VIEW_PAIRS)), np.nan)
+    cross = {source: np.full((n, 3), np.nan) for source in sources}
+    ids = []
+    for i, identity in enumerate(bench):
+        ids.append(identity.id)
+        views = {}
+        for j in identity.view_slots:
+            view = identity.views[j]
+            mask = view.mask if masks else None
+            views[j] = vector_of(view.image, mask)
+            for source in sources:
+                distractor = identity.distractor(source, j)
+                if distractor is not None:
+                    cross[source][i, j] = float(torch.dot(views[j], vector_of(distractor, mask)))
+        for k, (a, b) in enumerate(VIEW_PAIRS):
+            if a in views and b in views:
+                pair[i, k] = float(torch.dot(views[a], views[b]))
+    return {source: SimilarityTable(source, ids, pair, cross[source]) for source in sources}

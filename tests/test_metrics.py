@@ -1,0 +1,74 @@
+"""NearID-bench SSR / PA against hand-computed cases."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from nearid.metrics import discrimination, nearid_margins, nearid_scores
+
+nan = np.nan
+
+
+def test_margins_by_hand():
+    pair = np.array([[0.9, 0.5, 0.4]])  # s01, s02, s12
+    cross = np.array([[0.6, 0.95, 0.1]])  # s(p0,n0), s(p1,n1), s(p2,n2)
+    margins = nearid_margins(pair, cross)
+    np.testing.assert_allclose(margins[0], [[0.3, -0.05], [-0.1, 0.4], [-0.55, 0.3]])
+
+
+def test_three_view_identity_all_wins_and_one_loss():
+    pair = np.array([[0.9, 0.8, 0.7], [0.9, 0.8, 0.7]])
+    cross = np.array([[0.1, 0.2, 0.3], [0.1, 0.75, 0.3]])  # second: delta(1->2)=0.7-0.75 < 0
+    score = nearid_scores(pair, cross)
+    assert (score.n_samples, score.n_trials, score.n_wins) == (2, 12, 11)
+    assert score.ssr == pytest.approx(50.0) and score.pa == pytest.approx(100 * 11 / 12)
+
+
+def test_two_view_identity_has_two_trials():
+    pair = np.array([[0.5, nan, nan]])
+    cross = np.array([[0.4, 0.6, nan]])
+    score = nearid_scores(pair, cross)
+    assert (score.n_trials, score.n_wins, score.ssr, score.pa) == (2, 1, 0.0, 50.0)
+
+
+def test_tie_is_a_loss():
+    score = nearid_scores(np.array([[0.5, nan, nan]]), np.array([[0.5, 0.1, nan]]))
+    assert (score.n_wins, score.n_trials) == (1, 2)
+
+
+def test_missing_distractor_removes_only_its_trials():
+    # view 1 has no distractor: the two margins that need s(p1, n1) are not trials, the other four are
+    pair = np.array([[0.8, 0.7, 0.6]])
+    cross = np.array([[0.1, nan, 0.2]])
+    score = nearid_scores(pair, cross)
+    assert score.n_trials == 4 and score.n_wins == 4 and score.ssr == 100.0
+
+
+def test_identity_without_valid_trial_is_excluded():
+    pair = np.array([[0.8, nan, nan], [nan, nan, nan]])
+    cross = np.array([[0.1, 0.2, nan], [0.1, 0.1, 0.1]])
+    score = nearid_scores(pair, cross)
+    assert score.n_samples == 1 and score.ssr == 100.0
+
+
+def test_nan_similarity_is_not_a_win():
+    margins = np.array([[nan, 0.2], [-0.1, nan]])
+    score = discrimination(margins)
+    assert (score.n_trials, score.n_wins, score.ssr) == (2, 1, 50.0)
+
+
+def test_pooling_is_micro_averaging():
+    rng = np.random.default_rng(0)
+    tables = [(rng.uniform(size=(n, 3)), rng.uniform(size=(n, 3))) for n in (5, 17)]
+    pooled = nearid_scores(np.concatenate([t[0] for t in tables]), np.concatenate([t[1] for t in tables]))
+    parts = [nearid_scores(*t) for t in tables]
+    assert pooled.n_trials == sum(p.n_trials for p in parts)
+    assert pooled.pa == pytest.approx(100 * sum(p.n_wins for p in parts) / pooled.n_trials)
+    weighted_ssr = sum(p.ssr * p.n_samples for p in parts) / sum(p.n_samples for p in parts)
+    assert pooled.ssr == pytest.approx(weighted_ssr)
+
+
+def test_empty():
+    score = nearid_scores(np.zeros((0, 3)), np.zeros((0, 3)))
+    assert score.n_samples == 0 and np.isnan(score.ssr) and np.isnan(score.pa)
