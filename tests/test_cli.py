@@ -90,3 +90,13 @@ def test_module_entry_point_and_offline_error():
         "(`hf download openai/clip-vit-large-patch14 --local-dir DIR`), copy DIR here and pass the folder instead "
         "of the hub id."
     ]
+
+
+def test_synth_command(tmp_path, capsys):
+    argv = ["synth", str(tmp_path / "s"), "--identities", "8", "--size", "32", "--val", "1", "--test", "2",
+            "--mtg-train", "0", "--mtg-test", "1", "--workers", "1", "--sources", "part", "SHAPE"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "wrote 8 identities" in out and "train/val/test 5/1/2" in out and "sources Part, Shape" in out
+    assert main(argv) == 2
+    assert "already exists and is not empty; choose another folder or pass --overwrite" in capsys.readouterr().err

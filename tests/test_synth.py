@@ -30,11 +30,15 @@ def pixels(ref):
 def test_layout_and_summary(synth_root):
     root, summary = synth_root
     assert sorted(p.name for p in root.iterdir()) == [
-        "MTG", "NearID", "NearID-Part", "NearID-Recolor", "NearID-Shape", "NearID-Texture", "splits", "synth.json",
+        "MTG", "NearID", "NearID-Part", "NearID-Recolor", "NearID-Shape", "NearID-Texture", "contact_sheet.png",
+        "splits", "synth.json",
     ]
     assert summary["splits"] == {"train": 8, "val": 2, "test": 6}
     assert json.loads((root / "synth.json").read_text())["identities"] == 16
     assert not (root.parent / "bench.partial").exists()
+    from PIL import Image
+
+    assert Image.open(root / "contact_sheet.png").size == (7 * 128, 14 + 6 * 128)
 
 
 def test_splits_match_the_split_column(synth_root):

@@ -13,6 +13,7 @@ The output is what the hub serves, so every loader, benchmark and trainer runs o
     OUT/MTG/                Mind-the-Glitch layout, splits 'train' and 'test'
     OUT/splits/{train,val,test}.json    row positions, like the authors' splits
     OUT/synth.json          the parameters, counts and timing of the run
+    OUT/contact_sheet.png   anchors, other views and each source's distractor, for a look
 
 Everything is a pure function of (seed, identity index, source), so a run is reproducible, any
 number of worker processes gives the same bytes, and adding a source does not change the others.
@@ -269,7 +270,16 @@ def generate(out: str | os.PathLike, config: SynthConfig, *, overwrite: bool = F
     if out.exists():
         shutil.rmtree(out)
     partial.rename(out)
+    _write_contact_sheet(out, sources)
     return summary
+
+
+def _write_contact_sheet(out: Path, sources: Sequence[str]) -> None:
+    """``OUT/contact_sheet.png``: the first test identities, read back through the loader."""
+    from .contact_sheet import contact_sheet
+    from .nearid_bench import load_nearid
+
+    contact_sheet(load_nearid(out, list(sources), split="test"), out / "contact_sheet.png")
 
 
 class _Inline:
