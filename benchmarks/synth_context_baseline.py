@@ -47,7 +47,7 @@ def main() -> None:
         for masks in (False, True):
             tables, embedded = similarity_tables(encoder, bench, list(SOURCES), masks=masks)
             pooled = nearid_scores(np.concatenate([t.pair for t in tables.values()]),
-                                   np.concatenate([t.cross for t in tables.values()]))
+                                   np.concatenate([t.own_background for t in tables.values()]))
             per_source = "  ".join(f"{s} {t.scores().ssr:5.1f}" for s, t in tables.items())
             print(f"{encoder.name:38s} {'foreground' if masks else 'full image':10s}  SSR {pooled.ssr:5.1f}  "
                   f"PA {pooled.pa:5.1f}  (chance PA 50.0; {embedded} images embedded)  per source SSR: {per_source}")

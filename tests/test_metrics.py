@@ -72,3 +72,33 @@ def test_pooling_is_micro_averaging():
 def test_empty():
     score = nearid_scores(np.zeros((0, 3)), np.zeros((0, 3)))
     assert score.n_samples == 0 and np.isnan(score.ssr) and np.isnan(score.pa)
+
+
+def test_pearson_and_fisher_z_by_hand():
+    from nearid.metrics import fisher_z_mean, pearson
+
+    assert pearson([1, 2, 3], [2, 4, 7]) == pytest.approx(np.corrcoef([1, 2, 3], [2, 4, 7])[0, 1])
+    assert np.isnan(pearson([1, 1, 1], [1, 2, 3]))  # zero variance
+    assert pearson([1, 2, nan, 4], [1, 2, 5, 4]) == pytest.approx(1.0)  # NaN pairs dropped
+    assert fisher_z_mean([0.5, 0.9]) == pytest.approx(np.tanh((np.arctanh(0.5) + np.arctanh(0.9)) / 2))
+    assert fisher_z_mean([1.0, 1.0]) == pytest.approx(0.999)  # clipped, not infinite
+    assert fisher_z_mean([0.6, nan], nan_as_zero=True) == pytest.approx(np.tanh(np.arctanh(0.6) / 2))
+    assert fisher_z_mean([0.6, nan]) == pytest.approx(0.6)
+
+
+def test_mtg_scores_by_hand():
+    from nearid.metrics import mtg_scores
+
+    s12 = np.array([0.9, 0.5, 0.7])
+    s11p = np.array([0.8, 0.6, 0.7])  # margins 0.1 (win), -0.1, 0.0 (tie: loss)
+    s22p = np.array([0.3, 0.4, 0.6])  # margins 0.6, 0.1, 0.1 (wins)
+    o1, o2 = np.array([0.9, 0.5, 0.2]), np.array([0.1, 0.2, 0.3])
+    s12p, s21p = np.array([0.2, 0.2, 0.2]), np.array([0.1, 0.5, 0.9])  # s12p constant: r undefined -> 0
+    score = mtg_scores(s12, s11p, s12p, s22p, s21p, o1, o2)
+    assert (score.n_samples, score.n_trials) == (3, 6)
+    assert score.ssr == pytest.approx(100 / 3) and score.pa == pytest.approx(400 / 6)
+    r = [np.corrcoef(s11p, o1)[0, 1], np.corrcoef(s22p, o2)[0, 1], 0.0, np.corrcoef(s21p, o1)[0, 1]]
+    z = np.arctanh(np.clip(r, -0.999, 0.999))
+    assert score.m_o == pytest.approx(np.tanh(z.mean()))
+    assert score.m_opair == pytest.approx(np.tanh(z[:2].mean()))
+    assert np.isnan(score.correlations[2])

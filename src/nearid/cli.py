@@ -105,6 +105,47 @@ def cmd_synth(args) -> int:
     return 0
 
 
+def cmd_bench(args) -> int:
+    from .bench import BenchConfig, run_bench
+    from .tables import markdown
+
+    config = BenchConfig(
+        encoders=args.encoder,
+        data=args.data,
+        sources=args.sources,
+        out=args.out,
+        split=args.split,
+        split_file=args.split_file,
+        masks=args.masks,
+        mtg=args.mtg,
+        batch_size=args.batch_size,
+        device=args.device,
+        dtype=args.dtype,
+        allow_pickle=args.allow_pickle,
+    )
+    results = run_bench(config)
+    if results is not None:
+        print("\n" + markdown(results))
+        print(f"results: {Path(args.out) / 'results.json'} (+ results.md, results.csv, results.tex, sims/)")
+    return 0
+
+
+def cmd_metrics(args) -> int:
+    import numpy as np
+
+    from .metrics import nearid_scores
+    from .simtables import read_nearid_csv
+
+    tables = [read_nearid_csv(path) for path in args.tables]
+    score = nearid_scores(np.concatenate([t[0] for t in tables]), np.concatenate([t[1] for t in tables]))
+    if args.json:
+        print(json.dumps({"ssr": score.ssr, "pa": score.pa, "n_samples": score.n_samples, "n_trials": score.n_trials}))
+    else:
+        print(f"SSR {score.ssr:.2f}  PA {score.pa:.2f}  ({score.n_samples} identities, {score.n_trials} trials, "
+              f"{len(tables)} table{'s' if len(tables) > 1 else ''} pooled)")
+    return 0
+
+
 def cmd_demo(args) -> int:
     from .demo import run_demo
 
@@ -147,6 +188,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=defaults.workers)
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(run=cmd_synth)
+
+    p = commands.add_parser("bench", help="NearID-bench (+ MTG) for one or more encoders")
+    p.add_argument("--encoder", action="append", required=True, help="encoder spec; repeat for a comparison table")
+    p.add_argument("--data", required=True, help="positives: hub id, save_to_disk folder, parquet, or a `nearid synth` folder")
+    p.add_argument("--sources", nargs="+", required=True, help="distractor sources (<data>-<Source>, or NAME=LOCATION)")
+    p.add_argument("--split", default="test", help="value of the split column, or 'all' (default: test)")
+    p.add_argument("--split-file", help="JSON list of row positions (overrides --split)")
+    p.add_argument("--masks", action="store_true", help="foreground only: black out backgrounds with the views' masks")
+    p.add_argument("--mtg", help="MTG dataset (hub id or folder) to add the MTG benchmark")
+    p.add_argument("--out", required=True, help="output folder (embedding store, sims/, results.*)")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--dtype", default="auto")
+    p.add_argument("--allow-pickle", action="store_true")
+    p.set_defaults(run=cmd_bench)
+
+    p = commands.add_parser("metrics", help="SSR and PA from similarity tables in the authors' CSV layout")
+    p.add_argument("tables", nargs="+", help="CSV files (sample_id, sim_01, sim_02, sim_12, cross_ij); pooled")
+    p.add_argument("--json", action="store_true", help='print {"ssr", "pa", "n_samples", "n_trials"}')
+    p.set_defaults(run=cmd_metrics)
 
     p = commands.add_parser("encoders", help="list the encoder specs")
     p.set_defaults(run=cmd_encoders)

@@ -21,15 +21,21 @@ from .metrics import VIEW_PAIRS, DiscriminationScore, nearid_scores
 @dataclass
 class SimilarityTable:
     """One source's similarities, one row per identity: ``pair[i, k]`` = s(p_a, p_b) for the k-th
-    pair of ``VIEW_PAIRS``; ``cross[i, v]`` = s(p_v, n_v). NaN where a view or distractor is missing."""
+    pair of ``VIEW_PAIRS``; ``cross[i, a, b]`` = s(p_a, n_b), view a against the distractor in view b's
+    background (the authors' ``cross_ab``). NaN where a view or distractor is missing."""
 
     source: str
     ids: list
     pair: np.ndarray
     cross: np.ndarray
 
+    @property
+    def own_background(self) -> np.ndarray:
+        """``[N, 3]``: s(p_v, n_v), each view against the distractor in its own background."""
+        return np.diagonal(self.cross, axis1=1, axis2=2)
+
     def scores(self) -> DiscriminationScore:
-        return nearid_scores(self.pair, self.cross)
+        return nearid_scores(self.pair, self.own_background)
 
 
 def unique_images(bench, sources: Sequence[str], *, masks: bool) -> dict[str, tuple[ImageRef, ImageRef | None]]:
@@ -67,22 +73,29 @@ def similarity_tables(
 
 
 def fill_tables(bench, sources: Sequence[str], vector_of, *, masks: bool) -> dict[str, SimilarityTable]:
-    """Similarity tables from a ``vector_of(image_ref, mask_ref) -> unit vector`` lookup."""
+    """Similarity tables from a ``vector_of(image_ref, mask_ref) -> unit vector`` lookup.
+
+    With ``masks`` the distractor in view j's background is cut with view j's mask, whichever view
+    it is compared with (the paper: a distractor uses the silhouette of its positive).
+    """
     n = len(bench)
     pair = np.full((n, len(VIEW_PAIRS)), np.nan)
-    cross = {source: np.full((n, 3), np.nan) for source in sources}
+    cross = {source: np.full((n, 3, 3), np.nan) for source in sources}
     ids = []
     for i, identity in enumerate(bench):
         ids.append(identity.id)
         views = {}
         for j in identity.view_slots:
             view = identity.views[j]
-            mask = view.mask if masks else None
-            views[j] = vector_of(view.image, mask)
-            for source in sources:
-                distractor = identity.distractor(source, j)
-                if distractor is not None:
-                    cross[source][i, j] = float(torch.dot(views[j], vector_of(distractor, mask)))
+            views[j] = vector_of(view.image, view.mask if masks else None)
+        for source in sources:
+            for b in views:
+                distractor = identity.distractor(source, b)
+                if distractor is None:
+                    continue
+                n_b = vector_of(distractor, identity.views[b].mask if masks else None)
+                for a, p_a in views.items():
+                    cross[source][i, a, b] = float(torch.dot(p_a, n_b))
         for k, (a, b) in enumerate(VIEW_PAIRS):
             if a in views and b in views:
                 pair[i, k] = float(torch.dot(views[a], views[b]))

@@ -68,3 +68,64 @@ def discrimination(margins: np.ndarray) -> DiscriminationScore:
 def nearid_scores(pair_sims: np.ndarray, cross_sims: np.ndarray) -> DiscriminationScore:
     """SSR / PA of one similarity table; concatenate tables along axis 0 to pool them."""
     return discrimination(nearid_margins(pair_sims, cross_sims))
+
+
+# --------------------------------------------------------------------------------- correlations
+def pearson(x, y) -> float:
+    """Pearson r over the pairs where both are finite; NaN when undefined (fewer than 2, zero variance)."""
+    x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+    keep = np.isfinite(x) & np.isfinite(y)
+    x, y = x[keep], y[keep]
+    if len(x) < 2 or np.ptp(x) == 0 or np.ptp(y) == 0:  # constant input: undefined, not 1e-16 noise
+        return float("nan")
+    dx, dy = x - x.mean(), y - y.mean()
+    denominator = np.sqrt((dx * dx).sum() * (dy * dy).sum())
+    return float((dx * dy).sum() / denominator) if denominator > 0 else float("nan")
+
+
+def fisher_z_mean(values, *, clip: float = 0.999, nan_as_zero: bool = False) -> float:
+    """tanh(mean(atanh(clip(r)))): the average of correlations on Fisher's z scale.
+
+    MTG's M-O uses clip 0.999 and counts an undefined correlation as 0 (``nan_as_zero``); DreamBench++'s
+    M-H uses clip 0.9999 over the methods it has.
+    """
+    r = np.asarray(values, dtype=np.float64)
+    r = np.where(np.isnan(r), 0.0, r) if nan_as_zero else r[~np.isnan(r)]
+    if r.size == 0:
+        return float("nan")
+    return float(np.tanh(np.mean(np.arctanh(np.clip(r, -clip, clip)))))
+
+
+# --------------------------------------------------------------------------------- MTG
+@dataclass(frozen=True)
+class MTGScore:
+    """MTG benchmark: oracle alignment (M-O, M-Opair) and part-level discrimination (SSR, PA, percent)."""
+
+    m_o: float
+    m_opair: float
+    ssr: float
+    pa: float
+    n_samples: int
+    n_trials: int
+    correlations: tuple[float, float, float, float]  # r(s11p,o1), r(s22p,o2), r(s12p,o2), r(s21p,o1)
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def mtg_scores(s_12, s_11p, s_12p, s_22p, s_21p, oracle_1, oracle_2) -> MTGScore:
+    """Spec 6.4. Margins s(1,2) - s(1,1p) and s(1,2) - s(2,2p): the other view must beat the same
+    image with one part edited. M-O is the Fisher-z mean of the four similarity-oracle correlations
+    (an undefined one counts as 0); M-Opair of the two same-background ones."""
+    s_12, s_11p, s_22p = (np.asarray(a, dtype=np.float64) for a in (s_12, s_11p, s_22p))
+    score = discrimination(np.stack([s_12 - s_11p, s_12 - s_22p], axis=1))
+    r = (pearson(s_11p, oracle_1), pearson(s_22p, oracle_2), pearson(s_12p, oracle_2), pearson(s_21p, oracle_1))
+    return MTGScore(
+        m_o=fisher_z_mean(r, nan_as_zero=True),
+        m_opair=fisher_z_mean(r[:2], nan_as_zero=True),
+        ssr=score.ssr,
+        pa=score.pa,
+        n_samples=score.n_samples,
+        n_trials=score.n_trials,
+        correlations=r,
+    )

@@ -198,7 +198,9 @@ def _columns(rows: list[dict], features) -> dict:
 def _save(splits: dict, features, folder: Path, output_format: str) -> None:
     from datasets import Dataset, DatasetDict
 
-    tables = {name: Dataset.from_dict(_columns(rows, features), features=features) for name, rows in splits.items()}
+    tables = {  # an empty split cannot be read back by datasets; leave it out
+        name: Dataset.from_dict(_columns(rows, features), features=features) for name, rows in splits.items() if rows
+    }
     if output_format == "parquet":
         for name, table in tables.items():
             table.to_parquet(str(folder / "data" / f"{name}-00000-of-00001.parquet"))

@@ -1,0 +1,102 @@
+"""Similarity tables in the authors' CSV layout, so published tables can be re-scored and ours shared.
+
+NearID-bench: ``sample_id, category, n_pos, n_neg, sim_01, sim_02, sim_12, cross_00 ... cross_22``
+(``cross_ij`` = view i against the distractor in view j's background; empty cells where a view or
+distractor is missing). MTG: ``sample_id, mtg_oracle_{1,2}, mtg_sim_{1_2,1_1p,1_2p,2_2p,2_1p},
+mtg_margin_{1,2}, mtg_win_{1,2}, mtg_overall_win``.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+
+from .errors import NearIDError
+from .io import atomic_path
+
+PAIR_COLUMNS = ("sim_01", "sim_02", "sim_12")
+CROSS_COLUMNS = tuple(f"cross_{a}{b}" for a in range(3) for b in range(3))
+MTG_SIM_COLUMNS = ("mtg_sim_1_2", "mtg_sim_1_1p", "mtg_sim_1_2p", "mtg_sim_2_2p", "mtg_sim_2_1p")
+
+
+def _cell(value: float) -> str:
+    return "" if value is None or not math.isfinite(value) else f"{value:.6f}"
+
+
+def write_nearid_csv(path: str | os.PathLike, table, categories: list[str] | None = None) -> None:
+    """Write one :class:`~nearid.evaluate.SimilarityTable` atomically."""
+    header = ["sample_id", "category", "n_pos", "n_neg", *PAIR_COLUMNS, *CROSS_COLUMNS]
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(header)
+        for i, sample_id in enumerate(table.ids):
+            cross = table.cross[i]
+            n_pos = _views_in_pairs(table.pair[i])  # every view of a >= 2-view identity is in a pair
+            n_neg = int(np.isfinite(cross).any(axis=0).sum())
+            category = categories[i] if categories else ""
+            writer.writerow([sample_id, category, n_pos, n_neg, *map(_cell, table.pair[i]), *map(_cell, cross.reshape(-1))])
+
+
+def _views_in_pairs(pair_row: np.ndarray) -> int:
+    present = set()
+    for (a, b), value in zip(((0, 1), (0, 2), (1, 2)), pair_row):
+        if np.isfinite(value):
+            present |= {a, b}
+    return len(present)
+
+
+def _read(path: Path, required: tuple[str, ...]) -> tuple[list[dict], list[str]]:
+    if not path.is_file():
+        raise NearIDError(f"{path}: no such similarity table")
+    with open(path, newline="") as handle:
+        reader = csv.DictReader(handle)
+        columns = reader.fieldnames or []
+        missing = [c for c in required if c not in columns]
+        if missing:
+            raise NearIDError(f"{path}: missing column '{missing[0]}'; expected the authors' layout ({', '.join(required)})")
+        return list(reader), columns
+
+
+def _number(path: Path, line: int, column: str, text: str | None) -> float:
+    if text is None or text.strip() == "" or text.strip().lower() == "nan":
+        return float("nan")
+    try:
+        return float(text)
+    except ValueError:
+        raise NearIDError(f"{path}: line {line}, column {column}: '{text}' is not a number") from None
+
+
+def read_nearid_csv(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
+    """``(pair [N, 3], own-background cross [N, 3])`` from a table in the authors' layout."""
+    path = Path(path)
+    own = tuple(f"cross_{v}{v}" for v in range(3))
+    rows, _ = _read(path, ("sample_id", *PAIR_COLUMNS, *own))
+    pair = np.array([[_number(path, n + 2, c, row[c]) for c in PAIR_COLUMNS] for n, row in enumerate(rows)]).reshape(-1, 3)
+    cross = np.array([[_number(path, n + 2, c, row[c]) for c in own] for n, row in enumerate(rows)]).reshape(-1, 3)
+    return pair, cross
+
+
+def write_mtg_csv(path: str | os.PathLike, sims: dict[str, np.ndarray], oracles: tuple[np.ndarray, np.ndarray]) -> None:
+    """Write the MTG table: five similarities per sample, oracles, margins and wins."""
+    margin_1 = sims["mtg_sim_1_2"] - sims["mtg_sim_1_1p"]
+    margin_2 = sims["mtg_sim_1_2"] - sims["mtg_sim_2_2p"]
+    header = ["sample_id", "mtg_oracle_1", "mtg_oracle_2", *MTG_SIM_COLUMNS, "mtg_margin_1", "mtg_margin_2",
+              "mtg_win_1", "mtg_win_2", "mtg_overall_win"]
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(header)
+        for i in range(len(margin_1)):
+            wins = [int(margin_1[i] > 0), int(margin_2[i] > 0)]
+            writer.writerow([i, _cell(oracles[0][i]), _cell(oracles[1][i]), *(_cell(sims[c][i]) for c in MTG_SIM_COLUMNS),
+                             _cell(margin_1[i]), _cell(margin_2[i]), *wins, int(all(wins))])
+
+
+def read_mtg_csv(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], tuple[np.ndarray, np.ndarray]]:
+    path = Path(path)
+    rows, _ = _read(path, ("sample_id", "mtg_oracle_1", "mtg_oracle_2", *MTG_SIM_COLUMNS))
+    column = lambda c: np.array([_number(path, n + 2, c, row[c]) for n, row in enumerate(rows)])  # noqa: E731
+    return {c: column(c) for c in MTG_SIM_COLUMNS}, (column("mtg_oracle_1"), column("mtg_oracle_2"))
