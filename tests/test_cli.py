@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -100,3 +101,22 @@ def test_synth_command(tmp_path, capsys):
     assert "wrote 8 identities" in out and "train/val/test 5/1/2" in out and "sources Part, Shape" in out
     assert main(argv) == 2
     assert "already exists and is not empty; choose another folder or pass --overwrite" in capsys.readouterr().err
+
+
+DBPP = Path(__file__).resolve().parents[2] / "shared" / "data" / "dreambench_plus" / "ratings"
+
+
+@pytest.mark.skipif(not DBPP.is_dir(), reason="the published DreamBench++ ratings are not beside this checkout")
+def test_dbpp_reproduces_the_published_object_figures(capsys):
+    assert main(["dbpp", "--ratings", str(DBPP), "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert set(result) == {"object", "live_subject_animal", "live_subject_human", "style", "all"}
+    published = {"human": 0.648, "gpt": 0.597, "qwen3vl_30b": 0.549, "nearid": 0.545, "backbone": 0.515,
+                 "clipi": 0.493, "dino": 0.492, "backbone_maphead": 0.489, "vsm": 0.190}
+    assert {k: round(v, 3) for k, v in result["object"].items()} == published
+    assert round(result["all"]["nearid"], 3) == 0.445
+
+
+def test_dbpp_scores_need_a_name(tmp_path, capsys):
+    assert main(["dbpp", "--ratings", str(tmp_path), "--scores", str(tmp_path)]) == 2
+    assert "--scores needs --name" in capsys.readouterr().err

@@ -146,6 +146,26 @@ def cmd_metrics(args) -> int:
     return 0
 
 
+def cmd_dbpp(args) -> int:
+    import math
+
+    from .dbpp import alignment, format_table
+
+    if args.scores and not args.name:
+        raise NearIDError("--scores needs --name: the name your metric gets in the table")
+    result = alignment(args.ratings, args.scores, args.name)
+    if args.json:
+        clean = {
+            category: {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in values.items()}
+            for category, values in result.items()
+            if not category.startswith("_")
+        }
+        print(json.dumps(clean))
+    else:
+        print(format_table(result))
+    return 0
+
+
 def cmd_demo(args) -> int:
     from .demo import run_demo
 
@@ -208,6 +228,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("tables", nargs="+", help="CSV files (sample_id, sim_01, sim_02, sim_12, cross_ij); pooled")
     p.add_argument("--json", action="store_true", help='print {"ssr", "pa", "n_samples", "n_trials"}')
     p.set_defaults(run=cmd_metrics)
+
+    p = commands.add_parser("dbpp", help="DreamBench++ metric-to-human alignment (M-H) per category")
+    p.add_argument("--ratings", required=True, help="ratings folder (data_<scorer>_rating/, data_human_rating/)")
+    p.add_argument("--scores", help="your metric's scores on the DreamBench++ images: <method>.json files")
+    p.add_argument("--name", help="name of your metric in the table (with --scores)")
+    p.add_argument("--json", action="store_true", help="print {category: {scorer: r}} as JSON")
+    p.set_defaults(run=cmd_dbpp)
 
     p = commands.add_parser("encoders", help="list the encoder specs")
     p.set_defaults(run=cmd_encoders)
