@@ -92,7 +92,7 @@ def test_two_processes_give_the_same_numbers(data, tmp_path):
         [torchrun, "--standalone", "--nproc_per_node", "2", "-m", "nearid", *argv, "--out", str(tmp_path / "two")],
         capture_output=True, text=True, timeout=300, cwd=Path(__file__).parent,
     )
-    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[:3000]
     one = json.loads((tmp_path / "one" / "results.json").read_text())
     two = json.loads((tmp_path / "two" / "results.json").read_text())
     for name, result in one["encoders"].items():

@@ -93,6 +93,7 @@ def run_bench(config: BenchConfig) -> dict | None:
         if mtg is not None:
             plan.update(_mtg_plan(mtg, config.masks))
         todo = sorted(set(plan) - store.keys())
+        state.wait_for_everyone()  # every process must see the store as it was before anyone writes to it
         mine = todo[state.process_index :: state.num_processes]
         for start in range(0, len(mine), CHUNK):
             keys = mine[start : start + CHUNK]
@@ -136,6 +137,9 @@ def _mtg_plan(mtg, masks: bool) -> dict:
 
 def _score_encoder(encoder, spec, bench, mtg, store, config, out: Path, unique: int, computed: int) -> dict:
     vectors = store.load()
+    missing = [key for key in unique_images(bench, bench.source_names, masks=config.masks) if key not in vectors]
+    if missing:
+        raise RuntimeError(f"{len(missing)} planned images are not in the store {store.folder}, e.g. {missing[0]}")
     lookup = lambda image, mask: vectors[_key(image, mask)]  # noqa: E731
     tables = fill_tables(bench, bench.source_names, lookup, masks=config.masks)
     folder = out / "sims" / store.folder.name
