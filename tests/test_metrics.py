@@ -102,3 +102,18 @@ def test_mtg_scores_by_hand():
     assert score.m_o == pytest.approx(np.tanh(z.mean()))
     assert score.m_opair == pytest.approx(np.tanh(z[:2].mean()))
     assert np.isnan(score.correlations[2])
+
+
+def test_calibrated_threshold_by_hand():
+    from nearid.metrics import calibrate_threshold
+
+    t = calibrate_threshold([0.9, 0.8, 0.6], [0.7, 0.3, 0.2, 0.1])
+    # cut 0.75: TPR 2/3, TNR 4/4 -> 0.833; cut 0.45: TPR 3/3, TNR 3/4 -> 0.875; cut 0.65: 2/3, 3/4 -> 0.708
+    assert t.value == pytest.approx(0.45) and t.balanced_accuracy == pytest.approx(87.5)
+    assert (t.true_positive_rate, t.true_negative_rate) == (pytest.approx(100.0), pytest.approx(75.0))
+    tie = calibrate_threshold([0.9, 0.5], [0.7, 0.1])  # cuts 0.3 and 0.8 both give 75 %: the middle one of the two
+    assert tie.value == pytest.approx(0.8) and tie.balanced_accuracy == pytest.approx(75.0)
+    separable = calibrate_threshold([0.9, 0.95], [0.1, nan])
+    assert separable.balanced_accuracy == 100.0 and 0.1 < separable.value < 0.9 and separable.n_negative == 1
+    with pytest.raises(ValueError):
+        calibrate_threshold([], [0.1])

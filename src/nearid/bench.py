@@ -23,7 +23,7 @@ from .embedding import embed
 from .encoders import load_encoder
 from .evaluate import _key, fill_tables, unique_images
 from .io import write_text_atomic
-from .metrics import discrimination, mtg_scores, nearid_margins
+from .metrics import calibrate_threshold, discrimination, mtg_scores, nearid_margins
 from .simtables import write_mtg_csv, write_nearid_csv
 from .store import EmbeddingStore, store_folder
 
@@ -154,12 +154,17 @@ def _score_encoder(encoder, spec, bench, mtg, store, config, out: Path, unique: 
     groups = {}
     for name, members in _groups(list(tables)).items():
         groups[name] = {**discrimination(np.concatenate([margins[m] for m in members])).as_dict(), "sources": list(members)}
+    positives = np.concatenate([t.pair.reshape(-1) for t in tables.values()][:1])  # pairs are shared by sources
+    distractors = np.concatenate([t.own_background.reshape(-1) for t in tables.values()])
     result = {
         "spec": spec,
         "untrained": bool(getattr(encoder, "untrained", False)),
         "unique_images": unique,
         "embeddings_computed": computed,
+        "sims_folder": str(folder.relative_to(out)),
         "nearid": {"per_source": per_source, "groups": groups},
+        # same/different cut for `nearid score --threshold calibrated` (calibrate on a val split)
+        "calibration": {**calibrate_threshold(positives, distractors).as_dict(), "split": config.split_file or config.split},
     }
     if mtg is not None:
         result["mtg"] = _score_mtg(mtg, lookup, config.masks, folder / f"mtg_{condition}.csv")

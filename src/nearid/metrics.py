@@ -129,3 +129,47 @@ def mtg_scores(s_12, s_11p, s_12p, s_22p, s_21p, oracle_1, oracle_2) -> MTGScore
         n_trials=score.n_trials,
         correlations=r,
     )
+
+
+# --------------------------------------------------------------------------------- thresholds
+@dataclass(frozen=True)
+class Threshold:
+    """A same/different cut on cosine similarity: ``same`` when similarity > ``value``."""
+
+    value: float
+    balanced_accuracy: float  # percent
+    true_positive_rate: float  # percent of true pairs called same
+    true_negative_rate: float  # percent of distractor pairs called different
+    n_positive: int
+    n_negative: int
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def calibrate_threshold(positive, negative) -> Threshold:
+    """The cut that maximises balanced accuracy between true pairs and matched-context distractors.
+
+    Candidates are midpoints between consecutive distinct similarities, so the chosen value never
+    sits on an observed score; evaluated for all candidates at once from sorted arrays. Among equally
+    good cuts the middle one is taken.
+    """
+    pos = np.sort(np.asarray(positive, dtype=np.float64)[np.isfinite(positive)])
+    neg = np.sort(np.asarray(negative, dtype=np.float64)[np.isfinite(negative)])
+    if pos.size == 0 or neg.size == 0:
+        raise ValueError("calibration needs at least one positive and one distractor similarity")
+    values = np.unique(np.concatenate([pos, neg]))
+    candidates = np.concatenate([[values[0] - 1e-6], (values[:-1] + values[1:]) / 2, [values[-1] + 1e-6]])
+    tpr = 1.0 - np.searchsorted(pos, candidates, side="right") / pos.size  # share of positives > cut
+    tnr = np.searchsorted(neg, candidates, side="right") / neg.size  # share of negatives <= cut
+    balanced = (tpr + tnr) / 2
+    ties = np.flatnonzero(balanced == balanced.max())
+    best = int(ties[len(ties) // 2])  # the middle one of equally good cuts, not the lowest
+    return Threshold(
+        value=float(candidates[best]),
+        balanced_accuracy=100 * float(balanced[best]),
+        true_positive_rate=100 * float(tpr[best]),
+        true_negative_rate=100 * float(tnr[best]),
+        n_positive=int(pos.size),
+        n_negative=int(neg.size),
+    )
