@@ -74,3 +74,16 @@ def test_similarity_is_cosine():
     b = np.array([[0.0, 2.0]])
     np.testing.assert_allclose(nearid.similarity(a, b).numpy(), [[0.8], [0.0]], atol=1e-7)
     np.testing.assert_allclose(nearid.similarity(a).numpy(), [[1.0, 0.6], [0.6, 1.0]], atol=1e-7)
+
+
+def test_failures_are_collected_in_order(tiny, rgb_images, tmp_path):
+    bad = tmp_path / "bad.png"
+    bad.write_text("not an image")
+    images = [rgb_images[0], bad, rgb_images[1], rgb_images[2]]
+    failures = {}
+    vectors = nearid.embed(tiny, images, batch_size=3, failures=failures)
+    assert list(failures) == [1] and "bad.png: not an image file" in failures[1]
+    assert torch.isnan(vectors[1]).all()
+    torch.testing.assert_close(vectors[[0, 2, 3]], nearid.embed(tiny, rgb_images))
+    with pytest.raises(nearid.NearIDError, match="bad.png"):
+        nearid.embed(tiny, images)

@@ -166,6 +166,40 @@ def cmd_dbpp(args) -> int:
     return 0
 
 
+def cmd_score(args) -> int:
+    from .score import plan_pairs, resolve_threshold, score_pairs, write_outputs
+
+    plan = plan_pairs(args.refs, args.gens, args.pairing)  # input errors before any model is loaded
+    encoder = _encoder(args)
+    threshold = resolve_threshold(args.threshold, encoder.name, args.calibration)
+    result = score_pairs(encoder, plan, masks=args.masks, batch_size=args.batch_size, skip_errors=args.skip_errors)
+    summary = write_outputs(result, args.out, threshold=threshold, fmt=args.format)
+    stats = summary["similarity"] or {}
+    print(f"scored {summary['n_pairs']} pairs ({plan.rule} pairing) with {encoder.name}; "
+          f"{result.embedded} unique images embedded")
+    if stats:
+        print("similarity: " + "  ".join(f"{k} {v:.4f}" for k, v in stats.items()))
+    for subject, values in list(summary["per_subject"].items())[:20]:
+        print(f"  {subject:30s} n={values['n']:4d}  mean {values['mean']:.4f}  median {values['median']:.4f}")
+    if summary["decisions"]:
+        d, t = summary["decisions"], summary["threshold"]
+        print(f"threshold {t['value']:.4f} ({t['source']}): same {d['same']}, different {d['different']}")
+    if summary["errors"]:
+        print(f"skipped {summary['errors']} failures, listed in {summary['errors_file']}")
+    print(f"wrote {args.out} and {Path(args.out).with_suffix('').name}.summary.json")
+    if not summary["n_pairs"]:
+        print("nearid score: error: no pair could be scored; see the errors file", file=sys.stderr)
+        return 2
+    return 0
+
+
+def cmd_report(args) -> int:
+    from .report import write_report
+
+    print(f"wrote {write_report(args.results, args.out)}")
+    return 0
+
+
 def cmd_demo(args) -> int:
     from .demo import run_demo
 
@@ -235,6 +269,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name", help="name of your metric in the table (with --scores)")
     p.add_argument("--json", action="store_true", help="print {category: {scorer: r}} as JSON")
     p.set_defaults(run=cmd_dbpp)
+
+    p = commands.add_parser("score", help="score generated images against references (identity preservation)")
+    p.add_argument("--refs", required=True, help="reference folder, a pairs CSV, or a DreamBench++ samples folder")
+    p.add_argument("--gens", help="generated-image folder (paths or subjects pairing)")
+    p.add_argument("--pairing", default="auto", choices=["auto", "csv", "paths", "subjects", "dreambench"])
+    p.add_argument("--masks", help="foreground masks: MASKS/refs/<relative path>, MASKS/gens/<relative path>")
+    p.add_argument("--out", default="scores.csv", help="per-pair output (.csv, or .jsonl with --format jsonl)")
+    p.add_argument("--format", choices=["csv", "jsonl"], default="csv")
+    p.add_argument("--threshold", help="a number, or 'calibrated' (with --calibration) for same/different decisions")
+    p.add_argument("--calibration", help="a `nearid bench` results.json (validation split) or {\"value\": x}")
+    p.add_argument("--skip-errors", action="store_true", help="score what can be scored; list failures in <out>.errors.csv")
+    _add_encoder_options(p, default_model="nearid")
+    p.set_defaults(run=cmd_score)
+
+    p = commands.add_parser("report", help="a self-contained HTML report from bench or score results")
+    p.add_argument("results", help="results.json of `nearid bench`, or <out>.summary.json of `nearid score`")
+    p.add_argument("--out", help="output HTML (default: report.html beside the results)")
+    p.set_defaults(run=cmd_report)
 
     p = commands.add_parser("encoders", help="list the encoder specs")
     p.set_defaults(run=cmd_encoders)

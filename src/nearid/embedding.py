@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from .encoders import Encoder
+from .errors import NearIDError
 from .images import ImageInput
 
 #: Inputs longer than this many batches get a progress bar (on a terminal).
@@ -29,11 +30,14 @@ def embed(
     *,
     batch_size: int = 32,
     progress: bool | None = None,
+    failures: dict[int, str] | None = None,
 ) -> torch.Tensor:
     """L2-normalised float32 embeddings ``[len(images), encoder.dim]``, in input order.
 
     ``masks`` (same length, ``None`` entries allowed) black out each image's background first.
-    ``progress=None`` shows a bar on long inputs when writing to a terminal.
+    ``progress=None`` shows a bar on long inputs when writing to a terminal. An unreadable image
+    raises its :class:`NearIDError`; pass a ``failures`` dict to collect ``{index: message}`` instead
+    and get a row of NaN for each image that failed.
     """
     if batch_size < 1:
         raise ValueError("batch_size must be >= 1")
@@ -43,9 +47,24 @@ def embed(
     if not starts:
         return torch.empty(0, encoder.dim)
 
-    def prepare(start: int) -> torch.Tensor:
-        chunk_masks = None if masks is None else masks[start : start + batch_size]
-        return encoder.preprocess(images[start : start + batch_size], chunk_masks)
+    def prepare(start: int) -> tuple[torch.Tensor, list[int]]:
+        """Pixels of the batch at ``start`` and the batch positions that failed (only when collecting)."""
+        chunk = list(images[start : start + batch_size])
+        chunk_masks = [None] * len(chunk) if masks is None else list(masks[start : start + batch_size])
+        try:
+            return encoder.preprocess(chunk, chunk_masks), []
+        except NearIDError:
+            if failures is None:
+                raise
+        rows, failed = [], []
+        for offset, (image, mask) in enumerate(zip(chunk, chunk_masks)):  # find the bad ones
+            try:
+                rows.append(encoder.preprocess([image], [mask]))
+            except NearIDError as exc:
+                failures[start + offset] = str(exc)
+                failed.append(offset)
+        good = torch.cat(rows) if rows else None
+        return good, failed
 
     if progress is None:  # automatic: long inputs only, and only on a terminal (tqdm's disable=None)
         disable = None if len(starts) > PROGRESS_MIN_BATCHES else True
@@ -56,11 +75,14 @@ def embed(
     with ThreadPoolExecutor(max_workers=1) as pool, bar:
         pending = pool.submit(prepare, starts[0])
         for index in range(len(starts)):
-            pixel_values = pending.result()
+            pixel_values, failed = pending.result()
             if index + 1 < len(starts):
                 pending = pool.submit(prepare, starts[index + 1])
-            outputs.append(encoder.embed(pixel_values))
-            bar.update(len(pixel_values))
+            vectors = encoder.embed(pixel_values) if pixel_values is not None else torch.empty(0, encoder.dim)
+            for offset in failed:  # keep input order: a NaN row where an image failed
+                vectors = torch.cat([vectors[:offset], torch.full((1, encoder.dim), float("nan")), vectors[offset:]])
+            outputs.append(vectors)
+            bar.update(len(vectors))
     return torch.cat(outputs)
 
 

@@ -1,0 +1,202 @@
+"""`nearid score`: every pairing rule, one embedding per unique image, thresholds, errors, atomic outputs."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image, ImageDraw
+
+import nearid
+from nearid.cli import main
+from nearid.errors import NearIDError
+from nearid.score import plan_pairs, resolve_threshold, score_pairs
+
+
+def draw(path, seed: int, size=(40, 40)):
+    rng = np.random.default_rng(seed)
+    image = Image.new("RGB", size, tuple(int(v) for v in rng.integers(0, 255, 3)))
+    ImageDraw.Draw(image).ellipse((8, 8, 30, 30), fill=tuple(int(v) for v in rng.integers(0, 255, 3)))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image.save(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    return nearid.load_encoder("tiny", device="cpu")
+
+
+def cos(encoder, a, b) -> float:
+    vectors = nearid.embed(encoder, [a, b])
+    return float(vectors[0] @ vectors[1])
+
+
+def rows(path):
+    with open(path, newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_paths_rule_matches_by_name_without_extension(tmp_path, tiny):
+    for i, name in enumerate(["dog/1", "dog/2", "cat/1"]):
+        draw(tmp_path / "refs" / f"{name}.png", i)
+        draw(tmp_path / "gens" / f"{name}.jpg", 10 + i)
+    plan = plan_pairs(tmp_path / "refs", tmp_path / "gens")
+    assert plan.rule == "paths" and len(plan.pairs) == 3
+    result = score_pairs(tiny, plan)
+    for pair, value in zip(plan.pairs, result.similarities):
+        assert pair.reference.with_suffix("").name == pair.generated.with_suffix("").name
+        assert value == pytest.approx(cos(tiny, pair.reference, pair.generated), abs=1e-5)
+    assert {p.subject for p in plan.pairs} == {"dog", "cat"}
+
+
+def test_subjects_rule_aggregates_mean_and_max(tmp_path, tiny, capsys):
+    for subject in ("dog", "cat"):
+        for i in range(3):
+            draw(tmp_path / "refs" / subject / f"ref{i}.png", hash((subject, i)) % 1000)
+        for i in range(2):
+            draw(tmp_path / "gens" / subject / f"sample{i}.png", hash((subject, "g", i)) % 1000)
+    out = tmp_path / "out" / "scores.csv"
+    argv = ["score", "--refs", str(tmp_path / "refs"), "--gens", str(tmp_path / "gens"), "--model", "tiny", "--out", str(out)]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "(subjects pairing)" in printed and "10 unique images embedded" in printed  # 6 refs + 4 gens, not 24
+    pairs = rows(out)
+    assert len(pairs) == 12
+    per_generated = rows(tmp_path / "out" / "scores.per_generated.csv")
+    assert len(per_generated) == 4
+    first = per_generated[0]
+    values = [float(r["similarity"]) for r in pairs if r["generated"] == first["generated"]]
+    assert int(first["n_references"]) == 3
+    assert float(first["mean"]) == pytest.approx(np.mean(values), abs=1e-6)
+    assert float(first["max"]) == pytest.approx(np.max(values), abs=1e-6)
+    summary = json.loads((tmp_path / "out" / "scores.summary.json").read_text())
+    assert summary["n_pairs"] == 12 and set(summary["per_subject"]) == {"dog", "cat"}
+    assert summary["similarity"]["mean"] == pytest.approx(np.mean([float(r["similarity"]) for r in pairs]), abs=1e-5)
+
+
+def test_csv_rule_and_jsonl(tmp_path, tiny):
+    a, b, c = (draw(tmp_path / "img" / f"{n}.png", i) for i, n in enumerate("abc"))
+    (tmp_path / "pairs.csv").write_text("reference,generated,subject\nimg/a.png,img/b.png,x\nimg/a.png,img/c.png,x\n")
+    out = tmp_path / "s.jsonl"
+    assert main(["score", "--refs", str(tmp_path / "pairs.csv"), "--model", "tiny", "--out", str(out), "--format", "jsonl"]) == 0
+    lines = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [l["generated"] for l in lines] == [str(b), str(c)]
+    assert lines[1]["similarity"] == pytest.approx(cos(tiny, a, c), abs=1e-5)
+
+
+def test_dreambench_layout_writes_dbpp_keys(tmp_path):
+    for i, name in enumerate(["object_00_backpack-0", "object_00_backpack-1"]):
+        draw(tmp_path / "samples" / "src_image" / "object" / f"{name}.jpg", i)
+        draw(tmp_path / "samples" / "tgt_image" / "object" / f"{name}.png", 5 + i)
+    out = tmp_path / "emu2.csv"
+    assert main(["score", "--refs", str(tmp_path / "samples"), "--model", "tiny", "--out", str(out)]) == 0
+    keys = json.loads((tmp_path / "emu2.dbpp.json").read_text())
+    assert set(keys) == {"object-object_00_backpack-0", "object-object_00_backpack-1"}
+    assert all(-100 <= v <= 100 for v in keys.values())
+
+
+def test_corrupt_generated_image_exit_2_and_no_output(tmp_path, capsys):
+    for i in range(3):
+        draw(tmp_path / "refs" / f"{i}.png", i)
+        draw(tmp_path / "gens" / f"{i}.png", 9 + i)
+    (tmp_path / "gens" / "1.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
+    out = tmp_path / "out" / "scores.csv"
+    argv = ["score", "--refs", str(tmp_path / "refs"), "--gens", str(tmp_path / "gens"), "--model", "tiny", "--out", str(out)]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err and "gens/1.png" in err
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+    assert main([*argv, "--skip-errors"]) == 0
+    assert len(rows(out)) == 2
+    errors = rows(tmp_path / "out" / "scores.errors.csv")
+    assert [e["path"] for e in errors] == [str(tmp_path / "gens" / "1.png")] and "not an image file" in errors[0]["error"]
+    assert json.loads((tmp_path / "out" / "scores.summary.json").read_text())["errors"] == 1
+    assert not list((tmp_path / "out").glob("*.part"))
+
+
+@pytest.mark.parametrize(
+    "layout, message",
+    [
+        ("unmatched", r"gens/extra\.png: no reference with this name; fix the inputs or pass --skip-errors"),
+        ("empty", r"gens: no images inside"),
+        ("bad_mask", r"masks/gens/0\.png: mask is 20x10 but its image is 40x40"),
+    ],
+)
+def test_input_errors(tmp_path, capsys, layout, message):
+    draw(tmp_path / "refs" / "0.png", 0)
+    (tmp_path / "gens").mkdir()
+    argv = ["score", "--refs", str(tmp_path / "refs"), "--gens", str(tmp_path / "gens"), "--model", "tiny",
+            "--out", str(tmp_path / "o.csv")]
+    if layout != "empty":
+        draw(tmp_path / "gens" / "0.png", 1)
+    if layout == "unmatched":
+        draw(tmp_path / "gens" / "extra.png", 2)
+    if layout == "bad_mask":
+        (tmp_path / "masks" / "gens").mkdir(parents=True)
+        Image.new("L", (20, 10), 255).save(tmp_path / "masks" / "gens" / "0.png")
+        argv += ["--masks", str(tmp_path / "masks")]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    import re
+
+    assert re.search(message, err), err
+    assert not (tmp_path / "o.csv").exists()
+
+
+def test_bad_pairs_csv(tmp_path, capsys):
+    (tmp_path / "p.csv").write_text("ref,gen\na.png,b.png\n")
+    assert main(["score", "--refs", str(tmp_path / "p.csv"), "--model", "tiny"]) == 2
+    assert "p.csv: a pairs CSV needs the columns reference,generated" in capsys.readouterr().err
+
+
+def test_masks_are_applied(tmp_path, tiny):
+    ref, gen = draw(tmp_path / "refs" / "0.png", 0), draw(tmp_path / "gens" / "0.png", 1)
+    mask = np.zeros((40, 40), np.uint8)
+    mask[8:30, 8:30] = 255
+    (tmp_path / "m" / "refs").mkdir(parents=True)
+    Image.fromarray(mask).save(tmp_path / "m" / "refs" / "0.png")
+    result = score_pairs(tiny, plan_pairs(tmp_path / "refs", tmp_path / "gens"), masks=tmp_path / "m")
+    masked_ref = np.asarray(Image.open(ref)).copy()
+    masked_ref[mask == 0] = 0
+    vectors = nearid.embed(tiny, [masked_ref, gen])
+    assert result.similarities[0] == pytest.approx(float(vectors[0] @ vectors[1]), abs=1e-5)
+
+
+def test_thresholds(tmp_path, capsys):
+    for i in range(2):
+        draw(tmp_path / "refs" / f"{i}.png", i)
+        draw(tmp_path / "gens" / f"{i}.png", i)  # identical: similarity 1
+    results = {"encoders": {"tiny:0 (untrained)": {"calibration": {"value": 0.5, "split": "val", "balanced_accuracy": 90.0}}}}
+    (tmp_path / "results.json").write_text(json.dumps(results))
+    base = ["score", "--refs", str(tmp_path / "refs"), "--gens", str(tmp_path / "gens"), "--model", "tiny", "--out", str(tmp_path / "s.csv")]
+    assert main([*base, "--threshold", "calibrated", "--calibration", str(tmp_path / "results.json")]) == 0
+    assert "threshold 0.5000 (calibrated on val (results.json)): same 2, different 0" in capsys.readouterr().out
+    assert [r["same"] for r in rows(tmp_path / "s.csv")] == ["1", "1"]
+    assert main([*base, "--threshold", "calibrated"]) == 2
+    assert "--threshold calibrated needs --calibration FILE" in capsys.readouterr().err
+    with pytest.raises(NearIDError, match="has no calibration for 'clip:x'"):
+        resolve_threshold("calibrated", "clip:x", tmp_path / "results.json")
+    assert resolve_threshold("0.25", "m", None) == {"value": 0.25, "source": "given"}
+
+
+def test_each_unique_image_is_embedded_once(tmp_path, tiny, monkeypatch):
+    draw(tmp_path / "r" / "ref.png", 0)
+    (tmp_path / "p.csv").write_text("reference,generated\n" + "".join(f"r/ref.png,g/{i}.png\n" for i in range(5)))
+    for i in range(5):
+        draw(tmp_path / "g" / f"{i}.png", i + 1)
+    seen = []
+    original = tiny.preprocess
+
+    def counting(images, masks=None):
+        seen.extend(map(str, images))
+        return original(images, masks)
+
+    monkeypatch.setattr(tiny, "preprocess", counting)
+    result = score_pairs(tiny, plan_pairs(tmp_path / "p.csv"))
+    assert result.embedded == 6 and len(seen) == 6 and len(set(seen)) == 6
+    assert torch.isfinite(torch.as_tensor(result.similarities)).all()
