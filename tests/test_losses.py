@@ -1,0 +1,143 @@
+"""Losses against independent loop-based computations, with masks, and gradient checks."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from nearid.errors import NearIDError
+from nearid.losses import CircleExtLoss, CohesionLoss, CombinedLoss, InfoNCELoss, NearIDLoss, OracleRankLoss, SigLIPExtLoss
+
+
+def batch(b=4, p=2, k=3, d=8, seed=0, dtype=torch.float64):
+    g = torch.Generator().manual_seed(seed)
+    anchor = torch.randn(b, d, generator=g, dtype=dtype)
+    positives = torch.randn(b, p, d, generator=g, dtype=dtype)
+    distractors = torch.randn(b, k, d, generator=g, dtype=dtype)
+    pos_mask = torch.ones(b, p, dtype=torch.bool)
+    neg_mask = torch.ones(b, k, dtype=torch.bool)
+    pos_mask[1, 1] = False  # a 2-view identity: one positive
+    neg_mask[1, 1:] = False
+    neg_mask[2, 0] = False  # a missing distractor
+    return anchor, positives, distractors, pos_mask, neg_mask
+
+
+def nearid_by_loops(anchor, positives, distractors, pos_mask, neg_mask, tau=0.07, alpha=0.5):
+    """Paper Eq. 1-3 written out one anchor, one positive and one distractor at a time."""
+    unit = lambda v: v / v.norm()  # noqa: E731
+    b, p_count, _ = positives.shape
+    pool = [(j, q, unit(positives[j, q])) for j in range(b) for q in range(p_count) if pos_mask[j, q]]
+    per_index = []
+    for p in range(p_count):
+        terms = []
+        for i in range(b):
+            if not pos_mask[i, p]:
+                continue
+            a = unit(anchor[i])
+            denominator = sum(math.exp(float(a @ g) / tau) for _, _, g in pool)
+            denominator += sum(math.exp(float(a @ unit(distractors[i, k])) / tau) for k in range(distractors.shape[1]) if neg_mask[i, k])
+            terms.append(-float(a @ unit(positives[i, p])) / tau + math.log(denominator))
+        if terms:
+            per_index.append(sum(terms) / len(terms))
+    disc = sum(per_index) / len(per_index)
+    ranks = []
+    for i in range(b):
+        a = unit(anchor[i])
+        negatives = [math.exp(float(a @ g) / tau) for j, _, g in pool if j != i]
+        lse = math.log(sum(negatives)) if negatives else -math.inf
+        for k in range(distractors.shape[1]):
+            if neg_mask[i, k]:
+                logit = float(a @ unit(distractors[i, k])) / tau
+                ranks.append(math.log1p(math.exp(lse - logit)) if lse > -math.inf else 0.0)
+    return disc + alpha * sum(ranks) / len(ranks)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_nearid_loss_matches_loops(seed):
+    inputs = batch(seed=seed)
+    ours = NearIDLoss()(*inputs)
+    assert float(ours) == pytest.approx(nearid_by_loops(*inputs), rel=1e-9)
+
+
+def test_padded_slots_do_not_matter():
+    anchor, positives, distractors, pos_mask, neg_mask = batch()
+    base = NearIDLoss()(anchor, positives, distractors, pos_mask, neg_mask)
+    garbage_p, garbage_r = positives.clone(), distractors.clone()
+    garbage_p[1, 1] = 100.0  # invalid slots: any content (the code's grey padding images)
+    garbage_r[1, 2] = -7.0
+    assert float(NearIDLoss()(anchor, garbage_p, garbage_r, pos_mask, neg_mask)) == pytest.approx(float(base), rel=1e-12)
+
+
+def test_alpha_zero_is_the_discrimination_term_only():
+    inputs = batch()
+    assert float(NearIDLoss(alpha=0.0)(*inputs)) == pytest.approx(nearid_by_loops(*inputs, alpha=0.0), rel=1e-9)
+
+
+def test_nearid_gradients():
+    anchor, positives, distractors, pos_mask, neg_mask = batch(b=3, d=4)
+    loss = lambda a, p, r: NearIDLoss(temperature=0.5)(a, p, r, pos_mask, neg_mask)  # noqa: E731
+    params = tuple(t.clone().requires_grad_(True) for t in (anchor, positives, distractors))
+    assert torch.autograd.gradcheck(loss, params)
+
+
+def test_infonce_is_symmetric_clip_loss_with_one_positive():
+    anchor, positives, distractors, _, _ = batch()
+    pos_mask = torch.tensor([[True, False]] * 4)  # the chosen positive is then slot 0 for everyone
+    neg_mask = torch.ones(4, 3, dtype=torch.bool)
+    a, g = F.normalize(anchor, dim=-1), F.normalize(positives[:, 0], dim=-1)
+    logits = a @ g.T / 0.07
+    target = torch.arange(4)
+    expected = (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target)) / 2
+    assert float(InfoNCELoss()(anchor, positives, distractors, pos_mask, neg_mask)) == pytest.approx(float(expected))
+    with_negatives = InfoNCELoss(include_negatives=True)(anchor, positives, distractors, pos_mask, neg_mask)
+    assert float(with_negatives) > float(expected)  # more terms in every denominator
+
+
+def test_cohesion_by_hand():
+    positives = torch.tensor([[[1.0, 0.0], [0.0, 1.0]], [[1.0, 0.0], [5.0, 5.0]]])
+    pos_mask = torch.tensor([[True, True], [True, False]])  # row 1 has one positive: not counted
+    loss = CohesionLoss()(None, positives, None, pos_mask, None)
+    assert float(loss) == pytest.approx(1 - math.cos(math.pi / 4))
+
+
+def test_oracle_rank_prefers_the_milder_edit():
+    anchor = torch.tensor([[1.0, 0.0]])
+    distractors = torch.tensor([[[1.0, 0.2], [1.0, 1.0]]])  # slot 0 is more similar
+    neg_mask = torch.ones(1, 2, dtype=torch.bool)
+    right = OracleRankLoss()(anchor, None, distractors, None, neg_mask, oracle=torch.tensor([[0.9, 0.5]]))
+    wrong = OracleRankLoss()(anchor, None, distractors, None, neg_mask, oracle=torch.tensor([[0.5, 0.9]]))
+    s0, s1 = F.cosine_similarity(anchor, distractors[0, 0:1]), F.cosine_similarity(anchor, distractors[0, 1:2])
+    assert float(right) == pytest.approx(float(F.softplus(-(s0 - s1 - 0.05))))
+    assert float(wrong) > float(right)
+    with pytest.raises(ValueError, match="needs the per-distractor oracle"):
+        OracleRankLoss()(anchor, None, distractors, None, neg_mask)
+
+
+@pytest.mark.parametrize("loss", [SigLIPExtLoss(), CircleExtLoss()])
+def test_extended_losses_reward_separation(loss):
+    anchor, positives, distractors, pos_mask, neg_mask = batch()
+    value = loss(anchor, positives, distractors, pos_mask, neg_mask)
+    assert torch.isfinite(value)
+    # move every positive onto its anchor: the loss must drop (tier 2 deliberately keeps distractors
+    # *above* the batch negatives, so pushing distractors to the antipode would not be "better")
+    better_p = anchor[:, None, :].expand_as(positives).clone()
+    assert float(loss(anchor, better_p, distractors, pos_mask, neg_mask)) < float(value)
+    garbage = positives.clone()
+    garbage[1, 1] = 50.0
+    assert float(loss(anchor, garbage, distractors, pos_mask, neg_mask)) == pytest.approx(float(value), rel=1e-9)
+
+
+def test_combined_spec():
+    inputs = batch()
+    combined = CombinedLoss("nearid:1.0+cohesion:0.1")
+    expected = NearIDLoss()(*inputs) + 0.1 * CohesionLoss()(*inputs)
+    assert float(combined(*inputs)) == pytest.approx(float(expected))
+    tuned = CombinedLoss("nearid:1:alpha=0.0")
+    assert float(tuned(*inputs)) == pytest.approx(nearid_by_loops(*inputs, alpha=0.0), rel=1e-9)
+    with pytest.raises(NearIDError, match="unknown loss 'triplet'; known: nearid"):
+        CombinedLoss("triplet:1")
+    with pytest.raises(NearIDError, match="bad option for 'nearid'"):
+        CombinedLoss("nearid:1:beta=2")
