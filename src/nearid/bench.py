@@ -21,7 +21,7 @@ from .data import load_mtg, load_nearid
 from .data.schema import HEADLINE_SOURCES, TRAINING_SOURCES, UNSEEN_FILL_SOURCES
 from .embedding import embed
 from .encoders import load_encoder
-from .evaluate import _key, fill_tables, unique_images
+from .evaluate import fill_tables, image_key, unique_images
 from .io import write_text_atomic
 from .metrics import calibrate_threshold, discrimination, mtg_scores, nearid_margins
 from .simtables import write_mtg_csv, write_nearid_csv
@@ -131,7 +131,7 @@ def _mtg_plan(mtg, masks: bool) -> dict:
         for k in (0, 1):
             mask = sample.object_masks[k] if masks else None
             for image in (sample.originals[k], sample.edited[k]):
-                plan[_key(image, mask)] = (image, mask)
+                plan[image_key(image, mask)] = (image, mask)
     return plan
 
 
@@ -140,7 +140,7 @@ def _score_encoder(encoder, spec, bench, mtg, store, config, out: Path, unique: 
     missing = [key for key in unique_images(bench, bench.source_names, masks=config.masks) if key not in vectors]
     if missing:
         raise RuntimeError(f"{len(missing)} planned images are not in the store {store.folder}, e.g. {missing[0]}")
-    lookup = lambda image, mask: vectors[_key(image, mask)]  # noqa: E731
+    lookup = lambda image, mask: vectors[image_key(image, mask)]  # noqa: E731
     tables = fill_tables(bench, bench.source_names, lookup, masks=config.masks)
     folder = out / "sims" / store.folder.name
     condition = "foreground" if config.masks else "full"
@@ -154,7 +154,7 @@ def _score_encoder(encoder, spec, bench, mtg, store, config, out: Path, unique: 
     groups = {}
     for name, members in _groups(list(tables)).items():
         groups[name] = {**discrimination(np.concatenate([margins[m] for m in members])).as_dict(), "sources": list(members)}
-    positives = np.concatenate([t.pair.reshape(-1) for t in tables.values()][:1])  # pairs are shared by sources
+    positives = next(iter(tables.values())).pair.reshape(-1)  # the view pairs are the same in every source
     distractors = np.concatenate([t.own_background.reshape(-1) for t in tables.values()])
     result = {
         "spec": spec,

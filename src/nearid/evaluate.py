@@ -49,15 +49,16 @@ def unique_images(bench, sources: Sequence[str], *, masks: bool) -> dict[str, tu
         for j in identity.view_slots:
             view = identity.views[j]
             mask = view.mask if masks else None
-            plan.setdefault(_key(view.image, mask), (view.image, mask))
+            plan.setdefault(image_key(view.image, mask), (view.image, mask))
             for source in sources:
                 distractor = identity.distractor(source, j)
                 if distractor is not None:
-                    plan.setdefault(_key(distractor, mask), (distractor, mask))
+                    plan.setdefault(image_key(distractor, mask), (distractor, mask))
     return plan
 
 
-def _key(image: ImageRef, mask: ImageRef | None) -> str:
+def image_key(image: ImageRef, mask: ImageRef | None) -> str:
+    """What identifies one embedding: the image, and the mask it is cut with (if any)."""
     return image.key if mask is None else f"{image.key}|mask={mask.key}"
 
 
@@ -69,7 +70,7 @@ def similarity_tables(
     keys = list(plan)
     vectors = embed(encoder, [plan[k][0] for k in keys], [plan[k][1] for k in keys], batch_size=batch_size, progress=progress)
     index = {key: i for i, key in enumerate(keys)}
-    return fill_tables(bench, sources, lambda image, mask: vectors[index[_key(image, mask)]], masks=masks), len(keys)
+    return fill_tables(bench, sources, lambda image, mask: vectors[index[image_key(image, mask)]], masks=masks), len(keys)
 
 
 def fill_tables(bench, sources: Sequence[str], vector_of, *, masks: bool) -> dict[str, SimilarityTable]:

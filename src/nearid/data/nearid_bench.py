@@ -59,11 +59,9 @@ class LoadReport:
 class NearIDBenchmark(Sequence):
     """A lazily materialised sequence of :class:`Identity` records for the selected rows."""
 
-    def __init__(self, positives: Table, sources: dict[str, Table], rows: list[int], report: LoadReport):
+    def __init__(self, positives: Table, sources: dict[str, Table], rows: list[int]):
         self.positives = positives
         self.sources = sources
-        self.rows = rows
-        self.report = report
         self._ids = positives.values("id")
         self._category = positives.values("category", "")
         self._description = positives.values("category_description", "")
@@ -74,6 +72,23 @@ class NearIDBenchmark(Sequence):
             name: np.stack([table.present(distractor_column(j)) for j in VIEW_SLOTS], axis=1) & self._views
             for name, table in sources.items()
         }
+        self.report = LoadReport(rows_selected=len(rows))
+        self.rows = self._usable(np.asarray(rows, dtype=np.int64))
+
+    def _usable(self, selected: np.ndarray) -> list[int]:
+        """The selected rows that can make trials; what is left out is counted in the report."""
+        report = self.report
+        n_views = self._views[selected].sum(axis=1)
+        keep = n_views >= 2
+        report.skipped_rows = Counter({"fewer than 2 views": int((~keep).sum())}) - Counter()  # no zero counts
+        n_images = np.asarray(self.positives.values("n_images"), dtype=object)[selected]
+        report.n_images_disagrees = int(sum(1 for n, v in zip(n_images, n_views) if n is not None and n != v))
+        for name, table in self.sources.items():
+            raw = np.stack([table.present(distractor_column(j)) for j in VIEW_SLOTS], axis=1)[selected]
+            report.dropped_distractors[name] += int((raw & ~self._views[selected]).sum())
+        report.dropped_distractors -= Counter()  # no zero counts
+        report.identities = int(keep.sum())
+        return [int(r) for r in selected[keep]]
 
     @property
     def source_names(self) -> list[str]:
@@ -159,26 +174,7 @@ def load_nearid(
         check_alignment(positives, table)
         tables[name] = table
     rows = rows_of_split(positives.values("split"), split, split_file, len(positives), positives.label)
-    benchmark = NearIDBenchmark(positives, tables, [], LoadReport(rows_selected=len(rows)))
-    return _validated(benchmark, rows)
-
-
-def _validated(benchmark: NearIDBenchmark, rows: list[int]) -> NearIDBenchmark:
-    report = benchmark.report
-    selected = np.asarray(rows, dtype=np.int64)
-    n_views = benchmark._views[selected].sum(axis=1)
-    keep = n_views >= 2
-    report.skipped_rows["fewer than 2 views"] += int((~keep).sum())
-    report.skipped_rows = +report.skipped_rows  # drop zero counts
-    n_images = np.asarray(benchmark.positives.values("n_images"), dtype=object)[selected]
-    report.n_images_disagrees = int(sum(1 for n, v in zip(n_images, n_views) if n is not None and n != v))
-    for name, table in benchmark.sources.items():
-        raw = np.stack([table.present(distractor_column(j)) for j in VIEW_SLOTS], axis=1)[selected]
-        report.dropped_distractors[name] += int((raw & ~benchmark._views[selected]).sum())
-    report.dropped_distractors = +report.dropped_distractors  # drop zero counts
-    benchmark.rows = [int(r) for r in selected[keep]]
-    report.identities = len(benchmark.rows)
-    return benchmark
+    return NearIDBenchmark(positives, tables, rows)
 
 
 def _label(location: str) -> str:
