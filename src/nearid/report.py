@@ -3,8 +3,8 @@
 The report reads results files only and never embeds, so it can be re-made at any time from what
 ``nearid bench`` / ``nearid score`` wrote. Self-contained means no external reference at all (CSS
 inline, plots as base64 PNG, images as base64 JPEG thumbnails): the page can be mailed or archived.
-Images for the galleries are read back from the dataset; when that is gone the page says so instead
-of failing, because the numbers alone are still worth reading.
+Gallery images are read back from the dataset; when it is gone the page says so instead of failing,
+because the numbers alone are still worth reading.
 """
 
 from __future__ import annotations
@@ -13,9 +13,11 @@ import base64
 import csv
 import html
 import io
+import itertools
 import json
 import math
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -24,12 +26,13 @@ from .errors import NearIDError
 from .io import write_text_atomic
 from .metrics import VIEW_PAIRS, nearid_margins
 from .simtables import read_mtg_csv, read_nearid_csv
-from .tables import _fmt, table_rows
+from .tables import PRIMARY_GROUPS, _fmt, table_rows
 
 GALLERY = 8  # worst failures per encoder / lowest-scoring pairs
 THUMB = 160  # longest side of a gallery thumbnail, pixels
 DPI = 144  # plots are drawn at 1.5x and shown at 96 dpi, so they stay sharp on dense screens
 COLOURS = ("#2b6cb0", "#dd6b20", "#2f855a", "#805ad5", "#c53030", "#319795", "#b7791f", "#4a5568")
+NUMBER = re.compile(r"[-+]?[0-9.]*|–")  # table cells right-aligned as numbers (– is a missing number)
 EXPECTED = 'expected a bench results.json (with "encoders") or a score summary (with "kind": "score")'
 
 CSS = """
@@ -41,10 +44,9 @@ h3{font-size:16px;margin:20px 0 6px}.lead{color:#57606a;margin:0 0 12px}
 dl.facts{display:grid;grid-template-columns:max-content 1fr;gap:2px 16px;margin:8px 0;font-size:14px}
 dl.facts dt{color:#57606a}dl.facts dd{margin:0;word-break:break-all}
 .scroll{overflow-x:auto}table{border-collapse:collapse;font-size:13px;margin:6px 0}
-th,td{border:1px solid #e3e5e8;padding:4px 8px;text-align:right;white-space:nowrap}
-th:first-child,td:first-child{text-align:left}th{background:#f3f4f6;font-weight:600}
-td{font-variant-numeric:tabular-nums}
-.badge{display:inline-block;font-size:11px;padding:0 6px;border-radius:8px;background:#fff3cd;color:#7a5d00;margin-left:6px}
+th,td{border:1px solid #e3e5e8;padding:4px 8px;text-align:right;white-space:nowrap;font-variant-numeric:tabular-nums}
+th:first-child,td:first-child,td.t{text-align:left}th.group{text-align:center}th{background:#f3f4f6;font-weight:600}
+.badge{font-size:11px;padding:0 6px;border-radius:8px;background:#fff3cd;color:#7a5d00;margin-left:6px}
 figure{margin:12px 0 20px}figure.plot img{display:block;max-width:100%;height:auto}
 figcaption{color:#57606a;font-size:13px;max-width:900px}
 .note{background:#fff8e6;border-left:4px solid #d69e2e;padding:8px 12px;font-size:14px}
@@ -62,12 +64,14 @@ def write_report(results_path: str | os.PathLike, out_path: str | os.PathLike | 
     path = Path(results_path)
     results = _read_results(path)
     try:
-        page = _score_page if results.get("kind") == "score" else _bench_page
-        title, body = page(results, path)
+        title, body = (_score_page if results.get("kind") == "score" else _bench_page)(results, path)
     except KeyError as exc:
         raise NearIDError(f"{path}: missing field {exc}; {EXPECTED}") from None
     out = Path(out_path) if out_path is not None else path.parent / "report.html"
-    write_text_atomic(out, _document(title, body, path.name))
+    write_text_atomic(out, f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><meta name="viewport" '
+                      f'content="width=device-width, initial-scale=1"><title>{_e(title)}</title><style>{CSS}</style>'
+                      f'</head><body><main>{body}<p class="lead">Made by <code>nearid report</code> from '
+                      f"{_e(path.name)}; re-make it at any time, nothing is re-embedded.</p></main></body></html>\n")
     return out
 
 
@@ -88,59 +92,51 @@ def _e(value) -> str:
     return html.escape(str(value))
 
 
-def _document(title: str, body: str, source: str) -> str:
-    return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
-            f'<meta name="viewport" content="width=device-width, initial-scale=1"><title>{_e(title)}</title>'
-            f"<style>{CSS}</style></head><body><main>{body}<p class=\"lead\">Made by <code>nearid report</code> "
-            f"from {_e(source)}; re-make it at any time, nothing is re-embedded.</p></main></body></html>\n")
+def _note(text: str) -> str:
+    return f'<p class="note">{_e(text)}</p>'
 
 
 def _facts(items) -> str:
     return '<dl class="facts">' + "".join(f"<dt>{_e(k)}</dt><dd>{_e(v)}</dd>" for k, v in items if v not in (None, "")) + "</dl>"
 
 
-def _table(header, rows) -> str:
+def _table(header, rows, head: str | None = None) -> str:
     """``rows`` hold HTML already (callers escape); the first column is a label, the rest numbers."""
-    head = "".join(f"<th>{_e(h)}</th>" for h in header)
-    body = "".join("<tr>" + "".join(f"<td>{cell}</td>" for cell in row) + "</tr>" for row in rows)
-    return f'<div class="scroll"><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>'
-
-
-def _note(text: str) -> str:
-    return f'<p class="note">{_e(text)}</p>'
+    head = head or "<tr>" + "".join(f"<th>{_e(h)}</th>" for h in header) + "</tr>"
+    body = "".join("<tr>" + "".join(f"<td>{c}</td>" if NUMBER.fullmatch(str(c)) or i == 0 else f'<td class="t">{c}</td>'
+                                    for i, c in enumerate(row)) + "</tr>" for row in rows)
+    return f'<div class="scroll"><table><thead>{head}</thead><tbody>{body}</tbody></table></div>'
 
 
 def _plot(panels: list, draw, caption: str, alt: str, height: float = 2.7, max_cols: int = 3) -> str:
-    """One PNG with a panel per item of ``panels``; matplotlib's object API, so no global backend is set."""
+    """One PNG, a panel per item of ``panels``; matplotlib's object API, so no global backend is set."""
     import matplotlib
     from matplotlib.figure import Figure
 
     style = {"font.size": 8.5, "axes.titlesize": 9.5, "axes.spines.top": False, "axes.spines.right": False,
              "legend.frameon": False, "legend.fontsize": 7.5}
     cols = min(len(panels), max_cols)
-    rows = math.ceil(len(panels) / cols)
     with matplotlib.rc_context(style):
-        fig = Figure(figsize=(min(11.0, 3.7 * cols), height * rows), layout="constrained")
-        axes = fig.subplots(rows, cols, squeeze=False).ravel()
+        fig = Figure(figsize=(min(11.0, 4.6 * cols), height * math.ceil(len(panels) / cols)), layout="constrained")
+        axes = fig.subplots(math.ceil(len(panels) / cols), cols, squeeze=False).ravel()
         for ax, panel in zip(axes, panels):
             draw(ax, panel)
         for ax in axes[len(panels):]:
             ax.set_visible(False)
         buffer = io.BytesIO()
         fig.savefig(buffer, format="png", dpi=DPI)
-    width = round(fig.get_figwidth() * 96)
     data = base64.b64encode(buffer.getvalue()).decode("ascii")
-    return (f'<figure class="plot"><img alt="{_e(alt)}" width="{width}" src="data:image/png;base64,{data}">'
-            f"<figcaption>{caption}</figcaption></figure>")
+    return (f'<figure class="plot"><img alt="{_e(alt)}" width="{round(fig.get_figwidth() * 96)}" '
+            f'src="data:image/png;base64,{data}"><figcaption>{caption}</figcaption></figure>')
 
 
 def _thumb(image_input) -> str:
-    """A base64 JPEG thumbnail, or a grey box naming the problem (a gallery never fails the page)."""
+    """A base64 JPEG thumbnail, or a grey box saying why not: one bad image never fails the page."""
     from .images import load_image
 
     try:
         image = load_image(image_input)
-    except Exception as exc:  # noqa: BLE001 - any unreadable image becomes a placeholder
+    except Exception as exc:  # noqa: BLE001 - anything unreadable becomes a placeholder
         return f'<div class="missing" title="{_e(exc)}">image unavailable</div>'
     image.thumbnail((THUMB, THUMB))
     buffer = io.BytesIO()
@@ -167,49 +163,56 @@ def _hist_bins(values: np.ndarray, n: int = 40, edge: float | None = None) -> np
 def _bench_page(results: dict, path: Path) -> tuple[str, str]:
     bench = results["benchmark"]
     sims = {name: _read_sims(path.parent, result, bench) for name, result in results["encoders"].items()}
-    parts = [f"<h1>NearID-bench report</h1>", _facts([
+    mtg = bench.get("mtg") and f"{bench['mtg']} ({bench.get('mtg_samples')} samples)"
+    parts = ["<h1>NearID-bench report</h1>", _facts([
         ("data", bench["data"]), ("split", bench.get("split")), ("identities", bench.get("identities")),
         ("sources", ", ".join(bench["sources"])), ("images", bench.get("condition")),
-        ("loaded", bench.get("load_report")), ("MTG", bench.get("mtg") and f"{bench['mtg']} ({bench.get('mtg_samples')} samples)"),
-        ("results", path.name)])]
-    parts += ["<h2>Metrics</h2>", _metrics_table(results)]
-    parts += ["<h2>Similarities and margins</h2>", *_bench_plots(results, sims)]
+        ("loaded", bench.get("load_report")), ("MTG", mtg), ("results", path.name)])]
+    parts += ["<h2>Metrics</h2>", _metrics_table(results), "<h2>Similarities and margins</h2>", *_bench_plots(results, sims)]
     parts += ["<h2>Worst failures</h2>", _failures_section(bench, sims)]
     return "NearID-bench report", "\n".join(parts)
 
 
 def _metrics_table(results: dict) -> str:
+    """``tables.table_rows`` (the same numbers as results.md), with a two-row header to stay narrow."""
     header, rows = table_rows(results)
-    cells = []
-    for row, result in zip(rows, results["encoders"].values()):
-        name = _e(row[0].replace(" (untrained)", "")) + ('<span class="badge">untrained</span>' if result.get("untrained") else "")
-        cells.append([name] + [_e(_fmt(v, c)) for v, c in zip(row[1:], header[1:])])
-    calibration = [[_e(n)] + [f"{r['calibration'][k]:.{d}f}" for k, d in (("value", 4), ("balanced_accuracy", 1),
-                   ("true_positive_rate", 1), ("true_negative_rate", 1))] for n, r in results["encoders"].items() if r.get("calibration")]
-    html_ = _table(header, cells) + ('<p class="lead">SSR and PA in percent (SSR: identities whose trials all win; '
-                                     "PA: winning trials). MTG M-O / M-Opair are correlations. Untrained encoders "
-                                     "have random weights: a floor, not a baseline.</p>")
+    cells = [[_e(row[0].replace(" (untrained)", "")) + ('<span class="badge">untrained</span>' if r.get("untrained") else "")]
+             + [_e(_fmt(v, c)) for v, c in zip(row[1:], header[1:])] for row, r in zip(rows, results["encoders"].values())]
+    primary = next((g for g in PRIMARY_GROUPS for r in results["encoders"].values() if g in r["nearid"]["groups"]), "")
+    groups = [(h.rpartition(" ")[0] or f"pooled: {primary}", h.rpartition(" ")[2]) for h in header[1:]]
+    head = (f'<tr><th rowspan="2">{_e(header[0])}</th>' + "".join(f'<th colspan="{len(list(g))}" class="group">{_e(name)}</th>'
+            for name, g in itertools.groupby(groups, key=lambda g: g[0])) + "</tr><tr>"
+            + "".join(f"<th>{_e(metric)}</th>" for _, metric in groups) + "</tr>")
+    out = _table(header, cells, head) + ('<p class="lead">SSR and PA in percent (SSR: identities whose trials all win; '
+                                         "PA: winning trials). MTG M-O / M-Opair are correlations. Untrained encoders "
+                                         "have random weights: a floor, not a baseline.</p>")
+    keys = (("value", 4), ("balanced_accuracy", 1), ("true_positive_rate", 1), ("true_negative_rate", 1))
+    calibration = [[_e(name)] + [f"{r['calibration'][k]:.{d}f}" for k, d in keys]
+                   for name, r in results["encoders"].items() if r.get("calibration")]
     if calibration:
-        html_ += "<h3>Same/different threshold calibrated on this split</h3>" + _table(
-            ["encoder", "threshold", "balanced accuracy %", "true pairs called same %", "distractors called different %"], calibration)
-    return html_
+        out += "<h3>Same/different threshold calibrated on this split</h3>" + _table(
+            ["encoder", "threshold", "balanced accuracy %", "true pairs called same %", "distractors called different %"],
+            calibration)
+    return out
 
 
 def _read_sims(folder: Path, result: dict, bench: dict) -> dict:
-    """Per source: sample ids, ``pair [N, 3]``, ``own [N, 3]`` (view vs its own-background distractor)."""
-    tables, missing = {}, []
+    """Per source: sample ids, ``pair [N, 3]``, ``own [N, 3]`` (view vs own-background distractor), margins."""
+    tables, missing, mtg = {}, [], None
+    sims = folder / result.get("sims_folder", "")
+    condition = bench.get("condition", "full")
     for source in bench["sources"]:
-        csv_path = folder / result.get("sims_folder", "") / f"{source}_{bench.get('condition', 'full')}.csv"
         try:
-            pair, own = read_nearid_csv(csv_path)
-            with open(csv_path, newline="") as handle:
+            pair, own = read_nearid_csv(sims / f"{source}_{condition}.csv")
+            with open(sims / f"{source}_{condition}.csv", newline="") as handle:
                 ids = [row["sample_id"] for row in csv.DictReader(handle)]
+            tables[source] = {"ids": ids, "pair": pair, "own": own, "margins": nearid_margins(pair, own)}
         except (NearIDError, OSError) as exc:
             missing.append(str(exc))
-            continue
-        tables[source] = {"ids": ids, "pair": pair, "own": own, "margins": nearid_margins(pair, own)}
-    mtg_path = folder / result.get("sims_folder", "") / f"mtg_{bench.get('condition', 'full')}.csv"
-    mtg = read_mtg_csv(mtg_path) if result.get("mtg") and mtg_path.is_file() else None
+    try:
+        mtg = read_mtg_csv(sims / f"mtg_{condition}.csv") if result.get("mtg") else None
+    except (NearIDError, OSError) as exc:
+        missing.append(str(exc))
     return {"tables": tables, "missing": missing, "mtg": mtg, "mtg_score": result.get("mtg")}
 
 
@@ -217,74 +220,29 @@ def _pooled(tables: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """True-pair similarities (each pair once: sources share views), distractor similarities, margins."""
     pairs = {(i, k): v for t in tables.values() for i, row in zip(t["ids"], t["pair"]) for k, v in enumerate(row)}
     finite = lambda a: a[np.isfinite(a)]  # noqa: E731
-    positives = finite(np.array(list(pairs.values()), dtype=float))
-    distractors = finite(np.concatenate([t["own"].ravel() for t in tables.values()]))
-    margins = finite(np.concatenate([t["margins"].ravel() for t in tables.values()]))
-    return positives, distractors, margins
+    return (finite(np.array(list(pairs.values()), dtype=float)),
+            finite(np.concatenate([t["own"].ravel() for t in tables.values()])),
+            finite(np.concatenate([t["margins"].ravel() for t in tables.values()])))
 
 
-def _bench_plots(results: dict, sims: dict) -> list[str]:
-    out = [_note(f"{name}: {m}") for name, s in sims.items() for m in s["missing"]]
-    have = [(name, _pooled(s["tables"])) for name, s in sims.items() if s["tables"]]
-    if have:
-        def similarity(ax, item):
-            name, (pos, neg, _) = item
-            bins = _hist_bins(np.concatenate([pos, neg]))
-            for values, colour, label in ((pos, COLOURS[0], "true pairs s(view a, view b)"),
-                                          (neg, COLOURS[4], "distractors s(view v, n in v's background)")):
-                ax.hist(values, bins, weights=np.full(len(values), 1 / max(len(values), 1)), histtype="step",
-                        lw=1.6, color=colour, label=f"{label}, n={len(values)}")
-            ax.set(title=name, xlabel="cosine similarity", ylabel="share")
-            ax.legend(loc="upper left")
-
-        def margins(ax, item):
-            name, (_, _, m) = item
-            bins = _hist_bins(m, edge=0.0)
-            ax.hist(m[m > 0], bins, color=COLOURS[2], label="win (margin > 0)")
-            ax.hist(m[m <= 0], bins, color=COLOURS[4], label="loss (margin ≤ 0)")
-            ax.axvline(0, color="#1f2328", lw=1, ls="--")
-            ax.set(title=f"{name}: {100 * np.mean(m > 0):.1f}% of {m.size} trials win", xlabel="directed margin", ylabel="trials")
-            ax.legend(loc="upper left")
-
-        out.append(_plot(have, similarity, "<b>Similarity distributions</b>, all sources pooled: true pairs (two views "
-                         "of one object, different backgrounds) against matched-context distractors (a view against a "
-                         "similar object inpainted into that view's own background). A good encoder puts true pairs to "
-                         "the right; a context-dominated encoder puts distractors to the right of true pairs.",
-                         "similarity histograms"))
-        out.append(_plot(have, margins, "<b>Directed margins</b> s(p<sub>a</sub>, p<sub>b</sub>) − s(p<sub>a</sub>, "
-                         "n<sub>a</sub>), every trial of every source. Everything right of the dashed 0 line is a win "
-                         "(a tie loses); mass far to the left means the background, not the object, drives the score.",
-                         "margin histograms"))
-    out.append(_source_bars(results))
-    mtg = [(name, s) for name, s in sims.items() if s["mtg"] is not None]
-    if mtg:
-        out.append(_plot(mtg, _mtg_panel, "<b>Mind-the-Glitch</b>: every edited image against its oracle (share of "
-                         "the object the part edit left untouched). Similarity should rise with the oracle: a small edit "
-                         "should cost little, a large one a lot. M-O is the Fisher-z mean of these four correlations, "
-                         "M-Opair of the two same-background ones.", "MTG similarity against oracle"))
-    return out
+def _similarity_panel(ax, item) -> None:
+    name, (pos, neg, _) = item
+    bins = _hist_bins(np.concatenate([pos, neg]))
+    for values, colour, label in ((pos, COLOURS[0], "true pairs"), (neg, COLOURS[4], "distractors")):
+        ax.hist(values, bins, weights=np.full(len(values), 1 / max(len(values), 1)), histtype="step", lw=1.6,
+                color=colour, label=f"{label} (n={len(values)})")
+    ax.set(title=name, xlabel="cosine similarity", ylabel="share")
+    ax.legend(loc="upper left")
 
 
-def _source_bars(results: dict) -> str:
-    names = list(results["encoders"])
-    sources = results["benchmark"]["sources"]
-
-    def draw(ax, metric):
-        width = 0.8 / len(names)
-        for e, name in enumerate(names):
-            per = results["encoders"][name]["nearid"]["per_source"]
-            values = [per.get(s, {}).get(metric, np.nan) for s in sources]
-            x = np.arange(len(sources)) + (e - (len(names) - 1) / 2) * width
-            bars = ax.bar(x, values, width, color=COLOURS[e % len(COLOURS)], label=name)
-            if len(sources) * len(names) <= 28:
-                ax.bar_label(bars, fmt="%.0f", fontsize=6.5, padding=1)
-        ax.set(title=f"{metric.upper()} per source", ylabel=f"{metric.upper()} %", ylim=(0, 108))
-        ax.set_xticks(np.arange(len(sources)), sources, rotation=30 if len(sources) > 5 else 0)
-        ax.legend(loc="upper right", fontsize=7)
-
-    return _plot(["ssr", "pa"], draw, "<b>Per source</b>: SSR (every trial of an identity wins) and PA (share of "
-                 "winning trials), one bar per encoder. A source where every encoder is low is a hard kind of "
-                 "distractor; one encoder lower everywhere is fooled by context.", "SSR and PA per source", max_cols=2)
+def _margin_panel(ax, item) -> None:
+    name, (_, _, m) = item
+    bins = _hist_bins(m, edge=0.0)
+    ax.hist(m[m > 0], bins, color=COLOURS[2], label="win (margin > 0)")
+    ax.hist(m[m <= 0], bins, color=COLOURS[4], label="loss (margin ≤ 0)")
+    ax.axvline(0, color="#1f2328", lw=1, ls="--")
+    ax.set(title=f"{name}: {100 * np.mean(m > 0):.1f}% of {m.size} trials win", xlabel="directed margin", ylabel="trials")
+    ax.legend(loc="best")
 
 
 def _mtg_panel(ax, item) -> None:
@@ -300,19 +258,68 @@ def _mtg_panel(ax, item) -> None:
     ax.legend(loc="best")
 
 
+def _bench_plots(results: dict, sims: dict) -> list[str]:
+    out = [_note(f"{name}: {m}") for name, s in sims.items() for m in s["missing"]]
+    have = [(name, _pooled(s["tables"])) for name, s in sims.items() if s["tables"]]
+    if have:
+        out.append(_plot(have, _similarity_panel, "<b>Similarity distributions</b>, all sources pooled: true pairs (two "
+                         "views of one object, different backgrounds) against matched-context distractors (a view "
+                         "against a similar object inpainted into that view's own background). A good encoder puts "
+                         "true pairs to the right; a context-dominated encoder puts distractors to the right of true "
+                         "pairs.", "similarity histograms"))
+        out.append(_plot(have, _margin_panel, "<b>Directed margins</b> s(p<sub>a</sub>, p<sub>b</sub>) − s(p<sub>a</sub>,"
+                         " n<sub>a</sub>), every trial of every source. Everything right of the dashed 0 line is a win "
+                         "(a tie loses); mass far to the left means the background, not the object, drives the score.",
+                         "margin histograms"))
+    out.append(_source_bars(results))
+    mtg = [(name, s) for name, s in sims.items() if s["mtg"] is not None]
+    if mtg:
+        out.append(_plot(mtg, _mtg_panel, "<b>Mind-the-Glitch</b>: every edited image against its oracle (share of "
+                         "the object the part edit left untouched). Similarity should rise with the oracle: a small edit "
+                         "should cost little, a large one a lot. M-O is the Fisher-z mean of these four correlations, "
+                         "M-Opair of the two same-background ones.", "MTG similarity against oracle"))
+    return out
+
+
+def _source_bars(results: dict) -> str:
+    names, sources = list(results["encoders"]), results["benchmark"]["sources"]
+
+    def draw(ax, metric):
+        width = 0.8 / len(names)
+        for e, name in enumerate(names):
+            per = results["encoders"][name]["nearid"]["per_source"]
+            x = np.arange(len(sources)) + (e - (len(names) - 1) / 2) * width
+            bars = ax.bar(x, [per.get(s, {}).get(metric, np.nan) for s in sources], width,
+                          color=COLOURS[e % len(COLOURS)], label=name)
+            if len(sources) * len(names) <= 28:
+                ax.bar_label(bars, fmt="%.0f", fontsize=6.5, padding=1)
+        ax.set(title=f"{metric.upper()} per source", ylabel=f"{metric.upper()} %", ylim=(0, 108))
+        ax.set_xticks(np.arange(len(sources)), sources, rotation=30 if len(sources) > 5 else 0)
+        ax.legend(loc="upper right", fontsize=7)
+
+    return _plot(["ssr", "pa"], draw, "<b>Per source</b>: SSR (every trial of an identity wins) and PA (share of "
+                 "winning trials), one bar per encoder. A source where every encoder is low is a hard kind of "
+                 "distractor; one encoder lower everywhere is fooled by context.", "SSR and PA per source", max_cols=2)
+
+
 def _worst(tables: dict, n: int = GALLERY) -> list[dict]:
-    """The ``n`` most negative directed margins over all sources, with what each compared."""
-    found = []
-    for source, t in tables.items():
-        flat = np.where(np.isfinite(t["margins"]), t["margins"], np.inf).ravel()
-        for index in np.argsort(flat, kind="stable")[:n]:
-            if not np.isfinite(flat[index]):
-                break
-            i, k, d = np.unravel_index(index, t["margins"].shape)
-            anchor, positive = VIEW_PAIRS[k] if d == 0 else VIEW_PAIRS[k][::-1]
-            found.append({"margin": float(flat[index]), "source": source, "id": t["ids"][i], "anchor": anchor,
-                          "positive": positive, "s_pos": float(t["pair"][i, k]), "s_neg": float(t["own"][i, anchor])})
-    return sorted(found, key=lambda f: f["margin"])[:n]
+    """The ``n`` identities with the most negative directed margins over all sources, each by its worst
+    trial: the same object failing on every source would otherwise fill the whole gallery."""
+    trials = sorted((float(t["margins"].flat[j]), source, j) for source, t in tables.items()
+                    for j in np.flatnonzero(np.isfinite(t["margins"])))
+    found, seen = [], set()
+    for margin, source, j in trials:
+        t = tables[source]
+        i, k, d = np.unravel_index(j, t["margins"].shape)
+        if t["ids"][i] in seen:
+            continue
+        seen.add(t["ids"][i])
+        anchor, positive = VIEW_PAIRS[k] if d == 0 else VIEW_PAIRS[k][::-1]
+        found.append({"margin": margin, "source": source, "id": t["ids"][i], "anchor": anchor, "positive": positive,
+                      "s_pos": float(t["pair"][i, k]), "s_neg": float(t["own"][i, anchor])})
+        if len(found) == n:
+            break
+    return found
 
 
 def _open_identities(bench: dict) -> tuple[dict | None, str | None]:
@@ -332,56 +339,53 @@ def _open_identities(bench: dict) -> tuple[dict | None, str | None]:
 def _failures_section(bench: dict, sims: dict) -> str:
     worst = {name: _worst(s["tables"]) for name, s in sims.items() if s["tables"]}
     identities, why = _open_identities(bench) if any(worst.values()) else ({}, None)
-    parts = ['<p class="lead">The most negative directed margins per encoder, over all sources: the anchor view, '
-             "the other view of the same object (should be closer), and the distractor in the anchor's own "
-             "background that beat it.</p>"]
+    parts = ['<p class="lead">Per encoder, the identities with the most negative directed margins over all sources, '
+             "each by its worst trial: the anchor view, the other view of the same object (it should be closer), and "
+             "the distractor in the anchor's own background that beat it.</p>"]
     if identities is None:
         parts.append(_note(f"Gallery unavailable: the benchmark data at {bench['data']} cannot be opened any more "
                            f"({why}). The numbers below come from the similarity tables."))
     for name, failures in worst.items():
         parts.append(f"<h3>{_e(name)}</h3>")
         if identities is None:
-            parts.append(_table(["identity", "source", "anchor → positive", "s(anchor, positive)",
-                                 "s(anchor, distractor)", "margin"],
-                                [[_e(f["id"]), _e(f["source"]), f"view {f['anchor']} → view {f['positive']}",
-                                  f"{f['s_pos']:.4f}", f"{f['s_neg']:.4f}", f"{f['margin']:.4f}"] for f in failures]))
-            continue
-        parts.append('<div class="gallery">' + "".join(_failure_card(f, identities.get(f["id"])) for f in failures) + "</div>")
+            parts.append(_table(["identity", "source", "anchor → positive", "s(anchor, positive)", "s(anchor, distractor)",
+                                 "margin"], [[_e(f["id"]), _e(f["source"]), f"view {f['anchor']} → view {f['positive']}",
+                                              f"{f['s_pos']:.4f}", f"{f['s_neg']:.4f}", f"{f['margin']:.4f}"] for f in failures]))
+        else:
+            parts.append('<div class="gallery">' + "".join(_failure_card(f, identities.get(f["id"])) for f in failures)
+                         + "</div>")
     return "\n".join(parts)
 
 
 def _failure_card(f: dict, identity) -> str:
-    def view(slot):
-        return identity.views[slot].image if identity is not None and identity.views[slot] is not None else None
-
+    views = identity.views if identity is not None else ()
+    image = lambda slot: views[slot].image if slot < len(views) and views[slot] is not None else None  # noqa: E731
     distractor = identity.distractor(f["source"], f["anchor"]) if identity is not None else None
-    images = [(f"anchor · view {f['anchor']}", view(f["anchor"])), (f"positive · view {f['positive']}", view(f["positive"])),
-              (f"distractor · {f['source']}", distractor)]
-    caption = (f"<b>identity {_e(f['id'])}</b> · {_e(f['source'])}<br>s(anchor, positive) {f['s_pos']:.4f} · "
-               f"s(anchor, distractor) {f['s_neg']:.4f} · margin <span class=\"neg\">{f['margin']:.4f}</span>")
-    return _card(images, caption, f["margin"])
+    caption = (f"<b>identity {_e(f['id'])}</b> · {_e(f['source'])} · margin <span class=\"neg\">{f['margin']:.4f}</span>"
+               f"<br>s(anchor, positive) {f['s_pos']:.4f} · s(anchor, distractor) {f['s_neg']:.4f}")
+    return _card([(f"anchor · view {f['anchor']}", image(f["anchor"])), (f"positive · view {f['positive']}",
+                  image(f["positive"])), (f"distractor · {f['source']}", distractor)], caption, f["margin"])
 
 
 # ------------------------------------------------------------------------------------ score page
 def _score_page(summary: dict, path: Path) -> tuple[str, str]:
-    sim, threshold = summary["similarity"], summary.get("threshold")
-    decisions = summary.get("decisions")
+    sim, threshold, decisions = summary["similarity"], summary.get("threshold"), summary.get("decisions")
+    errors = f"{summary.get('errors', 0)}" + (f" (see {summary['errors_file']})" if summary.get("errors_file") else "")
     parts = ["<h1>Score report</h1>", _facts([
         ("model", summary.get("model")), ("pairing", summary.get("pairing")), ("pairs scored", summary.get("n_pairs")),
         ("threshold", threshold and f"{threshold['value']:.4f} ({threshold.get('source', '')})"),
         ("decisions", decisions and f"{decisions.get('same', 0)} same, {decisions.get('different', 0)} different"),
-        ("errors", f"{summary.get('errors', 0)}" + (f" (see {summary['errors_file']})" if summary.get("errors_file") else "")),
-        ("summary", path.name)])]
+        ("errors", errors), ("summary", path.name)])]
     parts += ["<h2>Similarity</h2>", _table(["", "mean", "median", "std", "min", "max"],
               [["all pairs"] + [f"{sim[k]:.4f}" for k in ("mean", "median", "std", "min", "max")]])]
-    pairs, why = _read_pairs(path.parent / summary["pairs_file"]) if summary.get("pairs_file") else (None, "no pairs file named")
+    pairs, why = _read_pairs(path.parent / summary["pairs_file"]) if summary.get("pairs_file") else (None, "no pairs file")
     if pairs:
         parts.append(_score_histogram(pairs, threshold))
     subjects = sorted((summary.get("per_subject") or {}).items(), key=lambda item: item[1].get("mean", 0))
     if subjects:
-        parts += ["<h2>Per subject</h2>", '<p class="lead">Lowest mean first.</p>',
-                  _table(["subject", "pairs", "mean", "median"], [[_e(s), _e(v.get("n", "")), f"{v['mean']:.4f}",
-                          f"{v['median']:.4f}"] for s, v in subjects])]
+        parts += ["<h2>Per subject</h2>", '<p class="lead">Lowest mean first.</p>', _table(
+            ["subject", "pairs", "mean", "median"],
+            [[_e(s), _e(v.get("n", "")), f"{v['mean']:.4f}", f"{v['median']:.4f}"] for s, v in subjects])]
     parts.append("<h2>Lowest-scoring pairs</h2>")
     if pairs is None:
         parts.append(_note(f"Gallery unavailable: {why}."))
@@ -397,12 +401,12 @@ def _read_pairs(csv_path: Path) -> tuple[list[dict] | None, str | None]:
         with open(csv_path, newline="") as handle:
             rows = list(csv.DictReader(handle))
         for row in rows:
-            row["similarity"] = float(row["similarity"])
+            row["similarity"] = float(row["similarity"] or "nan")
             for key in ("reference", "generated"):
                 row[key] = csv_path.parent / row[key]  # an absolute path stays as it is
     except (OSError, KeyError, ValueError) as exc:
         return None, f"cannot read the pairs file {csv_path} ({type(exc).__name__}: {exc})"
-    return rows, None
+    return [row for row in rows if math.isfinite(row["similarity"])], None
 
 
 def _score_histogram(pairs: list[dict], threshold: dict | None) -> str:
@@ -412,7 +416,7 @@ def _score_histogram(pairs: list[dict], threshold: dict | None) -> str:
         ax.hist(values, _hist_bins(values, n=min(40, max(5, len(values) // 2))), color=COLOURS[0])
         if threshold:
             ax.axvline(threshold["value"], color=COLOURS[4], ls="--", lw=1.2, label=f"threshold {threshold['value']:.3f}")
-            ax.legend(loc="upper left")
+            ax.legend(loc="best")
         ax.set(xlabel="cosine similarity", ylabel="pairs", title=f"{len(values)} pairs")
 
     caption = ("<b>Similarity of every pair.</b> " + ("Pairs left of the dashed threshold are called a different "
@@ -421,8 +425,8 @@ def _score_histogram(pairs: list[dict], threshold: dict | None) -> str:
 
 
 def _pair_card(pair: dict) -> str:
-    same = pair.get("same")
-    verdict = "" if same in (None, "") else (" · same" if str(same) == "1" else ' · <span class="neg">different</span>')
-    caption = (f"<b>{pair['similarity']:.4f}</b>{verdict}" + (f" · {_e(pair['subject'])}" if pair.get("subject") else "")
-               + f"<br>{_e(pair['generated'].name)}")
+    same = str(pair.get("same") or "")
+    verdict = {"": "", "1": " · same"}.get(same, ' · <span class="neg">different</span>')
+    subject = f" · {_e(pair['subject'])}" if pair.get("subject") else ""
+    caption = f"<b>{pair['similarity']:.4f}</b>{verdict}{subject}<br>{_e(pair['generated'].name)}"
     return _card([("reference", pair["reference"]), ("generated", pair["generated"])], caption)

@@ -1,0 +1,209 @@
+"""`nearid report`: one self-contained HTML page from bench results or a score summary."""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+import shutil
+
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw
+
+from nearid.bench import BenchConfig, run_bench
+from nearid.data.synth import SynthConfig, generate
+from nearid.errors import NearIDError
+from nearid.metrics import nearid_margins
+from nearid.report import GALLERY, write_report
+from nearid.simtables import read_nearid_csv
+
+SOURCES = ["Part", "Shape"]
+ENCODER = "histogram:8"
+
+
+@pytest.fixture(scope="module")
+def bench(tmp_path_factory):
+    """A small benchmark run with MTG: (results folder, results dict)."""
+    root = tmp_path_factory.mktemp("report")
+    data = root / "synth"
+    generate(data, SynthConfig(identities=16, size=48, seed=3, val=2, test=10, mtg_train=0, mtg_test=4, workers=1),
+             progress=False)
+    results = run_bench(BenchConfig(encoders=["histogram"], data=str(data), sources=SOURCES, out=str(root / "bench"),
+                                    mtg=str(data / "MTG")))
+    return root / "bench", results
+
+
+@pytest.fixture(scope="module")
+def bench_report(bench):
+    folder, _ = bench
+    return write_report(folder / "results.json")
+
+
+def assert_self_contained(text: str) -> None:
+    assert "http://" not in text and "https://" not in text
+    assert "url(" not in text and "@import" not in text
+    references = re.findall(r"""\b(?:src|href)\s*=\s*["']?([^"'\s>]*)""", text)
+    assert references and all(ref.startswith("data:") for ref in references), references[:3]
+
+
+def worst_margins_from_csvs(folder, results, n: int) -> list[float]:
+    """Per identity its most negative directed margin over all sources, the ``n`` lowest first."""
+    sims = folder / results["encoders"][ENCODER]["sims_folder"]
+    worst = {}
+    for source in SOURCES:
+        path = sims / f"{source}_full.csv"
+        with open(path, newline="") as handle:
+            ids = [row["sample_id"] for row in csv.DictReader(handle)]
+        for sample_id, margins in zip(ids, nearid_margins(*read_nearid_csv(path))):
+            worst[sample_id] = min(worst.get(sample_id, np.inf), np.nanmin(margins))
+    return sorted(worst.values())[:n]
+
+
+def test_bench_report_is_one_self_contained_file(bench, bench_report):
+    folder, _ = bench
+    assert bench_report == folder / "report.html" and bench_report.is_file()
+    text = bench_report.read_text()
+    assert_self_contained(text)
+    assert text.count('src="data:image/png;base64,') == 4  # similarities, margins, per-source bars, MTG
+    assert not list(folder.glob(".report.html.*"))  # no temporary file left behind
+
+
+def test_metrics_table_shows_the_results_numbers(bench, bench_report, tmp_path):
+    folder, results = bench
+    result = results["encoders"][ENCODER]
+    pooled, mtg = result["nearid"]["groups"]["all sources"], result["mtg"]
+    expected = [f"{pooled['ssr']:.1f}", f"{pooled['pa']:.1f}"]
+    expected += [f"{result['nearid']['per_source'][s][m]:.1f}" for s in SOURCES for m in ("ssr", "pa")]
+    expected += [f"{mtg['m_o']:.3f}", f"{mtg['m_opair']:.3f}", f"{mtg['ssr']:.1f}", f"{mtg['pa']:.1f}"]
+    text = bench_report.read_text()
+    row = next(r for r in re.findall(r"<tr>(.*?)</tr>", text) if r.startswith(f"<td>{ENCODER}"))
+    assert re.findall(r"<td>(.*?)</td>", row)[1:] == expected
+    assert 'class="badge">untrained' not in text
+    # an untrained encoder is marked
+    marked = json.loads((folder / "results.json").read_text())
+    marked["encoders"][ENCODER]["untrained"] = True
+    (folder / "untrained.json").write_text(json.dumps(marked))
+    assert 'class="badge">untrained' in write_report(folder / "untrained.json", tmp_path / "u.html").read_text()
+
+
+def test_gallery_shows_the_worst_margins_from_the_csvs(bench, bench_report):
+    folder, results = bench
+    text = bench_report.read_text()
+    shown = [float(m) for m in re.findall(r'class="card" data-margin="([^"]+)"', text)]
+    assert len(shown) == GALLERY
+    identities = re.findall(r"<b>identity (\w+)</b>", text)
+    assert len(identities) == GALLERY == len(set(identities))  # each identity once, by its worst trial
+    assert shown == pytest.approx(worst_margins_from_csvs(folder, results, GALLERY), abs=1e-9)
+    assert text.count('src="data:image/jpeg;base64,') == 3 * GALLERY  # anchor, positive, distractor
+    assert "image unavailable" not in text and "Gallery unavailable" not in text
+
+
+def test_report_without_the_data_still_renders(bench, tmp_path):
+    folder, results = bench
+    moved = tmp_path / "synth"
+    shutil.copytree(results["benchmark"]["data"], moved)
+    changed = json.loads((folder / "results.json").read_text())
+    changed["benchmark"]["data"] = str(moved)
+    (folder / "moved.json").write_text(json.dumps(changed))
+    shutil.rmtree(moved)
+    text = write_report(folder / "moved.json", tmp_path / "report.html").read_text()
+    assert_self_contained(text)
+    assert "Gallery unavailable" in text and str(moved) in text
+    assert 'class="card"' not in text and "data:image/jpeg" not in text
+    first = worst_margins_from_csvs(folder, results, 1)[0]
+    assert f"<td>{first:.4f}</td>" in text  # the failures are still listed, as numbers
+
+
+@pytest.mark.parametrize("content, why", [
+    (None, "no such file"),
+    ("{not json", "not readable as JSON"),
+    ("[1, 2]", "not a nearid results file"),
+    ('{"kind": "bench"}', "not a nearid results file"),
+])
+def test_bad_results_file_is_a_one_line_error(tmp_path, content, why):
+    path = tmp_path / "results.json"
+    if content is not None:
+        path.write_text(content)
+    with pytest.raises(NearIDError) as caught:
+        write_report(path)
+    message = str(caught.value)
+    assert message.startswith(f"{path}: {why}") and "\n" not in message
+    assert 'expected a bench results.json (with "encoders") or a score summary (with "kind": "score")' in message
+    assert not (tmp_path / "report.html").exists()
+
+
+# ------------------------------------------------------------------------------------ score summaries
+def make_score_run(folder, threshold: float | None = 0.7):
+    """Six pairs of PIL-drawn images over two subjects, a pairs CSV and its summary."""
+    (folder / "images").mkdir(parents=True)
+    similarities = [0.91, 0.42, 0.77, 0.65, 0.88, 0.30]
+    rows = []
+    for i, similarity in enumerate(similarities):
+        for kind, colour in (("ref", (200, 40, 40)), ("gen", (40, 40, 200))):
+            image = Image.new("RGB", (64, 48), (240, 240, 240))
+            ImageDraw.Draw(image).ellipse((8 + 4 * i, 8, 40 + 4 * i, 40), fill=colour)
+            image.save(folder / "images" / f"{kind}{i}.png")
+        reference = f"images/ref{i}.png" if i % 2 else str(folder / "images" / f"ref{i}.png")  # relative or absolute
+        row = {"reference": reference, "generated": f"images/gen{i}.png", "subject": "dog" if i < 3 else "cat",
+               "similarity": f"{similarity:.6f}"}
+        if threshold is not None:
+            row["same"] = int(similarity > threshold)
+        rows.append(row)
+    with open(folder / "scores.csv", "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    values = np.array(similarities)
+    summary = {
+        "kind": "score", "model": "histogram:8", "pairing": "csv", "n_pairs": len(rows),
+        "similarity": {"mean": values.mean(), "median": float(np.median(values)), "std": values.std(),
+                       "min": values.min(), "max": values.max()},
+        "per_subject": {"dog": {"n": 3, "mean": float(values[:3].mean()), "median": float(np.median(values[:3]))},
+                        "cat": {"n": 3, "mean": float(values[3:].mean()), "median": float(np.median(values[3:]))}},
+        "threshold": None if threshold is None else {"value": threshold, "source": "calibrated: results.json"},
+        "decisions": None if threshold is None else {"same": int((values > threshold).sum()),
+                                                     "different": int((values <= threshold).sum())},
+        "pairs_file": "scores.csv", "errors": 0, "errors_file": None,
+    }
+    (folder / "run.summary.json").write_text(json.dumps(summary))
+    return folder / "run.summary.json", similarities
+
+
+def test_score_report(tmp_path):
+    summary, similarities = make_score_run(tmp_path)
+    out = write_report(summary)
+    assert out == tmp_path / "report.html"
+    text = out.read_text()
+    assert_self_contained(text)
+    assert "histogram:8" in text and "0.7000 (calibrated: results.json)" in text and "3 same, 3 different" in text
+    assert text.count('src="data:image/png;base64,') == 1  # the histogram
+    subjects = re.findall(r"<tr><td>(dog|cat)</td>", text)
+    assert subjects == ["cat", "dog"]  # lowest mean first
+    shown = [float(v) for v in re.findall(r'class="card">.*?<b>([0-9.]+)</b>', text)]
+    assert shown == sorted(similarities)[:GALLERY]
+    assert text.count('src="data:image/jpeg;base64,') == 2 * len(similarities)
+    assert "different</span>" in text and "image unavailable" not in text
+
+
+def test_score_report_without_threshold_and_with_missing_images(tmp_path):
+    summary, similarities = make_score_run(tmp_path, threshold=None)
+    (tmp_path / "images" / "gen5.png").unlink()
+    text = write_report(summary, tmp_path / "out" / "page.html").read_text()
+    assert_self_contained(text)
+    assert "threshold" not in text.lower()
+    assert text.count("image unavailable") == 1  # the lowest pair lost its generated image; the page did not fail
+    assert len(re.findall(r'class="card"', text)) == len(similarities)
+
+
+def test_report_command(bench, tmp_path, capsys):
+    from nearid.cli import main
+
+    folder, _ = bench
+    out = tmp_path / "page.html"
+    assert main(["report", str(folder / "results.json"), "--out", str(out)]) == 0
+    assert f"wrote {out}" in capsys.readouterr().out
+    assert_self_contained(out.read_text())
+    assert oct(out.stat().st_mode & 0o777) != oct(0o600)  # shareable, not mkstemp's private mode
+    assert main(["report", str(tmp_path / "missing.json")]) == 2
+    assert "missing.json: no such file" in capsys.readouterr().err
