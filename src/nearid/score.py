@@ -192,16 +192,18 @@ def score_pairs(encoder, plan: PairPlan, *, masks: str | os.PathLike | None = No
     if not plan.pairs:
         raise PairingError("no pairs to score")
     mask_root = Path(masks) if masks else None
-    items = {}
+    row_of: dict[Path, int] = {}  # image -> row of the embedding matrix
+    keys: list[tuple[Path, Path | None]] = []
     for pair in plan.pairs:
         for image in (pair.reference, pair.generated):
-            items.setdefault((image, _mask_for(image, plan.roots, mask_root)), len(items))
-    keys = list(items)
+            if image not in row_of:
+                row_of[image] = len(keys)
+                keys.append((image, _mask_for(image, plan.roots, mask_root)))
     failures_by_index: dict[int, str] | None = {} if skip_errors else None
     vectors = embed(encoder, [k[0] for k in keys], [k[1] for k in keys], batch_size=batch_size,
                     progress=progress, failures=failures_by_index)
-    refs = vectors[[items[(p.reference, _mask_for(p.reference, plan.roots, mask_root))] for p in plan.pairs]]
-    gens = vectors[[items[(p.generated, _mask_for(p.generated, plan.roots, mask_root))] for p in plan.pairs]]
+    refs = vectors[[row_of[p.reference] for p in plan.pairs]]
+    gens = vectors[[row_of[p.generated] for p in plan.pairs]]
     similarities = (refs * gens).sum(dim=-1).numpy().astype(np.float64)
     failures = {str(path): why for path, why in plan.unmatched}
     failures.update({str(keys[i][0]): message for i, message in (failures_by_index or {}).items()})

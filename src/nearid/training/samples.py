@@ -22,15 +22,17 @@ An MTG item (spec 4.2): the two originals are the anchor and the positive (the s
 their part-edited versions the distractors in the same backgrounds, the object masks the masks, and
 the oracle ``o_k`` of each edit rides along for the oracle-ranking loss.
 
-Every random choice comes from its own generator, keyed by (seed, epoch, item, purpose, slot), never
-from a shared stream. So a sample does not depend on the order items are built in, on other items,
+Every random choice is a keyed draw — a hash of (seed, epoch, item, purpose, slot) — never a value
+taken from a shared stream. So a sample does not depend on the order items are built in, on other items,
 on worker processes, or on how far a previous run got: a resumed run rebuilds exactly the samples an
 uninterrupted one would have seen.
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
+import struct
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 
@@ -122,8 +124,8 @@ class SampleRecipe:
     mtg_repeat: int = 4
 
     def __post_init__(self):
-        if self.seed < 0:
-            raise ValueError(f"seed must be >= 0, got {self.seed}")
+        if not 0 <= self.seed < 2**63:
+            raise ValueError(f"seed must be in [0, 2**63), got {self.seed}")
         if len(self.mask_probs) != 3 or not all(0.0 <= p <= 1.0 for p in self.mask_probs):
             raise ValueError(f"mask_probs must be 3 probabilities (anchor, positive, distractor), got {self.mask_probs}")
         if not 0.0 <= self.flip_prob <= 1.0:
@@ -135,13 +137,27 @@ class SampleRecipe:
         return self.mask_probs[0 if slot == ANCHOR else 1 if slot in POSITIVES else 2]
 
 
+def _uniforms(key: tuple[int, ...], n: int) -> list[float]:
+    """``n`` (<= 8) uniforms in [0, 1) that are a pure function of ``key``: BLAKE2b of the key, 53 bits
+    each. A keyed hash instead of a seeded generator per draw: ~15x cheaper than ``default_rng``
+    (a sample makes ~10 draws, an epoch ~40,000 samples)."""
+    digest = hashlib.blake2b(struct.pack(f"<{len(key)}q", *key), digest_size=8 * n, person=b"nearid-sample").digest()
+    return [(int.from_bytes(digest[8 * i : 8 * i + 8], "little") >> 11) * 2.0**-53 for i in range(n)]
+
+
+def _permutation(key: tuple[int, ...], items: Sequence[int]) -> list[int]:
+    """``items`` (at most 8) in a random order keyed by ``key``."""
+    draws = _uniforms(key, len(items))
+    return [int(item) for _, item in sorted(zip(draws, items))]
+
+
 def _rng(*key: int) -> np.random.Generator:
     return np.random.default_rng([int(k) for k in key])
 
 
 def _augment(recipe: SampleRecipe, key: tuple[int, ...], slot: int) -> tuple[bool, bool]:
     """(masked, flipped) of ``slot``: one generator per slot, two uniform draws."""
-    u_mask, u_flip = _rng(*key, _AUGMENT, slot).random(2)
+    u_mask, u_flip = _uniforms((*key, _AUGMENT, slot), 2)
     return bool(u_mask < recipe.role_mask_prob(slot)), bool(u_flip < recipe.flip_prob)
 
 
@@ -165,12 +181,12 @@ def nearid_sample(identity: Identity, sources: Sequence[str], recipe: SampleReci
     if len(valid) < 2:
         raise ValueError(f"identity {identity.id} (row {identity.row}) has {len(valid)} view(s); a sample needs 2")
     key = (recipe.seed, epoch, identity.row)
-    order = [int(j) for j in _rng(*key, _SHUFFLE).permutation(valid)]  # order[k] = original slot shown in slot k
+    order = _permutation((*key, _SHUFFLE), valid)  # order[k] = original slot shown in slot k
     chosen: dict[int, tuple[str, ImageRef] | None] = {}
     for j in valid:
         available = [s for s in sources if identity.distractor(s, j) is not None]
         if available:
-            source = available[int(_rng(*key, _SOURCE, j).integers(len(available)))]
+            source = available[int(_uniforms((*key, _SOURCE, j), 1)[0] * len(available))]
             chosen[j] = (source, identity.distractor(source, j))
         else:
             chosen[j] = None
@@ -206,7 +222,7 @@ def mtg_sample(
     repeats draw their own anchor, masks and flips). ``oracle``: ``(o_1, o_2)`` if already known
     (computing it decodes both mask pairs)."""
     key = (recipe.seed, epoch, _MTG_DOMAIN, index)
-    order = [int(k) for k in _rng(*key, _SHUFFLE).permutation(2)]
+    order = _permutation((*key, _SHUFFLE), (0, 1))
     if oracle is None:
         oracle = (sample.oracle(0), sample.oracle(1))
     images = [sample.originals[k] for k in order] + [None] + [sample.edited[k] for k in order] + [None]
