@@ -41,7 +41,10 @@ def test_fill_computes_each_key_once(tmp_path, nearid, encoder):
     slots = _slots(nearid)
     cache = _cache(tmp_path / "cache", encoder)
     reported = []
-    computed = fill(cache, encoder.model, slots + slots[:5] + [None], encoder.preprocess, batch_size=16, progress=lambda d, t: reported.append((d, t)))
+    computed = fill(
+        cache, encoder.model, slots + slots[:5] + [None], encoder.preprocess, batch_size=16,
+        progress=lambda done, total: reported.append((done, total)),
+    )
     assert computed == len(slots)
     assert reported[-1] == (len(slots), len(slots))
     assert len(list(cache.folder.glob("shard-*.npy"))) == -(-len(slots) // 16)  # one shard per batch
@@ -71,7 +74,8 @@ def test_cached_tokens_equal_fresh_tokens(tmp_path, nearid, encoder):
     slot = next(s for s in chosen if s.flip)
     unflipped = encoder.model.encode_tokens(encoder.preprocess([slot.image], [slot.mask]))[0]
     assert (cache.load([slot.key])[0].float() - unflipped).abs().max() > 0.1
-    torch.testing.assert_close(pixel_values([slot], encoder.preprocess), torch.flip(encoder.preprocess([slot.image], [slot.mask]), dims=[-1]))
+    expected = torch.flip(encoder.preprocess([slot.image], [slot.mask]), dims=[-1])
+    torch.testing.assert_close(pixel_values([slot], encoder.preprocess), expected)
 
 
 def test_a_shard_without_keys_is_ignored(tmp_path, nearid, encoder):
@@ -129,6 +133,9 @@ def test_add_and_load_roundtrip(tmp_path):
     assert "a" in cache and "z" not in cache
     got = cache.load(["c", "a", "b", "a"])
     torch.testing.assert_close(got.float(), torch.cat([b, a[:1], a[1:], a[:1]]).half().float())
+    few_maps = TokenCache(tmp_path / "c", "sig", 4, 3, max_open=1)  # shards are re-mapped as needed
+    torch.testing.assert_close(few_maps.load(["c", "a", "c"]), got[[0, 1, 0]])
+    assert len(few_maps._open) == 1
     with pytest.raises(ValueError, match="shape"):
         cache.add(["d"], torch.randn(1, 5, 3))
     with pytest.raises(ValueError, match="not finite"):

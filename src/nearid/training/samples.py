@@ -156,7 +156,7 @@ def _rng(*key: int) -> np.random.Generator:
 
 
 def _augment(recipe: SampleRecipe, key: tuple[int, ...], slot: int) -> tuple[bool, bool]:
-    """(masked, flipped) of ``slot``: one generator per slot, two uniform draws."""
+    """(masked, flipped) of ``slot``: two keyed uniform draws of its own."""
     u_mask, u_flip = _uniforms((*key, _AUGMENT, slot), 2)
     return bool(u_mask < recipe.role_mask_prob(slot)), bool(u_flip < recipe.flip_prob)
 
@@ -262,7 +262,10 @@ class TrainingSet:
         known = getattr(self.nearid, "source_names", None)
         unknown = [s for s in self.sources if known is not None and s not in known]
         if unknown:
-            raise NearIDError(f"distractor source(s) {', '.join(unknown)} not loaded with the benchmark; loaded: {', '.join(known) or 'none'}")
+            raise NearIDError(
+                f"distractor source(s) {', '.join(unknown)} not loaded with the benchmark; "
+                f"loaded: {', '.join(known) or 'none'}"
+            )
         self._oracles: dict[int, tuple[float, float]] = {}
 
     @property

@@ -77,7 +77,7 @@ def model_signature(model: torch.nn.Module, processor=None) -> str:
     parameter and buffer (the MAP head, which trains, is left out). Pass the ``processor`` too (the
     encoder's) and its settings are hashed as well, since they change the pixels and so the tokens.
 
-    Hashing every trunk weight costs about a second for SO400M; it is done once per run, and a cache
+    Hashing every trunk weight costs 1-3 s for SO400M (0.8 GB in fp16); it is done once per run, and a cache
     built for another backbone, another checkpoint or another dtype is never reused.
     """
     digest = hashlib.sha1()
@@ -145,7 +145,9 @@ class TokenCache:
             try:
                 found = json.loads(manifest.read_text(encoding="utf-8"))
             except (OSError, ValueError) as exc:
-                raise NearIDError(f"{self.folder}: unreadable token-cache manifest ({exc}); delete the folder or use another") from None
+                raise NearIDError(
+                    f"{self.folder}: unreadable token-cache manifest ({exc}); delete the folder or use another"
+                ) from None
             if found != expected:
                 raise NearIDError(
                     f"{self.folder}: token cache was built for {_describe(found)}, not {_describe(expected)}; "
@@ -225,7 +227,9 @@ class TokenCache:
         else:
             array = np.ascontiguousarray(tokens, dtype=np.float16)
         if array.shape != (len(keys), self.n_tokens, self.hidden):
-            raise ValueError(f"{len(keys)} keys for tokens of shape {tuple(array.shape)}; expected [n, {self.n_tokens}, {self.hidden}]")
+            raise ValueError(
+                f"{len(keys)} keys for tokens of shape {tuple(array.shape)}; expected [n, {self.n_tokens}, {self.hidden}]"
+            )
         if not keys:
             return
         finite = np.isfinite(array).reshape(len(keys), -1).all(axis=1)
