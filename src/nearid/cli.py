@@ -200,6 +200,34 @@ def cmd_report(args) -> int:
     return 0
 
 
+def cmd_train(args) -> int:
+    from .training.trainer import TrainConfig, train
+
+    overrides = {
+        "data": args.data, "out": args.out, "sources": args.sources, "mtg": args.mtg, "backbone": args.backbone,
+        "loss": args.loss, "lr": args.lr, "epochs": args.epochs, "batch_size": args.batch_size, "seed": args.seed,
+        "save_steps": args.save_steps, "warmup_steps": args.warmup_steps, "max_steps": args.max_steps,
+        "mixed_precision": args.mixed_precision, "log_steps": args.log_steps,
+    }
+    if args.config:
+        config = TrainConfig.from_file(args.config, **overrides)
+    else:
+        missing = [name for name in ("data", "out") if overrides[name] is None]
+        if missing:
+            raise NearIDError(f"--{missing[0]} is required (or give --config FILE)")
+        config = TrainConfig(**{k: v for k, v in overrides.items() if v is not None})
+    result = train(config, resume=args.resume)
+    print(f"done: step {result['step']}, loss {result['loss']:.4f}, checkpoint {result['checkpoint']}")
+    return 0
+
+
+def cmd_export(args) -> int:
+    from .training.trainer import export
+
+    print(f"wrote {export(args.checkpoint, args.out, args.backbone)} (load with NearIDModel.from_pretrained or nearid:DIR)")
+    return 0
+
+
 def cmd_demo(args) -> int:
     from .demo import run_demo
 
@@ -287,6 +315,32 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("results", help="results.json of `nearid bench`, or <out>.summary.json of `nearid score`")
     p.add_argument("--out", help="output HTML (default: report.html beside the results)")
     p.set_defaults(run=cmd_report)
+
+    p = commands.add_parser("train", help="train the NearID head on a frozen backbone (accelerate launch for N processes)")
+    p.add_argument("--config", help="JSON training config; the options below override it")
+    p.add_argument("--data", help="positives (hub id, folder, or a `nearid synth` folder)")
+    p.add_argument("--sources", nargs="+", help="distractor sources (default: Flux Flux_1024 Qwen Qwen_1328)")
+    p.add_argument("--mtg", help="MTG dataset mixed in (train split, repeated)")
+    p.add_argument("--out", help="run folder: token_cache/, checkpoints/step-N/, config.json")
+    p.add_argument("--backbone", help="SigLIP checkpoint (default google/siglip2-so400m-patch14-384), tiny[:seed] or nearid:DIR")
+    p.add_argument("--loss", help="loss spec, e.g. nearid:1.0+cohesion:0.1 (default nearid:1.0)")
+    p.add_argument("--lr", type=float)
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--batch-size", type=int, help="global batch (default 128)")
+    p.add_argument("--warmup-steps", type=int)
+    p.add_argument("--seed", type=int)
+    p.add_argument("--save-steps", type=int)
+    p.add_argument("--log-steps", type=int)
+    p.add_argument("--max-steps", type=int)
+    p.add_argument("--mixed-precision", choices=["no", "fp16", "bf16"])
+    p.add_argument("--resume", action="store_true", help="continue from the newest complete checkpoint in --out")
+    p.set_defaults(run=cmd_train)
+
+    p = commands.add_parser("export", help="write a full NearIDModel from a head-only checkpoint")
+    p.add_argument("checkpoint", help="RUN/checkpoints/step-N")
+    p.add_argument("out", help="output folder (save_pretrained layout)")
+    p.add_argument("--backbone", help="override the run's backbone")
+    p.set_defaults(run=cmd_export)
 
     p = commands.add_parser("encoders", help="list the encoder specs")
     p.set_defaults(run=cmd_encoders)

@@ -37,6 +37,20 @@ def gather_with_grad(x: torch.Tensor) -> tuple[torch.Tensor, int]:
     return torch.cat(parts), dist.get_rank() * x.shape[0]
 
 
+def global_mean(values: torch.Tensor) -> torch.Tensor:
+    """The mean over every process's ``values``, shaped so that DDP's gradient *averaging* yields the
+    gradient of that global mean: local sum x world size / global count. One process: a plain mean."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return values.mean() if values.numel() else values.new_zeros(())
+    count = torch.tensor([values.numel()], dtype=torch.float64, device=values.device)
+    dist.all_reduce(count)
+    if count.item() == 0:
+        return values.sum() * 0.0
+    return values.sum() * dist.get_world_size() / count.to(values.dtype)
+
+
 def _pool(positives: torch.Tensor, pos_mask: torch.Tensor):
     """Flattened global pool of positives ``[M, D]``, its validity ``[M]``, and each local anchor's own columns."""
     batch, n_pos, _ = positives.shape
@@ -44,6 +58,17 @@ def _pool(positives: torch.Tensor, pos_mask: torch.Tensor):
     valid, _ = gather_with_grad(pos_mask.to(positives.dtype))
     own = offset * n_pos + torch.arange(batch, device=positives.device)[:, None] * n_pos + torch.arange(n_pos, device=positives.device)
     return pool.flatten(0, 1), valid.flatten().bool(), own  # own[i, p] = column of g_{i,p}
+
+
+def _anywhere(mask: torch.Tensor) -> bool:
+    """Whether any process has a True in ``mask`` (every process must take the same branches)."""
+    import torch.distributed as dist
+
+    flag = mask.any()
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        flag = flag.to(torch.int64)
+        dist.all_reduce(flag)
+    return bool(flag)
 
 
 class NearIDLoss:
@@ -69,17 +94,17 @@ class NearIDLoss:
         per_index = []
         for p in range(positives.shape[1]):
             rows = pos_mask[:, p].bool()
-            if rows.any():
+            if _anywhere(rows):
                 target = batch_logits.gather(1, own[:, p : p + 1]).squeeze(1)
-                per_index.append((log_denominator - target)[rows].mean())
-        disc = torch.stack(per_index).mean() if per_index else logits.new_zeros(())
+                per_index.append(global_mean((log_denominator - target)[rows]))
+        disc = torch.stack(per_index).mean() if per_index else logits.sum() * 0.0
         own_columns = torch.zeros_like(batch_logits, dtype=torch.bool).scatter_(1, own, True)
         lse_negatives = torch.logsumexp(batch_logits.masked_fill(own_columns, NEG_INF), dim=1, keepdim=True)
         valid_distractors = neg_mask.bool()
-        if self.alpha == 0 or not valid_distractors.any():
+        if self.alpha == 0 or not _anywhere(valid_distractors):
             return disc
         rank = F.softplus(lse_negatives - distractor_logits)[valid_distractors]
-        return disc + self.alpha * rank.mean()
+        return disc + self.alpha * global_mean(rank)
 
 
 class InfoNCELoss:

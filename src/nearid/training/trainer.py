@@ -1,0 +1,234 @@
+"""``nearid train``: the NearID head on a frozen backbone, from cached trunk tokens, on 1..N processes.
+
+The recipe defaults are the paper's (spec 5.3): AdamW lr 1e-4, weight decay 1e-4, cosine schedule
+with 100 warm-up steps, gradient clipping 1.0, global batch 128, 11 epochs, L_NearID (tau 0.07,
+alpha 0.5), role-aware masking (0.5 / 0.2 / 0.6), MTG repeated 4x.
+
+Determinism and resume. Samples and batch order are pure functions of (seed, epoch, index)
+(:mod:`nearid.training.samples`), so the only state a run carries is the head, the optimizer, the
+scheduler and the position (epoch, batch). A checkpoint holds exactly that, written atomically
+(head as safetensors, the rest as a tensors-only state file loaded with ``weights_only=True``);
+``resume=True`` continues from the newest complete checkpoint and sees exactly the batches an
+uninterrupted run would have seen.
+
+Several processes. Each process takes a contiguous share of every global batch; the loss gathers
+all positives with gradients and normalises by global counts (:func:`nearid.losses.global_mean`),
+so DDP's averaged gradient equals the one-process gradient of the same global batch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from ..errors import NearIDError
+from ..io import atomic_path, write_text_atomic
+
+
+@dataclass
+class TrainConfig:
+    data: str
+    out: str
+    sources: list[str] = field(default_factory=lambda: ["Flux", "Flux_1024", "Qwen", "Qwen_1328"])
+    mtg: str | None = None
+    backbone: str = "google/siglip2-so400m-patch14-384"  # a SigLIP checkpoint, "tiny[:seed]" or "nearid:<dir>"
+    loss: str = "nearid:1.0"
+    lr: float = 1e-4
+    weight_decay: float = 1e-4
+    warmup_steps: int = 100
+    epochs: int = 11
+    batch_size: int = 128
+    grad_clip: float = 1.0
+    seed: int = 0
+    mask_probs: tuple[float, float, float] = (0.5, 0.2, 0.6)
+    flip_prob: float = 0.5
+    mtg_repeat: int = 4
+    save_steps: int = 100
+    log_steps: int = 10
+    mixed_precision: str = "no"
+    split: str = "train"
+    max_steps: int | None = None  # stop early (tests, smoke runs); the schedule still spans all epochs
+
+    @classmethod
+    def from_file(cls, path: str | os.PathLike, **overrides) -> TrainConfig:
+        """A JSON config file, with command-line overrides on top (``None`` overrides are ignored)."""
+        try:
+            values = json.loads(Path(path).read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise NearIDError(f"{path}: cannot read the training config ({exc})") from None
+        unknown = set(values) - {f.name for f in dataclasses.fields(cls)}
+        if unknown:
+            raise NearIDError(f"{path}: unknown setting(s) {', '.join(sorted(unknown))}")
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)
+
+
+def initial_model(backbone: str):
+    """The model training starts from: SigLIP with its pretrained head, our checkpoint, or the tiny model."""
+    from ..model import NearIDModel, build_tiny_model
+
+    if backbone.startswith("tiny"):
+        _, _, seed = backbone.partition(":")
+        return build_tiny_model(int(seed or 0))
+    if backbone.startswith("nearid:"):
+        from ..hub import resolve_model_dir
+
+        return NearIDModel.from_pretrained(resolve_model_dir(backbone.partition(":")[2]), dtype=torch.float32)
+    return NearIDModel.from_siglip(backbone)
+
+
+def _processor(model, backbone: str):
+    from ..processors import load_processor, siglip_processor
+
+    fallback = siglip_processor(model.config.vision_config.image_size)
+    if backbone.startswith("tiny"):
+        return fallback
+    from ..hub import resolve_model_dir
+
+    return load_processor(resolve_model_dir(backbone.removeprefix("nearid:")), fallback)
+
+
+def _latest_checkpoint(out: Path) -> Path | None:
+    done = [p for p in (out / "checkpoints").glob("step-*") if (p / "state.pt").is_file() and (p / "head.safetensors").is_file()]
+    return max(done, key=lambda p: int(p.name.split("-")[1]), default=None)
+
+
+def train(config: TrainConfig, *, resume: bool = False) -> dict:
+    """Train the head; returns ``{"step", "loss", "checkpoint"}`` (on every process)."""
+    from accelerate import Accelerator
+    from safetensors.torch import load_file, save_file
+    from transformers import get_scheduler
+
+    from ..data import load_mtg, load_nearid
+    from ..losses import CombinedLoss
+    from .samples import SampleRecipe, TrainingSet
+    from .token_cache import TokenCache, fill
+
+    accelerator = Accelerator(cpu=not torch.cuda.is_available(), mixed_precision=config.mixed_precision)
+    out = Path(config.out)
+    loss_fn = CombinedLoss(config.loss)
+    model = initial_model(config.backbone).to(accelerator.device)
+    processor = _processor(model, config.backbone)
+    bench = load_nearid(config.data, config.sources, split=config.split)
+    mtg = load_mtg(config.mtg, split="train") if config.mtg else None
+    recipe = SampleRecipe(seed=config.seed, mask_probs=tuple(config.mask_probs), flip_prob=config.flip_prob, mtg_repeat=config.mtg_repeat)
+    training_set = TrainingSet(bench, config.sources, mtg, recipe)
+    batches_per_epoch = len(training_set.batches(0, config.batch_size))
+    total_steps = config.epochs * batches_per_epoch
+
+    # Fill the token cache once: each process computes its share, then all read everything.
+    cache = TokenCache.for_model(out / "token_cache", model, processor)
+    from ..encoders import TransformersEncoder, nearid_readout
+
+    encoder = TransformersEncoder("trunk", model, processor, nearid_readout, device=accelerator.device, dtype=torch.float32, dim=model.config.embed_dim)
+    slots = training_set.slots(range(config.epochs))
+    mine = [s for i, s in enumerate(sorted(slots, key=lambda s: s.key)) if i % accelerator.num_processes == accelerator.process_index]
+    computed = fill(cache, model, mine, encoder.preprocess, progress=False)
+    accelerator.wait_for_everyone()
+    cache.refresh()
+
+    head = model.head
+    optimizer = torch.optim.AdamW(head.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    scheduler = get_scheduler("cosine", optimizer, num_warmup_steps=config.warmup_steps, num_training_steps=total_steps)
+    step = 0
+    if resume and (checkpoint := _latest_checkpoint(out)) is not None:
+        head.load_state_dict(load_file(checkpoint / "head.safetensors"))
+        state = torch.load(checkpoint / "state.pt", weights_only=True)
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        step = int(state["step"])
+    head, optimizer = accelerator.prepare(head, optimizer)
+    if accelerator.is_main_process:
+        write_text_atomic(out / "config.json", json.dumps(dataclasses.asdict(config), indent=2) + "\n")
+        print(f"training {len(training_set)} items x {config.epochs} epochs = {total_steps} steps on "
+              f"{accelerator.num_processes} process(es); {computed} trunk inputs cached by this process, "
+              f"{cache.bytes_per_image:,} bytes each; resuming at step {step}" if step else
+              f"training {len(training_set)} items x {config.epochs} epochs = {total_steps} steps on "
+              f"{accelerator.num_processes} process(es); {computed} trunk inputs cached by this process, "
+              f"{cache.bytes_per_image:,} bytes each", flush=True)
+
+    last_loss = float("nan")
+    head.train()
+    for epoch in range(step // batches_per_epoch, config.epochs):
+        for batch_index, indices in enumerate(training_set.batches(epoch, config.batch_size)):
+            if epoch * batches_per_epoch + batch_index < step:
+                continue  # already trained before the resume point
+            if config.max_steps is not None and step >= config.max_steps:
+                break
+            share = _share(indices, accelerator.process_index, accelerator.num_processes)
+            loss = _step_loss(head, loss_fn, training_set.samples(epoch, share), cache, accelerator.device)
+            accelerator.backward(loss)
+            if config.grad_clip:
+                accelerator.clip_grad_norm_(head.parameters(), config.grad_clip)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad()
+            step += 1
+            last_loss = float(accelerator.reduce(loss.detach(), reduction="mean"))
+            if accelerator.is_main_process and step % config.log_steps == 0:
+                print(f"step {step}/{total_steps} epoch {epoch} loss {last_loss:.4f} lr {scheduler.get_last_lr()[0]:.2e}", flush=True)
+            if step % config.save_steps == 0 or step == total_steps:
+                _save(accelerator, head, optimizer, scheduler, step, out, save_file)
+    checkpoint = _save(accelerator, head, optimizer, scheduler, step, out, save_file)
+    return {"step": step, "loss": last_loss, "checkpoint": str(checkpoint)}
+
+
+def _share(indices: list[int], rank: int, world: int) -> list[int]:
+    """A contiguous slice per process, so the gathered pool keeps the one-process order."""
+    per = -(-len(indices) // world)
+    return indices[rank * per : (rank + 1) * per]
+
+
+def _step_loss(head, loss_fn, samples, cache, device) -> torch.Tensor:
+    """Embed the present slots of ``samples`` from cached tokens and apply the loss."""
+    present = [(b, s, slot.key) for b, sample in enumerate(samples) for s, slot in enumerate(sample.slots) if slot is not None]
+    tokens = cache.load([key for _, _, key in present]).to(device=device, dtype=torch.float32)
+    pooled = F.normalize(head(tokens), dim=-1)
+    embeddings = pooled.new_zeros(len(samples), 6, pooled.shape[-1])
+    rows = torch.tensor([b for b, _, _ in present], device=device)
+    cols = torch.tensor([s for _, s, _ in present], device=device)
+    embeddings = embeddings.index_put((rows, cols), pooled)
+    pos_mask = torch.tensor([s.pos_mask for s in samples], device=device)
+    neg_mask = torch.tensor([s.neg_mask for s in samples], device=device)
+    oracle = torch.tensor([s.oracle for s in samples], device=device, dtype=torch.float32)
+    return loss_fn(embeddings[:, 0], embeddings[:, 1:3], embeddings[:, 3:6], pos_mask, neg_mask, oracle=oracle)
+
+
+def _save(accelerator, head, optimizer, scheduler, step: int, out: Path, save_file) -> Path:
+    folder = out / "checkpoints" / f"step-{step}"
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process and not (folder / "state.pt").is_file():
+        folder.mkdir(parents=True, exist_ok=True)
+        weights = {k: v.detach().cpu().contiguous() for k, v in accelerator.unwrap_model(head).state_dict().items()}
+        with atomic_path(folder / "head.safetensors") as tmp:
+            save_file(weights, str(tmp))
+        with atomic_path(folder / "state.pt") as tmp:  # written last: marks the checkpoint complete
+            torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "step": step}, tmp)
+    accelerator.wait_for_everyone()
+    return folder
+
+
+def export(checkpoint: str | os.PathLike, out: str | os.PathLike, backbone: str | None = None) -> Path:
+    """A full :class:`NearIDModel` (trunk + trained head) that ``from_pretrained`` loads."""
+    from safetensors.torch import load_file
+
+    checkpoint = Path(checkpoint)
+    config_file = checkpoint.parent.parent / "config.json"
+    if backbone is None:
+        if not config_file.is_file():
+            raise NearIDError(f"{checkpoint}: no run config.json two levels up; pass --backbone")
+        backbone = json.loads(config_file.read_text())["backbone"]
+    if not (checkpoint / "head.safetensors").is_file():
+        raise NearIDError(f"{checkpoint}: no head.safetensors; pass a checkpoints/step-N folder")
+    model = initial_model(backbone)
+    model.head.load_state_dict(load_file(checkpoint / "head.safetensors"))
+    out = Path(out)
+    model.save_pretrained(out)
+    _processor(model, backbone).save_pretrained(out)
+    return out
