@@ -98,3 +98,18 @@ def test_export_loads_with_from_pretrained(data, tmp_path, capsys):
     assert (tmp_path / "model" / "preprocessor_config.json").is_file()
     assert main(["export", str(tmp_path), str(tmp_path / "x")]) == 2
     assert "no run config.json two levels up; pass --backbone" in capsys.readouterr().err
+
+
+def test_uncached_training_equals_cached(data, tmp_path):
+    cached = train(config(data, tmp_path / "c", max_steps=3, flip_prob=0.0))
+    fresh = train(config(data, tmp_path / "f", max_steps=3, flip_prob=0.0, cache_tokens=False))
+    assert fresh["loss"] == pytest.approx(cached["loss"], rel=1e-2)  # fp16 cache vs fp32 tokens
+    assert not (tmp_path / "f" / "token_cache").exists()
+
+
+def test_validation_is_logged(data, tmp_path):
+    import json
+
+    train(config(data, tmp_path / "v", max_steps=2, eval_steps=2))
+    lines = [json.loads(line) for line in (tmp_path / "v" / "validation.jsonl").read_text().splitlines()]
+    assert lines[0]["step"] == 2 and 0 <= lines[0]["pa"] <= 100 and lines[0]["n_samples"] == 4 * 2  # 4 val identities x 2 sources, pooled

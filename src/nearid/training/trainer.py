@@ -54,6 +54,9 @@ class TrainConfig:
     mixed_precision: str = "no"
     split: str = "train"
     max_steps: int | None = None  # stop early (tests, smoke runs); the schedule still spans all epochs
+    cache_tokens: bool = True  # False: run the frozen trunk every step (for augmentations a cache cannot hold)
+    eval_steps: int = 0  # validate (SSR/PA on `val_split`, main process) every N steps; 0 = never
+    val_split: str = "val"
 
     @classmethod
     def from_file(cls, path: str | os.PathLike, **overrides) -> TrainConfig:
@@ -108,7 +111,7 @@ def train(config: TrainConfig, *, resume: bool = False) -> dict:
     from ..data import load_mtg, load_nearid
     from ..losses import CombinedLoss
     from .samples import SampleRecipe, TrainingSet
-    from .token_cache import TokenCache, fill
+    from .token_cache import TokenCache, fill, pixel_values
 
     accelerator = Accelerator(cpu=not torch.cuda.is_available(), mixed_precision=config.mixed_precision)
     out = Path(config.out)
@@ -122,16 +125,21 @@ def train(config: TrainConfig, *, resume: bool = False) -> dict:
     batches_per_epoch = len(training_set.batches(0, config.batch_size))
     total_steps = config.epochs * batches_per_epoch
 
-    # Fill the token cache once: each process computes its share, then all read everything.
-    cache = TokenCache.for_model(out / "token_cache", model, processor)
     from ..encoders import TransformersEncoder, nearid_readout
 
     encoder = TransformersEncoder("trunk", model, processor, nearid_readout, device=accelerator.device, dtype=torch.float32, dim=model.config.embed_dim)
-    slots = training_set.slots(range(config.epochs))
-    mine = [s for i, s in enumerate(sorted(slots, key=lambda s: s.key)) if i % accelerator.num_processes == accelerator.process_index]
-    computed = fill(cache, model, mine, encoder.preprocess, progress=False)
-    accelerator.wait_for_everyone()
-    cache.refresh()
+    computed = 0
+    if config.cache_tokens:  # fill the token cache once: each process computes its share, then all read everything
+        cache = TokenCache.for_model(out / "token_cache", model, processor)
+        slots = sorted(training_set.slots(range(config.epochs)), key=lambda s: s.key)
+        mine = [s for i, s in enumerate(slots) if i % accelerator.num_processes == accelerator.process_index]
+        computed = fill(cache, model, mine, encoder.preprocess, progress=False)
+        accelerator.wait_for_everyone()
+        cache.refresh()
+        tokens_of = lambda slots: cache.load([slot.key for slot in slots])  # noqa: E731
+    else:
+        tokens_of = lambda slots: model.encode_tokens(pixel_values(slots, encoder.preprocess).to(accelerator.device))  # noqa: E731
+    validation = _validation(config, encoder) if config.eval_steps else None
 
     head = model.head
     optimizer = torch.optim.AdamW(head.parameters(), lr=config.lr, weight_decay=config.weight_decay)
@@ -147,11 +155,8 @@ def train(config: TrainConfig, *, resume: bool = False) -> dict:
     if accelerator.is_main_process:
         write_text_atomic(out / "config.json", json.dumps(dataclasses.asdict(config), indent=2) + "\n")
         print(f"training {len(training_set)} items x {config.epochs} epochs = {total_steps} steps on "
-              f"{accelerator.num_processes} process(es); {computed} trunk inputs cached by this process, "
-              f"{cache.bytes_per_image:,} bytes each; resuming at step {step}" if step else
-              f"training {len(training_set)} items x {config.epochs} epochs = {total_steps} steps on "
-              f"{accelerator.num_processes} process(es); {computed} trunk inputs cached by this process, "
-              f"{cache.bytes_per_image:,} bytes each", flush=True)
+              f"{accelerator.num_processes} process(es); {computed} trunk inputs cached by this process"
+              + (f"; resuming at step {step}" if step else ""), flush=True)
 
     last_loss = float("nan")
     head.train()
@@ -162,7 +167,7 @@ def train(config: TrainConfig, *, resume: bool = False) -> dict:
             if config.max_steps is not None and step >= config.max_steps:
                 break
             share = _share(indices, accelerator.process_index, accelerator.num_processes)
-            loss = _step_loss(head, loss_fn, training_set.samples(epoch, share), cache, accelerator.device)
+            loss = _step_loss(head, loss_fn, training_set.samples(epoch, share), tokens_of, accelerator.device)
             accelerator.backward(loss)
             if config.grad_clip:
                 accelerator.clip_grad_norm_(head.parameters(), config.grad_clip)
@@ -175,6 +180,15 @@ def train(config: TrainConfig, *, resume: bool = False) -> dict:
                 print(f"step {step}/{total_steps} epoch {epoch} loss {last_loss:.4f} lr {scheduler.get_last_lr()[0]:.2e}", flush=True)
             if step % config.save_steps == 0 or step == total_steps:
                 _save(accelerator, head, optimizer, scheduler, step, out, save_file)
+            if validation is not None and step % config.eval_steps == 0:
+                head.eval()
+                if accelerator.is_main_process:
+                    score = validation()
+                    print(f"step {step} validation ({config.val_split}): SSR {score.ssr:.2f} PA {score.pa:.2f}", flush=True)
+                    with open(out / "validation.jsonl", "a") as handle:
+                        handle.write(json.dumps({"step": step, **score.as_dict()}) + "\n")
+                accelerator.wait_for_everyone()
+                head.train()
     checkpoint = _save(accelerator, head, optimizer, scheduler, step, out, save_file)
     return {"step": step, "loss": last_loss, "checkpoint": str(checkpoint)}
 
@@ -185,10 +199,28 @@ def _share(indices: list[int], rank: int, world: int) -> list[int]:
     return indices[rank * per : (rank + 1) * per]
 
 
-def _step_loss(head, loss_fn, samples, cache, device) -> torch.Tensor:
-    """Embed the present slots of ``samples`` from cached tokens and apply the loss."""
-    present = [(b, s, slot.key) for b, sample in enumerate(samples) for s, slot in enumerate(sample.slots) if slot is not None]
-    tokens = cache.load([key for _, _, key in present]).to(device=device, dtype=torch.float32)
+def _validation(config: TrainConfig, encoder):
+    """SSR / PA of the current head on the validation split (the trunk runs: val images are few)."""
+    import numpy as np
+
+    from ..data import load_nearid
+    from ..evaluate import similarity_tables
+    from ..metrics import nearid_scores
+
+    bench = load_nearid(config.data, config.sources, split=config.val_split)
+
+    def run():
+        tables, _ = similarity_tables(encoder, bench, config.sources, progress=False)
+        return nearid_scores(np.concatenate([t.pair for t in tables.values()]),
+                             np.concatenate([t.own_background for t in tables.values()]))
+
+    return run
+
+
+def _step_loss(head, loss_fn, samples, tokens_of, device) -> torch.Tensor:
+    """Embed the present slots of ``samples`` (cached or fresh trunk tokens) and apply the loss."""
+    present = [(b, s, slot) for b, sample in enumerate(samples) for s, slot in enumerate(sample.slots) if slot is not None]
+    tokens = tokens_of([slot for _, _, slot in present]).to(device=device, dtype=torch.float32)
     pooled = F.normalize(head(tokens), dim=-1)
     embeddings = pooled.new_zeros(len(samples), 6, pooled.shape[-1])
     rows = torch.tensor([b for b, _, _ in present], device=device)
