@@ -65,15 +65,24 @@ def test_argument_errors_exit_2(rgb_images, tmp_path, capsys, argv, message):
     assert message in capsys.readouterr().err
 
 
-def test_demo_writes_results(tmp_path, capsys):
-    assert main(["demo", "--out", str(tmp_path / "demo")]) == 0
-    results = json.loads((tmp_path / "demo" / "results.json").read_text())
-    assert results["untrained"] is True
-    for condition in ("full image", "foreground only"):
-        c = results["conditions"][condition]
-        assert c["margin"] == pytest.approx(c["s(view1, view2)"] - c["s(view1, distractor)"])
-    out = capsys.readouterr().out
-    assert "margin" in out and "random weights" in out
+def test_demo_runs_end_to_end_and_reports_what_the_bench_measured(tmp_path, capsys):
+    out = tmp_path / "demo"
+    argv = ["demo", "--out", str(out), "--identities", "30", "--test", "8", "--val", "2",
+            "--standin-epochs", "1", "--train-epochs", "1"]
+    assert main(argv) == 0
+    results = json.loads((out / "results.json").read_text())
+    bench = json.loads((out / "bench" / "results.json").read_text())
+    assert bench["benchmark"]["split"] == "test" and bench["benchmark"]["identities"] == 8
+    pooled = {r["spec"]: r["nearid"]["groups"]["all sources"] for r in bench["encoders"].values()}
+    baseline, trained = pooled[f"siglip2-map:{out / 'backbone'}"], pooled[f"nearid:{out / 'model'}"]
+    for key in ("ssr", "pa"):
+        assert results["baseline"][key] == baseline[key] and results["trained"][key] == trained[key]
+        assert results["gain"][key] == pytest.approx(trained[key] - baseline[key])
+    assert set(results["encoders"]) == set(pooled)
+    assert (out / "report.html").is_file() and (out / "bench" / "results.md").is_file()
+    assert (out / "model" / "config.json").is_file() and (out / "train" / "token_cache" / "manifest.json").is_file()
+    printed = capsys.readouterr().out
+    assert "NearID head vs frozen MAP head (baseline)" in printed and "5/5" in printed
 
 
 def test_module_entry_point_and_offline_error():

@@ -113,3 +113,19 @@ def test_validation_is_logged(data, tmp_path):
     train(config(data, tmp_path / "v", max_steps=2, eval_steps=2))
     lines = [json.loads(line) for line in (tmp_path / "v" / "validation.jsonl").read_text().splitlines()]
     assert lines[0]["step"] == 2 and 0 <= lines[0]["pa"] <= 100 and lines[0]["n_samples"] == 4 * 2  # 4 val identities x 2 sources, pooled
+
+
+def test_a_runs_config_file_repeats_it_with_overrides(data, tmp_path, capsys):
+    import json
+
+    first = train(config(data, tmp_path / "a", max_steps=2))
+    saved = json.loads((tmp_path / "a" / "config.json").read_text())
+    saved["out"] = str(tmp_path / "b")
+    (tmp_path / "b.json").write_text(json.dumps(saved))
+    assert main(["train", "--config", str(tmp_path / "b.json"), "--max-steps", "3"]) == 0
+    again = json.loads((tmp_path / "b" / "config.json").read_text())
+    assert again == {**saved, "max_steps": 3}  # the file, with the command line on top
+    assert first["step"] == 2 and (tmp_path / "b" / "checkpoints" / "step-3").is_dir()
+    (tmp_path / "bad.json").write_text(json.dumps({**saved, "learning_rate": 1}))
+    assert main(["train", "--config", str(tmp_path / "bad.json")]) == 2
+    assert "bad.json: unknown setting(s) learning_rate" in capsys.readouterr().err

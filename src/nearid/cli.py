@@ -229,9 +229,10 @@ def cmd_export(args) -> int:
 
 
 def cmd_demo(args) -> int:
-    from .demo import run_demo
+    from .demo import DemoConfig, run_demo
 
-    run_demo(args.out, spec=args.model)
+    overrides = {k: v for k, v in vars(args).items() if k in DemoConfig.__dataclass_fields__ and v is not None}
+    run_demo(args.out, DemoConfig(**overrides))
     return 0
 
 
@@ -345,9 +346,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = commands.add_parser("encoders", help="list the encoder specs")
     p.set_defaults(run=cmd_encoders)
 
-    p = commands.add_parser("demo", help="offline demonstration (make demo)")
-    p.add_argument("--out", default="runs/demo")
-    p.add_argument("--model", default="tiny", help="encoder spec (default: tiny, untrained)")
+    p = commands.add_parser("demo", help="offline end-to-end run: synth data, stand-in backbone, baselines, NearID training (make demo)")
+    p.add_argument("--out", default="runs/demo", help="output folder (emptied first)")
+    p.add_argument("--identities", type=int, help="synthetic identities (default 1500)")
+    p.add_argument("--test", type=int, help="test identities (default 300)")
+    p.add_argument("--val", type=int, help="validation identities (default 50)")
+    p.add_argument("--standin-epochs", type=int, help="stand-in backbone pretraining epochs (default 12)")
+    p.add_argument("--train-epochs", type=int, help="NearID head training epochs (default 20)")
+    p.add_argument("--seed", type=int)
     p.set_defaults(run=cmd_demo)
     return parser
 
