@@ -16,13 +16,10 @@ import shutil
 import tempfile
 from pathlib import Path
 
-import numpy as np
-
 from nearid.data import load_nearid
 from nearid.data.synth import SOURCES, SynthConfig, generate
 from nearid.encoders import TransformersEncoder, load_encoder, mean_token_readout
-from nearid.evaluate import similarity_tables
-from nearid.metrics import nearid_scores
+from nearid.evaluate import pooled_scores, similarity_tables
 from nearid.model import build_tiny_model
 from nearid.processors import siglip_processor
 
@@ -46,8 +43,7 @@ def main() -> None:
     for encoder in (load_encoder("histogram", device="cpu"), tiny_siglip_mean(), load_encoder("tiny", device="cpu")):
         for masks in (False, True):
             tables, embedded = similarity_tables(encoder, bench, list(SOURCES), masks=masks)
-            pooled = nearid_scores(np.concatenate([t.pair for t in tables.values()]),
-                                   np.concatenate([t.own_background for t in tables.values()]))
+            pooled = pooled_scores(tables)
             per_source = "  ".join(f"{s} {t.scores().ssr:5.1f}" for s, t in tables.items())
             print(f"{encoder.name:38s} {'foreground' if masks else 'full image':10s}  SSR {pooled.ssr:5.1f}  "
                   f"PA {pooled.pa:5.1f}  (chance PA 50.0; {embedded} images embedded)  per source SSR: {per_source}")

@@ -68,21 +68,38 @@ def test_argument_errors_exit_2(rgb_images, tmp_path, capsys, argv, message):
 def test_demo_runs_end_to_end_and_reports_what_the_bench_measured(tmp_path, capsys):
     out = tmp_path / "demo"
     argv = ["demo", "--out", str(out), "--identities", "30", "--test", "8", "--val", "2",
-            "--standin-epochs", "1", "--train-epochs", "1"]
+            "--standin-epochs", "1", "--train-epochs", "1", "--sources", "instance", "Part", "recolor",
+            "--headline-sources", "Instance", "Recolor"]
     assert main(argv) == 0
     results = json.loads((out / "results.json").read_text())
     bench = json.loads((out / "bench" / "results.json").read_text())
     assert bench["benchmark"]["split"] == "test" and bench["benchmark"]["identities"] == 8
-    pooled = {r["spec"]: r["nearid"]["groups"]["all sources"] for r in bench["encoders"].values()}
-    baseline, trained = pooled[f"siglip2-map:{out / 'backbone'}"], pooled[f"nearid:{out / 'model'}"]
+    assert bench["benchmark"]["sources"] == ["Instance", "Part", "Recolor"] == results["all_sources"]["sources"]
+    by_spec = {r["spec"]: r["nearid"] for r in bench["encoders"].values()}
+    baseline, trained = by_spec[f"siglip2-map:{out / 'backbone'}"], by_spec[f"nearid:{out / 'model'}"]
+    assert results["headline_sources"] == ["Instance", "Recolor"]
+    for name, scored in (("baseline", baseline), ("trained", trained)):
+        # the headline pools Instance and Recolor as the bench would: identities for SSR, trials for PA
+        parts = [scored["per_source"][s] for s in ("Instance", "Recolor")]
+        ssr = 100 * sum(p["ssr"] / 100 * p["n_samples"] for p in parts) / sum(p["n_samples"] for p in parts)
+        pa = 100 * sum(p["n_wins"] for p in parts) / sum(p["n_trials"] for p in parts)
+        assert results[name] == {"ssr": pytest.approx(ssr), "pa": pytest.approx(pa)}
+        every = scored["groups"]["all sources"]
+        assert results["all_sources"][name] == {"ssr": pytest.approx(every["ssr"]), "pa": pytest.approx(every["pa"])}
     for key in ("ssr", "pa"):
-        assert results["baseline"][key] == baseline[key] and results["trained"][key] == trained[key]
-        assert results["gain"][key] == pytest.approx(trained[key] - baseline[key])
-    assert set(results["encoders"]) == set(pooled)
+        assert results["gain"][key] == pytest.approx(results["trained"][key] - results["baseline"][key])
+    assert set(results["encoders"]) == set(by_spec) == set(results["per_source"])
     assert (out / "report.html").is_file() and (out / "bench" / "results.md").is_file()
     assert (out / "model" / "config.json").is_file() and (out / "train" / "token_cache" / "manifest.json").is_file()
     printed = capsys.readouterr().out
-    assert "NearID head vs frozen MAP head (baseline)" in printed and "5/5" in printed
+    assert "NearID head vs frozen MAP head (baseline), Instance, Recolor" in printed and "5/5" in printed
+
+
+def test_demo_refuses_a_headline_source_it_does_not_make(tmp_path, capsys):
+    argv = ["demo", "--out", str(tmp_path / "demo"), "--sources", "Part", "--headline-sources", "Instance"]
+    assert main(argv) == 2
+    assert "headline sources ['Instance'] must be among the demo's sources ['Part']" in capsys.readouterr().err
+    assert not (tmp_path / "demo").exists()
 
 
 def test_module_entry_point_and_offline_error():

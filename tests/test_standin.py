@@ -1,4 +1,4 @@
-"""The offline stand-in backbone: augmentations, view pairing, and pretraining that reads only train views."""
+"""The offline stand-in backbone: augmentations, dense foreground targets, and pretraining that reads only train views."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from transformers import SiglipVisionModel
 from nearid.data import load_nearid
 from nearid.data.synth import SynthConfig, generate
 from nearid.encoders import load_encoder
-from nearid.training.standin import StandInConfig, augment, pretrain_standin, view_pairs
+from nearid.training.standin import StandInConfig, augment, foreground_targets, pretrain_standin
 
 
 @pytest.fixture(scope="module")
@@ -43,14 +43,27 @@ def test_augment_crops_inside_the_image_and_flips():
     assert ((steps >= -1e-5).all(dim=1) | (steps <= 1e-5).all(dim=1)).all()
 
 
-def test_view_pairs_cover_every_view_once_with_a_partner_of_the_same_identity():
-    owners = np.array([0, 0, 1, 1, 1, 2, 2])
-    anchors, partners = view_pairs(owners, np.random.default_rng(0))
-    assert sorted(anchors) == list(range(7))
-    assert (owners[anchors] == owners[partners]).all()
-    rng = np.random.default_rng(1)
-    draws = np.concatenate([view_pairs(owners, rng)[1] for _ in range(200)])
-    assert set(draws) == set(range(7))  # partners are drawn over all views, the anchor included
+def test_masks_follow_the_image_geometry_without_jitter():
+    generator = torch.Generator().manual_seed(3)
+    masks = (torch.rand(16, 1, 32, 32, generator=generator) > 0.5).float()
+    pixels = masks.expand(16, 3, 32, 32).contiguous()
+    image, moved = augment(pixels, torch.Generator().manual_seed(4), masks=masks)
+    assert moved.shape == masks.shape and moved.min() >= 0 and moved.max() <= 1
+    # the image is c * (the moved mask) + b per sample: same crop and flip, jitter on the image only
+    for img, m in zip(image[:, 0].reshape(16, -1), moved[:, 0].reshape(16, -1)):
+        c, b = torch.linalg.lstsq(torch.stack([m, torch.ones_like(m)], 1), img[:, None]).solution[:, 0]
+        assert 0.8 - 1e-4 <= c <= 1.2 + 1e-4 and abs(b) <= 0.15 + 1e-4
+        assert torch.allclose(c * m + b, img, atol=1e-4)
+    alone = augment(pixels, torch.Generator().manual_seed(4))
+    assert torch.allclose(alone, image)  # masks change nothing about the image's draws
+
+
+def test_foreground_targets_are_patch_object_shares_in_token_order():
+    mask = torch.zeros(1, 1, 16, 16)
+    mask[0, 0, :8, :8] = 1  # token 0: all object
+    mask[0, 0, :4, 8:] = 1  # token 1 (top right): half
+    mask[0, 0, 8:, :2] = 1  # token 2 (bottom left): a quarter
+    assert foreground_targets(mask, 8).tolist() == [[1.0, 0.5, 0.25, 0.0]]
 
 
 def test_pretraining_reads_only_train_views_and_saves_a_siglip_checkpoint(data, tmp_path, monkeypatch):
@@ -64,15 +77,27 @@ def test_pretraining_reads_only_train_views_and_saves_a_siglip_checkpoint(data, 
         return real(source, **kw)
 
     monkeypatch.setattr(images, "load_image", recording)
+    real_mask = images.load_mask
+    def recording_mask(source, **kw):
+        if hasattr(source, "key"):  # as above: an ImageRef recurses once with its bytes
+            read_masks.append(source.key)
+        return real_mask(source, **kw)
+
+    read_masks = []
+    monkeypatch.setattr(images, "load_mask", recording_mask)
     bench = load_nearid(data, ["Part", "Shape"], split="train")
     config = StandInConfig(image_size=32, patch_size=8, hidden_size=32, intermediate_size=64, layers=1, heads=2,
-                           epochs=2, batch_size=8)
+                           epochs=6, batch_size=8)
     logged = []
     out = pretrain_standin(bench, tmp_path / "backbone", config, log=logged.append)
     views = {v.image.key for identity in bench for v in identity.views if v is not None}
     assert set(read) == views  # every train view, nothing else: no distractor, no val/test image
     assert not any("Part" in key or "Shape" in key for key in read)
-    assert sum(line.strip().startswith("epoch") for line in logged) == 2
+    assert set(read_masks) == {v.mask.key for identity in bench for v in identity.views if v is not None}
+    epochs = [line for line in logged if line.strip().startswith("epoch")]
+    assert len(epochs) == 6
+    bce = [float(line.split("foreground BCE")[1].split()[0]) for line in epochs]
+    assert bce[-1] < 0.9 * bce[0]  # the dense term trains: tokens learn where the object is
 
     model = SiglipVisionModel.from_pretrained(out)
     torch.manual_seed(config.seed)

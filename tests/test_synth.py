@@ -30,7 +30,8 @@ def pixels(ref):
 def test_layout_and_summary(synth_root):
     root, summary = synth_root
     assert sorted(p.name for p in root.iterdir()) == [
-        "MTG", "NearID", "NearID-Part", "NearID-Recolor", "NearID-Shape", "NearID-Texture", "contact_sheet.png",
+        "MTG", "NearID", "NearID-Instance", "NearID-Part", "NearID-Recolor", "NearID-Shape", "NearID-Texture",
+        "contact_sheet.png",
         "splits", "synth.json",
     ]
     assert summary["splits"] == {"train": 8, "val": 2, "test": 6}
@@ -38,7 +39,7 @@ def test_layout_and_summary(synth_root):
     assert not (root.parent / "bench.partial").exists()
     from PIL import Image
 
-    assert Image.open(root / "contact_sheet.png").size == (7 * 128, 14 + 6 * 128)
+    assert Image.open(root / "contact_sheet.png").size == (8 * 128, 14 + 6 * 128)  # 3 view columns + 5 sources
 
 
 def test_splits_match_the_split_column(synth_root):
@@ -55,7 +56,7 @@ def test_splits_match_the_split_column(synth_root):
 
 def test_distractors_share_the_view_background(synth_root):
     root, _ = synth_root
-    bench = load_nearid(root, ["Part", "Recolor", "Texture", "Shape"], split="all")
+    bench = load_nearid(root, ["Part", "Recolor", "Texture", "Shape", "Instance"], split="all")
     for identity in bench:
         assert len(identity.view_slots) in (2, 3)
         for j in identity.view_slots:
@@ -110,5 +111,5 @@ def test_refuses_to_overwrite_and_unknown_sources(synth_root, tmp_path):
     root, _ = synth_root
     with pytest.raises(NearIDError, match=r"already exists and is not empty.*--overwrite"):
         generate(root, SMALL, progress=False)
-    with pytest.raises(NearIDError, match=r"unknown synthetic source 'Blur'; choose from Part, Recolor, Texture, Shape"):
+    with pytest.raises(NearIDError, match=r"unknown synthetic source 'Blur'; choose from Part, Recolor, Texture, Shape, Instance"):
         generate(tmp_path / "x", SynthConfig(**{**SMALL.__dict__, "sources": ("Blur",)}), progress=False)

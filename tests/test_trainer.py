@@ -129,3 +129,20 @@ def test_a_runs_config_file_repeats_it_with_overrides(data, tmp_path, capsys):
     (tmp_path / "bad.json").write_text(json.dumps({**saved, "learning_rate": 1}))
     assert main(["train", "--config", str(tmp_path / "bad.json")]) == 2
     assert "bad.json: unknown setting(s) learning_rate" in capsys.readouterr().err
+
+
+def test_command_line_reaches_every_setting_it_names(data, tmp_path):
+    import json
+
+    argv = ["train", "--data", str(data), *ARGS, "--epochs", "1", "--max-steps", "1", "--eval-steps", "1",
+            "--val-split", "test", "--uncached", "--out", str(tmp_path / "u")]
+    assert main(argv) == 0
+    resolved = json.loads((tmp_path / "u" / "config.json").read_text())
+    assert resolved["eval_steps"] == 1 and resolved["val_split"] == "test" and resolved["cache_tokens"] is False
+    assert resolved["lr"] == 1e-3 and resolved["batch_size"] == 8 and resolved["sources"] == ["Part", "Shape"]
+    assert not (tmp_path / "u" / "token_cache").exists()
+    logged = json.loads((tmp_path / "u" / "validation.jsonl").read_text())
+    assert logged["n_samples"] == 8 * 2  # the 8 test identities x 2 sources, not the 4 val ones
+    assert main(["train", "--data", str(data), *ARGS, "--max-steps", "1", "--out", str(tmp_path / "c")]) == 0
+    defaults = json.loads((tmp_path / "c" / "config.json").read_text())
+    assert defaults["cache_tokens"] is True and defaults["eval_steps"] == 0  # absent options keep the defaults

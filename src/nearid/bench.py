@@ -140,7 +140,9 @@ def _score_encoder(encoder, spec, bench, mtg, store, config, out: Path, unique: 
     missing = [key for key in unique_images(bench, bench.source_names, masks=config.masks) if key not in vectors]
     if missing:
         raise RuntimeError(f"{len(missing)} planned images are not in the store {store.folder}, e.g. {missing[0]}")
-    lookup = lambda image, mask: vectors[image_key(image, mask)]  # noqa: E731
+    # similarities in float64: a float32 dot product's last bit depends on memory alignment (which shard
+    # a row came from), and MTG correlates similarities that can differ only in the fourth decimal
+    lookup = lambda image, mask: vectors[image_key(image, mask)].double()  # noqa: E731
     tables = fill_tables(bench, bench.source_names, lookup, masks=config.masks)
     folder = out / "sims" / store.folder.name
     condition = "foreground" if config.masks else "full"

@@ -203,12 +203,7 @@ def cmd_report(args) -> int:
 def cmd_train(args) -> int:
     from .training.trainer import TrainConfig, train
 
-    overrides = {
-        "data": args.data, "out": args.out, "sources": args.sources, "mtg": args.mtg, "backbone": args.backbone,
-        "loss": args.loss, "lr": args.lr, "epochs": args.epochs, "batch_size": args.batch_size, "seed": args.seed,
-        "save_steps": args.save_steps, "warmup_steps": args.warmup_steps, "max_steps": args.max_steps,
-        "mixed_precision": args.mixed_precision, "log_steps": args.log_steps,
-    }
+    overrides = {k: v for k, v in vars(args).items() if k in TrainConfig.__dataclass_fields__}
     if args.config:
         config = TrainConfig.from_file(args.config, **overrides)
     else:
@@ -231,7 +226,8 @@ def cmd_export(args) -> int:
 def cmd_demo(args) -> int:
     from .demo import DemoConfig, run_demo
 
-    overrides = {k: v for k, v in vars(args).items() if k in DemoConfig.__dataclass_fields__ and v is not None}
+    overrides = {k: tuple(v) if isinstance(v, list) else v for k, v in vars(args).items()
+                 if k in DemoConfig.__dataclass_fields__ and v is not None}
     run_demo(args.out, DemoConfig(**overrides))
     return 0
 
@@ -334,6 +330,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--log-steps", type=int)
     p.add_argument("--max-steps", type=int)
     p.add_argument("--mixed-precision", choices=["no", "fp16", "bf16"])
+    p.add_argument("--eval-steps", type=int, help="validation SSR/PA every N steps on --val-split (default: never)")
+    p.add_argument("--val-split", help="split validated on (default val)")
+    p.add_argument("--uncached", dest="cache_tokens", action="store_const", const=False,
+                   help="run the frozen trunk every step instead of reading the token cache")
     p.add_argument("--resume", action="store_true", help="continue from the newest complete checkpoint in --out")
     p.set_defaults(run=cmd_train)
 
@@ -348,11 +348,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = commands.add_parser("demo", help="offline end-to-end run: synth data, stand-in backbone, baselines, NearID training (make demo)")
     p.add_argument("--out", default="runs/demo", help="output folder (emptied first)")
-    p.add_argument("--identities", type=int, help="synthetic identities (default 1500)")
-    p.add_argument("--test", type=int, help="test identities (default 300)")
-    p.add_argument("--val", type=int, help="validation identities (default 50)")
-    p.add_argument("--standin-epochs", type=int, help="stand-in backbone pretraining epochs (default 12)")
-    p.add_argument("--train-epochs", type=int, help="NearID head training epochs (default 20)")
+    from .demo import DemoConfig
+
+    d = DemoConfig()
+    p.add_argument("--identities", type=int, help=f"synthetic identities (default {d.identities})")
+    p.add_argument("--test", type=int, help=f"test identities (default {d.test})")
+    p.add_argument("--val", type=int, help=f"validation identities (default {d.val})")
+    p.add_argument("--standin-epochs", type=int, help=f"stand-in backbone pretraining epochs (default {d.standin_epochs})")
+    p.add_argument("--standin-foreground-weight", type=float,
+                   help=f"weight of the stand-in's dense foreground term; 0 = contrastive only (default {d.standin_foreground_weight})")
+    p.add_argument("--train-epochs", type=int, help=f"NearID head training epochs (default {d.train_epochs})")
+    p.add_argument("--sources", nargs="+", type=str, help=f"synthetic distractor sources (default {' '.join(d.sources)})")
+    p.add_argument("--headline-sources", nargs="+", type=str,
+                   help=f"sources that results.json's baseline/trained report (default {' '.join(d.headline_sources)})")
     p.add_argument("--seed", type=int)
     p.set_defaults(run=cmd_demo)
     return parser

@@ -38,6 +38,12 @@ class SimilarityTable:
         return nearid_scores(self.pair, self.own_background)
 
 
+def pooled_scores(tables: dict[str, SimilarityTable]) -> DiscriminationScore:
+    """SSR / PA over several sources, pooled by concatenation (each (identity, source) counts once)."""
+    return nearid_scores(np.concatenate([t.pair for t in tables.values()]),
+                         np.concatenate([t.own_background for t in tables.values()]))
+
+
 def unique_images(bench, sources: Sequence[str], *, masks: bool) -> dict[str, tuple[ImageRef, ImageRef | None]]:
     """key -> (image, mask) for every view and distractor the tables need, each key once.
 

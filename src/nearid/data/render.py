@@ -30,7 +30,7 @@ CAP_SHAPES = ("none", "round", "square", "triangle", "knob", "flat", "crown")
 SIDE_PARTS = ("none", "ring", "wing", "fin", "spout", "button")
 EMBLEM_SHAPES = ("none", "star", "circle", "diamond", "square", "cross", "triangle")
 BASES = ("none", "legs", "stand", "wheels", "plinth")
-DISTRACTOR_RULES: tuple[str, ...] = ("part", "recolor", "texture", "shape")
+DISTRACTOR_RULES: tuple[str, ...] = ("part", "recolor", "texture", "shape", "instance")
 PART_NAMES: tuple[str, ...] = ("cap", "side", "emblem", "texture", "base")
 # The fields each part owns: editing a part changes some of these and nothing else.
 PART_FIELDS: dict[str, tuple[str, ...]] = {
@@ -219,7 +219,13 @@ _LOOK_ALIKE_TEXTURES = {"hstripes": ("waves",), "waves": ("hstripes",)}
 
 
 def near_identity(spec: ObjectSpec, rule: str, rng: np.random.Generator) -> ObjectSpec:
-    """A different object that differs from ``spec`` in exactly what ``rule`` names (graded difficulty)."""
+    """A different object that differs from ``spec`` in exactly what ``rule`` names.
+
+    ``part``, ``recolor``, ``texture`` and ``shape`` change one attribute (graded, MTG-like difficulty).
+    ``instance`` is what the paper's distractors are: a different object of the same kind inpainted
+    where the original was. The body shape and proportions stay (the category, and the region an
+    inpainting mask would cover); colours, texture and parts are drawn anew.
+    """
     if rule == "part":
         return _swap(spec, ("cap_shape", "side_part", "emblem_shape", "base")[rng.integers(4)], rng)
     if rule == "recolor":
@@ -232,6 +238,11 @@ def near_identity(spec: ObjectSpec, rule: str, rng: np.random.Generator) -> Obje
     if rule == "shape":
         similar = _SIMILAR[spec.body_shape]
         return dataclasses.replace(spec, body_shape=similar[rng.integers(len(similar))])
+    if rule == "instance":  # the paper's kind: another object of the same category in the same region
+        while (other := dataclasses.replace(sample_object(rng), body_shape=spec.body_shape,
+                                            body_aspect=spec.body_aspect)) == spec:
+            pass
+        return other
     raise ValueError(f"unknown distractor rule {rule!r}; expected one of {DISTRACTOR_RULES}")
 
 

@@ -46,8 +46,9 @@ from .schema import (
     positives_features,
 )
 
-#: Source dataset name -> distractor rule, hardest first (one part / a region / the texture / the shape).
-SOURCES = {"Part": "part", "Recolor": "recolor", "Texture": "texture", "Shape": "shape"}
+#: Source dataset name -> distractor rule: one part / a region's colour / the texture / the body shape
+#: changed (single-attribute edits, MTG-like), or another object of the same kind (the paper's distractors).
+SOURCES = {"Part": "part", "Recolor": "recolor", "Texture": "texture", "Shape": "shape", "Instance": "instance"}
 
 
 @dataclass(frozen=True)

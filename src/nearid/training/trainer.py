@@ -201,18 +201,13 @@ def _share(indices: list[int], rank: int, world: int) -> list[int]:
 
 def _validation(config: TrainConfig, encoder):
     """SSR / PA of the current head on the validation split (the trunk runs: val images are few)."""
-    import numpy as np
-
     from ..data import load_nearid
-    from ..evaluate import similarity_tables
-    from ..metrics import nearid_scores
+    from ..evaluate import pooled_scores, similarity_tables
 
     bench = load_nearid(config.data, config.sources, split=config.val_split)
 
     def run():
-        tables, _ = similarity_tables(encoder, bench, config.sources, progress=False)
-        return nearid_scores(np.concatenate([t.pair for t in tables.values()]),
-                             np.concatenate([t.own_background for t in tables.values()]))
+        return pooled_scores(similarity_tables(encoder, bench, config.sources, progress=False)[0])
 
     return run
 
