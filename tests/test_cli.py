@@ -55,8 +55,8 @@ def test_corrupt_image_is_one_line_exit_2_and_no_output(rgb_images, tmp_path, ca
     "argv, message",
     [
         (["--model", "nosuch"], "unknown encoder 'nosuch'"),
-        (["--masks", "a.png", "b.png"], "--masks: 2 masks given for 1 images"),
-        (["--out", "vectors.csv"], "unknown format; use a .npz or .safetensors"),
+        (["--masks", "a.png", "b.png"], "1 images but 2 masks: give one mask per image"),
+        (["--out", "vectors.csv"], "vectors.csv: unknown embedding file format; use a .npz or .safetensors"),
     ],
 )
 def test_argument_errors_exit_2(rgb_images, tmp_path, capsys, argv, message):

@@ -8,6 +8,7 @@ import torch
 from PIL import Image
 
 import nearid
+from nearid.errors import NearIDError
 
 
 @pytest.fixture(scope="module")
@@ -56,9 +57,9 @@ def test_empty_input(tiny):
 
 
 def test_argument_errors(tiny, rgb_images):
-    with pytest.raises(ValueError, match="3 images but 1 masks"):
+    with pytest.raises(NearIDError, match="3 images but 1 masks"):
         nearid.embed(tiny, rgb_images, [None])
-    with pytest.raises(ValueError, match="batch_size"):
+    with pytest.raises(NearIDError, match="batch_size"):
         nearid.embed(tiny, rgb_images, batch_size=0)
 
 

@@ -1,13 +1,19 @@
 """Command-line front end. Each command parses arguments and calls the library; no logic lives here.
 
 A :class:`~nearid.errors.NearIDError` (bad input, missing weights, ...) is printed as one line on
-stderr with exit status 2 and no traceback; anything else is a bug and keeps its traceback.
+stderr with exit status 2 and no traceback; anything else is a bug and keeps its traceback. Ctrl-C
+is one line and status 130; output cut short by a closed pipe ends quietly with 141.
+
+Start-up is light: this module imports only the standard library and ``nearid.errors``, and each
+command imports what it needs inside its function, so ``nearid --help``, ``metrics``, ``dbpp`` and
+``report`` never import torch or transformers (tests/test_cli_light.py checks ``sys.modules``).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -28,40 +34,23 @@ def _encoder(args):
     return load_encoder(args.model, device=args.device, dtype=args.dtype, allow_pickle=args.allow_pickle)
 
 
-def _masks(args):
-    if args.masks and len(args.masks) != len(args.images):
-        raise NearIDError(f"--masks: {len(args.masks)} masks given for {len(args.images)} images; give one per image")
-    return args.masks or None
-
-
 def cmd_embed(args) -> int:
-    from .embedding import embed
-    from .io import atomic_path
+    from .embedding import check_inputs, embed, embedding_format, save_embeddings
 
-    out = Path(args.out)
-    if out.suffix not in {".npz", ".safetensors"}:
-        raise NearIDError(f"--out {out}: unknown format; use a .npz or .safetensors file name")
-    vectors = embed(_encoder(args), args.images, _masks(args), batch_size=args.batch_size).numpy()
-    if out.suffix == ".npz":
-        import numpy as np
-
-        with atomic_path(out) as tmp:
-            with open(tmp, "wb") as handle:
-                np.savez(handle, embeddings=vectors, paths=np.array(args.images))
-    else:
-        from safetensors.numpy import save_file
-
-        with atomic_path(out) as tmp:
-            save_file({"embeddings": vectors}, str(tmp), metadata={"model": args.model, "paths": json.dumps(args.images)})
-    print(f"wrote {len(vectors)} embeddings of width {vectors.shape[1]} to {out}")
+    embedding_format(args.out)  # input errors before any model is loaded
+    check_inputs(args.images, args.masks, args.batch_size)
+    vectors = embed(_encoder(args), args.images, args.masks, batch_size=args.batch_size)
+    save_embeddings(args.out, vectors, args.images, model=args.model)
+    print(f"wrote {len(vectors)} embeddings of width {vectors.shape[1]} to {args.out}")
     return 0
 
 
 def cmd_compare(args) -> int:
-    from .embedding import embed, similarity
+    from .embedding import check_inputs, embed, similarity
 
+    check_inputs(args.images, args.masks, args.batch_size)
     encoder = _encoder(args)
-    sims = similarity(embed(encoder, args.images, _masks(args), batch_size=args.batch_size)).numpy()
+    sims = similarity(embed(encoder, args.images, args.masks, batch_size=args.batch_size)).numpy()
     names = [Path(p).name for p in args.images]
     width = max(8, *(len(n) for n in names))
     print(f"cosine similarity [{encoder.name}]")
@@ -147,20 +136,13 @@ def cmd_metrics(args) -> int:
 
 
 def cmd_dbpp(args) -> int:
-    import math
-
-    from .dbpp import alignment, format_table
+    from .dbpp import alignment, alignment_json, format_table
 
     if args.scores and not args.name:
         raise NearIDError("--scores needs --name: the name your metric gets in the table")
     result = alignment(args.ratings, args.scores, args.name)
     if args.json:
-        clean = {
-            category: {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in values.items()}
-            for category, values in result.items()
-            if not category.startswith("_")
-        }
-        print(json.dumps(clean))
+        print(json.dumps(alignment_json(result)))
     else:
         print(format_table(result))
     return 0
@@ -203,14 +185,7 @@ def cmd_report(args) -> int:
 def cmd_train(args) -> int:
     from .training.trainer import TrainConfig, train
 
-    overrides = {k: v for k, v in vars(args).items() if k in TrainConfig.__dataclass_fields__}
-    if args.config:
-        config = TrainConfig.from_file(args.config, **overrides)
-    else:
-        missing = [name for name in ("data", "out") if overrides[name] is None]
-        if missing:
-            raise NearIDError(f"--{missing[0]} is required (or give --config FILE)")
-        config = TrainConfig(**{k: v for k, v in overrides.items() if v is not None})
+    config = TrainConfig.from_options(args.config, **vars(args))
     result = train(config, resume=args.resume)
     print(f"done: step {result['step']}, loss {result['loss']:.4f}, checkpoint {result['checkpoint']}")
     return 0
@@ -232,8 +207,23 @@ def cmd_demo(args) -> int:
     return 0
 
 
+class _Version(argparse.Action):
+    """``--version``: argparse's own action needs the string when the parser is built; this looks the
+    installed version up (importlib.metadata, ~50 ms) only when asked."""
+
+    def __init__(self, option_strings, dest=argparse.SUPPRESS, default=argparse.SUPPRESS, help="print the version and exit"):
+        super().__init__(option_strings, dest=dest, default=default, nargs=0, help=help)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        from . import __version__
+
+        print(f"nearid {__version__}")
+        parser.exit()
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="nearid", description="Identity-aware image embeddings (NearID).")
+    parser.add_argument("--version", action=_Version)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = commands.add_parser("embed", help="embed images and save the vectors")
@@ -367,12 +357,33 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    """Run one command; the exit status is returned (0 ok, 2 user error, 130 Ctrl-C, 141 closed pipe).
+
+    Everything, including building the parser and each command's imports, runs inside the handlers,
+    so Ctrl-C at any moment is one line and status 130 (128 + SIGINT, as a shell reports it), never a
+    traceback. Output piped into a reader that quits early (``nearid encoders | head -3``) ends
+    quietly with 141 (128 + SIGPIPE), the status coreutils report in the same pipe, so a script with
+    ``set -o pipefail`` can still tell that the output was cut short.
+    """
+    command = None
     try:
-        return args.run(args)
+        try:
+            args = build_parser().parse_args(argv)
+        finally:
+            sys.stdout.flush()  # --help and --version leave through SystemExit; a closed pipe must show here
+        command = args.command
+        status = args.run(args)
+        sys.stdout.flush()  # a closed pipe shows here, not as a warning at interpreter exit
+        return status
     except NearIDError as exc:
-        print(f"nearid {args.command}: error: {exc}", file=sys.stderr)
+        print(f"nearid {command or ''}".rstrip() + f": error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
+        print("nearid: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # Python's recipe (docs: signal, "Note on SIGPIPE"): point stdout at devnull so the flush at exit
+        # does not raise again.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 141

@@ -265,6 +265,19 @@ def aggregate(per_method: dict) -> dict:
 _COLUMNS = (("object", "object"), ("live_subject_animal", "animal"), ("live_subject_human", "human-subj"), ("style", "style"), ("all", "all"))
 
 
+def alignment_json(result: dict) -> dict:
+    """``{category: {scorer: r}}`` of an :func:`alignment` result, ready for ``json.dumps``.
+
+    ``_details`` is left out, and NaN (a category without items) becomes ``None``: JSON has no NaN,
+    and ``json.dumps`` would otherwise write the non-standard ``NaN`` that strict parsers reject.
+    """
+    return {
+        category: {scorer: None if isinstance(r, float) and math.isnan(r) else r for scorer, r in values.items()}
+        for category, values in result.items()
+        if not category.startswith("_")
+    }
+
+
 def format_table(result: dict) -> str:
     """Scorers best-first on object M-H (the paper's headline column), NaN last."""
     scorers = sorted(result["object"], key=lambda s: _sort_key(result["object"][s]))

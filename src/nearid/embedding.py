@@ -7,8 +7,11 @@ two batches of pixels are in memory however long the input list is.
 
 from __future__ import annotations
 
+import json
+import os
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -39,10 +42,7 @@ def embed(
     raises its :class:`NearIDError`; pass a ``failures`` dict to collect ``{index: message}`` instead
     and get a row of NaN for each image that failed.
     """
-    if batch_size < 1:
-        raise ValueError("batch_size must be >= 1")
-    if masks is not None and len(masks) != len(images):
-        raise ValueError(f"{len(images)} images but {len(masks)} masks")
+    check_inputs(images, masks, batch_size)
     starts = range(0, len(images), batch_size)
     if not starts:
         return torch.empty(0, encoder.dim)
@@ -84,6 +84,59 @@ def embed(
             outputs.append(vectors)
             bar.update(len(vectors))
     return torch.cat(outputs)
+
+
+def check_inputs(images: Sequence, masks: Sequence | None = None, batch_size: int = 32) -> None:
+    """:func:`embed`'s argument checks, as :class:`NearIDError`; callable before a model is loaded.
+
+    A command calls this first so that a wrong mask count or batch size fails in a moment instead of
+    after loading the weights.
+    """
+    if batch_size < 1:
+        raise NearIDError(f"batch_size {batch_size}: give a batch size of at least 1")
+    if masks is not None and len(masks) != len(images):
+        raise NearIDError(f"{len(images)} images but {len(masks)} masks: give one mask per image (None for no mask)")
+
+
+#: Output formats of :func:`save_embeddings`, by file suffix.
+EMBEDDING_FORMATS = (".npz", ".safetensors")
+
+
+def embedding_format(path: str | os.PathLike) -> str:
+    """The format (suffix) :func:`save_embeddings` will write to ``path``; checked before any work."""
+    suffix = Path(path).suffix
+    if suffix not in EMBEDDING_FORMATS:
+        raise NearIDError(f"{path}: unknown embedding file format; use a .npz or .safetensors file name")
+    return suffix
+
+
+def save_embeddings(path: str | os.PathLike, vectors, paths: Sequence[str], model: str | None = None) -> Path:
+    """Write ``vectors [N, D]`` and the ``paths`` they came from atomically, by ``path``'s suffix.
+
+    ``.npz``: arrays ``embeddings`` and ``paths``. ``.safetensors``: tensor ``embeddings``, with
+    ``paths`` (a JSON list) and ``model`` (the encoder spec) as string metadata, since safetensors
+    holds only tensors.
+    """
+    from .io import atomic_path
+
+    path = Path(path)
+    fmt = embedding_format(path)
+    vectors = vectors.numpy() if isinstance(vectors, torch.Tensor) else np.asarray(vectors)
+    if len(vectors) != len(paths):
+        raise ValueError(f"{len(vectors)} embeddings but {len(paths)} paths")
+    paths = [str(p) for p in paths]
+    with atomic_path(path) as tmp:
+        if fmt == ".npz":
+            with open(tmp, "wb") as handle:
+                np.savez(handle, embeddings=vectors, paths=np.array(paths))
+        else:
+            from safetensors.numpy import save_file
+
+            metadata = {"paths": json.dumps(paths)}
+            if model is not None:
+                metadata["model"] = model
+            save_file({"embeddings": np.ascontiguousarray(vectors)}, str(tmp), metadata=metadata)
+    return path
 
 
 def _unit_rows(x) -> torch.Tensor:

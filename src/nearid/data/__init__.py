@@ -1,26 +1,53 @@
-"""Benchmark and training data: records, hub loaders, the synthetic generator, folder layouts."""
+"""Benchmark and training data: records, hub loaders, the synthetic generator, folder layouts.
 
-from .folder import FolderBenchmark, load_folder
-from .loading import DatasetError, open_table
-from .mtg import MTGBenchmark, load_mtg
-from .nearid_bench import LoadReport, NearIDBenchmark, bench_locations, load_nearid
-from .records import Identity, MTGSample, View, edit_oracle
-from .splits import read_split_file
+Names are resolved on first use (PEP 562), so importing one light submodule such as
+:mod:`nearid.data.schema` or :mod:`nearid.data.records` does not import the loaders (and through
+them ``datasets``) as well.
+"""
 
-__all__ = [
-    "DatasetError",
-    "FolderBenchmark",
-    "Identity",
-    "LoadReport",
-    "MTGBenchmark",
-    "MTGSample",
-    "NearIDBenchmark",
-    "View",
-    "bench_locations",
-    "edit_oracle",
-    "load_folder",
-    "load_mtg",
-    "load_nearid",
-    "open_table",
-    "read_split_file",
-]
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
+
+# public name -> the submodule that defines it
+_LAZY = {
+    "DatasetError": ".loading",
+    "FolderBenchmark": ".folder",
+    "Identity": ".records",
+    "LoadReport": ".nearid_bench",
+    "MTGBenchmark": ".mtg",
+    "MTGSample": ".records",
+    "NearIDBenchmark": ".nearid_bench",
+    "View": ".records",
+    "bench_locations": ".nearid_bench",
+    "edit_oracle": ".records",
+    "load_folder": ".folder",
+    "load_mtg": ".mtg",
+    "load_nearid": ".nearid_bench",
+    "open_table": ".loading",
+    "read_split_file": ".splits",
+}
+
+__all__ = sorted(_LAZY)
+
+if TYPE_CHECKING:
+    from .folder import FolderBenchmark, load_folder
+    from .loading import DatasetError, open_table
+    from .mtg import MTGBenchmark, load_mtg
+    from .nearid_bench import LoadReport, NearIDBenchmark, bench_locations, load_nearid
+    from .records import Identity, MTGSample, View, edit_oracle
+    from .splits import read_split_file
+
+
+def __getattr__(name: str):
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

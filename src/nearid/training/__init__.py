@@ -1,20 +1,46 @@
-"""Training NearID's head: the paper's 6-slot samples and the cache of frozen-trunk tokens."""
+"""Training NearID's head: the paper's 6-slot samples and the cache of frozen-trunk tokens.
 
-from .samples import MTG_SOURCE, SampleRecipe, Slot, TrainingSample, TrainingSet, mtg_sample, nearid_sample
-from .token_cache import TokenCache, disk_estimate, fill, model_signature, pixel_values, token_shape
+Names are resolved on first use (PEP 562), so importing :mod:`nearid.training.samples` (numpy only)
+does not import the token cache and torch with it.
+"""
 
-__all__ = [
-    "MTG_SOURCE",
-    "SampleRecipe",
-    "Slot",
-    "TokenCache",
-    "TrainingSample",
-    "TrainingSet",
-    "disk_estimate",
-    "fill",
-    "model_signature",
-    "mtg_sample",
-    "nearid_sample",
-    "pixel_values",
-    "token_shape",
-]
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
+
+# public name -> the submodule that defines it
+_LAZY = {
+    "MTG_SOURCE": ".samples",
+    "SampleRecipe": ".samples",
+    "Slot": ".samples",
+    "TokenCache": ".token_cache",
+    "TrainingSample": ".samples",
+    "TrainingSet": ".samples",
+    "disk_estimate": ".token_cache",
+    "fill": ".token_cache",
+    "model_signature": ".token_cache",
+    "mtg_sample": ".samples",
+    "nearid_sample": ".samples",
+    "pixel_values": ".token_cache",
+    "token_shape": ".token_cache",
+}
+
+__all__ = sorted(_LAZY)
+
+if TYPE_CHECKING:
+    from .samples import MTG_SOURCE, SampleRecipe, Slot, TrainingSample, TrainingSet, mtg_sample, nearid_sample
+    from .token_cache import TokenCache, disk_estimate, fill, model_signature, pixel_values, token_shape
+
+
+def __getattr__(name: str):
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

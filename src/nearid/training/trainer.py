@@ -61,14 +61,33 @@ class TrainConfig:
     @classmethod
     def from_file(cls, path: str | os.PathLike, **overrides) -> TrainConfig:
         """A JSON config file, with command-line overrides on top (``None`` overrides are ignored)."""
-        try:
-            values = json.loads(Path(path).read_text())
-        except (OSError, json.JSONDecodeError) as exc:
-            raise NearIDError(f"{path}: cannot read the training config ({exc})") from None
-        unknown = set(values) - {f.name for f in dataclasses.fields(cls)}
-        if unknown:
-            raise NearIDError(f"{path}: unknown setting(s) {', '.join(sorted(unknown))}")
-        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls.from_options(path, **overrides)
+
+    @classmethod
+    def from_options(cls, config_file: str | os.PathLike | None = None, **overrides) -> TrainConfig:
+        """A config from an optional JSON file and options on top (``None`` options are ignored).
+
+        ``data`` and ``out`` have no default: when neither the file nor the options give one, the
+        error names the missing field (as its command-line option) instead of a dataclass TypeError.
+        Options that are not fields of the config (the command's other arguments) are ignored.
+        """
+        names = {f.name for f in dataclasses.fields(cls)}
+        values = {}
+        if config_file is not None:
+            try:
+                values = json.loads(Path(config_file).read_text())
+            except (OSError, json.JSONDecodeError) as exc:
+                raise NearIDError(f"{config_file}: cannot read the training config ({exc})") from None
+            if not isinstance(values, dict):
+                raise NearIDError(f"{config_file}: a training config is a JSON object of settings")
+            unknown = set(values) - names
+            if unknown:
+                raise NearIDError(f"{config_file}: unknown setting(s) {', '.join(sorted(unknown))}")
+        values.update({k: v for k, v in overrides.items() if k in names and v is not None})
+        missing = [name for name in ("data", "out") if values.get(name) is None]
+        if missing:
+            where = f"neither {config_file} nor the options set it" if config_file is not None else "or give --config FILE"
+            raise NearIDError(f"--{missing[0]} is required ({where})")
         return cls(**values)
 
 
