@@ -4,7 +4,8 @@ A :class:`~nearid.errors.NearIDError` (bad input, missing weights, ...) is print
 stderr with exit status 2 and no traceback; anything else is a bug and keeps its traceback. Ctrl-C
 is one line and status 130; output cut short by a closed pipe ends quietly with 141.
 
-Start-up is light: this module imports only the standard library and ``nearid.errors``, and each
+Start-up is light: this module imports only the standard library and ``nearid.errors`` (building
+the parser adds ``nearid.data.synth``, numpy and Pillow, for the synth options' defaults), and each
 command imports what it needs inside its function, so ``nearid --help``, ``metrics``, ``dbpp`` and
 ``report`` never import torch or transformers (tests/test_cli_light.py checks ``sys.modules``).
 """
