@@ -58,10 +58,7 @@ def check_removable(folder: str | os.PathLike) -> None:
     if not folder.is_dir():
         raise _refusal(folder, "is a file, not a folder")
     if not is_owned(folder) and any(folder.iterdir()):
-        raise OutputFolderError(
-            f"{folder}: not made by nearid (no {MARKER}) and not empty, so nearid will not delete it; "
-            "choose a new or empty folder, or delete it yourself"
-        )
+        raise _refusal(folder, f"not made by nearid (no {MARKER}) and not empty")
 
 
 def remove_owned(folder: str | os.PathLike) -> None:
