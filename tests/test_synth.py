@@ -30,6 +30,7 @@ def pixels(ref):
 def test_layout_and_summary(synth_root):
     root, summary = synth_root
     assert sorted(p.name for p in root.iterdir()) == [
+        ".nearid-output.json",  # the marker that lets --overwrite delete this folder later
         "MTG", "NearID", "NearID-Instance", "NearID-Part", "NearID-Recolor", "NearID-Shape", "NearID-Texture",
         "contact_sheet.png",
         "splits", "synth.json",

@@ -25,13 +25,13 @@ as measured; they are not the paper's numbers (those need SigLIP2-SO400M and the
 from __future__ import annotations
 
 import json
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import NearIDError
 from .io import write_text_atomic
+from .ownership import create_owned, remove_owned
 
 
 @dataclass(frozen=True)
@@ -66,9 +66,8 @@ def run_demo(out_dir: str | Path = "runs/demo", config: DemoConfig = DemoConfig(
     if not headline or not set(headline) <= set(sources):
         raise NearIDError(f"headline sources {headline} must be among the demo's sources {sources}")
     out = Path(out_dir)
-    if out.exists():
-        shutil.rmtree(out)  # a demo run starts clean; its outputs are all regenerated
-    out.mkdir(parents=True)
+    remove_owned(out)  # a demo run starts clean, but deletes only an earlier nearid output (nearid.ownership)
+    create_owned(out, "demo")
     started = time.perf_counter()
     clock = lambda: f"[{time.perf_counter() - started:5.0f} s]"  # noqa: E731
 

@@ -24,10 +24,59 @@ _PICKLE_PATTERNS = ["*.bin", "*.pt", "*.pth"]
 
 
 def looks_like_local_path(name: str) -> bool:
-    """A hub id is ``name`` or ``owner/name``; an existing path, a path prefix or deeper nesting is local."""
-    if Path(name).expanduser().exists():
+    """A hub id is ``name`` or ``owner/name``; anything else is a local path.
+
+    Local: an existing path; one that starts with ``.``, ``/`` or ``~``; one with a backslash or more
+    than one ``/``; and an ``owner/name`` whose ``owner`` is an existing local folder (``runs/modl``
+    is a mistyped folder, not a hub repository). A missing local path is reported as a missing
+    folder, never as a download to make.
+    """
+    path = Path(name).expanduser()
+    if path.exists():
         return True
-    return name.startswith((".", "/", "~")) or "\\" in name or name.count("/") > 1
+    if name.startswith((".", "/", "~")) or "\\" in name or name.count("/") > 1:
+        return True
+    return "/" in name and path.parent.is_dir()
+
+
+def close_matches(path: str | os.PathLike) -> list[str]:
+    """Existing paths that ``path`` (which does not exist) was probably meant to be: the first missing
+    part of it replaced by its closest names in the folder above (``data/NearId`` -> ``data/NearID``)."""
+    import difflib
+
+    path = Path(path).expanduser()
+    parts = path.parts
+    for depth in range(len(parts)):
+        here = Path(*parts[:depth]) if depth else Path(".")
+        if depth and not here.is_dir():
+            return []
+        if not (here / parts[depth]).exists():
+            break
+    else:
+        return []
+    try:
+        names = [p.name for p in here.iterdir() if not p.name.startswith(".")]
+    except OSError:
+        return []
+    rest = parts[depth + 1 :]
+    found = []
+    for match in difflib.get_close_matches(parts[depth], names, n=3, cutoff=0.6):
+        candidate = (here / match).joinpath(*rest) if depth else Path(match).joinpath(*rest)
+        found.append(str(candidate if candidate.exists() else (here / match if depth else Path(match))))
+    return list(dict.fromkeys(found))
+
+
+def missing_path_hint(path: str | os.PathLike) -> str:
+    """``"; did you mean 'a' or 'b'?"`` for a missing local path, or ``""`` when nothing is close."""
+    matches = close_matches(path)
+    return f"; did you mean {' or '.join(repr(m) for m in matches)}?" if matches else ""
+
+
+def local_hint_for_hub_id(name: str) -> str:
+    """For a hub-looking ``name`` that failed: a sentence naming a close local folder, if one exists
+    (``--data dta`` beside ``data/`` may be a typo rather than a repository; we cannot tell, so say both)."""
+    matches = close_matches(name)
+    return f" There is no local folder '{name}' either{missing_path_hint(name)}" if matches else ""
 
 
 def _offline() -> bool:
@@ -38,7 +87,7 @@ def _not_available(repo_id: str, reason: str) -> ModelNotAvailableError:
     return ModelNotAvailableError(
         f"model '{repo_id}': the weights are not on this machine ({reason}). "
         f"Download them where there is network (`hf download {repo_id} --local-dir DIR`), "
-        f"copy DIR here and pass the folder instead of the hub id."
+        f"copy DIR here and pass the folder instead of the hub id.{local_hint_for_hub_id(repo_id)}"
     )
 
 
@@ -53,7 +102,8 @@ def resolve_model_dir(name_or_path: str | os.PathLike, *, allow_pickle: bool = F
         folder = Path(name).expanduser()
         if not folder.is_dir():
             raise ModelNotAvailableError(
-                f"model folder '{folder}' does not exist: pass an existing folder or a hub id like owner/name"
+                f"model folder '{folder}' does not exist{missing_path_hint(folder)}: "
+                "pass an existing folder or a hub id like owner/name"
             )
         check_weights_are_safe(folder, allow_pickle=allow_pickle)
         return folder

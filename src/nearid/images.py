@@ -41,6 +41,53 @@ MAX_PIXELS = 100_000_000
 ALPHA_BACKGROUND = (255, 255, 255)
 
 
+#: File name endings listed as images (compared in lower case).
+IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif"})
+
+
+def is_metadata_name(name: str) -> bool:
+    """Names that are never a user's image or folder of images: hidden (``.DS_Store``,
+    ``.ipynb_checkpoints``), macOS's AppleDouble ``._*`` files, and ``__MACOSX/`` from zip archives."""
+    return name.startswith(".") or name == "__MACOSX"
+
+
+def list_images(folder: str | os.PathLike, *, recursive: bool = True, suffixes=IMAGE_SUFFIXES) -> list[Path]:
+    """The image files below ``folder`` as users keep them, sorted, as paths under ``folder``.
+
+    * Symbolically linked subfolders are followed (people link datasets in rather than copy them);
+      a link back to a folder above it is not, so a loop ends.
+    * Hidden files and folders (``.ipynb_checkpoints``, ``.DS_Store``), macOS's AppleDouble ``._*``
+      files and ``__MACOSX/`` are skipped: they are metadata or copies, never the user's images.
+    * Only names ending in one of ``suffixes`` (any case) count; broken links are skipped.
+
+    A ``folder`` that is not a folder has no images: ``[]``.
+    """
+    found: list[Path] = []
+    root = Path(folder)
+    if not root.is_dir():
+        return found
+
+    def walk(directory: Path, ancestors: frozenset) -> None:
+        with os.scandir(directory) as entries:
+            entries = sorted(entries, key=lambda entry: entry.name)
+        for entry in entries:
+            if is_metadata_name(entry.name):
+                continue
+            path = directory / entry.name
+            if entry.is_dir():  # follows symbolic links
+                if not recursive:
+                    continue
+                stat = entry.stat()
+                if (stat.st_dev, stat.st_ino) not in ancestors:
+                    walk(path, ancestors | {(stat.st_dev, stat.st_ino)})
+            elif entry.is_file() and os.path.splitext(entry.name)[1].lower() in suffixes:
+                found.append(path)
+
+    start = root.stat()
+    walk(root, frozenset({(start.st_dev, start.st_ino)}))
+    return sorted(found)
+
+
 def _name(source: ImageInput) -> str:
     if isinstance(source, ImageRef):
         return source.key
@@ -116,18 +163,38 @@ def to_rgb(image: Image.Image) -> Image.Image:
 
 
 def load_mask(source: ImageInput, *, max_pixels: int = MAX_PIXELS, name: str | None = None) -> np.ndarray:
-    """A foreground mask as a boolean HxW array: any colour channel > 0 is foreground (as in the paper)."""
+    """A foreground mask as a boolean HxW array.
+
+    The rule: when the mask has an alpha channel that is not constant (RGBA, LA, a palette with a
+    transparent index; HxWx4 and HxWx2 arrays), the alpha is the mask and alpha > 0 is foreground —
+    that is how editors export cut-outs, whose colour is often constant white or black. Otherwise
+    (no alpha, or a constant one) any colour channel > 0 is foreground, as in the paper.
+    """
     if isinstance(source, ImageRef):
         return load_mask(source.fetch(), max_pixels=max_pixels, name=source.key)
     if isinstance(source, np.ndarray):
-        array = source
+        array = np.asarray(source)
+        alpha = array[..., -1] if array.ndim == 3 and array.shape[-1] in (2, 4) else None
+        colour = array[..., :-1] if alpha is not None else array
     else:
         image = source if isinstance(source, Image.Image) else _open_checked(source, max_pixels=max_pixels, name=name)
+        alpha = _alpha(image)
         single_channel = image.mode in {"L", "1", "I", "I;16", "F"}
-        array = np.asarray(image if single_channel else image.convert("RGB"))  # alpha is not the mask
-    if array.ndim == 3:
-        array = array.max(axis=-1)
-    return np.asarray(array) > 0
+        colour = np.asarray(image if single_channel else image.convert("RGB"))
+    if alpha is not None and alpha.size and alpha.min() != alpha.max():
+        return alpha > 0
+    if colour.ndim == 3:
+        colour = colour.max(axis=-1)
+    return np.asarray(colour) > 0
+
+
+def _alpha(image: Image.Image) -> np.ndarray | None:
+    """The alpha channel of an image that has one (RGBA, LA, PA, premultiplied, palette transparency)."""
+    if image.mode in {"RGBA", "LA", "La", "RGBa", "PA"}:
+        return np.asarray(image.getchannel("A"))
+    if image.mode == "P" and "transparency" in image.info:
+        return np.asarray(image.convert("RGBA").getchannel("A"))
+    return None
 
 
 def apply_mask(image: Image.Image, mask: ImageInput, *, name: str = "mask") -> Image.Image:

@@ -56,14 +56,16 @@ class PairPlan:
 
 
 def _images(folder: Path) -> dict[str, Path]:
-    """Relative path without extension -> file, for every image below ``folder``."""
+    """Relative path without extension -> file, for every image below ``folder`` as
+    :func:`~nearid.images.list_images` finds them (linked subfolders followed, ``._*`` and hidden skipped)."""
+    from .images import list_images
+
     found: dict[str, Path] = {}
-    for path in sorted(folder.rglob("*")):
-        if path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES:
-            stem = path.relative_to(folder).with_suffix("").as_posix()
-            if stem in found:
-                raise PairingError(f"{found[stem]} and {path}: two images with the same name; keep one")
-            found[stem] = path
+    for path in list_images(folder, suffixes=IMAGE_SUFFIXES):
+        stem = path.relative_to(folder).with_suffix("").as_posix()
+        if stem in found:
+            raise PairingError(f"{found[stem]} and {path}: two images with the same name; keep one")
+        found[stem] = path
     if not found:
         raise PairingError(f"{folder}: no images inside (looked for {', '.join(sorted(IMAGE_SUFFIXES))})")
     return found
@@ -97,11 +99,18 @@ def _subjects(refs: Path, gens: Path) -> PairPlan:
 
 
 def _csv(path: Path) -> PairPlan:
-    with open(path, newline="") as handle:
-        reader = csv.DictReader(handle)
-        if not reader.fieldnames or not {"reference", "generated"} <= set(reader.fieldnames):
-            raise PairingError(f"{path}: a pairs CSV needs the columns reference,generated (and optionally subject)")
-        rows = list(reader)
+    # utf-8-sig: Excel's "CSV UTF-8" starts with a byte-order mark, which would glue onto the first column name
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as handle:
+            reader = csv.DictReader(handle)
+            if not reader.fieldnames or not {"reference", "generated"} <= set(reader.fieldnames):
+                raise PairingError(f"{path}: a pairs CSV needs the columns reference,generated (and optionally subject)")
+            rows = list(reader)
+    except UnicodeDecodeError as exc:
+        raise PairingError(
+            f"{path}: not UTF-8 text (byte 0x{exc.object[exc.start]:02x}, e.g. Latin-1 or Windows-1252); "
+            "save it as UTF-8 (in Excel: \"CSV UTF-8\")"
+        ) from None
     if not rows:
         raise PairingError(f"{path}: no pairs listed")
     base = path.parent

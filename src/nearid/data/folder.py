@@ -13,6 +13,10 @@
 Slots come from the digit in the file name, so ``distractors/flux/view2.png`` always pairs with
 ``view2``. Identities with fewer than 2 views and distractors whose view is missing are skipped and
 counted in the load report.
+
+Folders are read as users keep them (:func:`~nearid.images.list_images`): symbolically linked
+identity and source folders are followed; hidden files and folders (``.ipynb_checkpoints``), macOS's
+``._*`` files and ``__MACOSX/`` are neither identities, sources nor views.
 """
 
 from __future__ import annotations
@@ -22,12 +26,11 @@ import os
 import re
 from pathlib import Path
 
-from ..images import ImageRef
+from ..images import IMAGE_SUFFIXES, ImageRef, is_metadata_name, list_images
 from .loading import DatasetError
 from .nearid_bench import LoadReport
 from .records import Identity, View
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"}
 _VIEW = re.compile(r"^view([123])(_mask)?$")
 
 
@@ -45,11 +48,18 @@ def _file_ref(path: Path) -> ImageRef:
     return ImageRef(str(path), lambda: path)
 
 
+def _subfolders(folder: Path) -> list[Path]:
+    """Visible subfolders (links followed), sorted: what can be an identity or a source."""
+    if not folder.is_dir():
+        return []
+    return [p for p in sorted(folder.iterdir()) if p.is_dir() and not is_metadata_name(p.name)]
+
+
 def _slots(folder: Path, *, masks: bool) -> dict[int, Path]:
     found: dict[int, Path] = {}
-    for path in sorted(folder.iterdir()):
+    for path in list_images(folder, recursive=False, suffixes=IMAGE_SUFFIXES):
         match = _VIEW.match(path.stem)
-        if not path.is_file() or path.suffix.lower() not in IMAGE_SUFFIXES or not match or bool(match[2]) != masks:
+        if not match or bool(match[2]) != masks:
             continue
         slot = int(match[1]) - 1
         if slot in found:
@@ -63,10 +73,10 @@ def load_folder(root: str | os.PathLike, sources: list[str] | None = None, *, sp
     root = Path(root).expanduser()
     if not root.is_dir():
         raise DatasetError(f"{root}: no such benchmark folder")
-    folders = [p for p in sorted(root.iterdir()) if p.is_dir()]
+    folders = _subfolders(root)
     if not folders:
         raise DatasetError(f"{root}: no identity folders inside (expected ROOT/<identity>/view1.png ...)")
-    found_sources = sorted({p.name for f in folders for p in (f / "distractors").glob("*") if p.is_dir()})
+    found_sources = sorted({p.name for f in folders for p in _subfolders(f / "distractors")})
     wanted = found_sources if sources is None else list(sources)
     report = LoadReport()
     identities = []

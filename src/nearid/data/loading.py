@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import NearIDError
-from ..hub import looks_like_local_path
+from ..hub import local_hint_for_hub_id, looks_like_local_path, missing_path_hint
 from ..images import ImageRef
 
 
@@ -79,7 +79,11 @@ class Table:
 
 
 def open_table(location: str | os.PathLike, split: str = "train", *, label: str | None = None) -> Table:
-    """Open ``split`` of a dataset given as a hub id, a ``save_to_disk`` folder or parquet file(s)."""
+    """Open ``split`` of a dataset given as a hub id, a ``save_to_disk`` folder or parquet file(s).
+
+    What is local and what is a hub id is :func:`~nearid.hub.looks_like_local_path`'s rule: a missing
+    local folder is reported as missing (with close names), never as a download to make.
+    """
     location = os.fspath(location)
     label = label or location
     if looks_like_local_path(location):
@@ -91,7 +95,7 @@ def _open_local(path: Path, split: str):
     import datasets
 
     if not path.exists():
-        raise DatasetError(f"{path}: no such dataset folder or file")
+        raise DatasetError(f"{path}: no such dataset folder or file{missing_path_hint(path)}")
     if path.is_dir() and (path / "dataset_dict.json").is_file():
         splits = datasets.load_from_disk(str(path))
         if split not in splits:
@@ -117,5 +121,5 @@ def _open_hub(repo_id: str, split: str):
         raise DatasetError(
             f"dataset '{repo_id}' is not available on this machine ({type(exc).__name__}). Download it where "
             f"there is network (`hf download {repo_id} --repo-type dataset --local-dir DIR`), copy DIR here "
-            "and pass the folder instead of the hub id."
+            f"and pass the folder instead of the hub id.{local_hint_for_hub_id(repo_id)}"
         ) from None

@@ -7,7 +7,8 @@ if they differ, since a silent shift would pair every view with another identity
 Where the data are. ``data`` is the positives dataset (hub id, ``save_to_disk`` folder or parquet)
 and each source lives beside it as ``<data>-<Source>`` (``Aleksandar/NearID-Flux``,
 ``out/NearID-Part``); a folder that contains ``NearID/`` is a root holding all of them (what
-``nearid synth`` writes). ``NAME=LOCATION`` names a source's location explicitly.
+``nearid synth`` writes). ``NAME=LOCATION`` names a source's location explicitly. A source missing
+beside local positives is an error that lists the sources that are there, not a hub download.
 
 Bad rows are skipped and counted, never silently mixed in: a row with fewer than 2 views cannot make a
 trial; a distractor whose view is missing has no background partner and is dropped.
@@ -139,6 +140,46 @@ def bench_locations(data: str | os.PathLike, sources: Sequence[str]) -> tuple[st
     return positives, located
 
 
+def sources_beside(positives: str | os.PathLike) -> list[str]:
+    """The distractor sources that exist beside a local positives folder: ``<positives>-<Source>`` folders."""
+    path = Path(positives).expanduser()
+    if not path.parent.is_dir():
+        return []
+    prefix = f"{path.name}-"
+    return sorted(
+        p.name[len(prefix) :]
+        for p in path.parent.iterdir()
+        if p.name.startswith(prefix) and len(p.name) > len(prefix) and p.is_dir() and not p.name.endswith(".partial")
+    )
+
+
+def check_sources_exist(positives: str, located: dict[str, str], explicit: set[str]) -> None:
+    """A source derived as ``<data>-<Source>`` beside *local* positives must be a folder there.
+
+    Otherwise the failure would surface as a hub download of ``data/NearID-Flux`` or a bare "no such
+    folder"; the cause is a source name that this data does not have (``nearid train``'s default
+    ``Flux`` sources on ``nearid synth`` data), so the error names the sources that do exist.
+    """
+    if not Path(positives).expanduser().is_dir():
+        return  # hub positives: their sources are hub ids too
+    missing = [name for name, location in located.items() if name not in explicit and not Path(location).expanduser().exists()]
+    if not missing:
+        return
+    first, others = missing[0], missing[1:]
+    there = sources_beside(positives)
+    message = f"no distractor source '{first}' beside {positives}: {located[first]} does not exist"
+    if others:
+        message += f" (also missing: {', '.join(others)})"
+    if there:
+        message += (
+            f"; the sources there are {', '.join(there)}: pass --sources {' '.join(there)} "
+            "(or NAME=LOCATION for a source kept elsewhere)"
+        )
+    else:
+        message += f"; there is no {Path(positives).name}-<Source> folder beside it (pass NAME=LOCATION for a source kept elsewhere)"
+    raise DatasetError(message)
+
+
 def check_alignment(positives: Table, source: Table) -> None:
     """Distractor rows must be the positives' rows in the same order: same count, same ``id`` per row."""
     if len(source) != len(positives):
@@ -167,6 +208,7 @@ def load_nearid(
     positives_location, source_locations = bench_locations(data, sources)
     positives = open_table(positives_location, label=_label(positives_location))
     positives.require(POSITIVES_REQUIRED, "NearID positives")
+    check_sources_exist(positives_location, source_locations, {s.partition("=")[0] for s in sources if "=" in s})
     tables = {}
     for name, location in source_locations.items():
         table = open_table(location, label=_label(location))

@@ -14,6 +14,7 @@ The output is what the hub serves, so every loader, benchmark and trainer runs o
     OUT/splits/{train,val,test}.json    row positions, like the authors' splits
     OUT/synth.json          the parameters, counts and timing of the run
     OUT/contact_sheet.png   anchors, other views and each source's distractor, for a look
+    OUT/.nearid-output.json the marker that lets ``--overwrite`` delete OUT later (:mod:`nearid.ownership`)
 
 Everything is a pure function of (seed, identity index, source), so a run is reproducible, any
 number of worker processes gives the same bytes, and adding a source does not change the others.
@@ -24,7 +25,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import shutil
 import time
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -35,6 +35,7 @@ import numpy as np
 from PIL import Image
 
 from ..errors import NearIDError
+from ..ownership import check_removable, create_owned, remove_owned
 from . import render
 from .schema import (
     MTG_COLUMNS,
@@ -211,13 +212,20 @@ def _save(splits: dict, features, folder: Path, output_format: str) -> None:
 
 # ------------------------------------------------------------------------------------- driver
 def generate(out: str | os.PathLike, config: SynthConfig, *, overwrite: bool = False, progress: bool = True) -> dict:
-    """Write the synthetic benchmark to ``out`` (atomically: into ``out.partial``, then renamed)."""
+    """Write the synthetic benchmark to ``out`` (atomically: into ``out.partial``, then renamed).
+
+    ``overwrite`` replaces an earlier ``nearid synth`` output; a non-empty folder without nearid's
+    marker is never deleted (:mod:`nearid.ownership`), with or without it.
+    """
     from datasets.utils.logging import disable_progress_bar
     from tqdm.auto import tqdm
 
     out = Path(out)
-    if out.exists() and any(out.iterdir()) and not overwrite:
+    partial = out.with_name(out.name + ".partial")
+    if out.is_dir() and any(out.iterdir()) and not overwrite:
         raise NearIDError(f"{out}: already exists and is not empty; choose another folder or pass --overwrite")
+    check_removable(out)  # --overwrite deletes only an earlier nearid output; refuse now, not after rendering
+    check_removable(partial)
     if config.image_format not in {"jpeg", "png"} or config.output_format not in {"arrow", "parquet"}:
         raise NearIDError("image format must be jpeg or png, and output format arrow or parquet")
     sources = canonical_sources(config.sources)
@@ -241,9 +249,8 @@ def generate(out: str | os.PathLike, config: SynthConfig, *, overwrite: bool = F
         mtg_rows = list(tqdm(pool.map(_mtg_sample, mtg_jobs, chunksize=max(1, chunk // 2)), total=len(mtg_jobs), desc="MTG", disable=not progress))
     rendered = time.perf_counter()
 
-    partial = out.with_name(out.name + ".partial")
-    shutil.rmtree(partial, ignore_errors=True)
-    partial.mkdir(parents=True)
+    remove_owned(partial)  # a crashed run's leftovers
+    create_owned(partial, "synth")  # the marker travels with the folder when it is renamed to OUT
     positives = [_positives_row(config, int(ids[i]), i, split_of[i], item) for i, item in enumerate(items)]
     _save({"train": positives}, positives_features(), partial / "NearID", config.output_format)
     for source in sources:
@@ -270,8 +277,7 @@ def generate(out: str | os.PathLike, config: SynthConfig, *, overwrite: bool = F
         "seconds": {"render": round(rendered - started, 2), "total": round(time.perf_counter() - started, 2)},
     }
     (partial / "synth.json").write_text(json.dumps(summary, indent=2) + "\n")
-    if out.exists():
-        shutil.rmtree(out)
+    remove_owned(out)
     partial.rename(out)
     _write_contact_sheet(out, sources)
     return summary
