@@ -14,8 +14,8 @@ cv2 = pytest.importorskip("cv2")
 from scipy import ndimage  # noqa: E402
 
 from nearid.errors import NearIDError  # noqa: E402
-from nearid.images import ImageRef, clean_mask, dilate_mask  # noqa: E402
-from nearid.mask_cleaning import MaskDilationError  # noqa: E402
+from nearid.images import ImageRef, apply_mask, clean_mask, dilate_mask, load_mask  # noqa: E402
+from nearid.mask_cleaning import MaskDilationError, cleaned_mask_ref  # noqa: E402
 
 
 def _reference(grey: np.ndarray) -> np.ndarray:
@@ -173,6 +173,23 @@ def test_dilation_size_must_be_odd_and_positive(k):
 def test_clean_mask_refuses_an_even_or_negative_dilation(k):
     with pytest.raises(MaskDilationError):
         clean_mask(np.zeros((8, 8), np.uint8), dilate=k)
+
+
+def test_cleaned_mask_ref_feeds_the_masked_loading_path(tmp_path):
+    grey = _blobby(8)
+    path = tmp_path / "m.png"
+    Image.fromarray(grey).save(path)
+    raw = ImageRef("NearID[row 2].masks1", fetch=path.read_bytes)
+    ref = cleaned_mask_ref(raw)
+    assert ref.key == "NearID[row 2].masks1|clean" and ref != raw
+    assert cleaned_mask_ref(raw, dilate=3).key == "NearID[row 2].masks1|clean,dilate=3"
+    assert cleaned_mask_ref(path).key == f"{path}|clean"
+    np.testing.assert_array_equal(load_mask(ref), _reference(grey) > 0)
+    image = Image.new("RGB", (grey.shape[1], grey.shape[0]), (200, 100, 50))
+    masked = np.asarray(apply_mask(image, ref, name=ref.key))
+    np.testing.assert_array_equal(masked.any(axis=-1), _reference(grey) > 0)
+    with pytest.raises(MaskDilationError):
+        cleaned_mask_ref(raw, dilate=2)
 
 
 def test_importing_the_cli_and_images_does_not_import_opencv():

@@ -117,4 +117,31 @@ def dilate_mask(mask: ImageInput, k: int) -> Image.Image:
     return Image.fromarray(binary)
 
 
-__all__ = ["MaskDilationError", "clean_mask", "dilate_mask"]
+def cleaned_mask_ref(mask, *, dilate: int = 0):
+    """An :class:`~nearid.images.ImageRef` of the cleaned ``mask`` (an ``ImageRef`` or a path), for the
+    masked loading path (``load_masked`` / ``Encoder.preprocess`` / the embedding plan): its key is the
+    mask's key plus ``|clean`` (and ``,dilate=k``), so stores and caches never mix cleaned and raw
+    masks; fetching it cleans the mask and returns it PNG-encoded."""
+    import io
+
+    from .images import ImageRef
+
+    if dilate != 0:
+        _check_dilation(dilate)
+    if isinstance(mask, ImageRef):
+        key = mask.key
+    elif isinstance(mask, (str, os.PathLike)):
+        key = os.fspath(mask)
+    else:
+        raise TypeError(f"cleaned_mask_ref takes an ImageRef or a path, not {type(mask).__name__}")
+    suffix = "|clean" + (f",dilate={dilate}" if dilate else "")
+
+    def fetch() -> bytes:
+        buffer = io.BytesIO()
+        clean_mask(mask, dilate=dilate).save(buffer, format="PNG")
+        return buffer.getvalue()
+
+    return ImageRef(key + suffix, fetch)
+
+
+__all__ = ["MaskDilationError", "clean_mask", "cleaned_mask_ref", "dilate_mask"]
