@@ -6,16 +6,15 @@ import io
 import subprocess
 import sys
 
+import cv2
 import numpy as np
 import pytest
 from PIL import Image
+from scipy import ndimage
 
-cv2 = pytest.importorskip("cv2")
-from scipy import ndimage  # noqa: E402
-
-from nearid.errors import NearIDError  # noqa: E402
-from nearid.images import ImageRef, apply_mask, clean_mask, dilate_mask, load_mask  # noqa: E402
-from nearid.mask_cleaning import MaskDilationError, cleaned_mask_ref  # noqa: E402
+from nearid.errors import NearIDError
+from nearid.images import ImageRef, apply_mask, clean_mask, dilate_mask, load_mask
+from nearid.mask_cleaning import MaskDilationError, cleaned_mask_ref
 
 
 def _reference(grey: np.ndarray) -> np.ndarray:

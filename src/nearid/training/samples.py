@@ -368,10 +368,10 @@ class TrainingSet:
 
 
 __all__ = [
-    "Augment",
     "MTG_SOURCE",
     "N_SLOTS",
     "ROLES",
+    "Augment",
     "SampleRecipe",
     "Slot",
     "TrainingSample",
