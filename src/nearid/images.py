@@ -224,3 +224,6 @@ def load_masked(image: ImageInput, mask: ImageInput | None) -> Image.Image:
     """Load ``image`` and, when a mask is given, black out its background."""
     rgb = load_image(image)
     return rgb if mask is None else apply_mask(rgb, mask, name=_name(mask))
+
+
+from .mask_cleaning import clean_mask, dilate_mask  # noqa: E402

@@ -16,7 +16,12 @@ A NearID item (spec 4.1):
    distractor 0.6; paper section 4.1). A masked view uses its own mask; a masked distractor uses the
    mask of the view of the same original slot (the silhouette of the object it replaced); where that
    mask is missing the slot stays unmasked;
-4. each slot is flipped horizontally with ``flip_prob``.
+4. each slot is flipped horizontally with ``flip_prob``;
+5. optional (paper section 4.1, spec 12.5; probability 0 by default, as in the authors' code, since the
+   probabilities of the published run are unpublished): colour jitter with ``jitter_prob`` and a
+   translate + scale "disalignment" with ``affine_prob``, each drawn per slot with its parameters
+   (:mod:`nearid.training.augment`). Their draws use purposes of their own, so turning them on
+   changes no anchor, source, mask or flip.
 
 An MTG item (spec 4.2): the two originals are the anchor and the positive (the shuffle may swap them),
 their part-edited versions the distractors in the same backgrounds, the object masks the masks, and
@@ -41,6 +46,7 @@ import numpy as np
 from ..data.records import Identity, MTGSample
 from ..errors import NearIDError
 from ..images import ImageRef
+from .augment import Augment, affine_params, combine, jitter_params
 
 #: Number of slots and their roles.
 N_SLOTS = 6
@@ -52,6 +58,9 @@ _SHUFFLE = 424242  # the authors' anchor-shuffle constant
 _SOURCE = 200003  # the authors' per-slot distractor-source constant
 _AUGMENT = 300007  # masking and flipping, per slot
 _BATCHES = 500009  # the epoch's order of items
+_JITTER = 600011  # colour jitter: gate and factors, per slot
+_JITTER_ORDER = 700001  # the order of the four colour operations, per slot
+_AFFINE = 800011  # disalignment: gate, shift and zoom, per slot
 _MTG_DOMAIN = 1_000_003  # MTG items are keyed by (.., _MTG_DOMAIN, index, ..), never like a NearID row
 
 MTG_SOURCE = "MTG"
@@ -63,22 +72,35 @@ def _escape(key: str) -> str:
 
 @dataclass(frozen=True)
 class Slot:
-    """One input of the model: an image, the mask that blacks out its background (or none), a flip."""
+    """One input of the model: an image, the mask that blacks out its background (or none), a flip,
+    and the drawn colour jitter / disalignment (``augment``, ``None`` when neither was drawn)."""
 
     image: ImageRef
     mask: ImageRef | None = None
     flip: bool = False
+    augment: Augment | None = None
 
     @property
     def key(self) -> str:
-        """Names the exact pixels: ``<image>[|mask=<mask>][|flip]`` (``|`` and ``%`` inside a key are
-        percent-escaped, so two different inputs never share a key). The token-cache key."""
+        """Names the exact pixels: ``<image>[|mask=<mask>][|flip][|aug=<parameters>]`` (``|`` and ``%``
+        inside a key are percent-escaped, so two different inputs never share a key). The token-cache
+        key."""
         parts = [_escape(self.image.key)]
         if self.mask is not None:
             parts.append("mask=" + _escape(self.mask.key))
         if self.flip:
             parts.append("flip")
+        if self.augment is not None:
+            parts.append("aug=" + self.augment.key)
         return "|".join(parts)
+
+    @property
+    def cacheable(self) -> bool:
+        """Worth a token-cache entry: no jitter or disalignment. An augmented slot's parameters are
+        drawn afresh per (seed, epoch, item, slot), so its pixels (almost) never recur; caching every
+        variant would multiply the cache by the number of epochs for nothing. Such slots run the
+        frozen trunk at training time (:func:`~nearid.training.token_cache.slot_tokens`)."""
+        return self.augment is None
 
 
 @dataclass(frozen=True)
@@ -116,20 +138,25 @@ class TrainingSample:
 
 @dataclass(frozen=True)
 class SampleRecipe:
-    """How samples are drawn. ``mask_probs`` = (anchor, positive, distractor), paper section 4.1."""
+    """How samples are drawn. ``mask_probs`` = (anchor, positive, distractor), paper section 4.1.
+    ``jitter_prob`` / ``affine_prob``: per-slot probability of colour jitter / disalignment (0 = off,
+    the authors' default; the paper used them with unpublished probabilities)."""
 
     seed: int = 0
     mask_probs: tuple[float, float, float] = (0.5, 0.2, 0.6)
     flip_prob: float = 0.5
     mtg_repeat: int = 4
+    jitter_prob: float = 0.0
+    affine_prob: float = 0.0
 
     def __post_init__(self):
         if not 0 <= self.seed < 2**63:
             raise ValueError(f"seed must be in [0, 2**63), got {self.seed}")
         if len(self.mask_probs) != 3 or not all(0.0 <= p <= 1.0 for p in self.mask_probs):
             raise ValueError(f"mask_probs must be 3 probabilities (anchor, positive, distractor), got {self.mask_probs}")
-        if not 0.0 <= self.flip_prob <= 1.0:
-            raise ValueError(f"flip_prob must be a probability, got {self.flip_prob}")
+        for name in ("flip_prob", "jitter_prob", "affine_prob"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"{name} must be a probability, got {getattr(self, name)}")
         if self.mtg_repeat < 0:
             raise ValueError(f"mtg_repeat must be >= 0, got {self.mtg_repeat}")
 
@@ -161,17 +188,36 @@ def _augment(recipe: SampleRecipe, key: tuple[int, ...], slot: int) -> tuple[boo
     return bool(u_mask < recipe.role_mask_prob(slot)), bool(u_flip < recipe.flip_prob)
 
 
+def _photometric(recipe: SampleRecipe, key: tuple[int, ...], slot: int) -> Augment | None:
+    """The colour jitter and disalignment of ``slot`` (``None`` if neither is drawn). Each has its own
+    purpose, so these draws never touch the mask and flip draws of :func:`_augment`."""
+    jitter = affine = None
+    if recipe.jitter_prob > 0.0:
+        gate, *factors = _uniforms((*key, _JITTER, slot), 5)
+        if gate < recipe.jitter_prob:
+            jitter = jitter_params(tuple(factors), tuple(_permutation((*key, _JITTER_ORDER, slot), (0, 1, 2, 3))))
+    if recipe.affine_prob > 0.0:
+        gate, *shift_zoom = _uniforms((*key, _AFFINE, slot), 4)
+        if gate < recipe.affine_prob:
+            affine = affine_params(tuple(shift_zoom))
+    return combine(jitter, affine)
+
+
 def _assemble(
     images: list[ImageRef | None],
     masks: list[ImageRef | None],
     recipe: SampleRecipe,
     key: tuple[int, ...],
 ) -> tuple[Slot | None, ...]:
-    """Slots from per-slot images and the mask each would use, masking and flipping by draw."""
+    """Slots from per-slot images and the mask each would use, masking, flipping, jittering and
+    disaligning by draw."""
     slots = []
     for slot, (image, mask) in enumerate(zip(images, masks)):
         masked, flipped = _augment(recipe, key, slot)  # drawn for empty slots too: no shifting
-        slots.append(None if image is None else Slot(image, mask if masked else None, flipped))
+        if image is None:
+            slots.append(None)
+        else:
+            slots.append(Slot(image, mask if masked else None, flipped, _photometric(recipe, key, slot)))
     return tuple(slots)
 
 
@@ -308,14 +354,15 @@ class TrainingSet:
             cut.pop()
         return cut
 
-    def slots(self, epochs: Iterable[int]) -> list[Slot]:
+    def slots(self, epochs: Iterable[int], *, cacheable_only: bool = False) -> list[Slot]:
         """Every distinct slot (by key) the given epochs use, in first-use order: what a token cache
-        must hold to train those epochs without the trunk."""
+        must hold to train those epochs without the trunk. ``cacheable_only``: leave out the jittered
+        or disaligned slots (:attr:`Slot.cacheable`), which run the trunk at training time instead."""
         seen: dict[str, Slot] = {}
         for epoch in epochs:
             for item in self.samples(epoch):
                 for slot in item.slots:
-                    if slot is not None and slot.key not in seen:
+                    if slot is not None and slot.key not in seen and (slot.cacheable or not cacheable_only):
                         seen[slot.key] = slot
         return list(seen.values())
 
@@ -324,6 +371,7 @@ __all__ = [
     "MTG_SOURCE",
     "N_SLOTS",
     "ROLES",
+    "Augment",
     "SampleRecipe",
     "Slot",
     "TrainingSample",

@@ -50,7 +50,9 @@ import numpy as np
 import torch
 
 from ..errors import NearIDError
+from ..images import load_masked
 from ..io import atomic_path, write_text_atomic
+from .augment import apply as apply_augment
 from .samples import Slot
 
 FORMAT = 1
@@ -291,9 +293,20 @@ def _describe(manifest: dict) -> str:
 # ------------------------------------------------------------------------------------------ filling
 def pixel_values(slots: Sequence[Slot], preprocess: Callable) -> torch.Tensor:
     """The model input of each slot: ``preprocess(images, masks)`` (the mask blacks out the background
-    on the full-resolution image), then a horizontal flip of the flipped ones' pixel tensors. The
-    token cache and an uncached trainer both build pixels here, so they feed the trunk the same."""
-    pixels = preprocess([slot.image for slot in slots], [slot.mask for slot in slots])
+    on the full-resolution image), then a horizontal flip of the flipped ones' pixel tensors. A slot
+    with colour jitter or disalignment (``slot.augment``) is loaded and masked here, augmented as a
+    full-resolution PIL image and handed to ``preprocess`` as that image; the others take the plain
+    path. The token cache and an uncached trainer both build pixels here, so they feed the trunk the
+    same."""
+    images, masks = [], []
+    for slot in slots:
+        if slot.augment is None:
+            images.append(slot.image)
+            masks.append(slot.mask)
+        else:
+            images.append(apply_augment(load_masked(slot.image, slot.mask), slot.augment))
+            masks.append(None)
+    pixels = preprocess(images, masks)
     flipped = [i for i, slot in enumerate(slots) if slot.flip]
     if flipped:
         pixels = pixels.clone()
@@ -309,8 +322,10 @@ def fill(
     batch_size: int = 32,
     progress: bool | Callable[[int, int], None] | None = None,
 ) -> int:
-    """Compute and store the tokens of every distinct slot not yet in ``cache``; one shard per batch,
-    so a killed fill resumes where it stopped. Returns how many inputs were computed.
+    """Compute and store the tokens of every distinct cacheable slot not yet in ``cache``; one shard per
+    batch, so a killed fill resumes where it stopped. Returns how many inputs were computed. Slots with
+    colour jitter or disalignment (``not slot.cacheable``) are skipped: their pixels are drawn afresh
+    each epoch, so :func:`slot_tokens` runs the trunk on them instead.
 
     ``model`` is the :class:`NearIDModel` (on its device and dtype), ``preprocess`` its encoder's
     ``preprocess(images, masks)``. Images of the next batch are decoded on a thread while the trunk
@@ -321,7 +336,7 @@ def fill(
     cache.refresh()  # another process may have filled part of it
     todo: dict[str, Slot] = {}
     for slot in slots:
-        if slot is not None and slot.key not in todo and slot.key not in cache:
+        if slot is not None and slot.cacheable and slot.key not in todo and slot.key not in cache:
             todo[slot.key] = slot
     pending_slots = list(todo.values())
     batches = [pending_slots[i : i + batch_size] for i in range(0, len(pending_slots), batch_size)]
@@ -356,4 +371,22 @@ def fill(
     return done
 
 
-__all__ = ["TokenCache", "disk_estimate", "fill", "model_signature", "pixel_values", "token_shape"]
+def slot_tokens(slots: Sequence[Slot], model, preprocess: Callable, cache: TokenCache | None = None) -> torch.Tensor:
+    """``[len(slots), N_tokens, hidden]`` float32 trunk tokens on the model's device, in slot order:
+    cacheable slots from ``cache`` (filled beforehand; a missing key is a KeyError), the rest
+    (augmented slots, or all when ``cache`` is None) from the trunk, in one batch. This is the cache
+    policy of a run with jitter or disalignment on: cache what recurs, compute what does not.
+    Cached tokens are the fp16 copies, fresh ones full precision (as an uncached run's)."""
+    device = next(model.parameters()).device
+    out = torch.empty((len(slots), *token_shape(model)), dtype=torch.float32, device=device)
+    cached = [i for i, slot in enumerate(slots) if cache is not None and slot.cacheable]
+    fresh = [i for i, slot in enumerate(slots) if cache is None or not slot.cacheable]
+    if cached:
+        out[cached] = cache.load([slots[i].key for i in cached]).to(device=device, dtype=torch.float32)
+    if fresh:
+        pixels = pixel_values([slots[i] for i in fresh], preprocess)
+        out[fresh] = model.encode_tokens(pixels.to(device)).to(torch.float32)
+    return out
+
+
+__all__ = ["TokenCache", "disk_estimate", "fill", "model_signature", "pixel_values", "slot_tokens", "token_shape"]
