@@ -179,7 +179,9 @@ def test_fill_tables_against_direct_cosines():
         vector = {key: matrix[r] for r, key in enumerate(plan.keys)}
         tables = fill_tables(plan, matrix)
         for i, ident in enumerate(bench):
-            view = lambda j: vector[image_key(ident.views[j].image, ident.views[j].mask if masks else None)]  # noqa: E731
+            def view(j, ident=ident, masks=masks, vector=vector):
+                return vector[image_key(ident.views[j].image, ident.views[j].mask if masks else None)]
+
             for k, (a, b) in enumerate(((0, 1), (0, 2), (1, 2))):
                 present = ident.views[a] is not None and ident.views[b] is not None
                 expected = float(view(a) @ view(b)) if present else np.nan

@@ -212,7 +212,7 @@ def test_report_command(bench, tmp_path, capsys):
 def test_bench_run_on_a_split_file_keeps_its_gallery(bench, tmp_path):
     """``split`` and ``split_file`` are separate fields: the report reopens the rows of a split file
     (it used to guess from one field which of the two it held)."""
-    folder, results = bench
+    _, results = bench
     data = results.benchmark.data
     split_file = f"{data}/splits/test.json"
     run = run_bench(BenchConfig(encoders=["histogram"], data=data, sources=SOURCES, out=str(tmp_path / "bench"),

@@ -146,12 +146,6 @@ def plan_images(bench, sources: Sequence[str], *, masks: bool = False, mtg=None)
     return plan
 
 
-def unique_images(bench, sources: Sequence[str], *, masks: bool) -> dict[str, tuple[ImageRef, ImageRef | None]]:
-    """key -> (image, mask) for every view and distractor the tables need, each key once."""
-    plan = plan_images(bench, sources, masks=masks)
-    return {key: (image, mask) for key, image, mask in zip(plan.keys, plan.images, plan.masks)}
-
-
 def _gather(matrix: np.ndarray, rows: np.ndarray) -> np.ndarray:
     """``matrix[rows]`` with a NaN vector where a row is -1 (missing)."""
     padded = np.concatenate([np.asarray(matrix, dtype=np.float64), np.full((1, matrix.shape[1]), np.nan)])
