@@ -52,6 +52,11 @@ class BenchConfig:
     allow_pickle: bool = False
     log: list[str] = field(default_factory=list)
 
+    @property
+    def split_name(self) -> str | None:
+        """The split column value the rows came from; ``None`` when a split file chose them instead."""
+        return None if self.split_file else self.split
+
 
 @dataclass
 class RunContext:
@@ -94,7 +99,7 @@ def run_bench(config: BenchConfig) -> BenchResults | None:
                      Path(config.out))
     ctx.say(f"NearID-bench: {bench.report.summary()}; sources: {', '.join(ctx.plan.sources)}; {ctx.condition} images")
     results = BenchResults(BenchInfo(
-        data=os.fspath(config.data), split=None if config.split_file else config.split, split_file=config.split_file,
+        data=os.fspath(config.data), split=config.split_name, split_file=config.split_file,
         sources=ctx.plan.sources, condition=ctx.condition, identities=len(bench), load_report=bench.report.summary(),
         mtg=config.mtg, mtg_split=config.mtg_split if mtg is not None else None,
         mtg_samples=len(mtg) if mtg is not None else 0))
@@ -159,8 +164,7 @@ def _score_encoder(ctx: RunContext, encoder, spec: str, store: EmbeddingStore, c
     result = EncoderResult(
         spec=spec, nearid=score_tables(tables), untrained=bool(getattr(encoder, "untrained", False)),
         unique_images=len(ctx.plan), embeddings_computed=computed, sims_folder=str(folder.relative_to(ctx.out)),
-        calibration=calibration(tables, split=None if ctx.config.split_file else ctx.config.split,
-                                split_file=ctx.config.split_file))
+        calibration=calibration(tables, split=ctx.config.split_name, split_file=ctx.config.split_file))
     if ctx.mtg is not None:
         if ctx.oracles is None:
             ctx.oracles = mtg_oracles(ctx.mtg)
