@@ -34,8 +34,8 @@ def main() -> None:
     start = time.perf_counter()
     results = run_bench(BenchConfig(encoders=["tiny"], data=str(work / "data"), sources=args.sources, out=str(work / "out")))
     ours = time.perf_counter() - start
-    result = next(iter(results["encoders"].values()))
-    embedded = result["embeddings_computed"]
+    result = next(iter(results.encoders.values()))
+    embedded = result.embeddings_computed
 
     bench = load_nearid(work / "data", args.sources, split="test")
     encoder = load_encoder("tiny", device="cpu")

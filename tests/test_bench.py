@@ -1,4 +1,5 @@
-"""`nearid bench` end to end on a small synthetic benchmark: counts, CSVs, resume, 2 processes."""
+"""`nearid bench` end to end on a small synthetic benchmark: counts, CSVs, resume, 2 processes; and the
+pure evaluation under it (plan, tables) against directly computed cosines."""
 
 from __future__ import annotations
 
@@ -12,11 +13,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import nearid
 from nearid.bench import BenchConfig, run_bench
 from nearid.cli import main
-from nearid.data import load_nearid
+from nearid.data import Identity, View, load_mtg, load_nearid
 from nearid.data.synth import SynthConfig, generate
+from nearid.evaluate import fill_tables, image_key, plan_images
+from nearid.images import ImageRef
 from nearid.metrics import nearid_scores
+from nearid.results import BenchResults
 from nearid.simtables import read_mtg_csv, read_nearid_csv
 
 SOURCES = ["Part", "Shape"]
@@ -42,45 +47,155 @@ def expected_unique_images(data, masks=False) -> int:
     return views + distractors + 6 * 4  # MTG: 2 originals + 2 edited per sample
 
 
+def expected_mtg(encoder, data, masks=False) -> dict:
+    """MTG figures computed here from directly embedded images, by the spec's formulas (spec 6.4)."""
+    samples = list(load_mtg(data / "MTG", split="test"))
+    sims = {name: [] for name in ("12", "11p", "12p", "22p", "21p")}
+    for sample in samples:
+        m = [sample.object_masks[k] if masks else None for k in (0, 1)]
+        v1, v2, v1p, v2p = nearid.embed(encoder, [*sample.originals, *sample.edited], [m[0], m[1], m[0], m[1]]).double()
+        for name, (a, b) in zip(sims, ((v1, v2), (v1, v1p), (v1, v2p), (v2, v2p), (v2, v1p))):
+            sims[name].append(float(a @ b))
+    s = {name: np.array(v) for name, v in sims.items()}
+    o1, o2 = np.array([x.oracle(0) for x in samples]), np.array([x.oracle(1) for x in samples])
+    margins = np.stack([s["12"] - s["11p"], s["12"] - s["22p"]], axis=1)
+    r = [np.corrcoef(s["11p"], o1)[0, 1], np.corrcoef(s["22p"], o2)[0, 1], np.corrcoef(s["12p"], o2)[0, 1],
+         np.corrcoef(s["21p"], o1)[0, 1]]
+    z = np.arctanh(np.clip(np.nan_to_num(r), -0.999, 0.999))
+    return {"ssr": 100 * np.mean((margins > 0).all(axis=1)), "pa": 100 * np.mean(margins > 0),
+            "n_samples": len(samples), "n_trials": 2 * len(samples), "m_o": np.tanh(z.mean()),
+            "m_opair": np.tanh(z[:2].mean()), "correlations": r}
+
+
+def expected_nearid(encoder, data, source: str, masks: bool) -> dict:
+    """SSR / PA of one source, from images embedded here one identity at a time and the paper's margins
+    written out as loops; under ``masks`` view j and the distractor in view j's background are both cut
+    with view j's mask."""
+    n_samples = all_win = trials = wins = 0
+    for identity in load_nearid(data, [source], split="test"):
+        slots = identity.view_slots
+        masks_of = [identity.views[j].mask if masks else None for j in slots]
+        views = dict(zip(slots, nearid.embed(encoder, [identity.views[j].image for j in slots], masks_of).double()))
+        own = {}
+        for j, mask in zip(slots, masks_of):
+            distractor = identity.distractor(source, j)
+            if distractor is not None:
+                own[j] = float(views[j] @ nearid.embed(encoder, [distractor], [mask]).double()[0])
+        margins = [float(views[a] @ views[b]) - own[anchor] for a in slots for b in slots if a < b
+                   for anchor in (a, b) if anchor in own]
+        if margins:
+            n_samples += 1
+            all_win += all(m > 0 for m in margins)
+            trials += len(margins)
+            wins += sum(m > 0 for m in margins)
+    return {"ssr": 100 * all_win / n_samples, "pa": 100 * wins / trials, "n_samples": n_samples, "n_trials": trials,
+            "n_wins": wins, "n_all_win": all_win}
+
+
 def test_counts_tables_and_csvs(data, tmp_path):
     results = run_bench(config(data, tmp_path))
     unique = expected_unique_images(data)
     for name in ("tiny:0 (untrained)", "histogram:8"):
-        result = results["encoders"][name]
-        assert result["unique_images"] == unique and result["embeddings_computed"] == unique
-        assert set(result["nearid"]["per_source"]) == set(SOURCES)
-        assert result["nearid"]["groups"]["all sources"]["sources"] == SOURCES
-        assert 0 <= result["mtg"]["pa"] <= 100 and -1 <= result["mtg"]["m_o"] <= 1
-    assert results["encoders"]["tiny:0 (untrained)"]["untrained"] is True
-    assert any(f"embeddings computed: {unique}" in line for line in results["log"])
+        result = results.encoders[name]
+        assert result.unique_images == unique and result.embeddings_computed == unique
+        assert set(result.nearid.per_source) == set(SOURCES)
+        assert result.nearid.groups["all sources"].sources == SOURCES
+    assert results.encoders["tiny:0 (untrained)"].untrained is True
+    assert any(f"embeddings computed: {unique}" in line for line in results.log)
     for suffix in ("json", "md", "csv", "tex"):
         assert (tmp_path / f"results.{suffix}").is_file()
     assert "| tiny:0 (untrained) |" in (tmp_path / "results.md").read_text()
+    assert BenchResults.from_json((tmp_path / "results.json").read_text()) == results
     # the CSVs re-score to the same numbers through an independent path (`nearid metrics`)
-    histogram = results["encoders"]["histogram:8"]
+    histogram = results.encoders["histogram:8"]
     folder = next(p for p in (tmp_path / "sims").iterdir() if p.name.startswith("histogram"))
     for source in SOURCES:
         score = nearid_scores(*read_nearid_csv(folder / f"{source}_full.csv"))
-        assert score.as_dict() == pytest.approx(histogram["nearid"]["per_source"][source])
+        assert score == histogram.nearid.per_source[source]
     sims, oracles = read_mtg_csv(folder / "mtg_full.csv")
     assert len(oracles[0]) == 6 and np.all((oracles[0] > 0) & (oracles[0] < 1))
+
+
+@pytest.mark.parametrize("masks", [False, True])
+def test_mtg_figures_equal_a_direct_computation(data, tmp_path, masks):
+    results = run_bench(config(data, tmp_path, encoders=["histogram"], sources=["Part"], mtg_split="test", masks=masks))
+    assert (results.benchmark.mtg_split, results.benchmark.mtg_samples) == ("test", 6)
+    mtg = results.encoders["histogram:8"].mtg
+    expected = expected_mtg(nearid.load_encoder("histogram", device="cpu"), data, masks)
+    assert 0.05 < abs(expected["m_o"]) < 0.999 and expected["m_o"] != expected["m_opair"]  # can tell right from wrong
+    np.testing.assert_allclose(mtg.correlations, expected.pop("correlations"), atol=1e-9)
+    assert {k: mtg.as_dict()[k] for k in expected} == pytest.approx(expected, abs=1e-9)
+
+
+def test_mtg_split_is_an_option(data, tmp_path, capsys):
+    argv = ["bench", "--encoder", "histogram", "--data", str(data), "--sources", "Part", "--mtg", str(data / "MTG"),
+            "--out", str(tmp_path)]
+    assert main([*argv, "--mtg-split", "train"]) == 2  # this MTG has no train split: the option reached the loader
+    assert "MTG: has no split 'train' (it has test)" in capsys.readouterr().err
 
 
 def test_rerun_resumes_from_the_store(data, tmp_path):
     first = run_bench(config(data, tmp_path, encoders=["histogram"]))
     again = run_bench(config(data, tmp_path, encoders=["histogram"]))
-    result = again["encoders"]["histogram:8"]
-    assert result["embeddings_computed"] == 0 and result["unique_images"] == expected_unique_images(data)
-    assert result["nearid"] == first["encoders"]["histogram:8"]["nearid"]
+    result = again.encoders["histogram:8"]
+    assert result.embeddings_computed == 0 and result.unique_images == expected_unique_images(data)
+    assert result.nearid == first.encoders["histogram:8"].nearid
 
 
 def test_masks_use_the_view_silhouette(data, tmp_path):
     results = run_bench(config(data, tmp_path, encoders=["histogram"], masks=True, mtg=None))
-    assert results["benchmark"]["condition"] == "foreground"
+    assert results.benchmark.condition == "foreground"
     full = run_bench(config(data, tmp_path / "full", encoders=["histogram"], mtg=None))
-    masked_pa = results["encoders"]["histogram:8"]["nearid"]["groups"]["all sources"]["pa"]
-    full_pa = full["encoders"]["histogram:8"]["nearid"]["groups"]["all sources"]["pa"]
+    encoder = nearid.load_encoder("histogram", device="cpu")
+    for run, masks in ((results, True), (full, False)):
+        for source in SOURCES:
+            score = run.encoders["histogram:8"].nearid.per_source[source]
+            assert score.as_dict() == pytest.approx(expected_nearid(encoder, data, source, masks))
+    masked_pa = results.encoders["histogram:8"].nearid.groups["all sources"].score.pa
+    full_pa = full.encoders["histogram:8"].nearid.groups["all sources"].score.pa
     assert masked_pa > full_pa  # the colour histogram is fooled by context, less so without it
+
+
+def _ref(key: str) -> ImageRef:
+    return ImageRef(key, lambda: b"")
+
+
+def test_fill_tables_against_direct_cosines():
+    """Every cell from one lookup per (image, mask); a missing middle view, a missing distractor and
+    masks must not move any distractor onto another view's background."""
+    def identity(i, slots, missing=()):
+        views = tuple(View(_ref(f"v{i}{j}"), _ref(f"m{i}{j}")) if j in slots else None for j in range(3))
+        distractors = {s: tuple(_ref(f"{s}{i}{j}") if j in slots and (s, j) not in missing else None for j in range(3))
+                       for s in ("A", "B")}
+        return Identity(id=i, row=i, views=views, distractors=distractors, category="c")
+
+    bench = [identity(0, (0, 1, 2)), identity(1, (0, 2), missing={("B", 2)}), identity(2, (1, 2), missing={("A", 1)})]
+    for masks in (False, True):
+        plan = plan_images(bench, ["A", "B"], masks=masks)
+        assert len(plan) == len(set(plan.keys)) == 7 + 2 * 7 - 2  # 7 views; per source one distractor per view, 2 missing
+        rng = np.random.default_rng(1)
+        matrix = rng.normal(size=(len(plan), 5))
+        matrix /= np.linalg.norm(matrix, axis=1, keepdims=True)
+        vector = {key: matrix[r] for r, key in enumerate(plan.keys)}
+        tables = fill_tables(plan, matrix)
+        for i, ident in enumerate(bench):
+            def view(j, ident=ident, masks=masks, vector=vector):
+                return vector[image_key(ident.views[j].image, ident.views[j].mask if masks else None)]
+
+            for k, (a, b) in enumerate(((0, 1), (0, 2), (1, 2))):
+                present = ident.views[a] is not None and ident.views[b] is not None
+                expected = float(view(a) @ view(b)) if present else np.nan
+                assert tables["A"].pair[i, k] == pytest.approx(expected, abs=1e-12, nan_ok=True)
+            for source in ("A", "B"):
+                for a in range(3):
+                    for b in range(3):
+                        n_b = ident.distractor(source, b)
+                        if ident.views[a] is None or n_b is None:
+                            assert np.isnan(tables[source].cross[i, a, b])
+                            continue
+                        n_b = vector[image_key(n_b, ident.views[b].mask if masks else None)]  # view b's silhouette
+                        assert tables[source].cross[i, a, b] == pytest.approx(float(view(a) @ n_b), abs=1e-12)
+        assert tables["B"].ids == [0, 1, 2]
 
 
 def test_two_processes_give_the_same_numbers(data, tmp_path):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from nearid.metrics import discrimination, nearid_margins, nearid_scores
+from nearid.metrics import DiscriminationScore, discrimination, nearid_margins, nearid_scores
 
 nan = np.nan
 
@@ -58,15 +58,31 @@ def test_nan_similarity_is_not_a_win():
     assert (score.n_trials, score.n_wins, score.ssr) == (2, 1, 50.0)
 
 
-def test_pooling_is_micro_averaging():
+def test_pool_adds_counts_and_equals_concatenation_exactly():
     rng = np.random.default_rng(0)
-    tables = [(rng.uniform(size=(n, 3)), rng.uniform(size=(n, 3))) for n in (5, 17)]
-    pooled = nearid_scores(np.concatenate([t[0] for t in tables]), np.concatenate([t[1] for t in tables]))
+    tables = []
+    for n in (5, 17, 1, 9):
+        pair, cross = rng.uniform(size=(n, 3)), rng.uniform(0.2, 1.0, size=(n, 3))
+        pair[rng.uniform(size=(n, 3)) < 0.3] = nan  # missing views and distractors: supports differ per table
+        cross[rng.uniform(size=(n, 3)) < 0.2] = nan
+        tables.append((pair, cross))
+    concatenated = nearid_scores(np.concatenate([t[0] for t in tables]), np.concatenate([t[1] for t in tables]))
     parts = [nearid_scores(*t) for t in tables]
-    assert pooled.n_trials == sum(p.n_trials for p in parts)
-    assert pooled.pa == pytest.approx(100 * sum(p.n_wins for p in parts) / pooled.n_trials)
-    weighted_ssr = sum(p.ssr * p.n_samples for p in parts) / sum(p.n_samples for p in parts)
-    assert pooled.ssr == pytest.approx(weighted_ssr)
+    pooled = DiscriminationScore.pool(*parts)
+    assert pooled == concatenated and pooled.as_dict() == concatenated.as_dict()  # exact, not approximately
+    assert pooled == parts[0] + parts[1] + parts[2] + parts[3]
+    assert pooled.n_trials == sum(p.n_trials for p in parts) and pooled.n_all_win == sum(p.n_all_win for p in parts)
+    assert 0 < pooled.ssr < 100 and 0 < pooled.pa < 100
+    mean_of_ssr = np.mean([p.ssr for p in parts if p.n_samples])
+    assert pooled.ssr != pytest.approx(mean_of_ssr)  # micro-averaging, not the mean of the tables' figures
+
+
+def test_score_counts_and_dict_layout_by_hand():
+    score = DiscriminationScore(n_samples=4, n_all_win=1, n_trials=10, n_wins=7)
+    assert (score.ssr, score.pa) == (25.0, 70.0)
+    assert score.as_dict() == {"ssr": 25.0, "pa": 70.0, "n_samples": 4, "n_all_win": 1, "n_trials": 10, "n_wins": 7}
+    assert DiscriminationScore.from_dict(score.as_dict()) == score
+    assert np.isnan(DiscriminationScore.pool().ssr)  # nothing pooled: no identity, no figure
 
 
 def test_empty():
@@ -96,6 +112,7 @@ def test_mtg_scores_by_hand():
     s12p, s21p = np.array([0.2, 0.2, 0.2]), np.array([0.1, 0.5, 0.9])  # s12p constant: r undefined -> 0
     score = mtg_scores(s12, s11p, s12p, s22p, s21p, o1, o2)
     assert (score.n_samples, score.n_trials) == (3, 6)
+    assert (score.discrimination.n_all_win, score.discrimination.n_wins) == (1, 4)
     assert score.ssr == pytest.approx(100 / 3) and score.pa == pytest.approx(400 / 6)
     r = [np.corrcoef(s11p, o1)[0, 1], np.corrcoef(s22p, o2)[0, 1], 0.0, np.corrcoef(s21p, o1)[0, 1]]
     z = np.arctanh(np.clip(r, -0.999, 0.999))

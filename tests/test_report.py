@@ -16,6 +16,7 @@ from nearid.data.synth import SynthConfig, generate
 from nearid.errors import NearIDError
 from nearid.metrics import nearid_margins
 from nearid.report import GALLERY, write_report
+from nearid.results import ScoreSummary
 from nearid.simtables import read_nearid_csv
 
 SOURCES = ["Part", "Shape"]
@@ -49,7 +50,7 @@ def assert_self_contained(text: str) -> None:
 
 def worst_margins_from_csvs(folder, results, n: int) -> list[float]:
     """Per identity its most negative directed margin over all sources, the ``n`` lowest first."""
-    sims = folder / results["encoders"][ENCODER]["sims_folder"]
+    sims = folder / results.encoders[ENCODER].sims_folder
     worst = {}
     for source in SOURCES:
         path = sims / f"{source}_full.csv"
@@ -71,11 +72,11 @@ def test_bench_report_is_one_self_contained_file(bench, bench_report):
 
 def test_metrics_table_shows_the_results_numbers(bench, bench_report, tmp_path):
     folder, results = bench
-    result = results["encoders"][ENCODER]
-    pooled, mtg = result["nearid"]["groups"]["all sources"], result["mtg"]
-    expected = [f"{pooled['ssr']:.1f}", f"{pooled['pa']:.1f}"]
-    expected += [f"{result['nearid']['per_source'][s][m]:.1f}" for s in SOURCES for m in ("ssr", "pa")]
-    expected += [f"{mtg['m_o']:.3f}", f"{mtg['m_opair']:.3f}", f"{mtg['ssr']:.1f}", f"{mtg['pa']:.1f}"]
+    result = results.encoders[ENCODER]
+    pooled, mtg = result.nearid.groups["all sources"].score, result.mtg
+    expected = [f"{pooled.ssr:.1f}", f"{pooled.pa:.1f}"]
+    expected += [f"{getattr(result.nearid.per_source[s], m):.1f}" for s in SOURCES for m in ("ssr", "pa")]
+    expected += [f"{mtg.m_o:.3f}", f"{mtg.m_opair:.3f}", f"{mtg.ssr:.1f}", f"{mtg.pa:.1f}"]
     text = bench_report.read_text()
     row = next(r for r in re.findall(r"<tr>(.*?)</tr>", text) if r.startswith(f"<td>{ENCODER}"))
     assert re.findall(r"<td>(.*?)</td>", row)[1:] == expected
@@ -102,7 +103,7 @@ def test_gallery_shows_the_worst_margins_from_the_csvs(bench, bench_report):
 def test_report_without_the_data_still_renders(bench, tmp_path):
     folder, results = bench
     moved = tmp_path / "synth"
-    shutil.copytree(results["benchmark"]["data"], moved)
+    shutil.copytree(results.benchmark.data, moved)
     changed = json.loads((folder / "results.json").read_text())
     changed["benchmark"]["data"] = str(moved)
     (folder / "moved.json").write_text(json.dumps(changed))
@@ -116,10 +117,11 @@ def test_report_without_the_data_still_renders(bench, tmp_path):
 
 
 @pytest.mark.parametrize("content, why", [
-    (None, "no such file"),
+    (None, "no such file; expected a `nearid bench` results.json or a `nearid score` summary"),
     ("{not json", "not readable as JSON"),
-    ("[1, 2]", "not a nearid results file"),
-    ('{"kind": "bench"}', "not a nearid results file"),
+    ("[1, 2]", "not a nearid results file; expected a `nearid bench` results.json or a `nearid score` summary"),
+    ('{"kind": "bench"}', "bench results of schema version 1, this nearid reads version 2"),
+    ('{"kind": "demo", "schema_version": 2}', "holds demo results; expected a `nearid bench` results.json or a"),
 ])
 def test_bad_results_file_is_a_one_line_error(tmp_path, content, why):
     path = tmp_path / "results.json"
@@ -129,7 +131,6 @@ def test_bad_results_file_is_a_one_line_error(tmp_path, content, why):
         write_report(path)
     message = str(caught.value)
     assert message.startswith(f"{path}: {why}") and "\n" not in message
-    assert 'expected a bench results.json (with "encoders") or a score summary (with "kind": "score")' in message
     assert not (tmp_path / "report.html").exists()
 
 
@@ -156,7 +157,7 @@ def make_score_run(folder, threshold: float | None = 0.7):
         writer.writerows(rows)
     values = np.array(similarities)
     summary = {
-        "kind": "score", "model": "histogram:8", "pairing": "csv", "n_pairs": len(rows),
+        "model": "histogram:8", "pairing": "csv", "n_pairs": len(rows), "unique_images_embedded": 12,
         "similarity": {"mean": values.mean(), "median": float(np.median(values)), "std": values.std(),
                        "min": values.min(), "max": values.max()},
         "per_subject": {"dog": {"n": 3, "mean": float(values[:3].mean()), "median": float(np.median(values[:3]))},
@@ -166,8 +167,7 @@ def make_score_run(folder, threshold: float | None = 0.7):
                                                      "different": int((values <= threshold).sum())},
         "pairs_file": "scores.csv", "errors": 0, "errors_file": None,
     }
-    (folder / "run.summary.json").write_text(json.dumps(summary))
-    return folder / "run.summary.json", similarities
+    return ScoreSummary(**summary).write(folder / "run.summary.json"), similarities
 
 
 def test_score_report(tmp_path):
@@ -207,3 +207,19 @@ def test_report_command(bench, tmp_path, capsys):
     assert oct(out.stat().st_mode & 0o777) != oct(0o600)  # shareable, not mkstemp's private mode
     assert main(["report", str(tmp_path / "missing.json")]) == 2
     assert "missing.json: no such file" in capsys.readouterr().err
+
+
+def test_bench_run_on_a_split_file_keeps_its_gallery(bench, tmp_path):
+    """``split`` and ``split_file`` are separate fields: the report reopens the rows of a split file
+    (it used to guess from one field which of the two it held)."""
+    _, results = bench
+    data = results.benchmark.data
+    split_file = f"{data}/splits/test.json"
+    run = run_bench(BenchConfig(encoders=["histogram"], data=data, sources=SOURCES, out=str(tmp_path / "bench"),
+                                split="all", split_file=split_file))
+    assert (run.benchmark.split, run.benchmark.split_file) == (None, split_file)
+    assert run.encoders[ENCODER].calibration.split_file == split_file
+    assert run.encoders[ENCODER].nearid == results.encoders[ENCODER].nearid  # the same rows as --split test
+    text = write_report(tmp_path / "bench" / "results.json").read_text()
+    assert f"<dt>split file</dt><dd>{split_file}</dd>" in text
+    assert "Gallery unavailable" not in text and text.count('class="card"') == GALLERY

@@ -13,6 +13,8 @@ from PIL import Image, ImageDraw
 import nearid
 from nearid.cli import main
 from nearid.errors import NearIDError
+from nearid.metrics import Threshold
+from nearid.results import BenchInfo, BenchResults, Calibration, EncoderResult, NearIDResult, read_results
 from nearid.score import plan_pairs, resolve_threshold, score_pairs
 
 
@@ -96,7 +98,14 @@ def test_dreambench_layout_writes_dbpp_keys(tmp_path):
     assert main(["score", "--refs", str(tmp_path / "samples"), "--model", "tiny", "--out", str(out)]) == 0
     keys = json.loads((tmp_path / "emu2.dbpp.json").read_text())
     assert set(keys) == {"object-object_00_backpack-0", "object-object_00_backpack-1"}
-    assert all(-100 <= v <= 100 for v in keys.values())
+    tiny = nearid.load_encoder("tiny", device="cpu")
+    for i, name in enumerate(["object_00_backpack-0", "object_00_backpack-1"]):
+        expected = 100 * cos(tiny, tmp_path / "samples" / "src_image" / "object" / f"{name}.jpg",
+                             tmp_path / "samples" / "tgt_image" / "object" / f"{name}.png")
+        assert keys[f"object-{name}"] == pytest.approx(expected, abs=1e-3)  # 100 x the pair's cosine (6 decimals kept)
+    assert keys["object-object_00_backpack-0"] != pytest.approx(keys["object-object_00_backpack-1"], abs=1e-2)
+    summary = read_results(tmp_path / "emu2.summary.json")
+    assert (summary.pairing, summary.n_pairs, summary.pairs_file) == ("dreambench", 2, "emu2.csv")
 
 
 def test_corrupt_generated_image_exit_2_and_no_output(tmp_path, capsys):
@@ -171,8 +180,10 @@ def test_thresholds(tmp_path, capsys):
     for i in range(2):
         draw(tmp_path / "refs" / f"{i}.png", i)
         draw(tmp_path / "gens" / f"{i}.png", i)  # identical: similarity 1
-    results = {"encoders": {"tiny:0 (untrained)": {"calibration": {"value": 0.5, "split": "val", "balanced_accuracy": 90.0}}}}
-    (tmp_path / "results.json").write_text(json.dumps(results))
+    calibration = Calibration(Threshold(0.5, 90.0, 85.0, 95.0, 10, 20), split="val")
+    encoder = EncoderResult("tiny", NearIDResult({}, {}), calibration=calibration)
+    info = BenchInfo(data="d", sources=[], condition="full", identities=0, split="val")
+    BenchResults(info, {"tiny:0 (untrained)": encoder}).write(tmp_path / "results.json")
     base = ["score", "--refs", str(tmp_path / "refs"), "--gens", str(tmp_path / "gens"), "--model", "tiny", "--out", str(tmp_path / "s.csv")]
     assert main([*base, "--threshold", "calibrated", "--calibration", str(tmp_path / "results.json")]) == 0
     assert "threshold 0.5000 (calibrated on val (results.json)): same 2, different 0" in capsys.readouterr().out
@@ -181,6 +192,12 @@ def test_thresholds(tmp_path, capsys):
     assert "--threshold calibrated needs --calibration FILE" in capsys.readouterr().err
     with pytest.raises(NearIDError, match="has no calibration for 'clip:x'"):
         resolve_threshold("calibrated", "clip:x", tmp_path / "results.json")
+    assert resolve_threshold("calibrated", "tiny:0 (untrained)", tmp_path / "results.json")["balanced_accuracy"] == 90.0
+    (tmp_path / "value.json").write_text('{"value": 0.3}')
+    assert resolve_threshold("calibrated", "m", tmp_path / "value.json") == {"value": 0.3, "source": "value.json"}
+    (tmp_path / "old.json").write_text('{"benchmark": {}, "encoders": {}}')  # unversioned: before the schema
+    with pytest.raises(NearIDError, match=r"old\.json: bench results of schema version 1, this nearid reads version 2"):
+        resolve_threshold("calibrated", "m", tmp_path / "old.json")
     assert resolve_threshold("0.25", "m", None) == {"value": 0.25, "source": "given"}
 
 

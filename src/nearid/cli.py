@@ -108,6 +108,7 @@ def cmd_bench(args) -> int:
         split_file=args.split_file,
         masks=args.masks,
         mtg=args.mtg,
+        mtg_split=args.mtg_split,
         batch_size=args.batch_size,
         device=args.device,
         dtype=args.dtype,
@@ -121,18 +122,14 @@ def cmd_bench(args) -> int:
 
 
 def cmd_metrics(args) -> int:
-    import numpy as np
+    from .simtables import score_nearid_csvs
 
-    from .metrics import nearid_scores
-    from .simtables import read_nearid_csv
-
-    tables = [read_nearid_csv(path) for path in args.tables]
-    score = nearid_scores(np.concatenate([t[0] for t in tables]), np.concatenate([t[1] for t in tables]))
+    score = score_nearid_csvs(args.tables)
     if args.json:
         print(json.dumps({"ssr": score.ssr, "pa": score.pa, "n_samples": score.n_samples, "n_trials": score.n_trials}))
     else:
         print(f"SSR {score.ssr:.2f}  PA {score.pa:.2f}  ({score.n_samples} identities, {score.n_trials} trials, "
-              f"{len(tables)} table{'s' if len(tables) > 1 else ''} pooled)")
+              f"{len(args.tables)} table{'s' if len(args.tables) > 1 else ''} pooled)")
     return 0
 
 
@@ -157,20 +154,20 @@ def cmd_score(args) -> int:
     threshold = resolve_threshold(args.threshold, encoder.name, args.calibration)
     result = score_pairs(encoder, plan, masks=args.masks, batch_size=args.batch_size, skip_errors=args.skip_errors)
     summary = write_outputs(result, args.out, threshold=threshold, fmt=args.format)
-    stats = summary["similarity"] or {}
-    print(f"scored {summary['n_pairs']} pairs ({plan.rule} pairing) with {encoder.name}; "
+    stats = summary.similarity or {}
+    print(f"scored {summary.n_pairs} pairs ({plan.rule} pairing) with {encoder.name}; "
           f"{result.embedded} unique images embedded")
     if stats:
         print("similarity: " + "  ".join(f"{k} {v:.4f}" for k, v in stats.items()))
-    for subject, values in list(summary["per_subject"].items())[:20]:
+    for subject, values in list(summary.per_subject.items())[:20]:
         print(f"  {subject:30s} n={values['n']:4d}  mean {values['mean']:.4f}  median {values['median']:.4f}")
-    if summary["decisions"]:
-        d, t = summary["decisions"], summary["threshold"]
+    if summary.decisions:
+        d, t = summary.decisions, summary.threshold
         print(f"threshold {t['value']:.4f} ({t['source']}): same {d['same']}, different {d['different']}")
-    if summary["errors"]:
-        print(f"skipped {summary['errors']} failures, listed in {summary['errors_file']}")
+    if summary.errors:
+        print(f"skipped {summary.errors} failures, listed in {summary.errors_file}")
     print(f"wrote {args.out} and {Path(args.out).with_suffix('').name}.summary.json")
-    if not summary["n_pairs"]:
+    if not summary.n_pairs:
         print("nearid score: error: no pair could be scored; see the errors file", file=sys.stderr)
         return 2
     return 0
@@ -267,6 +264,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split-file", help="JSON list of row positions (overrides --split)")
     p.add_argument("--masks", action="store_true", help="foreground only: black out backgrounds with the views' masks")
     p.add_argument("--mtg", help="MTG dataset (hub id or folder) to add the MTG benchmark")
+    p.add_argument("--mtg-split", default="test", help="MTG split to score (default: test, the paper's benchmark)")
     p.add_argument("--out", required=True, help="output folder (embedding store, sims/, results.*)")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--device", default="auto")

@@ -24,14 +24,14 @@ as measured; they are not the paper's numbers (those need SigLIP2-SO400M and the
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import NearIDError
-from .io import write_text_atomic
+from .metrics import DiscriminationScore
 from .ownership import create_owned, remove_owned
+from .results import DemoSummary, EncoderResult
 
 
 @dataclass(frozen=True)
@@ -53,7 +53,7 @@ class DemoConfig:
     headline_sources: tuple[str, ...] = ("Instance",)
 
 
-def run_demo(out_dir: str | Path = "runs/demo", config: DemoConfig = DemoConfig(), *, log=print) -> dict:
+def run_demo(out_dir: str | Path = "runs/demo", config: DemoConfig = DemoConfig(), *, log=print) -> DemoSummary:
     """Run the five steps into ``out_dir``; returns what ``results.json`` holds."""
     from .bench import BenchConfig, run_bench
     from .data import load_nearid
@@ -88,9 +88,9 @@ def run_demo(out_dir: str | Path = "runs/demo", config: DemoConfig = DemoConfig(
     encoders = ["histogram", f"siglip2-mean:{backbone}", f"siglip2-map:{backbone}"]
     bench_config = dict(data=str(data), sources=sources, split="test", device="cpu", dtype="fp32")
     frozen = run_bench(BenchConfig(encoders=encoders, out=str(out / "bench"), **bench_config))
-    for r in frozen["encoders"].values():
+    for r in frozen.encoders.values():
         h, a = _pooled(r, headline), _pooled(r, sources)
-        log(f"    {r['spec'].split(':')[0]:14s} {', '.join(headline)}: SSR {h['ssr']:5.1f}  PA {h['pa']:5.1f}   "
+        log(f"    {r.spec.split(':')[0]:14s} {', '.join(headline)}: SSR {h['ssr']:5.1f}  PA {h['pa']:5.1f}   "
             f"all sources: SSR {a['ssr']:5.1f}  PA {a['pa']:5.1f}")
 
     log(f"{clock()} 4/5 NearID head training on the frozen backbone (token cache)")
@@ -105,68 +105,63 @@ def run_demo(out_dir: str | Path = "runs/demo", config: DemoConfig = DemoConfig(
     results_bench = run_bench(BenchConfig(encoders=[*encoders, f"nearid:{model}"], out=str(out / "bench"), **bench_config))
     report = write_report(out / "bench" / "results.json", out / "report.html")
 
-    encoders_run = results_bench["encoders"].values()
-    scores = {r["spec"]: _pooled(r, headline) for r in encoders_run}
-    everything = {r["spec"]: _pooled(r, sources) for r in encoders_run}
+    encoders_run = results_bench.encoders.values()
+    scores = {r.spec: _pooled(r, headline) for r in encoders_run}
+    everything = {r.spec: _pooled(r, sources) for r in encoders_run}
     baseline_name, trained_name = f"siglip2-map:{backbone}", f"nearid:{model}"
-    results = {
-        "baseline": scores[baseline_name],
-        "trained": scores[trained_name],
-        "gain": _gain(scores[baseline_name], scores[trained_name]),
-        "headline_sources": headline,
-        "all_sources": {"baseline": everything[baseline_name], "trained": everything[trained_name],
-                        "gain": _gain(everything[baseline_name], everything[trained_name]), "sources": sources},
-        "encoders": scores,
-        "encoders_all_sources": everything,
-        "per_source": {r["spec"]: {s: _percent(v) for s, v in r["nearid"]["per_source"].items()} for r in encoders_run},
-        "setup": {**config.__dict__, "sources": sources, "headline_sources": headline,
-                  "test_identities": results_bench["benchmark"]["identities"],
-                  "baseline": "frozen stand-in backbone with its pretrained MAP head (siglip2-map)",
-                  "trained": "the same frozen backbone, MAP head retrained with L_NearID"},
-        "seconds": round(time.perf_counter() - started, 1),
-        "outputs": {"tables": str(out / "bench" / "results.md"), "report": str(report), "model": str(model)},
-    }
-    write_text_atomic(out / "results.json", json.dumps(results, indent=2) + "\n")
+    results = DemoSummary(
+        baseline=scores[baseline_name],
+        trained=scores[trained_name],
+        gain=_gain(scores[baseline_name], scores[trained_name]),
+        headline_sources=headline,
+        all_sources={"baseline": everything[baseline_name], "trained": everything[trained_name],
+                     "gain": _gain(everything[baseline_name], everything[trained_name]), "sources": sources},
+        encoders=scores,
+        encoders_all_sources=everything,
+        per_source={r.spec: {s: _percent(v) for s, v in r.nearid.per_source.items()} for r in encoders_run},
+        setup={**config.__dict__, "sources": sources, "headline_sources": headline,
+               "test_identities": results_bench.benchmark.identities,
+               "baseline": "frozen stand-in backbone with its pretrained MAP head (siglip2-map)",
+               "trained": "the same frozen backbone, MAP head retrained with L_NearID"},
+        seconds=round(time.perf_counter() - started, 1),
+        outputs={"tables": str(out / "bench" / "results.md"), "report": str(report), "model": str(model)},
+    )
+    results.write(out / "results.json")
     log("\n" + comparison_table(results))
     log(f"\n{clock()} done. results: {out / 'results.json'}   tables: {out / 'bench' / 'results.md'}   "
         f"report: {report}")
     return results
 
 
-def _percent(scores: dict) -> dict:
-    return {"ssr": float(scores["ssr"]), "pa": float(scores["pa"])}
+def _percent(score: DiscriminationScore) -> dict:
+    return {"ssr": float(score.ssr), "pa": float(score.pa)}
 
 
 def _gain(before: dict, after: dict) -> dict:
     return {k: after[k] - before[k] for k in ("ssr", "pa")}
 
 
-def _pooled(result: dict, sources: list[str]) -> dict:
-    """SSR / PA (percent) over ``sources``, pooled by concatenation: supports add up (identities for SSR,
-    trials for PA), exactly as the bench pools its groups."""
-    scores = [result["nearid"]["per_source"][s] for s in sources]
-    samples, trials = sum(s["n_samples"] for s in scores), sum(s["n_trials"] for s in scores)
-    successes = sum(s["ssr"] / 100 * s["n_samples"] for s in scores)
-    return {"ssr": 100 * successes / samples if samples else float("nan"),
-            "pa": 100 * sum(s["n_wins"] for s in scores) / trials if trials else float("nan")}
+def _pooled(result: EncoderResult, sources: list[str]) -> dict:
+    """SSR / PA (percent) over ``sources``, pooled as the bench pools its groups."""
+    return _percent(DiscriminationScore.pool(*(result.nearid.per_source[s] for s in sources)))
 
 
-def comparison_table(results: dict) -> str:
+def comparison_table(results: DemoSummary) -> str:
     """The printed summary: every encoder on the headline source(s) and on all sources, per source for
     the baseline and the trained head, and the gain."""
-    headline = ", ".join(results["headline_sources"])
+    headline = ", ".join(results.headline_sources)
     rows = [f"| encoder | SSR ({headline}) | PA ({headline}) | SSR (all sources) | PA (all sources) |",
             "|---|---:|---:|---:|---:|"]
-    for name, s in results["encoders"].items():
-        a = results["encoders_all_sources"][name]
+    for name, s in results.encoders.items():
+        a = results.encoders_all_sources[name]
         rows.append(f"| {name.split(':')[0]} | {s['ssr']:.1f} | {s['pa']:.1f} | {a['ssr']:.1f} | {a['pa']:.1f} |")
-    sources = results["all_sources"]["sources"]
+    sources = results.all_sources["sources"]
     rows += ["", "| SSR / PA per source | " + " | ".join(sources) + " |", "|---|" + "---:|" * len(sources)]
-    for name, s in results["per_source"].items():
+    for name, s in results.per_source.items():
         if name.startswith(("siglip2-map", "nearid")):
             rows.append(f"| {name.split(':')[0]} | " + " | ".join(f"{s[x]['ssr']:.1f} / {s[x]['pa']:.1f}" for x in sources) + " |")
-    gain, b, t = results["gain"], results["baseline"], results["trained"]
+    gain, b, t = results.gain, results.baseline, results.trained
     rows.append(f"\nNearID head vs frozen MAP head (baseline), {headline}: SSR {b['ssr']:.1f} -> {t['ssr']:.1f} "
                 f"({gain['ssr']:+.1f}), PA {b['pa']:.1f} -> {t['pa']:.1f} ({gain['pa']:+.1f}); all sources: SSR "
-                f"{results['all_sources']['gain']['ssr']:+.1f}, PA {results['all_sources']['gain']['pa']:+.1f}")
+                f"{results.all_sources['gain']['ssr']:+.1f}, PA {results.all_sources['gain']['pa']:+.1f}")
     return "\n".join(rows)

@@ -1,21 +1,45 @@
-"""Plan the pairs a benchmark needs, embed each unique image once, and fill similarity tables.
+"""Pure evaluation: plan the images a benchmark needs, fill similarity tables, score them.
 
-Positives are shared by every distractor source, so a run over 7 sources embeds each view once,
-not 7 times; image identity is the :class:`~nearid.images.ImageRef` key.
+:func:`plan_images` walks the benchmark once and lists each unique (image, mask) once, for every
+source and for MTG, with index arrays saying which row of the embedding matrix is which view or
+distractor; the same plan serves every encoder. Given that matrix (float64, one row per planned key),
+:func:`fill_tables` fills each source's table with one batched matrix product, and
+:func:`score_tables` turns tables into results (per source, the paper's source groups pooled by
+:meth:`~nearid.metrics.DiscriminationScore.pool`, the calibrated threshold, MTG). Nothing here knows
+about processes, stores or files; :mod:`nearid.bench` does. Positives are shared by every source, so
+a run over 7 sources embeds each view once, not 7 times; image identity is the
+:class:`~nearid.images.ImageRef` key.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
-import torch
 
-from .embedding import embed
-from .encoders import Encoder
+from .data.schema import HEADLINE_SOURCES, TRAINING_SOURCES, UNSEEN_FILL_SOURCES
 from .images import ImageRef
-from .metrics import VIEW_PAIRS, DiscriminationScore, nearid_scores
+from .metrics import (
+    VIEW_PAIRS,
+    DiscriminationScore,
+    calibrate_threshold,
+    mtg_scores,
+    nearid_scores,
+)
+from .results import Calibration, NearIDResult, SourceGroup
+
+#: The paper's pooled groups (spec 6.2); a group is reported when all its sources were evaluated.
+SOURCE_GROUPS = {
+    "training sources (4)": TRAINING_SOURCES,
+    "unseen fill sources (3)": UNSEEN_FILL_SOURCES,
+    "all 7 (headline)": HEADLINE_SOURCES,
+    "canny sources (2)": ("FluxC", "FluxC_1024"),
+}
+#: MTG's five similarities: (name, first image, second image) with images 0 = 1, 1 = 2, 2 = 1', 3 = 2'.
+MTG_PAIRS = (("mtg_sim_1_2", 0, 1), ("mtg_sim_1_1p", 0, 2), ("mtg_sim_1_2p", 0, 3), ("mtg_sim_2_2p", 1, 3),
+             ("mtg_sim_2_1p", 1, 2))
+_FIRST, _SECOND = np.array([a for a, _ in VIEW_PAIRS]), np.array([b for _, b in VIEW_PAIRS])
 
 
 @dataclass
@@ -39,28 +63,46 @@ class SimilarityTable:
 
 
 def pooled_scores(tables: dict[str, SimilarityTable]) -> DiscriminationScore:
-    """SSR / PA over several sources, pooled by concatenation (each (identity, source) counts once)."""
-    return nearid_scores(np.concatenate([t.pair for t in tables.values()]),
-                         np.concatenate([t.own_background for t in tables.values()]))
+    """SSR / PA over several sources: each (identity, source) counts once."""
+    return DiscriminationScore.pool(*(table.scores() for table in tables.values()))
 
 
-def unique_images(bench, sources: Sequence[str], *, masks: bool) -> dict[str, tuple[ImageRef, ImageRef | None]]:
-    """key -> (image, mask) for every view and distractor the tables need, each key once.
+@dataclass
+class ImagePlan:
+    """Every image a benchmark needs, each (image, mask) once, and where each one sits.
 
-    With ``masks`` a distractor is masked with its view's mask (the paper's protocol), so the key
-    of a masked image includes the mask it is cut with.
+    ``keys[r]`` / ``images[r]`` / ``masks[r]`` describe row r of the embedding matrix. ``views[i, j]``
+    is the row of identity i's view j and ``distractors[source][i, j]`` the row of its distractor in
+    view j's background; ``mtg[m]`` the rows of MTG sample m's images 1, 2, 1', 2'. -1: missing.
     """
-    plan: dict[str, tuple[ImageRef, ImageRef | None]] = {}
-    for identity in bench:
-        for j in identity.view_slots:
-            view = identity.views[j]
-            mask = view.mask if masks else None
-            plan.setdefault(image_key(view.image, mask), (view.image, mask))
-            for source in sources:
-                distractor = identity.distractor(source, j)
-                if distractor is not None:
-                    plan.setdefault(image_key(distractor, mask), (distractor, mask))
-    return plan
+
+    keys: list[str] = field(default_factory=list)
+    images: list[ImageRef] = field(default_factory=list)
+    masks: list[ImageRef | None] = field(default_factory=list)
+    ids: list = field(default_factory=list)
+    categories: list[str] = field(default_factory=list)
+    views: np.ndarray = field(default_factory=lambda: np.zeros((0, 3), dtype=np.int64))
+    distractors: dict[str, np.ndarray] = field(default_factory=dict)
+    mtg: np.ndarray | None = None
+    _rows: dict[str, int] = field(default_factory=dict, repr=False)
+
+    def add(self, image: ImageRef, mask: ImageRef | None) -> int:
+        """The row of (image, mask), appended when new."""
+        key = image_key(image, mask)
+        row = self._rows.get(key)
+        if row is None:
+            row = self._rows[key] = len(self.keys)
+            self.keys.append(key)
+            self.images.append(image)
+            self.masks.append(mask)
+        return row
+
+    @property
+    def sources(self) -> list[str]:
+        return list(self.distractors)
+
+    def __len__(self) -> int:
+        return len(self.keys)
 
 
 def image_key(image: ImageRef, mask: ImageRef | None) -> str:
@@ -68,42 +110,112 @@ def image_key(image: ImageRef, mask: ImageRef | None) -> str:
     return image.key if mask is None else f"{image.key}|mask={mask.key}"
 
 
-def similarity_tables(
-    encoder: Encoder, bench, sources: Sequence[str], *, masks: bool = False, batch_size: int = 32, progress=None
-) -> tuple[dict[str, SimilarityTable], int]:
-    """Embed the unique images of ``bench`` and fill one table per source; returns (tables, #embedded)."""
-    plan = unique_images(bench, sources, masks=masks)
-    keys = list(plan)
-    vectors = embed(encoder, [plan[k][0] for k in keys], [plan[k][1] for k in keys], batch_size=batch_size, progress=progress)
-    index = {key: i for i, key in enumerate(keys)}
-    return fill_tables(bench, sources, lambda image, mask: vectors[index[image_key(image, mask)]], masks=masks), len(keys)
+def plan_images(bench, sources: Sequence[str], *, masks: bool = False, mtg=None) -> ImagePlan:
+    """Walk ``bench`` (and ``mtg``) once and plan every view and distractor, each unique key once.
 
-
-def fill_tables(bench, sources: Sequence[str], vector_of, *, masks: bool) -> dict[str, SimilarityTable]:
-    """Similarity tables from a ``vector_of(image_ref, mask_ref) -> unit vector`` lookup.
-
-    With ``masks`` the distractor in view j's background is cut with view j's mask, whichever view
-    it is compared with (the paper: a distractor uses the silhouette of its positive).
+    With ``masks`` the distractor in view j's background is cut with view j's mask (the paper: a
+    distractor uses the silhouette of its positive), so the key of a masked image includes its mask;
+    MTG images are cut with their view's object mask.
     """
-    n = len(bench)
-    pair = np.full((n, len(VIEW_PAIRS)), np.nan)
-    cross = {source: np.full((n, 3, 3), np.nan) for source in sources}
-    ids = []
-    for i, identity in enumerate(bench):
-        ids.append(identity.id)
-        views = {}
+    plan = ImagePlan()
+    views, distractors = [], {source: [] for source in sources}
+    for identity in bench:
+        plan.ids.append(identity.id)
+        plan.categories.append(identity.category)
+        row, rows = [-1, -1, -1], {source: [-1, -1, -1] for source in sources}
         for j in identity.view_slots:
             view = identity.views[j]
-            views[j] = vector_of(view.image, view.mask if masks else None)
+            mask = view.mask if masks else None
+            row[j] = plan.add(view.image, mask)
+            for source in sources:
+                distractor = identity.distractor(source, j)
+                if distractor is not None:
+                    rows[source][j] = plan.add(distractor, mask)
+        views.append(row)
         for source in sources:
-            for b in views:
-                distractor = identity.distractor(source, b)
-                if distractor is None:
-                    continue
-                n_b = vector_of(distractor, identity.views[b].mask if masks else None)
-                for a, p_a in views.items():
-                    cross[source][i, a, b] = float(torch.dot(p_a, n_b))
-        for k, (a, b) in enumerate(VIEW_PAIRS):
-            if a in views and b in views:
-                pair[i, k] = float(torch.dot(views[a], views[b]))
-    return {source: SimilarityTable(source, ids, pair, cross[source]) for source in sources}
+            distractors[source].append(rows[source])
+    plan.views = np.array(views, dtype=np.int64).reshape(-1, 3)
+    plan.distractors = {source: np.array(rows, dtype=np.int64).reshape(-1, 3) for source, rows in distractors.items()}
+    if mtg is not None:
+        rows = []
+        for sample in mtg:
+            object_masks = [sample.object_masks[k] if masks else None for k in (0, 1)]
+            rows.append([plan.add(sample.originals[0], object_masks[0]), plan.add(sample.originals[1], object_masks[1]),
+                         plan.add(sample.edited[0], object_masks[0]), plan.add(sample.edited[1], object_masks[1])])
+        plan.mtg = np.array(rows, dtype=np.int64).reshape(-1, 4)
+    return plan
+
+
+def _gather(matrix: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """``matrix[rows]`` with a NaN vector where a row is -1 (missing)."""
+    padded = np.concatenate([np.asarray(matrix, dtype=np.float64), np.full((1, matrix.shape[1]), np.nan)])
+    return padded[np.where(rows < 0, len(matrix), rows)]
+
+
+def fill_tables(plan: ImagePlan, matrix: np.ndarray) -> dict[str, SimilarityTable]:
+    """One table per source from the embedding matrix (row r = ``plan.keys[r]``, unit vectors).
+
+    float64 throughout: a float32 dot product's last bit depends on memory alignment, and MTG
+    correlates similarities that can differ only in the fourth decimal. Each table is one batched
+    matrix product, views ``[N, 3, D]`` against distractors ``[N, 3, D]``; NaN rows make NaN cells.
+    """
+    views = _gather(matrix, plan.views)
+    pair = np.einsum("nad,nbd->nab", views, views)[:, _FIRST, _SECOND]
+    tables = {}
+    for source, rows in plan.distractors.items():
+        cross = np.einsum("nad,nbd->nab", views, _gather(matrix, rows))
+        tables[source] = SimilarityTable(source, list(plan.ids), pair.copy(), cross)
+    return tables
+
+
+def mtg_similarities(plan: ImagePlan, matrix: np.ndarray) -> dict[str, np.ndarray]:
+    """MTG's five similarities per sample (``MTG_PAIRS``), one row-wise product each."""
+    images = _gather(matrix, plan.mtg)
+    return {name: np.einsum("nd,nd->n", images[:, a], images[:, b]) for name, a, b in MTG_PAIRS}
+
+
+def mtg_oracles(mtg) -> tuple[np.ndarray, np.ndarray]:
+    """Per sample the oracles o1, o2 (the share of each object the edit left untouched; decodes masks)."""
+    return (np.array([sample.oracle(0) for sample in mtg], dtype=np.float64),
+            np.array([sample.oracle(1) for sample in mtg], dtype=np.float64))
+
+
+def source_groups(sources: Sequence[str]) -> dict[str, tuple[str, ...]]:
+    """The paper's groups whose sources were all run, and ``all sources`` unless one of them is that."""
+    sources = list(sources)
+    groups = {name: members for name, members in SOURCE_GROUPS.items() if set(members) <= set(sources)}
+    if len(sources) == 1 or not any(set(m) == set(sources) for m in groups.values()):
+        groups["all sources"] = tuple(sources)
+    return groups
+
+
+def score_tables(tables: dict[str, SimilarityTable]) -> NearIDResult:
+    """Per-source SSR / PA and every group's, pooled from the per-source counts."""
+    per_source = {source: table.scores() for source, table in tables.items()}
+    groups = {name: SourceGroup(list(members), DiscriminationScore.pool(*(per_source[m] for m in members)))
+              for name, members in source_groups(list(tables)).items()}
+    return NearIDResult(per_source, groups)
+
+
+def calibration(tables: dict[str, SimilarityTable], *, split: str | None, split_file: str | None) -> Calibration:
+    """The same/different cut between true pairs (each once: sources share views) and every source's
+    own-background distractors, for ``nearid score --threshold calibrated`` (calibrate on a val split)."""
+    positives = next(iter(tables.values())).pair.reshape(-1)
+    distractors = np.concatenate([t.own_background.reshape(-1) for t in tables.values()])
+    return Calibration(calibrate_threshold(positives, distractors), split=split, split_file=split_file)
+
+
+def score_mtg(sims: dict[str, np.ndarray], oracles: tuple[np.ndarray, np.ndarray]):
+    """MTG scores from :func:`mtg_similarities` and :func:`mtg_oracles`."""
+    return mtg_scores(*(sims[name] for name, _, _ in MTG_PAIRS), *oracles)
+
+
+def similarity_tables(
+    encoder, bench, sources: Sequence[str], *, masks: bool = False, batch_size: int = 32, progress=None
+) -> tuple[dict[str, SimilarityTable], int]:
+    """Embed the unique images of ``bench`` and fill one table per source; returns (tables, #embedded)."""
+    from .embedding import embed  # torch: only when embedding here, never to score
+
+    plan = plan_images(bench, sources, masks=masks)
+    vectors = embed(encoder, plan.images, plan.masks, batch_size=batch_size, progress=progress)
+    return fill_tables(plan, vectors.double().numpy()), len(plan)

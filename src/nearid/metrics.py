@@ -7,13 +7,14 @@ background, every pair of views a < b gives two *directed margins*
 
 A margin is a valid trial when both similarities exist (are finite); it is a win when it is strictly
 positive (a tie loses). SSR is the share of identities with at least one valid trial whose valid
-trials all win; PA is wins / valid trials. Pooling several tables concatenates their identities
-(micro-averaging), which is how the paper averages over sources.
+trials all win; PA is wins / valid trials. Scores are kept as counts, so pooling several tables
+(micro-averaging, which is how the paper averages over sources) is adding them:
+:meth:`DiscriminationScore.pool`.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 
 import numpy as np
 
@@ -22,16 +23,46 @@ VIEW_PAIRS = ((0, 1), (0, 2), (1, 2))
 
 @dataclass(frozen=True)
 class DiscriminationScore:
-    """SSR and PA in percent, with their supports."""
+    """SSR and PA as *counts*, so scores of disjoint sets of identities add up exactly.
 
-    ssr: float
-    pa: float
-    n_samples: int  # identities with at least one valid trial
-    n_trials: int
-    n_wins: int
+    Every field is a count, and every ratio is a property over a (numerator, denominator) pair of
+    them: SSR = ``n_all_win / n_samples``, PA = ``n_wins / n_trials``. Pooling (:meth:`pool`) adds
+    the counts field by field, which is micro-averaging, the paper's way of averaging over sources;
+    a further pair of counts (e.g. the authors' "PA as published") is one more field and one more
+    property, and pooling needs no change.
+    """
+
+    n_samples: int = 0  # identities with at least one valid trial
+    n_all_win: int = 0  # of those, identities whose valid trials all win
+    n_trials: int = 0  # valid trials
+    n_wins: int = 0  # winning trials
+
+    @property
+    def ssr(self) -> float:
+        """Percent of identities (with a valid trial) whose valid trials all win; NaN without one."""
+        return 100.0 * self.n_all_win / self.n_samples if self.n_samples else float("nan")
+
+    @property
+    def pa(self) -> float:
+        """Percent of valid trials that win; NaN without one."""
+        return 100.0 * self.n_wins / self.n_trials if self.n_trials else float("nan")
+
+    @classmethod
+    def pool(cls, *scores: DiscriminationScore) -> DiscriminationScore:
+        """The score of the union of the scored sets: every count summed. The only pooling function."""
+        return cls(**{f.name: sum(getattr(s, f.name) for s in scores) for f in fields(cls)})
+
+    def __add__(self, other: DiscriminationScore) -> DiscriminationScore:
+        return type(self).pool(self, other)
 
     def as_dict(self) -> dict:
-        return asdict(self)
+        """``ssr``, ``pa`` (percent) and every count: the layout of ``results.json``."""
+        return {"ssr": self.ssr, "pa": self.pa, **{f.name: getattr(self, f.name) for f in fields(self)}}
+
+    @classmethod
+    def from_dict(cls, values: dict) -> DiscriminationScore:
+        """The counts of an :meth:`as_dict` (the percentages are derived, never read)."""
+        return cls(**{f.name: int(values[f.name]) for f in fields(cls)})
 
 
 def nearid_margins(pair_sims: np.ndarray, cross_sims: np.ndarray) -> np.ndarray:
@@ -55,18 +86,13 @@ def discrimination(margins: np.ndarray) -> DiscriminationScore:
     wins = valid & (np.where(valid, margins, 0.0) > 0)
     has_trial = valid.any(axis=1)
     all_win = (wins | ~valid).all(axis=1) & has_trial
-    n_samples, n_trials, n_wins = int(has_trial.sum()), int(valid.sum()), int(wins.sum())
     return DiscriminationScore(
-        ssr=100.0 * all_win.sum() / n_samples if n_samples else float("nan"),
-        pa=100.0 * n_wins / n_trials if n_trials else float("nan"),
-        n_samples=n_samples,
-        n_trials=n_trials,
-        n_wins=n_wins,
+        n_samples=int(has_trial.sum()), n_all_win=int(all_win.sum()), n_trials=int(valid.sum()), n_wins=int(wins.sum())
     )
 
 
 def nearid_scores(pair_sims: np.ndarray, cross_sims: np.ndarray) -> DiscriminationScore:
-    """SSR / PA of one similarity table; concatenate tables along axis 0 to pool them."""
+    """SSR / PA of one similarity table (pool several with :meth:`DiscriminationScore.pool`)."""
     return discrimination(nearid_margins(pair_sims, cross_sims))
 
 
@@ -99,18 +125,42 @@ def fisher_z_mean(values, *, clip: float = 0.999, nan_as_zero: bool = False) -> 
 # --------------------------------------------------------------------------------- MTG
 @dataclass(frozen=True)
 class MTGScore:
-    """MTG benchmark: oracle alignment (M-O, M-Opair) and part-level discrimination (SSR, PA, percent)."""
+    """MTG benchmark: oracle alignment (M-O, M-Opair) and part-level discrimination (SSR, PA, percent).
+
+    SSR / PA are kept as the counts of a :class:`DiscriminationScore` (``discrimination``), so they pool
+    like NearID-bench's; M-O and M-Opair are correlations over the samples and do not add up."""
 
     m_o: float
     m_opair: float
-    ssr: float
-    pa: float
-    n_samples: int
-    n_trials: int
     correlations: tuple[float, float, float, float]  # r(s11p,o1), r(s22p,o2), r(s12p,o2), r(s21p,o1)
+    discrimination: DiscriminationScore
+
+    @property
+    def ssr(self) -> float:
+        return self.discrimination.ssr
+
+    @property
+    def pa(self) -> float:
+        return self.discrimination.pa
+
+    @property
+    def n_samples(self) -> int:
+        return self.discrimination.n_samples
+
+    @property
+    def n_trials(self) -> int:
+        return self.discrimination.n_trials
 
     def as_dict(self) -> dict:
-        return asdict(self)
+        """``m_o``, ``m_opair``, the discrimination's ``ssr``, ``pa`` and counts, ``correlations``."""
+        return {"m_o": self.m_o, "m_opair": self.m_opair, **self.discrimination.as_dict(),
+                "correlations": list(self.correlations)}
+
+    @classmethod
+    def from_dict(cls, values: dict) -> MTGScore:
+        return cls(m_o=float(values["m_o"]), m_opair=float(values["m_opair"]),
+                   correlations=tuple(float(r) for r in values["correlations"]),
+                   discrimination=DiscriminationScore.from_dict(values))
 
 
 def mtg_scores(s_12, s_11p, s_12p, s_22p, s_21p, oracle_1, oracle_2) -> MTGScore:
@@ -118,16 +168,12 @@ def mtg_scores(s_12, s_11p, s_12p, s_22p, s_21p, oracle_1, oracle_2) -> MTGScore
     image with one part edited. M-O is the Fisher-z mean of the four similarity-oracle correlations
     (an undefined one counts as 0); M-Opair of the two same-background ones."""
     s_12, s_11p, s_22p = (np.asarray(a, dtype=np.float64) for a in (s_12, s_11p, s_22p))
-    score = discrimination(np.stack([s_12 - s_11p, s_12 - s_22p], axis=1))
     r = (pearson(s_11p, oracle_1), pearson(s_22p, oracle_2), pearson(s_12p, oracle_2), pearson(s_21p, oracle_1))
     return MTGScore(
         m_o=fisher_z_mean(r, nan_as_zero=True),
         m_opair=fisher_z_mean(r[:2], nan_as_zero=True),
-        ssr=score.ssr,
-        pa=score.pa,
-        n_samples=score.n_samples,
-        n_trials=score.n_trials,
         correlations=r,
+        discrimination=discrimination(np.stack([s_12 - s_11p, s_12 - s_22p], axis=1)),
     )
 
 

@@ -14,7 +14,6 @@ import csv
 import html
 import io
 import itertools
-import json
 import math
 import os
 import re
@@ -25,15 +24,15 @@ import numpy as np
 from .errors import NearIDError
 from .io import write_text_atomic
 from .metrics import VIEW_PAIRS, nearid_margins
+from .results import BenchInfo, BenchResults, EncoderResult, ScoreSummary, read_results
 from .simtables import read_mtg_csv, read_nearid_csv
-from .tables import PRIMARY_GROUPS, _fmt, table_rows
+from .tables import _fmt, primary_group, table_rows
 
 GALLERY = 8  # worst failures per encoder / lowest-scoring pairs
 THUMB = 160  # longest side of a gallery thumbnail, pixels
 DPI = 144  # plots are drawn at 1.5x and shown at 96 dpi, so they stay sharp on dense screens
 COLOURS = ("#2b6cb0", "#dd6b20", "#2f855a", "#805ad5", "#c53030", "#319795", "#b7791f", "#4a5568")
 NUMBER = re.compile(r"[-+]?[0-9.]*|–")  # table cells right-aligned as numbers (– is a missing number)
-EXPECTED = 'expected a bench results.json (with "encoders") or a score summary (with "kind": "score")'
 
 CSS = """
 body{margin:0;background:#f7f7f8;color:#1f2328;font:15px/1.5 system-ui,-apple-system,"Segoe UI",Roboto,
@@ -62,29 +61,14 @@ figcaption{color:#57606a;font-size:13px;max-width:900px}
 def write_report(results_path: str | os.PathLike, out_path: str | os.PathLike | None = None) -> Path:
     """Write the report for ``results_path`` (default: ``report.html`` beside it) atomically."""
     path = Path(results_path)
-    results = _read_results(path)
-    try:
-        title, body = (_score_page if results.get("kind") == "score" else _bench_page)(results, path)
-    except KeyError as exc:
-        raise NearIDError(f"{path}: missing field {exc}; {EXPECTED}") from None
+    results = read_results(path, (BenchResults, ScoreSummary))
+    title, body = (_score_page if isinstance(results, ScoreSummary) else _bench_page)(results, path)
     out = Path(out_path) if out_path is not None else path.parent / "report.html"
     write_text_atomic(out, f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><meta name="viewport" '
                       f'content="width=device-width, initial-scale=1"><title>{_e(title)}</title><style>{CSS}</style>'
                       f'</head><body><main>{body}<p class="lead">Made by <code>nearid report</code> from '
                       f"{_e(path.name)}; re-make it at any time, nothing is re-embedded.</p></main></body></html>\n")
     return out
-
-
-def _read_results(path: Path) -> dict:
-    try:
-        results = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise NearIDError(f"{path}: no such file; {EXPECTED}") from None
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise NearIDError(f"{path}: not readable as JSON ({exc}); {EXPECTED}") from None
-    if not isinstance(results, dict) or not (results.get("kind") == "score" or isinstance(results.get("encoders"), dict)):
-        raise NearIDError(f"{path}: not a nearid results file; {EXPECTED}")
-    return results
 
 
 # ------------------------------------------------------------------------------------ HTML pieces
@@ -160,25 +144,25 @@ def _hist_bins(values: np.ndarray, n: int = 40, edge: float | None = None) -> np
 
 
 # ------------------------------------------------------------------------------------ bench page
-def _bench_page(results: dict, path: Path) -> tuple[str, str]:
-    bench = results["benchmark"]
-    sims = {name: _read_sims(path.parent, result, bench) for name, result in results["encoders"].items()}
-    mtg = bench.get("mtg") and f"{bench['mtg']} ({bench.get('mtg_samples')} samples)"
+def _bench_page(results: BenchResults, path: Path) -> tuple[str, str]:
+    bench = results.benchmark
+    sims = {name: _read_sims(path.parent, result, bench) for name, result in results.encoders.items()}
+    mtg = bench.mtg and f"{bench.mtg} ({bench.mtg_split} split, {bench.mtg_samples} samples)"
     parts = ["<h1>NearID-bench report</h1>", _facts([
-        ("data", bench["data"]), ("split", bench.get("split")), ("identities", bench.get("identities")),
-        ("sources", ", ".join(bench["sources"])), ("images", bench.get("condition")),
-        ("loaded", bench.get("load_report")), ("MTG", mtg), ("results", path.name)])]
+        ("data", bench.data), ("split", bench.split), ("split file", bench.split_file),
+        ("identities", bench.identities), ("sources", ", ".join(bench.sources)), ("images", bench.condition),
+        ("loaded", bench.load_report), ("MTG", mtg), ("results", path.name)])]
     parts += ["<h2>Metrics</h2>", _metrics_table(results), "<h2>Similarities and margins</h2>", *_bench_plots(results, sims)]
     parts += ["<h2>Worst failures</h2>", _failures_section(bench, sims)]
     return "NearID-bench report", "\n".join(parts)
 
 
-def _metrics_table(results: dict) -> str:
+def _metrics_table(results: BenchResults) -> str:
     """``tables.table_rows`` (the same numbers as results.md), with a two-row header to stay narrow."""
     header, rows = table_rows(results)
-    cells = [[_e(row[0].replace(" (untrained)", "")) + ('<span class="badge">untrained</span>' if r.get("untrained") else "")]
-             + [_e(_fmt(v, c)) for v, c in zip(row[1:], header[1:])] for row, r in zip(rows, results["encoders"].values())]
-    primary = next((g for g in PRIMARY_GROUPS for r in results["encoders"].values() if g in r["nearid"]["groups"]), "")
+    cells = [[_e(row[0].replace(" (untrained)", "")) + ('<span class="badge">untrained</span>' if r.untrained else "")]
+             + [_e(_fmt(v, c)) for v, c in zip(row[1:], header[1:])] for row, r in zip(rows, results.encoders.values())]
+    primary = primary_group(results)
     groups = [(h.rpartition(" ")[0] or f"pooled: {primary}", h.rpartition(" ")[2]) for h in header[1:]]
     head = (f'<tr><th rowspan="2">{_e(header[0])}</th>' + "".join(f'<th colspan="{len(list(g))}" class="group">{_e(name)}</th>'
             for name, g in itertools.groupby(groups, key=lambda g: g[0])) + "</tr><tr>"
@@ -187,8 +171,8 @@ def _metrics_table(results: dict) -> str:
                                          "PA: winning trials). MTG M-O / M-Opair are correlations. Untrained encoders "
                                          "have random weights: a floor, not a baseline.</p>")
     keys = (("value", 4), ("balanced_accuracy", 1), ("true_positive_rate", 1), ("true_negative_rate", 1))
-    calibration = [[_e(name)] + [f"{r['calibration'][k]:.{d}f}" for k, d in keys]
-                   for name, r in results["encoders"].items() if r.get("calibration")]
+    calibration = [[_e(name)] + [f"{getattr(r.calibration.threshold, k):.{d}f}" for k, d in keys]
+                   for name, r in results.encoders.items() if r.calibration is not None]
     if calibration:
         out += "<h3>Same/different threshold calibrated on this split</h3>" + _table(
             ["encoder", "threshold", "balanced accuracy %", "true pairs called same %", "distractors called different %"],
@@ -196,12 +180,12 @@ def _metrics_table(results: dict) -> str:
     return out
 
 
-def _read_sims(folder: Path, result: dict, bench: dict) -> dict:
+def _read_sims(folder: Path, result: EncoderResult, bench: BenchInfo) -> dict:
     """Per source: sample ids, ``pair [N, 3]``, ``own [N, 3]`` (view vs own-background distractor), margins."""
     tables, missing, mtg = {}, [], None
-    sims = folder / result.get("sims_folder", "")
-    condition = bench.get("condition", "full")
-    for source in bench["sources"]:
+    sims = folder / result.sims_folder
+    condition = bench.condition
+    for source in bench.sources:
         try:
             pair, own = read_nearid_csv(sims / f"{source}_{condition}.csv")
             with open(sims / f"{source}_{condition}.csv", newline="") as handle:
@@ -210,13 +194,13 @@ def _read_sims(folder: Path, result: dict, bench: dict) -> dict:
         except (NearIDError, OSError) as exc:
             missing.append(str(exc))
     try:
-        mtg = read_mtg_csv(sims / f"mtg_{condition}.csv") if result.get("mtg") else None
+        mtg = read_mtg_csv(sims / f"mtg_{condition}.csv") if result.mtg is not None else None
     except (NearIDError, OSError) as exc:
         missing.append(str(exc))
-    return {"tables": tables, "missing": missing, "mtg": mtg, "mtg_score": result.get("mtg")}
+    return {"tables": tables, "missing": missing, "mtg": mtg, "mtg_score": result.mtg}
 
 
-def _pooled(tables: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _all_sources(tables: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """True-pair similarities (each pair once: sources share views), distractor similarities, margins."""
     pairs = {(i, k): v for t in tables.values() for i, row in zip(t["ids"], t["pair"]) for k, v in enumerate(row)}
     finite = lambda a: a[np.isfinite(a)]  # noqa: E731
@@ -252,15 +236,16 @@ def _mtg_panel(ax, item) -> None:
                label="same background: s(1, 1′), s(2, 2′)")
     ax.scatter(np.r_[o2, o1], np.r_[sims["mtg_sim_1_2p"], sims["mtg_sim_2_1p"]], s=12, color=COLOURS[1],
                marker="^", label="other background: s(1, 2′), s(2, 1′)")
-    score = s["mtg_score"] or {}
-    ax.set(title=f"{name}: M-O {score.get('m_o', np.nan):.3f}, M-Opair {score.get('m_opair', np.nan):.3f}",
+    score = s["mtg_score"]
+    m_o, m_opair = (score.m_o, score.m_opair) if score is not None else (np.nan, np.nan)
+    ax.set(title=f"{name}: M-O {m_o:.3f}, M-Opair {m_opair:.3f}",
            xlabel="oracle (share of the object untouched)", ylabel="similarity to the edited image")
     ax.legend(loc="best")
 
 
-def _bench_plots(results: dict, sims: dict) -> list[str]:
+def _bench_plots(results: BenchResults, sims: dict) -> list[str]:
     out = [_note(f"{name}: {m}") for name, s in sims.items() for m in s["missing"]]
-    have = [(name, _pooled(s["tables"])) for name, s in sims.items() if s["tables"]]
+    have = [(name, _all_sources(s["tables"])) for name, s in sims.items() if s["tables"]]
     if have:
         out.append(_plot(have, _similarity_panel, "<b>Similarity distributions</b>, all sources pooled: true pairs (two "
                          "views of one object, different backgrounds) against matched-context distractors (a view "
@@ -281,15 +266,15 @@ def _bench_plots(results: dict, sims: dict) -> list[str]:
     return out
 
 
-def _source_bars(results: dict) -> str:
-    names, sources = list(results["encoders"]), results["benchmark"]["sources"]
+def _source_bars(results: BenchResults) -> str:
+    names, sources = list(results.encoders), results.benchmark.sources
 
     def draw(ax, metric):
         width = 0.8 / len(names)
         for e, name in enumerate(names):
-            per = results["encoders"][name]["nearid"]["per_source"]
+            per = results.encoders[name].nearid.per_source
             x = np.arange(len(sources)) + (e - (len(names) - 1) / 2) * width
-            bars = ax.bar(x, [per.get(s, {}).get(metric, np.nan) for s in sources], width,
+            bars = ax.bar(x, [getattr(per[s], metric) if s in per else np.nan for s in sources], width,
                           color=COLOURS[e % len(COLOURS)], label=name)
             if len(sources) * len(names) <= 28:
                 ax.bar_label(bars, fmt="%.0f", fontsize=6.5, padding=1)
@@ -322,28 +307,25 @@ def _worst(tables: dict, n: int = GALLERY) -> list[dict]:
     return found
 
 
-def _open_identities(bench: dict) -> tuple[dict | None, str | None]:
+def _open_identities(bench: BenchInfo) -> tuple[dict | None, str | None]:
     """The benchmark's identities by id, or why the data cannot be opened any more."""
     from .data import load_nearid
 
-    split = bench.get("split")
-    is_file = isinstance(split, str) and (split.endswith(".json") or os.path.isfile(split))
     try:
-        data = load_nearid(bench["data"], bench["sources"], split=None if is_file else split,
-                           split_file=split if is_file else None)
+        data = load_nearid(bench.data, bench.sources, split=bench.split, split_file=bench.split_file)
         return {str(identity.id): identity for identity in data}, None
     except Exception as exc:  # noqa: BLE001 - a moved dataset costs the gallery, never the report
         return None, f"{type(exc).__name__}: {exc}".splitlines()[0]
 
 
-def _failures_section(bench: dict, sims: dict) -> str:
+def _failures_section(bench: BenchInfo, sims: dict) -> str:
     worst = {name: _worst(s["tables"]) for name, s in sims.items() if s["tables"]}
     identities, why = _open_identities(bench) if any(worst.values()) else ({}, None)
     parts = ['<p class="lead">Per encoder, the identities with the most negative directed margins over all sources, '
              "each by its worst trial: the anchor view, the other view of the same object (it should be closer), and "
              "the distractor in the anchor's own background that beat it.</p>"]
     if identities is None:
-        parts.append(_note(f"Gallery unavailable: the benchmark data at {bench['data']} cannot be opened any more "
+        parts.append(_note(f"Gallery unavailable: the benchmark data at {bench.data} cannot be opened any more "
                            f"({why}). The numbers below come from the similarity tables."))
     for name, failures in worst.items():
         parts.append(f"<h3>{_e(name)}</h3>")
@@ -368,20 +350,22 @@ def _failure_card(f: dict, identity) -> str:
 
 
 # ------------------------------------------------------------------------------------ score page
-def _score_page(summary: dict, path: Path) -> tuple[str, str]:
-    sim, threshold, decisions = summary["similarity"], summary.get("threshold"), summary.get("decisions")
-    errors = f"{summary.get('errors', 0)}" + (f" (see {summary['errors_file']})" if summary.get("errors_file") else "")
+def _score_page(summary: ScoreSummary, path: Path) -> tuple[str, str]:
+    sim, threshold, decisions = summary.similarity, summary.threshold, summary.decisions
+    errors = f"{summary.errors}" + (f" (see {summary.errors_file})" if summary.errors_file else "")
     parts = ["<h1>Score report</h1>", _facts([
-        ("model", summary.get("model")), ("pairing", summary.get("pairing")), ("pairs scored", summary.get("n_pairs")),
+        ("model", summary.model), ("pairing", summary.pairing), ("pairs scored", summary.n_pairs),
         ("threshold", threshold and f"{threshold['value']:.4f} ({threshold.get('source', '')})"),
         ("decisions", decisions and f"{decisions.get('same', 0)} same, {decisions.get('different', 0)} different"),
         ("errors", errors), ("summary", path.name)])]
-    parts += ["<h2>Similarity</h2>", _table(["", "mean", "median", "std", "min", "max"],
-              [["all pairs"] + [f"{sim[k]:.4f}" for k in ("mean", "median", "std", "min", "max")]])]
-    pairs, why = _read_pairs(path.parent / summary["pairs_file"]) if summary.get("pairs_file") else (None, "no pairs file")
+    parts.append("<h2>Similarity</h2>")
+    parts.append(_table(["", "mean", "median", "std", "min", "max"],
+                        [["all pairs"] + [f"{sim[k]:.4f}" for k in ("mean", "median", "std", "min", "max")]])
+                 if sim else _note("No pair could be scored."))
+    pairs, why = _read_pairs(path.parent / summary.pairs_file) if summary.pairs_file else (None, "no pairs file")
     if pairs:
         parts.append(_score_histogram(pairs, threshold))
-    subjects = sorted((summary.get("per_subject") or {}).items(), key=lambda item: item[1].get("mean", 0))
+    subjects = sorted((summary.per_subject or {}).items(), key=lambda item: item[1].get("mean", 0))
     if subjects:
         parts += ["<h2>Per subject</h2>", '<p class="lead">Lowest mean first.</p>', _table(
             ["subject", "pairs", "mean", "median"],

@@ -31,6 +31,7 @@ import numpy as np
 from .embedding import embed
 from .errors import NearIDError
 from .io import atomic_path, write_text_atomic
+from .results import BenchResults, ScoreSummary, read_results
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif"}
 
@@ -220,7 +221,7 @@ def score_pairs(encoder, plan: PairPlan, *, masks: str | os.PathLike | None = No
 
 
 # ------------------------------------------------------------------------------------- outputs
-def summarise(result: ScoreResult, threshold: dict | None) -> dict:
+def summarise(result: ScoreResult, threshold: dict | None) -> ScoreSummary:
     sims = result.similarities[np.isfinite(result.similarities)]
     stats = lambda x: {"mean": float(np.mean(x)), "median": float(np.median(x)), "std": float(np.std(x)),  # noqa: E731
                        "min": float(np.min(x)), "max": float(np.max(x))} if len(x) else None
@@ -228,25 +229,24 @@ def summarise(result: ScoreResult, threshold: dict | None) -> dict:
     for pair, value in zip(result.plan.pairs, result.similarities):
         if pair.subject and np.isfinite(value):
             per_subject[pair.subject].append(value)
-    summary = {
-        "kind": "score",
-        "model": result.model,
-        "pairing": result.plan.rule,
-        "n_pairs": int(len(sims)),
-        "unique_images_embedded": result.embedded,
-        "similarity": stats(sims),
-        "per_subject": {s: {"n": len(v), "mean": float(np.mean(v)), "median": float(np.median(v))} for s, v in sorted(per_subject.items())},
-        "threshold": threshold,
-        "decisions": None,
-        "errors": len(result.failures),
-    }
+    decisions = None
     if threshold is not None:
         same = int((sims > threshold["value"]).sum())
-        summary["decisions"] = {"same": same, "different": int(len(sims) - same)}
-    return summary
+        decisions = {"same": same, "different": int(len(sims) - same)}
+    return ScoreSummary(
+        model=result.model,
+        pairing=result.plan.rule,
+        n_pairs=int(len(sims)),
+        unique_images_embedded=result.embedded,
+        similarity=stats(sims),
+        per_subject={s: {"n": len(v), "mean": float(np.mean(v)), "median": float(np.median(v))} for s, v in sorted(per_subject.items())},
+        threshold=threshold,
+        decisions=decisions,
+        errors=len(result.failures),
+    )
 
 
-def write_outputs(result: ScoreResult, out: str | os.PathLike, *, threshold: dict | None, fmt: str = "csv") -> dict:
+def write_outputs(result: ScoreResult, out: str | os.PathLike, *, threshold: dict | None, fmt: str = "csv") -> ScoreSummary:
     """Per-pair file (csv or jsonl), ``<stem>.summary.json``, and for subjects ``<stem>.per_generated.csv``;
     failed pairs go to ``<stem>.errors.csv``. Every file is written atomically."""
     out = Path(out)
@@ -270,20 +270,19 @@ def write_outputs(result: ScoreResult, out: str | os.PathLike, *, threshold: dic
             writer.writeheader()
             writer.writerows(rows)
     summary = summarise(result, threshold)
-    summary["pairs_file"] = out.name
-    summary["errors_file"] = None
+    summary.pairs_file = out.name
     if result.failures:
         errors = Path(f"{stem}.errors.csv")
         with atomic_path(errors) as tmp, open(tmp, "w", newline="") as handle:
             writer = csv.writer(handle)
             writer.writerow(["path", "error"])
             writer.writerows(sorted(result.failures.items()))
-        summary["errors_file"] = errors.name
+        summary.errors_file = errors.name
     if result.plan.rule == "subjects":
-        summary["per_generated_file"] = _write_per_generated(result, Path(f"{stem}.per_generated.csv"))
+        summary.per_generated_file = _write_per_generated(result, Path(f"{stem}.per_generated.csv"))
     if result.plan.rule == "dreambench":  # DreamBench++ layout: feeds `nearid dbpp --scores DIR --name ...`
         write_text_atomic(f"{stem}.dbpp.json", json.dumps({r["key"]: 100 * r["similarity"] for r in rows}, indent=0))
-    write_text_atomic(f"{stem}.summary.json", json.dumps(summary, indent=2) + "\n")
+    summary.write(f"{stem}.summary.json")
     return summary
 
 
@@ -316,15 +315,18 @@ def resolve_threshold(threshold: str | None, model: str, calibration: str | os.P
     path = Path(calibration)
     try:
         data = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise NearIDError(f"{path}: cannot read the calibration ({exc})") from None
-    if "encoders" in data:
-        entry = data["encoders"].get(model, {}).get("calibration")
-        if entry is None:
-            known = ", ".join(data["encoders"])
-            raise NearIDError(f"{path}: has no calibration for '{model}' (it has: {known}); run `nearid bench` with this model")
-        return {"value": float(entry["value"]), "source": f"calibrated on {entry.get('split')} ({path.name})",
-                "balanced_accuracy": entry.get("balanced_accuracy")}
-    if "value" in data:
-        return {"value": float(data["value"]), "source": path.name}
-    raise NearIDError(f"{path}: not a calibration file (expected a bench results.json or {{\"value\": x}})")
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise NearIDError(f"{path}: cannot read the calibration ({str(exc).splitlines()[0]})") from None
+    is_results = isinstance(data, dict) and bool({"kind", "schema_version", "encoders"} & set(data))
+    if not is_results:
+        if isinstance(data, dict) and isinstance(data.get("value"), (int, float)):
+            return {"value": float(data["value"]), "source": path.name}
+        raise NearIDError(f"{path}: not a calibration file (expected a bench results.json or {{\"value\": x}})")
+    results = read_results(path, (BenchResults,))
+    entry = results.encoders.get(model)
+    if entry is None or entry.calibration is None:
+        known = ", ".join(results.encoders)
+        raise NearIDError(f"{path}: has no calibration for '{model}' (it has: {known}); run `nearid bench` with this model")
+    return {"value": entry.calibration.threshold.value,
+            "source": f"calibrated on {entry.calibration.split_label} ({path.name})",
+            "balanced_accuracy": entry.calibration.threshold.balanced_accuracy}

@@ -17,6 +17,7 @@ import numpy as np
 
 from .errors import NearIDError
 from .io import atomic_path
+from .metrics import DiscriminationScore, nearid_scores
 
 PAIR_COLUMNS = ("sim_01", "sim_02", "sim_12")
 CROSS_COLUMNS = tuple(f"cross_{a}{b}" for a in range(3) for b in range(3))
@@ -78,6 +79,11 @@ def read_nearid_csv(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
     pair = np.array([[_number(path, n + 2, c, row[c]) for c in PAIR_COLUMNS] for n, row in enumerate(rows)]).reshape(-1, 3)
     cross = np.array([[_number(path, n + 2, c, row[c]) for c in own] for n, row in enumerate(rows)]).reshape(-1, 3)
     return pair, cross
+
+
+def score_nearid_csvs(paths) -> DiscriminationScore:
+    """SSR / PA of one or more tables in the authors' layout, pooled (``nearid metrics``)."""
+    return DiscriminationScore.pool(*(nearid_scores(*read_nearid_csv(path)) for path in paths))
 
 
 def write_mtg_csv(path: str | os.PathLike, sims: dict[str, np.ndarray], oracles: tuple[np.ndarray, np.ndarray]) -> None:

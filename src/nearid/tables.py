@@ -1,4 +1,4 @@
-"""Comparison tables (Markdown, CSV, LaTeX) rendered from a ``results.json``, never from embeddings.
+"""Comparison tables (Markdown, CSV, LaTeX) rendered from bench results, never from embeddings.
 
 One row per encoder, as in the paper's Table 1: pooled NearID SSR / PA (the headline group when all 7
 fill sources were run, else all sources), every source's SSR / PA, and the MTG figures when present.
@@ -13,24 +13,30 @@ import os
 from pathlib import Path
 
 from .io import write_text_atomic
+from .results import BenchResults
 
 PRIMARY_GROUPS = ("all 7 (headline)", "all sources")
 
 
-def _primary(groups: dict) -> tuple[str, dict] | tuple[None, None]:
+def _primary(groups: dict):
     for name in PRIMARY_GROUPS:
         if name in groups:
-            return name, groups[name]
+            return name, groups[name].score
     return None, None
 
 
-def table_rows(results: dict) -> tuple[list[str], list[list]]:
+def primary_group(results: BenchResults) -> str:
+    """The name of the pooled group the tables' first SSR / PA columns show ("" when none)."""
+    return next((g for g in PRIMARY_GROUPS for r in results.encoders.values() if g in r.nearid.groups), "")
+
+
+def table_rows(results: BenchResults) -> tuple[list[str], list[list]]:
     """Header and rows (numbers as floats) for every encoder in ``results``."""
-    sources = results["benchmark"]["sources"]
-    has_mtg = any("mtg" in r for r in results["encoders"].values())
+    sources = results.benchmark.sources
+    has_mtg = any(r.mtg is not None for r in results.encoders.values())
     group_names = []
-    for result in results["encoders"].values():
-        for name in result["nearid"]["groups"]:
+    for result in results.encoders.values():
+        for name in result.nearid.groups:
             if name not in group_names and name not in PRIMARY_GROUPS:
                 group_names.append(name)
     header = ["encoder", "SSR", "PA"]
@@ -39,19 +45,19 @@ def table_rows(results: dict) -> tuple[list[str], list[list]]:
     if has_mtg:
         header += ["MTG M-O", "MTG M-Opair", "MTG SSR", "MTG PA"]
     rows = []
-    for name, result in results["encoders"].items():
-        groups = result["nearid"]["groups"]
+    for name, result in results.encoders.items():
+        groups = result.nearid.groups
         _, primary = _primary(groups)
-        row = [name + (" (untrained)" if result.get("untrained") and "untrained" not in name else "")]
-        row += [primary["ssr"], primary["pa"]] if primary else [math.nan, math.nan]
+        row = [name + (" (untrained)" if result.untrained and "untrained" not in name else "")]
+        row += [primary.ssr, primary.pa] if primary else [math.nan, math.nan]
         for g in group_names:
-            row += [groups[g]["ssr"], groups[g]["pa"]] if g in groups else [math.nan, math.nan]
+            row += [groups[g].score.ssr, groups[g].score.pa] if g in groups else [math.nan, math.nan]
         for s in sources:
-            score = result["nearid"]["per_source"].get(s)
-            row += [score["ssr"], score["pa"]] if score else [math.nan, math.nan]
+            score = result.nearid.per_source.get(s)
+            row += [score.ssr, score.pa] if score else [math.nan, math.nan]
         if has_mtg:
-            m = result.get("mtg")
-            row += [m["m_o"], m["m_opair"], m["ssr"], m["pa"]] if m else [math.nan] * 4
+            m = result.mtg
+            row += [m.m_o, m.m_opair, m.ssr, m.pa] if m else [math.nan] * 4
         rows.append(row)
     return header, rows
 
@@ -65,18 +71,17 @@ def _fmt(value, column: str, latex: bool = False) -> str:
     return f"{value:.3f}" if "M-O" in column else f"{value:.1f}"
 
 
-def markdown(results: dict) -> str:
+def markdown(results: BenchResults) -> str:
     header, rows = table_rows(results)
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(_fmt(v, c) for v, c in zip(row, header)) + " |" for row in rows]
-    bench = results["benchmark"]
-    primary = next((g for g in PRIMARY_GROUPS for r in results["encoders"].values() if g in r["nearid"]["groups"]), "")
-    caption = (f"NearID-bench on {bench['data']} ({bench['split']}, {bench['identities']} identities, "
-               f"{bench['condition']} images); SSR/PA pooled over {primary}, in percent.")
+    bench = results.benchmark
+    caption = (f"NearID-bench on {bench.data} ({bench.split_label}, {bench.identities} identities, "
+               f"{bench.condition} images); SSR/PA pooled over {primary_group(results)}, in percent.")
     return caption + "\n\n" + "\n".join(lines) + "\n"
 
 
-def latex(results: dict) -> str:
+def latex(results: BenchResults) -> str:
     header, rows = table_rows(results)
     lines = [r"\begin{tabular}{l" + "r" * (len(header) - 1) + "}", r"\toprule",
              " & ".join(_fmt(h, h, True) for h in header) + r" \\", r"\midrule"]
@@ -85,7 +90,7 @@ def latex(results: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def csv_text(results: dict) -> str:
+def csv_text(results: BenchResults) -> str:
     header, rows = table_rows(results)
     buffer = io.StringIO()
     writer = csv.writer(buffer)
@@ -94,7 +99,7 @@ def csv_text(results: dict) -> str:
     return buffer.getvalue()
 
 
-def write_tables(results: dict, out: str | os.PathLike) -> None:
+def write_tables(results: BenchResults, out: str | os.PathLike) -> None:
     out = Path(out)
     write_text_atomic(out / "results.md", markdown(results))
     write_text_atomic(out / "results.csv", csv_text(results))
