@@ -122,3 +122,21 @@ def test_embed_dim_other_than_hidden_size_is_refused():
 
     with pytest.raises(ValueError, match="no projection layer"):
         NearIDConfig(vision_config=small_siglip_config(), embed_dim=16)
+
+
+def test_from_siglip_can_adopt_the_tower_and_loads_folders_strictly(siglip_config, tmp_path):
+    import pytest
+
+    from nearid.errors import ModelNotAvailableError
+
+    siglip = SiglipVisionModel(siglip_config)
+    adopted = NearIDModel.from_siglip(siglip, copy=False)
+    assert adopted.backbone is siglip  # no second copy of a 1.7 GB tower in memory
+    assert not any(p.is_meta for p in adopted.parameters()) and not any(b.is_meta for b in adopted.buffers())
+    siglip.save_pretrained(tmp_path / "siglip")
+    loaded = NearIDModel.from_siglip(tmp_path / "siglip")
+    for name, tensor in siglip.state_dict().items():
+        torch.testing.assert_close(loaded.backbone.state_dict()[name], tensor, msg=name)
+    NearIDModel(NearIDConfig(vision_config=small_siglip_config(hidden_size=48))).save_pretrained(tmp_path / "other")
+    with pytest.raises(ModelNotAvailableError, match="not a SiglipVisionModel checkpoint"):
+        NearIDModel.from_siglip(tmp_path / "other")  # transformers alone would re-initialise the tower silently

@@ -5,9 +5,11 @@ from __future__ import annotations
 import json
 import sys
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from PIL import Image
 from safetensors.torch import save_file
 from transformers import AutoModel, SiglipVisionModel
 
@@ -102,7 +104,12 @@ def test_release_through_encoder_spec(release, rgb_images):
     folder, siglip, sentinel = release
     encoder = nearid.load_encoder(f"nearid:{folder}", device="cpu")
     vectors = nearid.embed(encoder, rgb_images)
-    pixels = encoder.preprocess(rgb_images)
+    # the release's preprocessor_config.json, by hand: bilinear (resample 2) to 32 x 32, x/255, mean = std = 0.5
+    pixels = torch.stack([
+        torch.from_numpy((np.asarray(Image.open(p).convert("RGB").resize((32, 32), Image.Resampling.BILINEAR), dtype=np.float32) / 255 - 0.5) / 0.5).permute(2, 0, 1)
+        for p in rgb_images
+    ])
+    torch.testing.assert_close(encoder.preprocess(rgb_images), pixels, rtol=0, atol=1e-5)
     with torch.no_grad():
         reference = F.normalize(siglip(pixel_values=pixels).pooler_output, dim=-1)
     assert (vectors * reference).sum(-1).min() > 0.999
@@ -127,4 +134,20 @@ def test_release_from_the_hub_cache_offline(release, pixel_batch, tmp_path):
     with torch.no_grad():
         reference = F.normalize(siglip(pixel_values=pixel_batch).pooler_output, dim=-1)
     assert (encoder.embed(pixel_batch) * reference).sum(-1).min() > 0.999
+    _assert_no_remote_code(sentinel)
+
+
+def test_release_as_a_training_backbone(release, pixel_batch):
+    """``nearid:DIR`` as a backbone (continue training from the release): float32, head trainable, same embeddings."""
+    from nearid.backbones import load_backbone
+
+    folder, siglip, sentinel = release
+    model, processor = load_backbone(f"nearid:{folder}")
+    assert model.dtype == torch.float32 and processor.size == {"height": 32, "width": 32}
+    assert [n for n, p in model.named_parameters() if p.requires_grad] == [
+        n for n, _ in model.named_parameters() if n.startswith("backbone.head.")
+    ]
+    with torch.no_grad():
+        reference = F.normalize(siglip(pixel_values=pixel_batch).pooler_output, dim=-1)
+        assert (model.get_image_features(pixel_batch) * reference).sum(-1).min() > 0.999
     _assert_no_remote_code(sentinel)

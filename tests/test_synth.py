@@ -99,13 +99,36 @@ def test_parquet_with_two_workers_gives_the_same_images(synth_root, tmp_path):
         np.testing.assert_array_equal(pixels(x.distractor("Shape", 0)), pixels(y.distractor("Shape", 0)))
 
 
-def test_seed_changes_everything(tmp_path):
-    config = SynthConfig(identities=4, size=32, seed=1, val=1, test=1, mtg_train=0, mtg_test=1, workers=1)
+def _every_image(root) -> dict[str, bytes]:
+    """The encoded bytes of every view, mask, distractor and MTG image, by ``ImageRef`` key."""
+    def read(ref):
+        fetched = ref.fetch()
+        return fetched if isinstance(fetched, bytes) else open(fetched, "rb").read()
+
+    refs = {}
+    for identity in load_nearid(root, ["Part", "Recolor", "Texture", "Shape", "Instance"], split="all"):
+        for j in identity.view_slots:
+            refs.update({r.key: r for r in (identity.views[j].image, identity.views[j].mask)})
+            refs.update({r.key: r for r in (identity.distractor(s, j) for s in ("Part", "Recolor", "Texture", "Shape", "Instance"))})
+    for split in ("train", "test"):
+        for sample in load_mtg(root / "MTG", split=split):
+            for k in (0, 1):
+                refs.update({r.key: r for r in (sample.originals[k], sample.edited[k], sample.part_masks[k], sample.object_masks[k])})
+    return {key: read(ref) for key, ref in refs.items()}
+
+
+def test_seed_fixes_every_image_and_changes_every_image(tmp_path):
+    config = SynthConfig(identities=6, size=32, seed=1, val=1, test=1, mtg_train=2, mtg_test=2, workers=1)
     generate(tmp_path / "a", config, progress=False)
-    generate(tmp_path / "b", SynthConfig(**{**config.__dict__, "seed": 2}), progress=False)
-    first = load_nearid(tmp_path / "a", [], split="all")[0].views[0].image
-    second = load_nearid(tmp_path / "b", [], split="all")[0].views[0].image
-    assert not np.array_equal(pixels(first), pixels(second))
+    generate(tmp_path / "b", config, progress=False)
+    generate(tmp_path / "c", SynthConfig(**{**config.__dict__, "seed": 2}), progress=False)
+    a, b, c = (_every_image(tmp_path / name) for name in "abc")
+    assert len(a) > 100 and a.keys() == b.keys()
+    assert a == b  # the same seed: byte for byte, every image
+    pictures = [key for key in a.keys() & c.keys() if "mask" not in key.rsplit(".", 1)[-1]]  # (which rows have 3 views changes too)
+    assert len(pictures) > 60
+    same = [key for key in pictures if a[key] == c[key]]
+    assert not same, f"{len(same)} of {len(pictures)} images did not change with the seed, e.g. {same[:3]}"
 
 
 def test_refuses_to_overwrite_and_unknown_sources(synth_root, tmp_path):

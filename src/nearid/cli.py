@@ -62,7 +62,7 @@ def cmd_compare(args) -> int:
 
 
 def cmd_encoders(args) -> int:
-    from .encoders import available_encoders
+    from .specs import available_encoders
 
     for spec, description in available_encoders().items():
         print(f"{spec:50s} {description}")

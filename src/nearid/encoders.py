@@ -1,25 +1,16 @@
-"""The ``Encoder`` protocol and the registry of encoder specs.
+"""The ``Encoder`` protocol and the factories behind encoder specs.
 
 Every benchmark and the scorer take any ``Encoder``: ``preprocess`` turns images (and optional
 foreground masks) into a batch tensor, ``embed`` turns that batch into L2-normalised ``[B, D]``
-float32 embeddings on the CPU. Specs are ``family`` or ``family:argument``:
-
-==================  ===============================================================================
-``nearid[:X]``      NearID model in our or the authors' release layout; X = folder or hub id
-                    (default ``Aleksandar/nearid-siglip2``)
-``siglip2-map[:X]`` frozen SigLIP2 vision tower, its pretrained MAP-head output (default
-                    ``google/siglip2-so400m-patch14-384``)
-``siglip2-mean[:X]`` mean of SigLIP2's 729 post-LN patch tokens, head skipped (the paper's DB++ baseline)
-``clip[:X]``        CLIP image features = projected pooled CLS (default ``openai/clip-vit-large-patch14``)
-``dinov2[:X]``      DINOv2 ``pooler_output`` = final-LN CLS token (default ``facebook/dinov2-large``)
-``hf:X``            any transformers image model, pooled by the rule in :func:`generic_readout`
-``tiny[:SEED]``     deterministic, randomly initialised (UNTRAINED) tiny NearID model for tests and demos
-==================  ===============================================================================
+float32 embeddings on the CPU. Specs (``nearid[:X]``, ``siglip2-map[:X]``, ``clip[:X]``, ``hf:X``,
+``tiny[:SEED]``, ...) are parsed and listed by the torch-free :mod:`nearid.specs`; this module maps
+each family to a builder. The NearID-shaped families (``nearid``, ``siglip2-map``, ``siglip2-mean``,
+``tiny``) are readouts of the one model factory :func:`nearid.backbones.load_backbone`, wrapped by
+:func:`nearid_encoder` (which the trainer also uses to validate the head it is training).
 """
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
@@ -28,11 +19,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .errors import EncoderSpecError, ModelNotAvailableError
-from .hub import resolve_model_dir
+from .backbones import load_backbone, load_pretrained
+from .errors import EncoderSpecError
 from .images import ImageInput, load_masked
-from .model import DEFAULT_BACKBONE, RELEASE_MODEL, NearIDModel, build_tiny_model
-from .processors import clip_processor, dinov2_processor, load_processor, siglip_processor
+from .model import NearIDModel
+from .processors import clip_processor, dinov2_processor, load_processor, preprocess_images
+from .specs import BackboneSpec, EncoderSpec, available_encoders, integer_argument, parse_encoder_spec, register_family
 
 
 @runtime_checkable
@@ -71,11 +63,7 @@ class TransformersEncoder:
         return f"<Encoder {self.name} dim={self.dim} device={self.device} dtype={self.dtype}>"
 
     def preprocess(self, images, masks=None) -> torch.Tensor:
-        masks = [None] * len(images) if masks is None else masks
-        if len(masks) != len(images):
-            raise ValueError(f"{len(images)} images but {len(masks)} masks")
-        pil = [load_masked(image, mask) for image, mask in zip(images, masks)]
-        return self.processor(images=pil, return_tensors="pt")["pixel_values"]
+        return preprocess_images(self.processor, images, masks)
 
     @torch.inference_mode()
     def embed(self, pixel_values: torch.Tensor) -> torch.Tensor:
@@ -136,29 +124,29 @@ class LoadOptions:
     allow_pickle: bool = False
 
 
-@dataclass(frozen=True)
-class EncoderFamily:
-    build: Callable[[str | None, LoadOptions], TransformersEncoder]
-    default: str | None
-    help: str
-
-
-_FAMILIES: dict[str, EncoderFamily] = {}
+Builder = Callable[[str, LoadOptions], Encoder]
+_BUILDERS: dict[str, Builder] = {}
 
 
 def register_encoder(family: str, *, default: str | None = None, help: str = ""):
     """Add an encoder family; ``build(argument, options)`` returns an :class:`Encoder`."""
 
     def decorator(build):
-        _FAMILIES[family] = EncoderFamily(build, default, help)
+        register_family(family, default=default, help=help)
+        _BUILDERS[family] = build
         return build
 
     return decorator
 
 
-def available_encoders() -> dict[str, str]:
-    """Family name (with its default argument) -> one-line description."""
-    return {(f"{k}[:{v.default}]" if v.default else k): v.help for k, v in _FAMILIES.items()}
+def _builder(family: str):
+    """A builder for a family that :mod:`nearid.specs` declares (name, default and help live there)."""
+
+    def decorator(build):
+        _BUILDERS[family] = build
+        return build
+
+    return decorator
 
 
 def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
@@ -200,68 +188,34 @@ def load_encoder(
     device: str | torch.device | None = "auto",
     dtype: str | torch.dtype | None = "auto",
     allow_pickle: bool = False,
-) -> TransformersEncoder:
-    """Build the encoder a spec names (see the module docstring for the grammar)."""
-    family_name, _, argument = spec.partition(":")
-    family = _FAMILIES.get(family_name)
-    if family is None:
-        known = ", ".join(available_encoders())
-        raise EncoderSpecError(f"unknown encoder '{spec}'; known: {known}")
-    argument = argument or family.default
-    if argument is None:
-        raise EncoderSpecError(f"encoder '{family_name}' needs an argument: '{family_name}:<folder or hub id>'")
+) -> Encoder:
+    """Build the encoder a spec names (grammar: :mod:`nearid.specs`)."""
+    parsed = parse_encoder_spec(spec)
+    build = _BUILDERS.get(parsed.family)
+    if build is None:
+        raise EncoderSpecError(f"encoder '{spec}' is listed but has no loader; register one with register_encoder")
     resolved = resolve_device(device)
     options = LoadOptions(device=resolved, dtype=resolve_dtype(dtype, resolved), allow_pickle=allow_pickle)
-    return family.build(argument, options)
+    return build(parsed.argument, options)
 
 
-@contextlib.contextmanager
-def _quiet_transformers():
-    """Hide transformers' per-load progress bar and load report (e.g. a CLIP checkpoint's unused text
-    weights): the problems that matter are raised as errors by ``_pretrained``."""
-    from transformers.utils import logging as hf_logging
-
-    verbosity, bar = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
-    try:
-        yield
-    finally:
-        hf_logging.set_verbosity(verbosity)
-        if bar:
-            hf_logging.enable_progress_bar()
-
-
-def _pretrained(model_class, argument: str, options: LoadOptions):
-    """Resolve a folder or hub id safely and load ``model_class`` from it in float32.
-
-    transformers fills weights missing from a checkpoint with random values and only warns; for an
-    encoder whose scores people publish that is an error, so a checkpoint of the wrong kind fails here.
-    """
-    folder = resolve_model_dir(argument, allow_pickle=options.allow_pickle)
-    try:
-        with _quiet_transformers():
-            model, info = model_class.from_pretrained(
-                folder,
-                dtype=torch.float32,
-                use_safetensors=None if options.allow_pickle else True,
-                output_loading_info=True,
-            )
-    except RuntimeError:  # transformers refuses weights of the wrong shape
-        raise _wrong_checkpoint(argument, model_class, "weights of the wrong shape") from None
-    except (OSError, ValueError, KeyError) as exc:
-        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ModelNotAvailableError(f"'{argument}': cannot load it as {model_class.__name__} ({first_line})") from None
-    if info["missing_keys"]:
-        missing = sorted(info["missing_keys"])
-        raise _wrong_checkpoint(argument, model_class, f"{len(missing)} weights missing, e.g. {missing[0]}")
-    return folder, model
-
-
-def _wrong_checkpoint(argument: str, model_class, detail: str) -> ModelNotAvailableError:
-    return ModelNotAvailableError(
-        f"'{argument}': not a {model_class.__name__} checkpoint ({detail}); "
-        "check that the spec's family matches the checkpoint"
+def nearid_encoder(
+    model: NearIDModel,
+    processor,
+    *,
+    name: str,
+    readout: Readout | None = None,
+    device: str | torch.device | None = "auto",
+    dtype: str | torch.dtype | None = "auto",
+    untrained: bool = False,
+) -> TransformersEncoder:
+    """An :class:`Encoder` over a NearID-shaped model and its processor (as :func:`load_backbone` returns
+    them). ``readout`` defaults to the MAP-head output (:func:`nearid_readout`). The model is moved and
+    cast in place, not copied: an encoder over a model being trained sees its current head."""
+    resolved = resolve_device(device)
+    return TransformersEncoder(
+        name, model, processor, readout or nearid_readout,
+        device=resolved, dtype=resolve_dtype(dtype, resolved), dim=model.config.embed_dim, untrained=untrained,
     )
 
 
@@ -269,55 +223,57 @@ def _encoder(name, model, processor, readout, options: LoadOptions, **kw) -> Tra
     return TransformersEncoder(name, model, processor, readout, device=options.device, dtype=options.dtype, **kw)
 
 
-@register_encoder("nearid", default=RELEASE_MODEL, help="NearID identity encoder (ours or the authors' release)")
+def _backbone_encoder(spec: EncoderSpec, backbone: BackboneSpec, readout: Readout, options: LoadOptions, **kw):
+    model, processor = load_backbone(backbone, allow_pickle=options.allow_pickle)
+    return nearid_encoder(model, processor, name=str(spec), readout=readout, device=options.device, dtype=options.dtype, **kw)
+
+
+@_builder("nearid")
 def _nearid(argument: str, options: LoadOptions):
-    folder, model = _pretrained(NearIDModel, argument, options)
-    processor = load_processor(folder, siglip_processor(model.config.vision_config.image_size))
-    return _encoder(f"nearid:{argument}", model, processor, nearid_readout, options, dim=model.config.embed_dim)
+    return _backbone_encoder(EncoderSpec("nearid", argument), BackboneSpec("nearid", argument), nearid_readout, options)
 
 
-def _siglip_family(readout: Readout, label: str):
-    def build(argument: str, options: LoadOptions):
-        from transformers import SiglipVisionModel
-
-        folder, model = _pretrained(SiglipVisionModel, argument, options)
-        processor = load_processor(folder, siglip_processor(model.config.image_size))
-        return _encoder(f"{label}:{argument}", model, processor, readout, options, dim=model.config.hidden_size)
-
-    return build
+@_builder("siglip2-map")
+def _siglip2_map(argument: str, options: LoadOptions):
+    # NearID's initial head *is* SigLIP's pretrained MAP head, so its raw output is SigLIP's pooler_output
+    return _backbone_encoder(EncoderSpec("siglip2-map", argument), BackboneSpec("siglip", argument), nearid_readout, options)
 
 
-register_encoder("siglip2-map", default=DEFAULT_BACKBONE, help="frozen SigLIP2, pretrained MAP-head output")(
-    _siglip_family(pooler_readout, "siglip2-map")
-)
-register_encoder("siglip2-mean", default=DEFAULT_BACKBONE, help="frozen SigLIP2, mean of post-LN patch tokens")(
-    _siglip_family(mean_token_readout, "siglip2-mean")
-)
+@_builder("siglip2-mean")
+def _siglip2_mean(argument: str, options: LoadOptions):
+    return _backbone_encoder(EncoderSpec("siglip2-mean", argument), BackboneSpec("siglip", argument), mean_token_readout, options)
 
 
-@register_encoder("clip", default="openai/clip-vit-large-patch14", help="CLIP-I: projected pooled CLS")
+@_builder("tiny")
+def _tiny(argument: str, options: LoadOptions):
+    seed = integer_argument(EncoderSpec("tiny", argument))
+    model, processor = load_backbone(BackboneSpec("tiny", str(seed)))
+    return nearid_encoder(model, processor, name=f"tiny:{seed} (untrained)", device=options.device, dtype=options.dtype, untrained=True)
+
+
+@_builder("clip")
 def _clip(argument: str, options: LoadOptions):
     from transformers import CLIPVisionModelWithProjection
 
-    folder, model = _pretrained(CLIPVisionModelWithProjection, argument, options)
+    folder, model = load_pretrained(CLIPVisionModelWithProjection, argument, allow_pickle=options.allow_pickle)
     processor = load_processor(folder, clip_processor())
     return _encoder(f"clip:{argument}", model, processor, image_embeds_readout, options, dim=model.config.projection_dim)
 
 
-@register_encoder("dinov2", default="facebook/dinov2-large", help="DINOv2: pooler output (final-LN CLS)")
+@_builder("dinov2")
 def _dinov2(argument: str, options: LoadOptions):
     from transformers import Dinov2Model
 
-    folder, model = _pretrained(Dinov2Model, argument, options)
+    folder, model = load_pretrained(Dinov2Model, argument, allow_pickle=options.allow_pickle)
     processor = load_processor(folder, dinov2_processor())
     return _encoder(f"dinov2:{argument}", model, processor, pooler_readout, options, dim=model.config.hidden_size)
 
 
-@register_encoder("hf", help="any transformers image model: hf:<folder or hub id>")
+@_builder("hf")
 def _hf(argument: str, options: LoadOptions):
     from transformers import AutoModel
 
-    folder, model = _pretrained(AutoModel, argument, options)
+    folder, model = load_pretrained(AutoModel, argument, allow_pickle=options.allow_pickle)
     return _encoder(f"hf:{argument}", model, load_processor(folder), generic_readout, options)
 
 
@@ -350,22 +306,25 @@ class HistogramEncoder:
         return F.normalize(counts.sqrt(), dim=-1)  # Hellinger: cosine of square-rooted histograms
 
 
-@register_encoder("histogram", default="8", help="joint RGB colour histogram (no model; context-dominated floor)")
+@_builder("histogram")
 def _histogram(argument: str, options: LoadOptions):
-    try:
-        bins = int(argument)
-    except ValueError:
-        raise EncoderSpecError(f"histogram encoder takes a number of bins per channel, got '{argument}'") from None
-    return HistogramEncoder(bins)
+    return HistogramEncoder(integer_argument(EncoderSpec("histogram", argument)))
 
 
-@register_encoder("tiny", default="0", help="tiny NearID model with random weights (UNTRAINED; tests, demos)")
-def _tiny(argument: str, options: LoadOptions):
-    try:
-        seed = int(argument)
-    except ValueError:
-        raise EncoderSpecError(f"tiny encoder takes an integer seed, got '{argument}'") from None
-    model = build_tiny_model(seed)
-    processor = siglip_processor(model.config.vision_config.image_size)
-    name = f"tiny:{seed} (untrained)"
-    return _encoder(name, model, processor, nearid_readout, options, dim=model.config.embed_dim, untrained=True)
+__all__ = [
+    "Encoder",
+    "HistogramEncoder",
+    "LoadOptions",
+    "TransformersEncoder",
+    "available_encoders",
+    "generic_readout",
+    "image_embeds_readout",
+    "load_encoder",
+    "mean_token_readout",
+    "nearid_encoder",
+    "nearid_readout",
+    "pooler_readout",
+    "register_encoder",
+    "resolve_device",
+    "resolve_dtype",
+]

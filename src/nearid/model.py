@@ -15,6 +15,7 @@ registered locally, so the shipped code is never imported.
 
 from __future__ import annotations
 
+import copy as _copy
 from dataclasses import dataclass
 
 import torch
@@ -24,8 +25,7 @@ from transformers.conversion_mapping import register_checkpoint_conversion_mappi
 from transformers.core_model_loading import WeightRenaming
 from transformers.utils import ModelOutput
 
-DEFAULT_BACKBONE = "google/siglip2-so400m-patch14-384"
-RELEASE_MODEL = "Aleksandar/nearid-siglip2"
+from .specs import DEFAULT_BACKBONE, RELEASE_MODEL  # noqa: F401  (re-exported: the names' old home)
 
 
 def siglip2_so400m_vision_config() -> SiglipVisionConfig:
@@ -159,20 +159,27 @@ class NearIDModel(PreTrainedModel):
         *,
         allow_pickle: bool = False,
         dtype: torch.dtype = torch.float32,
+        copy: bool = True,
     ) -> NearIDModel:
         """Start from a pretrained SigLIP tower, copying its pretrained MAP head as NearID's initial head.
 
         ``siglip`` is a loaded ``SiglipVisionModel`` or a folder / hub id of a SigLIP (or SigLIP2
-        fixed-resolution) checkpoint, e.g. ``google/siglip2-so400m-patch14-384``.
-        """
-        if isinstance(siglip, (str,)) or hasattr(siglip, "__fspath__"):
-            from .hub import resolve_model_dir
+        fixed-resolution) checkpoint, e.g. ``google/siglip2-so400m-patch14-384``, loaded strictly by
+        :func:`nearid.backbones.load_pretrained`. A passed model is copied, so training NearID's head
+        leaves it untouched; ``copy=False`` adopts it instead (no second copy of the weights in memory).
 
-            folder = resolve_model_dir(siglip, allow_pickle=allow_pickle)
-            siglip = SiglipVisionModel.from_pretrained(folder, dtype=dtype, use_safetensors=not allow_pickle or None)
+        The NearID shell is built on the meta device and takes the tower as its backbone: randomly
+        initialising a full-size tower only to overwrite it costs tens of seconds on a CPU.
+        """
+        if isinstance(siglip, str) or hasattr(siglip, "__fspath__"):
+            from .backbones import load_pretrained
+
+            _, siglip = load_pretrained(SiglipVisionModel, siglip, allow_pickle=allow_pickle)
+            copy = False
         vision_config = SiglipVisionConfig(**{k: v for k, v in siglip.config.to_dict().items() if k != "model_type"})
-        model = cls(NearIDConfig(vision_config=vision_config))
-        model.backbone.load_state_dict(siglip.state_dict())  # copies: the caller's model stays untouched
+        with torch.device("meta"):
+            model = cls(NearIDConfig(vision_config=vision_config))
+        model.backbone = _copy.deepcopy(siglip) if copy else siglip
         model.freeze_trunk()
         return model.to(dtype)
 

@@ -3,15 +3,21 @@
 We use transformers' PIL-backend image processors (no torchvision needed) configured from the
 checkpoint's ``preprocessor_config.json`` when it has one, so preprocessing matches what the model
 was trained with; the fallbacks below are the published defaults of each family.
+:func:`preprocess_images` is the one path from image files (and foreground masks) to a model's
+input: encoders, the token cache and the trainer all call it.
 """
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from PIL import Image
 from transformers import AutoImageProcessor, BitImageProcessorPil, CLIPImageProcessorPil, SiglipImageProcessorPil
 from transformers.image_utils import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+
+from .images import ImageInput, load_masked
 
 PROCESSOR_FILE = "preprocessor_config.json"
 
@@ -52,3 +58,18 @@ def load_processor(folder: Path | None, fallback=None):
             f"'{folder}' has no {PROCESSOR_FILE}; add the checkpoint's image-processor config next to its weights"
         )
     return fallback
+
+
+def preprocess_images(processor, images: Sequence[ImageInput], masks: Sequence[ImageInput | None] | None = None):
+    """Load each image, black out its background with its mask (on the full-resolution image, as in
+    the paper), and convert the batch with ``processor`` -> ``pixel_values`` ``[B, 3, H, W]``."""
+    masks = [None] * len(images) if masks is None else masks
+    if len(masks) != len(images):
+        raise ValueError(f"{len(images)} images but {len(masks)} masks")
+    pil = [load_masked(image, mask) for image, mask in zip(images, masks)]
+    return processor(images=pil, return_tensors="pt")["pixel_values"]
+
+
+def preprocessor(processor) -> Callable:
+    """``preprocess(images, masks=None) -> pixel_values`` for one processor (:func:`preprocess_images`)."""
+    return functools.partial(preprocess_images, processor)

@@ -91,31 +91,6 @@ class TrainConfig:
         return cls(**values)
 
 
-def initial_model(backbone: str):
-    """The model training starts from: SigLIP with its pretrained head, our checkpoint, or the tiny model."""
-    from ..model import NearIDModel, build_tiny_model
-
-    if backbone.startswith("tiny"):
-        _, _, seed = backbone.partition(":")
-        return build_tiny_model(int(seed or 0))
-    if backbone.startswith("nearid:"):
-        from ..hub import resolve_model_dir
-
-        return NearIDModel.from_pretrained(resolve_model_dir(backbone.partition(":")[2]), dtype=torch.float32)
-    return NearIDModel.from_siglip(backbone)
-
-
-def _processor(model, backbone: str):
-    from ..processors import load_processor, siglip_processor
-
-    fallback = siglip_processor(model.config.vision_config.image_size)
-    if backbone.startswith("tiny"):
-        return fallback
-    from ..hub import resolve_model_dir
-
-    return load_processor(resolve_model_dir(backbone.removeprefix("nearid:")), fallback)
-
-
 def _latest_checkpoint(out: Path) -> Path | None:
     done = [p for p in (out / "checkpoints").glob("step-*") if (p / "state.pt").is_file() and (p / "head.safetensors").is_file()]
     return max(done, key=lambda p: int(p.name.split("-")[1]), default=None)
@@ -127,16 +102,19 @@ def train(config: TrainConfig, *, resume: bool = False) -> dict:
     from safetensors.torch import load_file, save_file
     from transformers import get_scheduler
 
+    from ..backbones import load_backbone
     from ..data import load_mtg, load_nearid
     from ..losses import CombinedLoss
+    from ..processors import preprocessor
     from .samples import SampleRecipe, TrainingSet
     from .token_cache import TokenCache, fill, pixel_values
 
     accelerator = Accelerator(cpu=not torch.cuda.is_available(), mixed_precision=config.mixed_precision)
     out = Path(config.out)
     loss_fn = CombinedLoss(config.loss)
-    model = initial_model(config.backbone).to(accelerator.device)
-    processor = _processor(model, config.backbone)
+    model, processor = load_backbone(config.backbone)
+    model = model.to(accelerator.device)
+    preprocess = preprocessor(processor)
     bench = load_nearid(config.data, config.sources, split=config.split)
     mtg = load_mtg(config.mtg, split="train") if config.mtg else None
     recipe = SampleRecipe(seed=config.seed, mask_probs=tuple(config.mask_probs), flip_prob=config.flip_prob, mtg_repeat=config.mtg_repeat)
@@ -144,21 +122,18 @@ def train(config: TrainConfig, *, resume: bool = False) -> dict:
     batches_per_epoch = len(training_set.batches(0, config.batch_size))
     total_steps = config.epochs * batches_per_epoch
 
-    from ..encoders import TransformersEncoder, nearid_readout
-
-    encoder = TransformersEncoder("trunk", model, processor, nearid_readout, device=accelerator.device, dtype=torch.float32, dim=model.config.embed_dim)
     computed = 0
     if config.cache_tokens:  # fill the token cache once: each process computes its share, then all read everything
         cache = TokenCache.for_model(out / "token_cache", model, processor)
         slots = sorted(training_set.slots(range(config.epochs)), key=lambda s: s.key)
         mine = [s for i, s in enumerate(slots) if i % accelerator.num_processes == accelerator.process_index]
-        computed = fill(cache, model, mine, encoder.preprocess, progress=False)
+        computed = fill(cache, model, mine, preprocess, progress=False)
         accelerator.wait_for_everyone()
         cache.refresh()
         tokens_of = lambda slots: cache.load([slot.key for slot in slots])  # noqa: E731
     else:
-        tokens_of = lambda slots: model.encode_tokens(pixel_values(slots, encoder.preprocess).to(accelerator.device))  # noqa: E731
-    validation = _validation(config, encoder) if config.eval_steps else None
+        tokens_of = lambda slots: model.encode_tokens(pixel_values(slots, preprocess).to(accelerator.device))  # noqa: E731
+    validation = _validation(config, model, processor, accelerator.device) if config.eval_steps else None
 
     head = model.head
     optimizer = torch.optim.AdamW(head.parameters(), lr=config.lr, weight_decay=config.weight_decay)
@@ -218,12 +193,17 @@ def _share(indices: list[int], rank: int, world: int) -> list[int]:
     return indices[rank * per : (rank + 1) * per]
 
 
-def _validation(config: TrainConfig, encoder):
-    """SSR / PA of the current head on the validation split (the trunk runs: val images are few)."""
+def _validation(config: TrainConfig, model, processor, device):
+    """SSR / PA of the current head on the validation split, computed as ``nearid bench`` computes them
+    for the exported model: an encoder over the live model (its head is the one being trained), the
+    full images of ``config.sources``, sources pooled by concatenation. The trunk runs: val images are few.
+    """
     from ..data import load_nearid
+    from ..encoders import nearid_encoder
     from ..evaluate import pooled_scores, similarity_tables
 
     bench = load_nearid(config.data, config.sources, split=config.val_split)
+    encoder = nearid_encoder(model, processor, name=f"{config.backbone} (training)", device=device, dtype=torch.float32)
 
     def run():
         return pooled_scores(similarity_tables(encoder, bench, config.sources, progress=False)[0])
@@ -261,8 +241,12 @@ def _save(accelerator, head, optimizer, scheduler, step: int, out: Path, save_fi
 
 
 def export(checkpoint: str | os.PathLike, out: str | os.PathLike, backbone: str | None = None) -> Path:
-    """A full :class:`NearIDModel` (trunk + trained head) that ``from_pretrained`` loads."""
+    """A full :class:`NearIDModel` (trunk + trained head) and its processor, which ``from_pretrained``
+    and the ``nearid:DIR`` encoder load. The trunk is rebuilt from the run's backbone spec by the same
+    :func:`~nearid.backbones.load_backbone` that training started from."""
     from safetensors.torch import load_file
+
+    from ..backbones import load_backbone
 
     checkpoint = Path(checkpoint)
     config_file = checkpoint.parent.parent / "config.json"
@@ -272,9 +256,9 @@ def export(checkpoint: str | os.PathLike, out: str | os.PathLike, backbone: str 
         backbone = json.loads(config_file.read_text())["backbone"]
     if not (checkpoint / "head.safetensors").is_file():
         raise NearIDError(f"{checkpoint}: no head.safetensors; pass a checkpoints/step-N folder")
-    model = initial_model(backbone)
+    model, processor = load_backbone(backbone)
     model.head.load_state_dict(load_file(checkpoint / "head.safetensors"))
     out = Path(out)
     model.save_pretrained(out)
-    _processor(model, backbone).save_pretrained(out)
+    processor.save_pretrained(out)
     return out

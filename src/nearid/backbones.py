@@ -1,0 +1,103 @@
+"""The one factory of NearID models: a backbone spec -> ``(NearIDModel, image processor)``.
+
+Training starts from it, ``export`` rebuilds the trunk with it, and the ``nearid``, ``siglip2-map``,
+``siglip2-mean`` and ``tiny`` encoders are readouts of the model it returns, so every path that turns a
+spec into a model loads the same weights the same way and preprocesses with the same processor
+(open_clip style: the factory returns the model *and* its preprocessing). The spec grammar lives in
+:mod:`nearid.specs`.
+
+Loading is safe and strict for every family (:func:`load_pretrained`): folders and hub ids are
+resolved by :mod:`nearid.hub` (cache first, fail fast offline, no code, no pickles unless asked), and
+a checkpoint whose weights do not fit the model class is an error instead of transformers' silent
+random re-initialisation. Weights load in float32; callers cast.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+
+import torch
+
+from .errors import ModelNotAvailableError
+from .hub import resolve_model_dir
+from .specs import BackboneSpec, parse_backbone
+
+
+def load_backbone(spec: str | BackboneSpec, *, allow_pickle: bool = False):
+    """``(NearIDModel in float32 on the CPU, its image processor)`` for a backbone spec.
+
+    ``tiny[:SEED]``: the deterministic untrained tiny model with SigLIP preprocessing at its size;
+    ``nearid[:X]``: a NearID checkpoint (ours or the authors' release layout);
+    anything else: a SigLIP folder or hub id, whose pretrained MAP head becomes the initial head.
+    The processor is the checkpoint's own ``preprocessor_config.json`` when it has one, else SigLIP's
+    defaults at the tower's image size.
+    """
+    from .model import NearIDModel, build_tiny_model
+    from .processors import load_processor, siglip_processor
+
+    parsed = spec if isinstance(spec, BackboneSpec) else parse_backbone(spec)
+    if parsed.kind == "tiny":
+        model = build_tiny_model(parsed.seed)
+        return model, siglip_processor(model.config.vision_config.image_size)
+    if parsed.kind == "nearid":
+        folder, model = load_pretrained(NearIDModel, parsed.argument, allow_pickle=allow_pickle)
+    else:
+        from transformers import SiglipVisionModel
+
+        folder, siglip = load_pretrained(SiglipVisionModel, parsed.argument, allow_pickle=allow_pickle)
+        model = NearIDModel.from_siglip(siglip, copy=False)
+    return model, load_processor(folder, siglip_processor(model.config.vision_config.image_size))
+
+
+def load_pretrained(model_class, argument: str, *, allow_pickle: bool = False) -> tuple[Path, torch.nn.Module]:
+    """Resolve a folder or hub id safely and load ``model_class`` from it in float32 -> (folder, model).
+
+    transformers fills weights missing from a checkpoint with random values and only warns; for an
+    encoder whose scores people publish that is an error, so a checkpoint of the wrong kind fails here.
+    """
+    folder = resolve_model_dir(argument, allow_pickle=allow_pickle)
+    try:
+        with _quiet_transformers():
+            model, info = model_class.from_pretrained(
+                folder,
+                dtype=torch.float32,
+                use_safetensors=None if allow_pickle else True,
+                output_loading_info=True,
+            )
+    except RuntimeError:  # transformers refuses weights of the wrong shape
+        raise _wrong_checkpoint(argument, model_class, "weights of the wrong shape") from None
+    except (OSError, ValueError, KeyError) as exc:
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ModelNotAvailableError(f"'{argument}': cannot load it as {model_class.__name__} ({first_line})") from None
+    if info["missing_keys"]:
+        missing = sorted(info["missing_keys"])
+        raise _wrong_checkpoint(argument, model_class, f"{len(missing)} weights missing, e.g. {missing[0]}")
+    return folder, model
+
+
+def _wrong_checkpoint(argument: str, model_class, detail: str) -> ModelNotAvailableError:
+    return ModelNotAvailableError(
+        f"'{argument}': not a {model_class.__name__} checkpoint ({detail}); "
+        "check that the spec's family matches the checkpoint"
+    )
+
+
+@contextlib.contextmanager
+def _quiet_transformers():
+    """Hide transformers' per-load progress bar and load report (e.g. a CLIP checkpoint's unused text
+    weights): the problems that matter are raised as errors by :func:`load_pretrained`."""
+    from transformers.utils import logging as hf_logging
+
+    verbosity, bar = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        if bar:
+            hf_logging.enable_progress_bar()
+
+
+__all__ = ["load_backbone", "load_pretrained"]

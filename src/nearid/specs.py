@@ -1,0 +1,166 @@
+"""Encoder and backbone specs, parsed in one place, without importing torch or transformers.
+
+A spec is a string a user types (``nearid bench --encoder``, ``nearid train --backbone``); this module
+turns it into what the factories need, so ``nearid encoders`` and argument errors stay instant and the
+two grammars cannot drift apart. The factories that build models from a parsed spec are
+:func:`nearid.backbones.load_backbone` (a :class:`~nearid.model.NearIDModel` and its preprocessing)
+and :func:`nearid.encoders.load_encoder` (an :class:`~nearid.encoders.Encoder`).
+
+Encoder specs are ``family`` or ``family:argument``:
+
+==================  ===============================================================================
+``nearid[:X]``      NearID model in our or the authors' release layout; X = folder or hub id
+                    (default ``Aleksandar/nearid-siglip2``)
+``siglip2-map[:X]`` frozen SigLIP2 vision tower, its pretrained MAP-head output (default
+                    ``google/siglip2-so400m-patch14-384``)
+``siglip2-mean[:X]`` mean of SigLIP2's 729 post-LN patch tokens, head skipped (the paper's DB++ baseline)
+``clip[:X]``        CLIP image features = projected pooled CLS (default ``openai/clip-vit-large-patch14``)
+``dinov2[:X]``      DINOv2 ``pooler_output`` = final-LN CLS token (default ``facebook/dinov2-large``)
+``hf:X``            any transformers image model, pooled by :func:`nearid.encoders.generic_readout`
+``histogram[:B]``   joint RGB colour histogram with B bins per channel (no model)
+``tiny[:SEED]``     deterministic, randomly initialised (UNTRAINED) tiny NearID model for tests and demos
+==================  ===============================================================================
+
+Backbone specs (what training starts from, what ``export`` rebuilds) are ``tiny[:SEED]``,
+``nearid[:X]`` (a NearID checkpoint, e.g. to continue training) or a bare SigLIP folder or hub id
+(its pretrained MAP head becomes NearID's initial head).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .errors import EncoderSpecError
+
+#: The paper's backbone (spec section 2.1).
+DEFAULT_BACKBONE = "google/siglip2-so400m-patch14-384"
+#: The authors' released NearID model.
+RELEASE_MODEL = "Aleksandar/nearid-siglip2"
+
+
+@dataclass(frozen=True)
+class Family:
+    """What ``nearid encoders`` lists about a family, and how its argument is read.
+
+    ``integer`` says what an integer argument means ("an integer seed"); ``None`` = a folder or hub id.
+    """
+
+    name: str
+    default: str | None
+    help: str
+    integer: str | None = None
+
+
+_FAMILIES: dict[str, Family] = {}
+
+
+def register_family(name: str, *, default: str | None = None, help: str = "", integer: str | None = None) -> Family:
+    """Add (or replace) a family's name, default argument and description."""
+    family = Family(name, default, help, integer)
+    _FAMILIES[name] = family
+    return family
+
+
+for _family in (
+    Family("nearid", RELEASE_MODEL, "NearID identity encoder (ours or the authors' release)"),
+    Family("siglip2-map", DEFAULT_BACKBONE, "frozen SigLIP2, pretrained MAP-head output"),
+    Family("siglip2-mean", DEFAULT_BACKBONE, "frozen SigLIP2, mean of post-LN patch tokens"),
+    Family("clip", "openai/clip-vit-large-patch14", "CLIP-I: projected pooled CLS"),
+    Family("dinov2", "facebook/dinov2-large", "DINOv2: pooler output (final-LN CLS)"),
+    Family("hf", None, "any transformers image model: hf:<folder or hub id>"),
+    Family("histogram", "8", "joint RGB colour histogram (no model; context-dominated floor)", "a number of bins per channel"),
+    Family("tiny", "0", "tiny NearID model with random weights (UNTRAINED; tests, demos)", "an integer seed"),
+):
+    _FAMILIES[_family.name] = _family
+
+
+def available_encoders() -> dict[str, str]:
+    """Family name (with its default argument) -> one-line description."""
+    return {(f"{f.name}[:{f.default}]" if f.default else f.name): f.help for f in _FAMILIES.values()}
+
+
+@dataclass(frozen=True)
+class EncoderSpec:
+    """A parsed encoder spec: the family and its argument (the family's default filled in)."""
+
+    family: str
+    argument: str
+
+    def __str__(self) -> str:
+        return f"{self.family}:{self.argument}"
+
+
+def parse_encoder_spec(spec: str) -> EncoderSpec:
+    """``family[:argument]`` -> :class:`EncoderSpec`; an unknown family or a bad argument is an
+    :class:`EncoderSpecError` naming the spec and the fix."""
+    name, _, argument = str(spec).partition(":")
+    family = _FAMILIES.get(name)
+    if family is None:
+        raise EncoderSpecError(f"unknown encoder '{spec}'; known: {', '.join(available_encoders())}")
+    argument = argument or family.default
+    if argument is None:
+        raise EncoderSpecError(f"encoder '{name}' needs an argument: '{name}:<folder or hub id>'")
+    if family.integer is not None:
+        _integer(family, argument)
+    return EncoderSpec(name, argument)
+
+
+def integer_argument(spec: EncoderSpec) -> int:
+    """The integer argument of a family that takes one (``tiny``'s seed, ``histogram``'s bins)."""
+    return _integer(_FAMILIES[spec.family], spec.argument)
+
+
+def _integer(family: Family, argument: str) -> int:
+    try:
+        return int(argument)
+    except ValueError:
+        raise EncoderSpecError(f"{family.name} encoder takes {family.integer}, got '{argument}'") from None
+
+
+@dataclass(frozen=True)
+class BackboneSpec:
+    """What a NearID model is built from: ``kind`` is ``"tiny"`` (``argument`` = seed), ``"nearid"``
+    (a NearID checkpoint folder or hub id) or ``"siglip"`` (a SigLIP checkpoint folder or hub id)."""
+
+    kind: str
+    argument: str
+
+    @property
+    def seed(self) -> int:
+        if self.kind != "tiny":
+            raise ValueError(f"a {self.kind} backbone has no seed")
+        return int(self.argument)
+
+    def __str__(self) -> str:
+        return self.argument if self.kind == "siglip" else f"{self.kind}:{self.argument}"
+
+
+def parse_backbone(spec: str) -> BackboneSpec:
+    """``tiny[:SEED]``, ``nearid[:X]`` or a SigLIP folder / hub id -> :class:`BackboneSpec`.
+
+    Only the exact words ``tiny`` / ``nearid`` (alone or before ``:``) are families, so a folder or
+    hub id that merely starts with them (``tinyvit/``, ``nearid_runs/x``) is read as a SigLIP checkpoint.
+    """
+    spec = str(spec)
+    if not spec.strip():
+        raise EncoderSpecError(f"empty backbone; pass a SigLIP folder or hub id (default {DEFAULT_BACKBONE}), "
+                               "tiny[:SEED] or nearid[:DIR]")
+    name = spec.partition(":")[0]
+    if name in ("tiny", "nearid"):
+        parsed = parse_encoder_spec(spec)
+        return BackboneSpec(name, str(integer_argument(parsed)) if name == "tiny" else parsed.argument)
+    return BackboneSpec("siglip", spec)
+
+
+__all__ = [
+    "DEFAULT_BACKBONE",
+    "RELEASE_MODEL",
+    "BackboneSpec",
+    "EncoderSpec",
+    "Family",
+    "available_encoders",
+    "integer_argument",
+    "parse_backbone",
+    "parse_encoder_spec",
+    "register_family",
+]
