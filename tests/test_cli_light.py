@@ -107,7 +107,8 @@ def write_score_run(folder: Path) -> Path:
         writer.writerows(rows)
     values = np.array([r["similarity"] for r in rows])
     summary = {
-        "kind": "score", "model": "histogram:8", "pairing": "csv", "n_pairs": 3,
+        "kind": "score", "schema_version": 2, "model": "histogram:8", "pairing": "csv", "n_pairs": 3,
+        "unique_images_embedded": 6,
         "similarity": {"mean": values.mean(), "median": float(np.median(values)), "std": values.std(),
                        "min": values.min(), "max": values.max()},
         "per_subject": {"dog": {"n": 3, "mean": values.mean(), "median": float(np.median(values))}},
@@ -245,9 +246,15 @@ def test_ctrl_c_after_torch_is_loaded_is_one_line_and_130(tmp_path):
 
 def test_ctrl_c_during_start_up_is_one_line_and_130(tmp_path, rgb_images):
     """While `compare` imports torch and transformers (seconds): the issue's KeyboardInterrupt traceback."""
-    process = subprocess.Popen([sys.executable, "-m", "nearid", "compare", str(rgb_images[0]), "--model", "tiny"],
+    # The interpreter says "ready" once Python's own SIGINT handler is in place, then runs `python -m nearid`;
+    # torch's import takes seconds, so 0.3 s later the signal lands inside nearid's start-up, not before it.
+    launcher = ("import runpy, sys; print('ready', flush=True); "
+                "sys.argv = ['nearid', 'compare', sys.argv[1], '--model', 'tiny']; "
+                "runpy.run_module('nearid', run_name='__main__', alter_sys=True)")
+    process = subprocess.Popen([sys.executable, "-c", launcher, str(rgb_images[0])],
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    time.sleep(0.5)
+    assert process.stdout.readline() == "ready\n"
+    time.sleep(0.3)
     process.send_signal(signal.SIGINT)
     out, err = process.communicate(timeout=120)
     assert (process.returncode, err) == (130, "nearid: interrupted\n")

@@ -410,7 +410,6 @@ def test_specs_and_the_encoders_command_import_no_torch():
     assert "torch" not in modules and "transformers" not in modules
 
 
-@pytest.mark.xfail(strict=False, reason="`import nearid` still imports torch through nearid/__init__.py until it loads lazily")
 def test_nearid_encoders_command_imports_no_torch():
     import subprocess
     import sys
