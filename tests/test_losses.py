@@ -103,10 +103,20 @@ def test_infonce_is_symmetric_clip_loss_with_one_positive():
 
 
 def test_cohesion_by_hand():
-    positives = torch.tensor([[[1.0, 0.0], [0.0, 1.0]], [[1.0, 0.0], [5.0, 5.0]]])
-    pos_mask = torch.tensor([[True, True], [True, False]])  # row 1 has one positive: not counted
-    loss = CohesionLoss()(None, positives, None, pos_mask, None)
-    assert float(loss) == pytest.approx(1 - math.cos(math.pi / 4))
+    """Table 9's beta term as the authors normalise it (spec 12.4): the sum over rows with >= 2 valid
+    positives, divided by the valid positives of the whole batch, padded rows' included."""
+    positives = torch.tensor([
+        [[1.0, 0.0], [0.0, 1.0]],  # 90 degrees apart: prototype at 45, each 1 - cos 45
+        [[1.0, 0.0], [5.0, 5.0]],  # one valid positive: adds 0, counts 1
+        [[2.0, 0.0], [1.0, 3**0.5]],  # 60 degrees apart: prototype at 30, each 1 - cos 30
+        [[9.0, 9.0], [1.0, 2.0]],  # no valid positive: adds 0, counts 0
+    ])
+    pos_mask = torch.tensor([[True, True], [True, False], [True, True], [False, False]])
+    expected = (2 * (1 - math.cos(math.pi / 4)) + 2 * (1 - math.cos(math.pi / 6))) / 5
+    assert float(CohesionLoss()(None, positives, None, pos_mask, None)) == pytest.approx(expected, rel=1e-6)
+    lonely = CohesionLoss()(None, positives.double().requires_grad_(True), None, torch.tensor([[True, False]] * 4), None)
+    assert float(lonely.detach()) == 0.0  # no row with two positives
+    lonely.backward()  # still a graph: a run whose batch has none does not fail
 
 
 def test_oracle_rank_prefers_the_milder_edit():

@@ -335,14 +335,18 @@ class CircleExtLoss(Loss):
 
 
 class CohesionLoss(Loss):
-    """Positive cohesion: 1 - cos(g_p, mean of the sample's valid positives), over samples with >= 2."""
+    """Positive cohesion (Table 9's beta term, "prototype" mode; spec 12.4): 1 - cos(g_p, normalised mean
+    of the sample's valid positives), summed over the valid positives of samples with >= 2 of them and
+    divided, as the authors do, by the valid positives of the *whole* (global) batch: a sample with one
+    valid positive adds 0 but counts 1. So "beta = 0.1" means what it means in the paper (dividing by
+    the positives of samples with >= 2 only made the term 1.8-3.2x larger). 0 if no sample has 2."""
 
     def terms(self, batch):
         mask = batch.pos_mask.to(batch.positives.dtype)
         rows = mask.sum(1) >= 2
         prototype = _unit((batch.positives * mask[..., None]).sum(1) / mask.sum(1, keepdim=True).clamp(min=1))
         cosine = torch.einsum("bpd,bd->bp", batch.positives, prototype)
-        return [Terms(1 - cosine, batch.pos_mask & rows[:, None])]
+        return [Terms(1 - cosine, batch.pos_mask & rows[:, None], counted=batch.pos_mask)]
 
 
 LOSSES = {
