@@ -212,6 +212,9 @@ def test_combined_spec():
         CombinedLoss("triplet:1")
     with pytest.raises(NearIDError, match="bad option for 'nearid'"):
         CombinedLoss("nearid:1:beta=2")
+    with pytest.raises(NearIDError, match="every weight is 0"):
+        CombinedLoss("nearid:0+cohesion:0.0")
+    assert float(CombinedLoss("nearid:1+cohesion:0")(*inputs)) == float(NearIDLoss()(*inputs))  # a 0 term adds nothing
 
 
 TWO_PROCESS_SPECS = ["nearid:1.0", "nearid:1:alpha=0.0", "infonce:1", "infonce_rneg:1", "oracle_rank:1", "siglip_ext:1",

@@ -383,6 +383,8 @@ class CombinedLoss:
                 raise NearIDError(f"--loss {spec}: bad option for '{name}' ({exc})") from None
         if not self.terms:
             raise NearIDError(f"--loss '{spec}': no loss named")
+        if not any(weight for _, weight, _ in self.terms):
+            raise NearIDError(f"--loss {spec}: every weight is 0; give at least one loss a non-zero weight")
 
     def __call__(self, anchor, positives, distractors, pos_mask, neg_mask, oracle=None):
         """One batch (normalised, pooled once) for every loss, one reduction (one count all-reduce)."""
