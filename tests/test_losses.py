@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import math
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -97,10 +103,20 @@ def test_infonce_is_symmetric_clip_loss_with_one_positive():
 
 
 def test_cohesion_by_hand():
-    positives = torch.tensor([[[1.0, 0.0], [0.0, 1.0]], [[1.0, 0.0], [5.0, 5.0]]])
-    pos_mask = torch.tensor([[True, True], [True, False]])  # row 1 has one positive: not counted
-    loss = CohesionLoss()(None, positives, None, pos_mask, None)
-    assert float(loss) == pytest.approx(1 - math.cos(math.pi / 4))
+    """Table 9's beta term as the authors normalise it (spec 12.4): the sum over rows with >= 2 valid
+    positives, divided by the valid positives of the whole batch, padded rows' included."""
+    positives = torch.tensor([
+        [[1.0, 0.0], [0.0, 1.0]],  # 90 degrees apart: prototype at 45, each 1 - cos 45
+        [[1.0, 0.0], [5.0, 5.0]],  # one valid positive: adds 0, counts 1
+        [[2.0, 0.0], [1.0, 3**0.5]],  # 60 degrees apart: prototype at 30, each 1 - cos 30
+        [[9.0, 9.0], [1.0, 2.0]],  # no valid positive: adds 0, counts 0
+    ])
+    pos_mask = torch.tensor([[True, True], [True, False], [True, True], [False, False]])
+    expected = (2 * (1 - math.cos(math.pi / 4)) + 2 * (1 - math.cos(math.pi / 6))) / 5
+    assert float(CohesionLoss()(None, positives, None, pos_mask, None)) == pytest.approx(expected, rel=1e-6)
+    lonely = CohesionLoss()(None, positives.double().requires_grad_(True), None, torch.tensor([[True, False]] * 4), None)
+    assert float(lonely.detach()) == 0.0  # no row with two positives
+    lonely.backward()  # still a graph: a run whose batch has none does not fail
 
 
 def test_oracle_rank_prefers_the_milder_edit():
@@ -114,6 +130,61 @@ def test_oracle_rank_prefers_the_milder_edit():
     assert float(wrong) > float(right)
     with pytest.raises(ValueError, match="needs the per-distractor oracle"):
         OracleRankLoss()(anchor, None, distractors, None, neg_mask)
+
+
+def siglip_ext_by_loops(anchor, positives, distractors, pos_mask, neg_mask, tau=0.07, bias=-10.0, alpha=0.5):
+    """Spec 5.2's extended SigLIP one logit at a time: BCE over anchor x valid pool, BCE of the valid
+    distractors towards 0, alpha x -log sigma(l_r - LSE of the anchor's valid batch negatives)."""
+    unit = lambda v: v / v.norm()  # noqa: E731
+    logit = lambda u, v: float(unit(u) @ unit(v)) / tau + bias  # noqa: E731
+    bce = lambda x, y: -(y * math.log(1 / (1 + math.exp(-x))) + (1 - y) * math.log(1 - 1 / (1 + math.exp(-x))))  # noqa: E731
+    b, p_count, _ = positives.shape
+    pool = [(j, q) for j in range(b) for q in range(p_count) if pos_mask[j, q]]
+    pairs = [bce(logit(anchor[i], positives[j, q]), 1.0 if j == i else 0.0) for i in range(b) for j, q in pool]
+    distractor_bce, ranks = [], []
+    for i in range(b):
+        negatives = [logit(anchor[i], positives[j, q]) for j, q in pool if j != i]
+        lse = math.log(sum(math.exp(n) for n in negatives)) if negatives else -math.inf
+        for k in range(distractors.shape[1]):
+            if neg_mask[i, k]:
+                l_r = logit(anchor[i], distractors[i, k])
+                distractor_bce.append(bce(l_r, 0.0))
+                ranks.append(-math.log(1 / (1 + math.exp(lse - l_r))))
+    return sum(pairs) / len(pairs) + sum(distractor_bce) / len(distractor_bce) + alpha * sum(ranks) / len(ranks)
+
+
+def circle_ext_by_loops(anchor, positives, distractors, pos_mask, neg_mask, m=0.25, gamma=64.0, rank_weight=0.5, rank_margin=0.25):
+    """Spec 5.2's extended Circle loss one similarity at a time (padded entries left out of every mean)."""
+    unit = lambda v: v / v.norm()  # noqa: E731
+    cos = lambda u, v: float(unit(u) @ unit(v))  # noqa: E731
+    b, p_count, _ = positives.shape
+    circles, hinges = [], []
+    for i in range(b):
+        s_p = [cos(anchor[i], positives[i, q]) for q in range(p_count) if pos_mask[i, q]]
+        s_b = [cos(anchor[i], positives[j, q]) for j in range(b) for q in range(p_count) if j != i and pos_mask[j, q]]
+        s_r = [cos(anchor[i], distractors[i, k]) for k in range(distractors.shape[1]) if neg_mask[i, k]]
+        if s_p and s_b + s_r:
+            lse_p = math.log(sum(math.exp(-max(1 + m - s, 0) * (s - (1 - m)) * gamma) for s in s_p))
+            lse_n = math.log(sum(math.exp(max(s + m, 0) * (s - m) * gamma) for s in s_b + s_r))
+            circles.append(math.log1p(math.exp(lse_p + lse_n)))
+        for r in s_r:
+            hinges.append(sum(max(s - r + rank_margin, 0.0) for s in s_b) / max(len(s_b), 1))
+    return sum(circles) / len(circles) + rank_weight * sum(hinges) / len(hinges)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_siglip_ext_matches_loops(seed):
+    inputs = batch(seed=seed, d=3)  # few dimensions: logits far from the -10 bias, every part matters
+    assert float(SigLIPExtLoss()(*inputs)) == pytest.approx(siglip_ext_by_loops(*inputs), rel=1e-9)
+    assert float(SigLIPExtLoss(alpha=2.0, bias=-3.0)(*inputs)) == pytest.approx(siglip_ext_by_loops(*inputs, alpha=2.0, bias=-3.0), rel=1e-9)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_circle_ext_matches_loops(seed):
+    inputs = batch(seed=seed)
+    assert float(CircleExtLoss()(*inputs)) == pytest.approx(circle_ext_by_loops(*inputs), rel=1e-9)
+    gentle = dict(m=0.4, gamma=8.0, rank_weight=1.5, rank_margin=0.6)
+    assert float(CircleExtLoss(**gentle)(*inputs)) == pytest.approx(circle_ext_by_loops(*inputs, **gentle), rel=1e-9)
 
 
 @pytest.mark.parametrize("loss", [SigLIPExtLoss(), CircleExtLoss()])
@@ -141,3 +212,37 @@ def test_combined_spec():
         CombinedLoss("triplet:1")
     with pytest.raises(NearIDError, match="bad option for 'nearid'"):
         CombinedLoss("nearid:1:beta=2")
+    with pytest.raises(NearIDError, match="every weight is 0"):
+        CombinedLoss("nearid:0+cohesion:0.0")
+    assert float(CombinedLoss("nearid:1+cohesion:0")(*inputs)) == float(NearIDLoss()(*inputs))  # a 0 term adds nothing
+
+
+TWO_PROCESS_SPECS = ["nearid:1.0", "nearid:1:alpha=0.0", "infonce:1", "infonce_rneg:1", "oracle_rank:1", "siglip_ext:1",
+                     "circle_ext:1", "cohesion:1", "nearid:1.0+cohesion:0.1"]
+TWO_PROCESS_SIZES = [6, 5]  # equal shares (3 + 3) and the trainer's unequal ones (3 + 2)
+
+
+@pytest.fixture(scope="module")
+def two_process_runs(tmp_path_factory):
+    """One torchrun launch (2 processes, gloo) for every loss; see tests/losses_torchrun.py."""
+    torchrun = shutil.which("torchrun", path=os.path.dirname(sys.executable))
+    out = tmp_path_factory.mktemp("losses_torchrun") / "results.json"
+    done = subprocess.run(
+        [torchrun, "--standalone", "--nproc_per_node", "2", str(Path(__file__).with_name("losses_torchrun.py")), str(out),
+         json.dumps(TWO_PROCESS_SPECS), json.dumps(TWO_PROCESS_SIZES)],
+        capture_output=True, text=True, timeout=300, cwd=Path(__file__).parent,
+    )
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    return json.loads(out.read_text())
+
+
+@pytest.mark.parametrize("size", TWO_PROCESS_SIZES)
+@pytest.mark.parametrize("spec", TWO_PROCESS_SPECS)
+def test_two_processes_match_one(two_process_runs, spec, size):
+    """DDP's averaged gradient on 2 processes (contiguous shares, padded slots on both) is the 1-process gradient."""
+    run = two_process_runs[f"{spec}@{size}"]
+    assert "error" not in run, run.get("error")
+    assert run["two"] == pytest.approx(run["one"], rel=1e-12)
+    grad_one, grad_two = torch.tensor(run["grad_one"]), torch.tensor(run["grad_two"])
+    assert grad_one.abs().max() > 1e-6  # the head gets a gradient: the comparison means something
+    torch.testing.assert_close(grad_two, grad_one, rtol=1e-10, atol=1e-12)

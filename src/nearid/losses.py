@@ -8,10 +8,19 @@ padded (invalid) positives and distractors are removed from *every* denominator,
 (the authors' code leaves them in; spec section 5.1). In a multi-process run the batch's positives
 are gathered from all processes with gradients, so the pool of batch negatives is the global batch.
 ``oracle[B, K]`` (edit severity per distractor: higher = less edited) is read only by ``oracle_rank``.
+
+Every loss is built the same way (the shape of pytorch-metric-learning): a :class:`LossBatch` normalises
+the inputs and pools the positives once; the loss's ``terms`` returns its *unreduced* components, each
+with its validity mask (:class:`Terms`); one reducer (:func:`reduce`) divides by *global* counts. So every
+loss, ablations included, gives on N processes (each a contiguous share of the batch) the gradient it
+gives on one.
 """
 
 from __future__ import annotations
 
+import dataclasses
+from dataclasses import dataclass
+from functools import cached_property
 
 import torch
 import torch.nn.functional as F
@@ -25,53 +34,182 @@ def _unit(x: torch.Tensor) -> torch.Tensor:
     return F.normalize(x.float() if x.dtype in (torch.float16, torch.bfloat16) else x, dim=-1, eps=EPS)
 
 
-def gather_with_grad(x: torch.Tensor) -> tuple[torch.Tensor, int]:
-    """All processes' ``x`` concatenated (gradients flow back to each), and this process's offset."""
+def _distributed() -> bool:
     import torch.distributed as dist
 
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def _world() -> tuple[int, int]:
+    """(rank, world size); (0, 1) without a process group."""
+    import torch.distributed as dist
+
+    return (dist.get_rank(), dist.get_world_size()) if _distributed() else (0, 1)
+
+
+def _row_counts(rows: int, device) -> list[int]:
+    """Every process's number of rows (the trainer's last share of a batch can be shorter)."""
+    import torch.distributed as dist
+
+    if not _distributed():
+        return [rows]
+    local = torch.tensor([rows], dtype=torch.int64, device=device)
+    parts = [torch.empty_like(local) for _ in range(dist.get_world_size())]
+    dist.all_gather(parts, local)
+    return [int(part) for part in parts]
+
+
+def gather_with_grad(x: torch.Tensor, rows: list[int] | None = None) -> tuple[torch.Tensor, int]:
+    """All processes' ``x`` concatenated along dim 0 (gradients flow back to each), and this process's
+    row offset. Shares may differ in length (``rows``: every process's length, asked for if not given):
+    each is padded to the longest for the collective and trimmed after."""
+    if not _distributed():
         return x, 0
     from torch.distributed.nn.functional import all_gather
 
-    parts = all_gather(x.contiguous())
-    return torch.cat(parts), dist.get_rank() * x.shape[0]
+    rank, _ = _world()
+    rows = rows if rows is not None else _row_counts(x.shape[0], x.device)
+    longest = max(rows)
+    padded = torch.cat([x, x.new_zeros(longest - x.shape[0], *x.shape[1:])]) if x.shape[0] < longest else x
+    parts = all_gather(padded.contiguous())
+    return torch.cat([part[:n] for part, n in zip(parts, rows)]), sum(rows[:rank])
+
+
+# --- the batch every loss reads: normalised once, positives pooled once ------------------------------
+
+
+class LossBatch:
+    """One step's inputs as every loss reads them: L2-normalised embeddings, boolean masks and, built on
+    first use, the pool of all processes' positives. A combined loss builds it once for all its terms.
+    Inputs a loss does not read may be ``None`` (cohesion reads only positives)."""
+
+    def __init__(self, anchor, positives, distractors, pos_mask, neg_mask, oracle=None):
+        self.anchor, self.positives, self.distractors = (_unit(x) if x is not None else None for x in (anchor, positives, distractors))
+        self.pos_mask = pos_mask.bool() if pos_mask is not None else None
+        self.neg_mask = neg_mask.bool() if neg_mask is not None else None
+        self.oracle = oracle
+
+    @cached_property
+    def rows(self) -> list[int]:
+        """Every process's number of samples."""
+        return _row_counts(self.positives.shape[0], self.positives.device)
+
+    @cached_property
+    def offset(self) -> int:
+        """Global row index of this process's first sample."""
+        return sum(self.rows[: _world()[0]])
+
+    @cached_property
+    def _pool(self):
+        pool, _ = gather_with_grad(self.positives, self.rows)
+        valid, _ = gather_with_grad(self.pos_mask.to(self.positives.dtype), self.rows)
+        return pool.flatten(0, 1), valid.flatten().bool()
+
+    @property
+    def pool(self) -> torch.Tensor:
+        """Every process's positives, flattened to ``[M, D]`` (M = global batch x P), with gradients."""
+        return self._pool[0]
+
+    @property
+    def pool_valid(self) -> torch.Tensor:
+        """``[M]``: which pool entries are real positives (the global ``pos_mask``, flattened)."""
+        return self._pool[1]
+
+    @cached_property
+    def own(self) -> torch.Tensor:
+        """``own[i, p]``: the pool column of this process's positive ``g_{i,p}``."""
+        batch, n_pos, _ = self.positives.shape
+        rows = self.offset + torch.arange(batch, device=self.positives.device)
+        return rows[:, None] * n_pos + torch.arange(n_pos, device=self.positives.device)
+
+    @cached_property
+    def own_columns(self) -> torch.Tensor:
+        """``[B, M]``: True at each anchor's own positives' columns."""
+        return torch.zeros(self.own.shape[0], self.pool.shape[0], dtype=torch.bool, device=self.own.device).scatter_(1, self.own, True)
+
+
+# --- unreduced terms and the one reducer --------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Terms:
+    """One component of a loss, unreduced (the pytorch-metric-learning shape): per-item ``values``, which
+    items are summed (``valid``) and which count in the denominator (``counted``; default ``valid``).
+    The component adds ``weight`` x (sum of valid values / global count of counted items) to the loss.
+    ``by_column``: each column of ``[B, C]`` values is averaged on its own, then the columns that have a
+    count anywhere are averaged with equal weight (the NearID loss's per-positive-index mean)."""
+
+    values: torch.Tensor
+    valid: torch.Tensor
+    weight: float = 1.0
+    counted: torch.Tensor | None = None
+    by_column: bool = False
+
+
+def reduce(terms: list[Terms]) -> torch.Tensor:
+    """The scalar loss from unreduced terms, the same on any number of processes.
+
+    Counts are global (one all-reduce of every count); each process returns its local sums x world size
+    / global counts, so DDP's gradient *average* is the gradient of the one-process loss. Invalid items
+    are selected out, never multiplied by 0, so an infinite masked value cannot turn into NaN. A term
+    with no count on any process adds nothing."""
+    import torch.distributed as dist
+
+    terms = [t for t in terms if t.weight != 0]
+    if not terms:
+        raise ValueError("a loss with no non-zero term")
+    _, world = _world()
+    counts = []
+    for t in terms:
+        counted = (t.valid if t.counted is None else t.counted).expand_as(t.values)
+        counts.append(counted.sum(0) if t.by_column else counted.sum().reshape(1))
+    sizes = [len(c) for c in counts]
+    counts = torch.cat(counts).to(torch.float64)
+    if world > 1:
+        dist.all_reduce(counts)
+    counts = counts.split(sizes)
+    total = None
+    for t, count in zip(terms, counts):
+        valid = t.valid.expand_as(t.values)
+        if t.by_column:
+            columns = [_mean(t.values[:, c][valid[:, c]], count[c], world, t.counted is None) for c in range(t.values.shape[1]) if count[c] > 0]
+            part = torch.stack(columns).mean() if columns else None
+        else:
+            part = _mean(t.values[valid], count[0], world, t.counted is None) if count[0] > 0 else None
+        if part is None:
+            continue
+        part = part if t.weight == 1 else t.weight * part
+        total = part if total is None else total + part
+    if total is None:  # nothing to learn from anywhere: a zero that still has a graph
+        total = sum(t.values.flatten()[:0].sum() for t in terms)
+    return total
+
+
+def _mean(selected: torch.Tensor, count: torch.Tensor, world: int, plain: bool) -> torch.Tensor:
+    if world == 1 and plain:
+        return selected.mean()  # one process: exactly the mean it always was
+    return selected.sum() * world / count.to(selected.dtype)
 
 
 def global_mean(values: torch.Tensor) -> torch.Tensor:
-    """The mean over every process's ``values``, shaped so that DDP's gradient *averaging* yields the
-    gradient of that global mean: local sum x world size / global count. One process: a plain mean."""
-    import torch.distributed as dist
-
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
-        return values.mean() if values.numel() else values.new_zeros(())
-    count = torch.tensor([values.numel()], dtype=torch.float64, device=values.device)
-    dist.all_reduce(count)
-    if count.item() == 0:
-        return values.sum() * 0.0
-    return values.sum() * dist.get_world_size() / count.to(values.dtype)
+    """The mean over every process's ``values`` (local sum x world size / global count; see :func:`reduce`)."""
+    return reduce([Terms(values, torch.ones_like(values, dtype=torch.bool))])
 
 
-def _pool(positives: torch.Tensor, pos_mask: torch.Tensor):
-    """Flattened global pool of positives ``[M, D]``, its validity ``[M]``, and each local anchor's own columns."""
-    batch, n_pos, _ = positives.shape
-    pool, offset = gather_with_grad(positives)
-    valid, _ = gather_with_grad(pos_mask.to(positives.dtype))
-    own = offset * n_pos + torch.arange(batch, device=positives.device)[:, None] * n_pos + torch.arange(n_pos, device=positives.device)
-    return pool.flatten(0, 1), valid.flatten().bool(), own  # own[i, p] = column of g_{i,p}
+class Loss:
+    """The base of every loss: ``terms`` gives the unreduced components, ``__call__`` reduces them."""
+
+    def terms(self, batch: LossBatch) -> list[Terms]:
+        raise NotImplementedError
+
+    def __call__(self, anchor, positives, distractors, pos_mask, neg_mask, oracle=None) -> torch.Tensor:
+        return reduce(self.terms(LossBatch(anchor, positives, distractors, pos_mask, neg_mask, oracle)))
 
 
-def _anywhere(mask: torch.Tensor) -> bool:
-    """Whether any process has a True in ``mask`` (every process must take the same branches)."""
-    import torch.distributed as dist
-
-    flag = mask.any()
-    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-        flag = flag.to(torch.int64)
-        dist.all_reduce(flag)
-    return bool(flag)
+# --- the losses -------------------------------------------------------------------------------------
 
 
-class NearIDLoss:
+class NearIDLoss(Loss):
     """L_NearID = L_disc + alpha * L_rank (paper Eq. 1-3; tau = 0.07 fixed, alpha = 0.5).
 
     L_disc: for each positive index p, cross-entropy of the anchor's logits over all valid positives of
@@ -83,142 +221,132 @@ class NearIDLoss:
     def __init__(self, temperature: float = 0.07, alpha: float = 0.5):
         self.temperature, self.alpha = float(temperature), float(alpha)
 
-    def __call__(self, anchor, positives, distractors, pos_mask, neg_mask, oracle=None):
-        anchor, positives, distractors = _unit(anchor), _unit(positives), _unit(distractors)
-        pool, pool_valid, own = _pool(positives, pos_mask)
-        batch_logits = (anchor @ pool.T / self.temperature).masked_fill(~pool_valid, NEG_INF)  # [B, M]
-        distractor_logits = torch.einsum("bd,bkd->bk", anchor, distractors) / self.temperature
-        distractor_logits = distractor_logits.masked_fill(~neg_mask.bool(), NEG_INF)  # [B, K]
-        logits = torch.cat([batch_logits, distractor_logits], dim=1)
-        log_denominator = torch.logsumexp(logits, dim=1)  # [B]
-        per_index = []
-        for p in range(positives.shape[1]):
-            rows = pos_mask[:, p].bool()
-            if _anywhere(rows):
-                target = batch_logits.gather(1, own[:, p : p + 1]).squeeze(1)
-                per_index.append(global_mean((log_denominator - target)[rows]))
-        disc = torch.stack(per_index).mean() if per_index else logits.sum() * 0.0
-        own_columns = torch.zeros_like(batch_logits, dtype=torch.bool).scatter_(1, own, True)
-        lse_negatives = torch.logsumexp(batch_logits.masked_fill(own_columns, NEG_INF), dim=1, keepdim=True)
-        valid_distractors = neg_mask.bool()
-        if self.alpha == 0 or not _anywhere(valid_distractors):
-            return disc
-        rank = F.softplus(lse_negatives - distractor_logits)[valid_distractors]
-        return disc + self.alpha * global_mean(rank)
+    def terms(self, batch):
+        batch_logits = (batch.anchor @ batch.pool.T / self.temperature).masked_fill(~batch.pool_valid, NEG_INF)  # [B, M]
+        distractor_logits = torch.einsum("bd,bkd->bk", batch.anchor, batch.distractors) / self.temperature
+        distractor_logits = distractor_logits.masked_fill(~batch.neg_mask, NEG_INF)  # [B, K]
+        log_denominator = torch.logsumexp(torch.cat([batch_logits, distractor_logits], dim=1), dim=1)  # [B]
+        disc = log_denominator[:, None] - batch_logits.gather(1, batch.own)  # [B, P]
+        terms = [Terms(disc, batch.pos_mask, by_column=True)]
+        if self.alpha:
+            lse_negatives = torch.logsumexp(batch_logits.masked_fill(batch.own_columns, NEG_INF), dim=1, keepdim=True)
+            terms.append(Terms(F.softplus(lse_negatives - distractor_logits), batch.neg_mask, weight=self.alpha))
+        return terms
 
 
-class InfoNCELoss:
+class InfoNCELoss(Loss):
     """Symmetric single-positive InfoNCE (CLIP-style), one random valid positive per anchor; with
-    ``include_negatives`` each row also holds its own distractors ("+ R neg" in Table 3)."""
+    ``include_negatives`` each row also holds its own distractors ("+ R neg" in Table 3).
+
+    The positives are drawn for the whole global batch at once and process 0's draw is used everywhere,
+    so a run on several processes sees the draw of one process with the same random state."""
 
     def __init__(self, temperature: float = 0.07, include_negatives: bool = False):
         self.temperature, self.include_negatives = float(temperature), bool(include_negatives)
 
-    def __call__(self, anchor, positives, distractors, pos_mask, neg_mask, oracle=None):
-        rows = pos_mask.bool().any(dim=1)
-        choice = torch.multinomial(pos_mask[rows].float(), 1).squeeze(1)
-        anchor, positive = _unit(anchor[rows]), _unit(positives[rows, choice])
-        all_anchors, offset = gather_with_grad(anchor)
-        all_positives, _ = gather_with_grad(positive)
-        target = offset + torch.arange(len(anchor), device=anchor.device)
-        forward = anchor @ all_positives.T / self.temperature
-        backward = positive @ all_anchors.T / self.temperature
+    def terms(self, batch):
+        import torch.distributed as dist
+
+        batch_size, n_pos, _ = batch.positives.shape
+        global_mask = batch.pool_valid.view(-1, n_pos)  # [N, P]
+        global_rows = global_mask.any(dim=1)
+        choice = torch.zeros(len(global_mask), dtype=torch.int64, device=global_mask.device)
+        choice[global_rows] = torch.multinomial(global_mask[global_rows].float(), 1).squeeze(1)
+        if _distributed():
+            dist.broadcast(choice, src=0)
+        mine = torch.arange(batch_size, device=choice.device)
+        anchor, positive = batch.anchor, batch.positives[mine, choice[batch.offset + mine]]
+        all_anchors, _ = gather_with_grad(anchor, batch.rows)
+        all_positives, _ = gather_with_grad(positive, batch.rows)
+        absent = ~global_rows[None, :]  # samples without a valid positive take no part
+        forward = (anchor @ all_positives.T / self.temperature).masked_fill(absent, NEG_INF)
+        backward = (positive @ all_anchors.T / self.temperature).masked_fill(absent, NEG_INF)
         if self.include_negatives:
-            extra = torch.einsum("bd,bkd->bk", anchor, _unit(distractors[rows])) / self.temperature
-            extra = extra.masked_fill(~neg_mask[rows].bool(), NEG_INF)
-            extra_back = torch.einsum("bd,bkd->bk", positive, _unit(distractors[rows])) / self.temperature
-            extra_back = extra_back.masked_fill(~neg_mask[rows].bool(), NEG_INF)
+            invalid = ~batch.neg_mask
+            extra = (torch.einsum("bd,bkd->bk", anchor, batch.distractors) / self.temperature).masked_fill(invalid, NEG_INF)
+            extra_back = (torch.einsum("bd,bkd->bk", positive, batch.distractors) / self.temperature).masked_fill(invalid, NEG_INF)
             forward, backward = torch.cat([forward, extra], 1), torch.cat([backward, extra_back], 1)
-        return (F.cross_entropy(forward, target) + F.cross_entropy(backward, target)) / 2
+        target = batch.offset + mine
+        rows = batch.pos_mask.any(dim=1)
+        return [Terms(F.cross_entropy(forward, target, reduction="none"), rows, weight=0.5),
+                Terms(F.cross_entropy(backward, target, reduction="none"), rows, weight=0.5)]
 
 
-class OracleRankLoss:
+class OracleRankLoss(Loss):
     """RankNet within a sample: the less edited of two distractors (higher oracle) must be more similar,
     by ``margin`` in cosine: -log sigma(sign * (s_k1 - s_k2) - margin)."""
 
     def __init__(self, margin: float = 0.05, eps: float = 1e-6):
         self.margin, self.eps = float(margin), float(eps)
 
-    def __call__(self, anchor, positives, distractors, pos_mask, neg_mask, oracle=None):
-        if oracle is None:
+    def terms(self, batch):
+        if batch.oracle is None:
             raise ValueError("oracle_rank needs the per-distractor oracle (edit severity)")
-        sims = torch.einsum("bd,bkd->bk", _unit(anchor), _unit(distractors))
+        sims = torch.einsum("bd,bkd->bk", batch.anchor, batch.distractors)
         diff_s = sims[:, :, None] - sims[:, None, :]
-        diff_o = oracle[:, :, None] - oracle[:, None, :]
-        valid = neg_mask.bool()[:, :, None] & neg_mask.bool()[:, None, :] & (diff_o > self.eps)
-        if not valid.any():
-            return sims.new_zeros(())
-        return F.softplus(-(diff_s[valid] - self.margin)).mean()
+        diff_o = batch.oracle[:, :, None] - batch.oracle[:, None, :]
+        valid = batch.neg_mask[:, :, None] & batch.neg_mask[:, None, :] & (diff_o > self.eps)
+        return [Terms(F.softplus(-(diff_s - self.margin)), valid)]
 
 
-class SigLIPExtLoss:
+class SigLIPExtLoss(Loss):
     """Extended SigLIP: pairwise BCE over anchor x pool (t = 1/0.07, b = -10), BCE pushing own distractors
     to 0, and alpha * -log sigma(l_r - LSE over the valid batch negatives)."""
 
     def __init__(self, temperature: float = 0.07, bias: float = -10.0, alpha: float = 0.5):
         self.scale, self.bias, self.alpha = 1.0 / temperature, float(bias), float(alpha)
 
-    def __call__(self, anchor, positives, distractors, pos_mask, neg_mask, oracle=None):
-        anchor, positives, distractors = _unit(anchor), _unit(positives), _unit(distractors)
-        pool, pool_valid, own = _pool(positives, pos_mask)
-        logits = anchor @ pool.T * self.scale + self.bias
-        labels = torch.zeros_like(logits).scatter_(1, own, pos_mask.to(logits.dtype))
-        weight = pool_valid.float()[None, :].expand_as(logits)
-        bce = F.binary_cross_entropy_with_logits(logits, labels, weight=weight, reduction="sum") / (weight.sum().clamp(min=1))
-        r_logits = torch.einsum("bd,bkd->bk", anchor, distractors) * self.scale + self.bias
-        valid_r = neg_mask.bool()
-        if not valid_r.any():
-            return bce
-        r_bce = F.binary_cross_entropy_with_logits(r_logits[valid_r], torch.zeros_like(r_logits[valid_r]))
-        own_columns = torch.zeros_like(logits, dtype=torch.bool).scatter_(1, own, True)
-        lse = torch.logsumexp(logits.masked_fill(own_columns | ~pool_valid[None, :], NEG_INF), dim=1, keepdim=True)
-        rank = F.softplus(lse - r_logits)[valid_r].mean()
-        return bce + r_bce + self.alpha * rank
+    def terms(self, batch):
+        logits = batch.anchor @ batch.pool.T * self.scale + self.bias  # [B, M]
+        labels = torch.zeros_like(logits).scatter_(1, batch.own, batch.pos_mask.to(logits.dtype))
+        bce = F.binary_cross_entropy_with_logits(logits, labels, reduction="none")
+        r_logits = torch.einsum("bd,bkd->bk", batch.anchor, batch.distractors) * self.scale + self.bias
+        r_bce = F.binary_cross_entropy_with_logits(r_logits, torch.zeros_like(r_logits), reduction="none")
+        negatives = logits.masked_fill(batch.own_columns | ~batch.pool_valid[None, :], NEG_INF)
+        lse = torch.logsumexp(negatives, dim=1, keepdim=True)
+        return [Terms(bce, batch.pool_valid[None, :]), Terms(r_bce, batch.neg_mask),
+                Terms(F.softplus(lse - r_logits), batch.neg_mask, weight=self.alpha)]
 
 
-class CircleExtLoss:
+class CircleExtLoss(Loss):
     """Extended Circle loss (m = 0.25, gamma = 64) plus a hinge making each distractor less similar than
     the batch negatives on average by ``rank_margin`` (weight 0.5); masked entries are left out."""
 
     def __init__(self, m: float = 0.25, gamma: float = 64.0, rank_weight: float = 0.5, rank_margin: float = 0.25):
         self.m, self.gamma, self.rank_weight, self.rank_margin = float(m), float(gamma), float(rank_weight), float(rank_margin)
 
-    def __call__(self, anchor, positives, distractors, pos_mask, neg_mask, oracle=None):
-        anchor, positives, distractors = _unit(anchor), _unit(positives), _unit(distractors)
-        pool, pool_valid, own = _pool(positives, pos_mask)
-        s_pool = anchor @ pool.T
-        own_columns = torch.zeros_like(s_pool, dtype=torch.bool).scatter_(1, own, True)
-        s_p = torch.einsum("bd,bpd->bp", anchor, positives)
-        s_r = torch.einsum("bd,bkd->bk", anchor, distractors)
+    def terms(self, batch):
+        s_pool = batch.anchor @ batch.pool.T
+        s_p = torch.einsum("bd,bpd->bp", batch.anchor, batch.positives)
+        s_r = torch.einsum("bd,bkd->bk", batch.anchor, batch.distractors)
         s_n = torch.cat([s_pool, s_r], 1)
-        n_valid = torch.cat([pool_valid[None, :] & ~own_columns, neg_mask.bool()], 1)
+        pool_negatives = batch.pool_valid[None, :] & ~batch.own_columns  # [B, M]
+        n_valid = torch.cat([pool_negatives, batch.neg_mask], 1)
         alpha_p = (1 + self.m - s_p).clamp(min=0).detach()
         alpha_n = (s_n + self.m).clamp(min=0).detach()
-        logit_p = (-alpha_p * (s_p - (1 - self.m)) * self.gamma).masked_fill(~pos_mask.bool(), NEG_INF)
+        logit_p = (-alpha_p * (s_p - (1 - self.m)) * self.gamma).masked_fill(~batch.pos_mask, NEG_INF)
         logit_n = (alpha_n * (s_n - self.m) * self.gamma).masked_fill(~n_valid, NEG_INF)
-        rows = pos_mask.bool().any(1) & n_valid.any(1)
-        circle = F.softplus(torch.logsumexp(logit_p, 1) + torch.logsumexp(logit_n, 1))[rows].mean()
-        batch_valid = (pool_valid[None, :] & ~own_columns).float()  # [B, M]
+        circle = F.softplus(torch.logsumexp(logit_p, 1) + torch.logsumexp(logit_n, 1))
+        rows = batch.pos_mask.any(1) & n_valid.any(1)
+        weights = pool_negatives.to(s_pool.dtype)
         hinge = F.relu(s_pool[:, None, :] - s_r[:, :, None] + self.rank_margin)  # [B, K, M]
-        per_distractor = (hinge * batch_valid[:, None, :]).sum(-1) / batch_valid.sum(-1, keepdim=True).clamp(min=1)
-        valid_r = neg_mask.bool()
-        rank = per_distractor[valid_r].mean() if valid_r.any() else circle.new_zeros(())
-        return circle + self.rank_weight * rank
+        per_distractor = (hinge * weights[:, None, :]).sum(-1) / weights.sum(-1, keepdim=True).clamp(min=1)
+        return [Terms(circle, rows), Terms(per_distractor, batch.neg_mask, weight=self.rank_weight)]
 
 
-class CohesionLoss:
-    """Positive cohesion: 1 - cos(g_p, mean of the sample's valid positives), over samples with >= 2."""
+class CohesionLoss(Loss):
+    """Positive cohesion (Table 9's beta term, "prototype" mode; spec 12.4): 1 - cos(g_p, normalised mean
+    of the sample's valid positives), summed over the valid positives of samples with >= 2 of them and
+    divided, as the authors do, by the valid positives of the *whole* (global) batch: a sample with one
+    valid positive adds 0 but counts 1. So "beta = 0.1" means what it means in the paper (dividing by
+    the positives of samples with >= 2 only made the term 1.8-3.2x larger). 0 if no sample has 2."""
 
-    def __call__(self, anchor, positives, distractors, pos_mask, neg_mask, oracle=None):
-        positives = _unit(positives)
-        mask = pos_mask.float()
+    def terms(self, batch):
+        mask = batch.pos_mask.to(batch.positives.dtype)
         rows = mask.sum(1) >= 2
-        if not rows.any():
-            return positives.new_zeros(())
-        prototype = _unit((positives * mask[..., None]).sum(1) / mask.sum(1, keepdim=True).clamp(min=1))
-        cosine = torch.einsum("bpd,bd->bp", positives, prototype)
-        used = mask * rows[:, None].float()
-        return ((1 - cosine) * used).sum() / used.sum()
+        prototype = _unit((batch.positives * mask[..., None]).sum(1) / mask.sum(1, keepdim=True).clamp(min=1))
+        cosine = torch.einsum("bpd,bd->bp", batch.positives, prototype)
+        return [Terms(1 - cosine, batch.pos_mask & rows[:, None], counted=batch.pos_mask)]
 
 
 LOSSES = {
@@ -255,9 +383,14 @@ class CombinedLoss:
                 raise NearIDError(f"--loss {spec}: bad option for '{name}' ({exc})") from None
         if not self.terms:
             raise NearIDError(f"--loss '{spec}': no loss named")
+        if not any(weight for _, weight, _ in self.terms):
+            raise NearIDError(f"--loss {spec}: every weight is 0; give at least one loss a non-zero weight")
 
     def __call__(self, anchor, positives, distractors, pos_mask, neg_mask, oracle=None):
-        return sum(w * fn(anchor, positives, distractors, pos_mask, neg_mask, oracle=oracle) for _, w, fn in self.terms)
+        """One batch (normalised, pooled once) for every loss, one reduction (one count all-reduce)."""
+        batch = LossBatch(anchor, positives, distractors, pos_mask, neg_mask, oracle)
+        terms = [dataclasses.replace(t, weight=w * t.weight) for _, w, fn in self.terms for t in fn.terms(batch)]
+        return reduce(terms)
 
 
 def _parse_value(text: str):
@@ -272,4 +405,4 @@ def _parse_value(text: str):
     return text
 
 
-__all__ = ["LOSSES", "CombinedLoss", "NearIDLoss", "gather_with_grad"]
+__all__ = ["LOSSES", "CombinedLoss", "Loss", "LossBatch", "NearIDLoss", "Terms", "gather_with_grad", "reduce"]
