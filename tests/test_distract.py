@@ -183,6 +183,23 @@ def test_tiny_tokenizers_and_seeds():
     assert generation_size(48, 36, 64) == (64, 48) and generation_size(36, 48, 64) == (48, 64) and generation_size(512, 512, 1024) == (1024, 1024)
 
 
+@pytest.mark.parametrize("name", ["tiny-flux-fill", "tiny-sdxl-inpaint"])
+def test_a_generation_depends_only_on_its_inputs_and_seed(name):
+    """Resume and multi-process equality rest on this: no state carried from one call to the next."""
+    from nearid.distract.generators import load_generator
+
+    generator = load_generator(name, steps=2, resolution=32, device="cpu")
+    rng = np.random.default_rng(0)
+    image = Image.fromarray(rng.integers(0, 256, (40, 48, 3), dtype=np.uint8))
+    mask = np.zeros((40, 48), bool)
+    mask[8:30, 10:34] = True
+    first = np.asarray(generator.inpaint(image, mask, "a red mug", 7))
+    other = np.asarray(generator.inpaint(image.transpose(Image.Transpose.FLIP_LEFT_RIGHT), mask, "a cup", 8))
+    again = np.asarray(generator.inpaint(image, mask, "a red mug", 7))
+    assert first.shape == (40, 48, 3) and np.array_equal(first, again) and not np.array_equal(first, other)
+    assert not np.array_equal(first, np.asarray(generator.inpaint(image, mask, "a red mug", 9)))  # the seed matters
+
+
 def test_real_generator_offline_names_the_download(synth, tmp_path):
     with pytest.raises(ModelNotAvailableError, match="hf download black-forest-labs/FLUX.1-Fill-dev"):
         distract(DistractConfig(data=str(synth), generator="flux-fill", source="F", out=str(tmp_path / "f"), progress=False))

@@ -169,7 +169,15 @@ def _build_tiny_sdxl_inpaint(model: str, dtype, *, seed: int = 0, **_):
         text_encoder=_tiny_clip_text(len(tokenizer), False), text_encoder_2=_tiny_clip_text(len(tokenizer), True),
         requires_aesthetics_score=False, force_zeros_for_empty_prompt=True, add_watermarker=False,
     )
-    return pipe.to(dtype=dtype)
+    return _evaluation_mode(pipe).to(dtype=dtype)
+
+
+def _evaluation_mode(pipe):
+    """Modules built from configs start in training mode; T5's dropout would make every call differ."""
+    for component in pipe.components.values():
+        if hasattr(component, "eval") and hasattr(component, "parameters"):
+            component.eval()
+    return pipe
 
 
 def _build_tiny_flux_fill(model: str, dtype, *, seed: int = 0, **_):
@@ -198,7 +206,7 @@ def _build_tiny_flux_fill(model: str, dtype, *, seed: int = 0, **_):
         scheduler=FlowMatchEulerDiscreteScheduler(), vae=vae, transformer=transformer, text_encoder=_tiny_clip_text(len(clip), False),
         tokenizer=clip, text_encoder_2=text_2, tokenizer_2=t5,
     )
-    return pipe.to(dtype=dtype)
+    return _evaluation_mode(pipe).to(dtype=dtype)
 
 
 # ------------------------------------------------------------------------------------- registry
