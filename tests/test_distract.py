@@ -68,6 +68,15 @@ def test_blend_weights_ramp_inside_and_zero_outside():
     assert np.array_equal(compositing.blend_weights(region, 0), region.astype(np.float32))
 
 
+def test_feather_within_the_dilation_leaves_the_object_fully_generated():
+    mask = np.zeros((40, 40), bool)
+    mask[12:25, 15:30] = True
+    mask[20:28, 10:16] = True  # not convex
+    for dilation in (2, 5, 8):
+        w = compositing.blend_weights(compositing.dilate(mask, dilation), dilation)
+        assert (w[mask] == 1.0).all()  # no pixel of the original object is blended back in
+
+
 def test_paste_back_keeps_the_outside_exactly():
     rng = np.random.default_rng(0)
     original = rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)
@@ -384,6 +393,8 @@ def test_refuses_to_replace_what_it_did_not_write(synth, tmp_path):
     (tmp_path / "taken" / "file.txt").write_text("mine")
     with pytest.raises(NearIDError, match="already exists"):
         distract(DistractConfig(data=str(synth), generator="tiny-flux-fill", source="G", out=str(tmp_path / "taken")))
+    with pytest.raises(NearIDError, match="feather"):
+        distract(DistractConfig(data=str(synth), generator="tiny-flux-fill", source="G", dilate=2, feather=3))
     with pytest.raises(NearIDError, match="not written by nearid distract"):
         distract(DistractConfig(data=str(synth), generator="tiny-flux-fill", source="G", out=str(tmp_path / "taken"),
                                 overwrite=True))

@@ -420,8 +420,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--negative-prompt")
     p.add_argument("--true-cfg", type=float)
     p.add_argument("--resolution", type=int, help="longer side of the generation canvas (paper: 512 or native)")
-    p.add_argument("--dilate", type=int, help="mask dilation in pixels (default 4)")
-    p.add_argument("--feather", type=int, help="blend ramp inside the dilated mask, pixels (default 3)")
+    p.add_argument("--dilate", type=int, help="mask dilation in pixels (default 8)")
+    p.add_argument("--feather", type=int, help="blend ramp inside the dilated mask, pixels, <= --dilate (default 6)")
     p.add_argument("--no-paste-back", dest="paste_back", action="store_const", const=False,
                    help="keep the pipeline's pixels outside the mask (VAE round trip) instead of the original's")
     p.add_argument("--seed", type=int)

@@ -37,7 +37,7 @@ def blend_weights(region: np.ndarray, feather: int) -> np.ndarray:
     import cv2
 
     padded = np.pad(region, 1, mode="edge").astype(np.uint8)  # the image edge is not a border
-    distance = cv2.distanceTransform(padded, cv2.DIST_L2, 5)[1:-1, 1:-1]
+    distance = cv2.distanceTransform(padded, cv2.DIST_L2, cv2.DIST_MASK_PRECISE)[1:-1, 1:-1]  # exact Euclidean
     return np.where(region, np.clip(distance / feather, 0.0, 1.0), 0.0).astype(np.float32)
 
 

@@ -350,7 +350,7 @@ def load_generator(
     torch_dtype = resolve_dtype(dtype, target)
     model = model or spec.model
     options = {"controlnet": controlnet, "lora": lora} if spec.name == "qwen-image" else {}
-    with _quiet():
+    with quiet():
         try:
             pipe = spec.build(model, torch_dtype, controlnet=controlnet, lora=lora)
         except ModelNotAvailableError:
@@ -374,7 +374,7 @@ def load_generator(
 
 
 @contextlib.contextmanager
-def _quiet():
+def quiet():
     """Only errors from transformers and diffusers while a pipeline is built (no load reports)."""
     from diffusers.utils import logging as diffusers_logging
     from transformers.utils import logging as transformers_logging

@@ -31,7 +31,7 @@ from ..errors import NearIDError
 from ..images import load_image, load_mask
 from ..io import atomic_path, write_text_atomic
 from . import compositing
-from .generators import generator_spec, load_generator, settings_key, view_seed
+from .generators import generator_spec, load_generator, quiet, settings_key, view_seed
 from .inputs import Inputs, open_inputs
 from .prompts import PromptChoice, choose_prompts
 from .quality import Verdict, anchor_slot, quality_string
@@ -54,8 +54,8 @@ class DistractConfig:
     negative_prompt: str | None = None
     true_cfg: float | None = None
     resolution: int | None = None
-    dilate: int = 4
-    feather: int = 3
+    dilate: int = 8
+    feather: int = 6
     paste_back: bool = True
     seed: int = 0
     prompts: str | None = None
@@ -193,6 +193,11 @@ def distract(config: DistractConfig) -> dict | None:
     spec = generator_spec(config.generator)
     if config.dilate < 0 or config.feather < 0:
         raise NearIDError("--dilate and --feather are pixel counts >= 0")
+    if config.feather > config.dilate and config.paste_back:
+        raise NearIDError(
+            f"--feather {config.feather} is wider than --dilate {config.dilate}: the blend would mix the original "
+            "object's edge into the distractor; use --feather <= --dilate"
+        )
     if not config.source or "/" in config.source or "=" in config.source:
         raise NearIDError(f"--source '{config.source}': give a plain name such as Gen or MyFlux")
     inputs = open_inputs(config.data, split=config.split, split_file=config.split_file)
@@ -222,8 +227,9 @@ def distract(config: DistractConfig) -> dict | None:
         )
         bar = tqdm(mine, desc=f"distract {config.source}", unit="identity",
                    disable=not (config.progress and state.is_main_process))
-        for row in bar:
-            shards.write(row, keys[row], generate_row(generator, config, inputs, row, choices[row]), choices[row].prompts)
+        with quiet():  # no per-call truncation warnings (long prompts are cut to the text encoders' length)
+            for row in bar:
+                shards.write(row, keys[row], generate_row(generator, config, inputs, row, choices[row]), choices[row].prompts)
     if state.num_processes > 1:
         print(f"process {state.process_index}: generated {len(mine)} identities", flush=True)
     state.wait_for_everyone()
