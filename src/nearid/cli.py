@@ -205,6 +205,47 @@ def cmd_demo(args) -> int:
     return 0
 
 
+def cmd_distract(args) -> int:
+    from .distract import DistractConfig, distract
+    from .distract.generators import GENERATORS
+
+    if args.list:
+        for name, spec in GENERATORS.items():
+            print(f"{name:18s} {spec.pipeline} ({spec.model}): {spec.needs}")
+        return 0
+    missing = [name for name in ("data", "generator", "source") if getattr(args, name) is None]
+    if missing:
+        raise NearIDError(f"--{missing[0]} is required (see nearid distract --help; --list shows the generators)")
+    fields = DistractConfig.__dataclass_fields__
+    values = {k: v for k, v in vars(args).items() if k in fields and v is not None}
+    values["band"] = tuple(values.get("band", DistractConfig.band))
+    summary = distract(DistractConfig(**values))
+    if summary is not None:
+        m = summary["measurements"]
+        untrained = " (untrained)" if summary["untrained"] else ""
+        print(f"wrote {summary['distractors']} distractors of {summary['identities']} identities "
+              f"({summary['generator']}{untrained}; kept {summary['kept']}, filtered {summary['filtered']}; "
+              f"resumed {summary['resumed_identities']}) to {summary['out']}")
+        print(f"quality: {summary['quality']}; outside-mask mean abs difference {m['outside_mean_abs']}; "
+              f"{summary['seconds']['per_image']} s per image")
+    return 0
+
+
+def cmd_mask(args) -> int:
+    from .masking import MaskConfig, make_masks
+
+    fields = MaskConfig.__dataclass_fields__
+    config = MaskConfig(**{k: v for k, v in vars(args).items() if k in fields and v is not None})
+    result = make_masks(config)
+    print(f"wrote {len(result)} masks to {args.out}")
+    for image, why in result.failures.items():
+        print(f"  no mask for {image}: {why}", file=sys.stderr)
+    if not result.written:
+        print("nearid mask: error: no mask was written", file=sys.stderr)
+        return 2
+    return 0
+
+
 class _Version(argparse.Action):
     """``--version``: argparse's own action needs the string when the parser is built; this looks the
     installed version up (importlib.metadata, ~50 ms) only when asked."""
@@ -352,6 +393,56 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"sources that results.json's baseline/trained report (default {' '.join(d.headline_sources)})")
     p.add_argument("--seed", type=int)
     p.set_defaults(run=cmd_demo)
+
+    p = commands.add_parser("distract", help="inpaint near-identity distractors into each view's background (diffusers)")
+    p.add_argument("--list", action="store_true", help="list the generators, what they need and their licences")
+    p.add_argument("--data", help="positives: hub id, save_to_disk/parquet folder, a `nearid synth` root, or a folder layout")
+    p.add_argument("--generator", help="flux-fill | sdxl-inpaint | qwen-image | tiny-flux-fill | tiny-sdxl-inpaint")
+    p.add_argument("--source", help="name of the new source (bench --sources NAME reads <data>-NAME)")
+    p.add_argument("--out", help="output (default: <data>-<source>; for a folder layout <folder>-nearid/)")
+    p.add_argument("--split", help="rows to generate: a split name or 'all' (default: all); other rows stay empty")
+    p.add_argument("--split-file", help="JSON list of row positions to generate")
+    p.add_argument("--model", help="model folder or hub id (default: the generator's checkpoint)")
+    p.add_argument("--steps", type=int)
+    p.add_argument("--guidance", type=float)
+    p.add_argument("--strength", type=float)
+    p.add_argument("--negative-prompt")
+    p.add_argument("--true-cfg", type=float)
+    p.add_argument("--resolution", type=int, help="longer side of the generation canvas (paper: 512 or native)")
+    p.add_argument("--dilate", type=int, help="mask dilation in pixels (default 8)")
+    p.add_argument("--feather", type=int, help="blend ramp inside the dilated mask, pixels, <= --dilate (default 6)")
+    p.add_argument("--no-paste-back", dest="paste_back", action="store_const", const=False,
+                   help="keep the pipeline's pixels outside the mask (VAE round trip) instead of the original's")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--prompts", help='JSON {"<id>": "prompt" or ["view 1", "view 2", ...]} instead of retrieval')
+    p.add_argument("--template", help="prompt template with {description} and {category} (default {description})")
+    p.add_argument("--band", nargs=2, type=float, metavar=("LOW", "HIGH"), help="TF-IDF similarity band (default 0.1 0.8)")
+    p.add_argument("--quality-encoder", help="encoder spec judging 'not the same object' (default: none)")
+    p.add_argument("--change-threshold", type=float, help="least mean abs change inside the mask, 0-255 (default 2)")
+    p.add_argument("--filter", action="store_true", help="drop distractors that fail the quality checks (slots kept)")
+    p.add_argument("--limit", type=int, help="only the first N selected identities")
+    p.add_argument("--device")
+    p.add_argument("--dtype")
+    p.add_argument("--offload", action="store_true", help="model CPU offload (GPUs too small for the model)")
+    p.add_argument("--controlnet", help="qwen-image: the inpainting ControlNet (folder or hub id)")
+    p.add_argument("--lora", help="qwen-image: a LoRA such as the Lightning 8-step one (needs peft)")
+    p.add_argument("--keep-shards", action="store_true", help="keep the per-identity shards after assembling")
+    p.add_argument("--overwrite", action="store_true", help="replace an output an earlier distract run wrote")
+    p.set_defaults(run=cmd_distract)
+
+    p = commands.add_parser("mask", help="foreground masks for your photos (text or box -> detector -> SAM)")
+    p.add_argument("inputs", nargs="+", help="image files or folders")
+    p.add_argument("--prompt", help='what to segment, e.g. "a red mug" (zero-shot detector)')
+    p.add_argument("--box", help="x0,y0,x1,y1 in pixels, the same for every image (instead of --prompt)")
+    p.add_argument("--out", required=True, help="output folder: <name>_mask.png per image (folder layout beside views)")
+    p.add_argument("--detector", help="OWLv2 or Grounding DINO checkpoint (default google/owlv2-base-patch16-ensemble)")
+    p.add_argument("--sam", help="SAM checkpoint (default facebook/sam-vit-base)")
+    p.add_argument("--threshold", type=float, help="detector score threshold (default 0.1)")
+    p.add_argument("--layout", choices=["score", "folder"],
+                   help="score: OUT/<relative path>.png (score --masks); folder: OUT/<dir>/<stem>_mask.png (default score)")
+    p.add_argument("--device")
+    p.add_argument("--overwrite", action="store_true")
+    p.set_defaults(run=cmd_mask)
     return parser
 
 

@@ -1,0 +1,269 @@
+"""``nearid mask``: foreground masks for your own photos, so they can become a NearID-style benchmark.
+
+text -> box with a zero-shot detector (OWLv2 or Grounding DINO, transformers), box -> mask with SAM
+(transformers ``SamModel``), or ``--box`` straight to SAM. Every processor is built with the PIL
+backend: torchvision is never imported (SAM 2/3's processors need it; SAM v1's does not).
+
+Masks are written as 8-bit PNGs (255 = object) in one of two layouts:
+
+* ``score`` (default): ``OUT/<relative path of the image>.png`` — pass ``--out MASKS/refs`` (or
+  ``MASKS/gens``) and ``nearid score --masks MASKS`` finds them;
+* ``folder``: ``OUT/<relative folder>/<stem>_mask.png`` — with ``--out`` the benchmark folder itself,
+  each ``view1.png`` gets the ``view1_mask.png`` that :func:`nearid.data.load_folder` reads.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from .errors import ModelNotAvailableError, NearIDError
+from .images import load_image
+from .io import atomic_path
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"}
+DEFAULT_DETECTOR = "google/owlv2-base-patch16-ensemble"
+DEFAULT_SAM = "facebook/sam-vit-base"
+
+
+class MaskingError(NearIDError):
+    """Bad mask-command input: no prompt or box, a malformed box, no image found."""
+
+
+@dataclass(frozen=True)
+class MaskConfig:
+    inputs: list[str]
+    out: str
+    prompt: str | None = None
+    box: str | None = None
+    detector: str = DEFAULT_DETECTOR
+    sam: str = DEFAULT_SAM
+    threshold: float = 0.1
+    layout: str = "score"
+    device: str = "auto"
+    overwrite: bool = False
+
+
+@dataclass
+class MaskResult:
+    written: list[Path] = field(default_factory=list)
+    failures: dict[str, str] = field(default_factory=dict)  # image -> why
+
+    def __len__(self) -> int:
+        return len(self.written)
+
+
+def parse_box(text: str) -> tuple[float, float, float, float]:
+    try:
+        x0, y0, x1, y1 = (float(v) for v in text.split(","))
+    except ValueError:
+        raise MaskingError(f"--box '{text}': give four numbers x0,y0,x1,y1 in pixels") from None
+    if x1 <= x0 or y1 <= y0:
+        raise MaskingError(f"--box '{text}': x1 must exceed x0 and y1 must exceed y0")
+    return x0, y0, x1, y1
+
+
+def find_images(inputs: list[str]) -> list[tuple[Path, Path]]:
+    """(image, path relative to its input) for files and the images under folders (masks skipped)."""
+    found = []
+    for item in inputs:
+        path = Path(item).expanduser()
+        if path.is_file():
+            found.append((path, Path(path.name)))
+        elif path.is_dir():
+            for file in sorted(path.rglob("*")):
+                if file.is_file() and file.suffix.lower() in IMAGE_SUFFIXES and not file.stem.endswith("_mask"):
+                    found.append((file, file.relative_to(path)))
+        else:
+            raise MaskingError(f"{path}: no such image or folder")
+    if not found:
+        raise MaskingError(f"no images found in {', '.join(inputs)} (suffixes {', '.join(sorted(IMAGE_SUFFIXES))})")
+    return found
+
+
+def mask_path(out: Path, relative: Path, layout: str) -> Path:
+    if layout == "folder":
+        return out / relative.parent / f"{relative.stem}_mask.png"
+    return out / relative.with_suffix(".png")
+
+
+@contextlib.contextmanager
+def _quiet():
+    """No per-load progress bars or load reports from transformers (errors still show)."""
+    from transformers.utils import logging as hf_logging
+
+    verbosity, bar = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        if bar:
+            hf_logging.enable_progress_bar()
+
+
+def _resolve(model: str) -> str:
+    from .hub import resolve_model_dir
+
+    return str(resolve_model_dir(model))
+
+
+class Detector:
+    """Zero-shot text -> best box (OWLv2 / OWL-ViT or Grounding DINO), PIL processors only."""
+
+    def __init__(self, model: str, device):
+        from transformers import AutoConfig, AutoImageProcessor, AutoModelForZeroShotObjectDetection, AutoTokenizer
+
+        folder = _resolve(model)
+        try:
+            kind = AutoConfig.from_pretrained(folder).model_type
+        except (OSError, ValueError) as exc:
+            raise ModelNotAvailableError(f"detector '{model}': not a transformers checkpoint ({exc})") from None
+        image_processor = AutoImageProcessor.from_pretrained(folder, backend="pil")
+        tokenizer = AutoTokenizer.from_pretrained(folder)
+        if kind in {"owlv2", "owlvit"}:
+            from transformers import Owlv2Processor, OwlViTProcessor
+
+            self.processor = (Owlv2Processor if kind == "owlv2" else OwlViTProcessor)(image_processor, tokenizer)
+        elif kind == "grounding-dino":
+            from transformers import GroundingDinoProcessor
+
+            self.processor = GroundingDinoProcessor(image_processor, tokenizer)
+        else:
+            raise ModelNotAvailableError(f"detector '{model}' is a {kind} model; use an OWLv2 or Grounding DINO checkpoint")
+        self.kind = kind
+        self.model = AutoModelForZeroShotObjectDetection.from_pretrained(folder).to(device).eval()
+        self.device = device
+
+    def best_box(self, image: Image.Image, prompt: str, threshold: float):
+        import torch
+
+        text = [[prompt]] if self.kind != "grounding-dino" else prompt.rstrip(".").lower() + "."
+        inputs = self.processor(images=image, text=text, return_tensors="pt").to(self.device)
+        with torch.no_grad():
+            outputs = self.model(**inputs)
+        sizes = [(image.height, image.width)]
+        if self.kind == "grounding-dino":
+            result = self.processor.post_process_grounded_object_detection(
+                outputs, inputs["input_ids"], threshold=threshold, text_threshold=threshold, target_sizes=sizes
+            )[0]
+        else:
+            result = self.processor.post_process_grounded_object_detection(outputs, threshold=threshold, target_sizes=sizes)[0]
+        if len(result["scores"]) == 0:
+            return None
+        best = int(torch.argmax(result["scores"]))
+        x0, y0, x1, y1 = (float(v) for v in result["boxes"][best])
+        x0, y0 = max(0.0, x0), max(0.0, y0)
+        x1, y1 = min(float(image.width), x1), min(float(image.height), y1)
+        return (x0, y0, x1, y1) if x1 > x0 and y1 > y0 else None
+
+
+class Segmenter:
+    """SAM (v1): box -> the single best mask, at the image's size."""
+
+    def __init__(self, model: str, device):
+        from transformers import AutoImageProcessor, SamModel, SamProcessor
+
+        folder = _resolve(model)
+        self.processor = SamProcessor(AutoImageProcessor.from_pretrained(folder, backend="pil"))
+        self.model = SamModel.from_pretrained(folder).to(device).eval()
+        self.device = device
+
+    def mask(self, image: Image.Image, box) -> np.ndarray:
+        import torch
+
+        inputs = self.processor(images=image, input_boxes=[[list(box)]], return_tensors="pt").to(self.device)
+        with torch.no_grad():
+            outputs = self.model(**inputs, multimask_output=False)
+        masks = self.processor.image_processor.post_process_masks(
+            outputs.pred_masks.cpu(), inputs["original_sizes"].cpu(), inputs["reshaped_input_sizes"].cpu()
+        )
+        return np.asarray(masks[0][0, 0], dtype=bool)
+
+
+def make_masks(config: MaskConfig) -> MaskResult:
+    """Write one mask per image; images where nothing is found are listed in ``failures``."""
+    from tqdm.auto import tqdm
+
+    from .encoders import resolve_device
+
+    if (config.prompt is None) == (config.box is None):
+        raise MaskingError("give exactly one of --prompt \"the object\" or --box x0,y0,x1,y1")
+    if config.layout not in {"score", "folder"}:
+        raise MaskingError(f"--layout {config.layout}: use score or folder")
+    box = parse_box(config.box) if config.box else None
+    images = find_images(list(config.inputs))
+    out = Path(config.out).expanduser()
+    targets = [mask_path(out, relative, config.layout) for _, relative in images]
+    existing = [t for t in targets if t.exists()]
+    if existing and not config.overwrite:
+        raise MaskingError(f"{existing[0]}: already exists ({len(existing)} masks would be replaced); pass --overwrite")
+    device = resolve_device(config.device)
+    with _quiet():
+        detector = Detector(config.detector, device) if config.prompt else None
+        segmenter = Segmenter(config.sam, device)
+    result = MaskResult()
+    for (path, _), target in tqdm(list(zip(images, targets)), desc="masks", unit="image", disable=len(images) < 4):
+        image = load_image(path)
+        image_box = box if box is not None else detector.best_box(image, config.prompt, config.threshold)
+        if image_box is None:
+            result.failures[str(path)] = f"no box for '{config.prompt}' above threshold {config.threshold}; lower --threshold or give --box"
+            continue
+        mask = segmenter.mask(image, image_box)
+        if not mask.any():
+            result.failures[str(path)] = "SAM returned an empty mask for the box"
+            continue
+        with atomic_path(target) as tmp:
+            Image.fromarray(mask.astype(np.uint8) * 255).save(tmp, format="PNG")
+        result.written.append(target)
+    return result
+
+
+def build_tiny_models(folder: str | os.PathLike, *, seed: int = 0) -> tuple[Path, Path]:
+    """A tiny random OWLv2 and a tiny random SAM, saved as checkpoints (tests and offline examples)."""
+    import torch
+    from transformers import (
+        Owlv2Config,
+        Owlv2ForObjectDetection,
+        Owlv2ImageProcessorPil,
+        SamConfig,
+        SamImageProcessorPil,
+        SamModel,
+    )
+
+    from .distract.generators import tiny_clip_tokenizer
+
+    folder = Path(folder)
+    torch.manual_seed(seed)
+    tokenizer = tiny_clip_tokenizer()
+    owl = Owlv2ForObjectDetection(Owlv2Config(
+        text_config=dict(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=37, num_hidden_layers=2,
+                         num_attention_heads=4, max_position_embeddings=16, bos_token_id=len(tokenizer) - 2,
+                         eos_token_id=len(tokenizer) - 1, pad_token_id=len(tokenizer) - 1),
+        vision_config=dict(hidden_size=32, intermediate_size=37, num_hidden_layers=2, num_attention_heads=4,
+                           image_size=64, patch_size=16),
+        projection_dim=32,
+    ))
+    tokenizer.model_max_length = 16
+    detector = folder / "tiny-owlv2"
+    owl.save_pretrained(detector)
+    tokenizer.save_pretrained(detector)
+    Owlv2ImageProcessorPil(size={"height": 64, "width": 64}).save_pretrained(detector)
+    sam = SamModel(SamConfig(
+        vision_config=dict(hidden_size=32, intermediate_size=37, num_hidden_layers=2, num_attention_heads=4,
+                           image_size=64, patch_size=16, output_channels=16, global_attn_indexes=[1],
+                           window_size=2, num_pos_feats=8, mlp_dim=37),
+        prompt_encoder_config=dict(hidden_size=16, image_size=64, patch_size=16, mask_input_channels=4),
+        mask_decoder_config=dict(hidden_size=16, mlp_dim=32, num_hidden_layers=2, num_attention_heads=2,
+                                 iou_head_hidden_dim=16),
+    ))
+    segmenter = folder / "tiny-sam"
+    sam.save_pretrained(segmenter)
+    SamImageProcessorPil(size={"longest_edge": 64}, pad_size={"height": 64, "width": 64}).save_pretrained(segmenter)
+    return detector, segmenter
