@@ -107,7 +107,8 @@ def write_score_run(folder: Path) -> Path:
         writer.writerows(rows)
     values = np.array([r["similarity"] for r in rows])
     summary = {
-        "kind": "score", "model": "histogram:8", "pairing": "csv", "n_pairs": 3,
+        "kind": "score", "schema_version": 2, "model": "histogram:8", "pairing": "csv", "n_pairs": 3,
+        "unique_images_embedded": 6,
         "similarity": {"mean": values.mean(), "median": float(np.median(values)), "std": values.std(),
                        "min": values.min(), "max": values.max()},
         "per_subject": {"dog": {"n": 3, "mean": values.mean(), "median": float(np.median(values))}},

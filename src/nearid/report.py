@@ -60,10 +60,17 @@ figcaption{color:#57606a;font-size:13px;max-width:900px}
 
 def write_report(results_path: str | os.PathLike, out_path: str | os.PathLike | None = None) -> Path:
     """Write the report for ``results_path`` (default: ``report.html`` beside it) atomically."""
+    from .outputs import check_outputs
+
     path = Path(results_path)
     results = read_results(path, (BenchResults, ScoreSummary))
-    title, body = (_score_page if isinstance(results, ScoreSummary) else _bench_page)(results, path)
     out = Path(out_path) if out_path is not None else path.parent / "report.html"
+    if isinstance(results, ScoreSummary):
+        read = [results.pairs_file, results.errors_file, results.per_generated_file]
+    else:
+        read = [r.sims_folder for r in results.encoders.values()]
+    check_outputs([out], [path, *(path.parent / name for name in read if name)])  # never over what it reads
+    title, body = (_score_page if isinstance(results, ScoreSummary) else _bench_page)(results, path)
     write_text_atomic(out, f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><meta name="viewport" '
                       f'content="width=device-width, initial-scale=1"><title>{_e(title)}</title><style>{CSS}</style>'
                       f'</head><body><main>{body}<p class="lead">Made by <code>nearid report</code> from '
