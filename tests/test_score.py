@@ -217,3 +217,30 @@ def test_each_unique_image_is_embedded_once(tmp_path, tiny, monkeypatch):
     result = score_pairs(tiny, plan_pairs(tmp_path / "p.csv"))
     assert result.embedded == 6 and len(seen) == 6 and len(set(seen)) == 6
     assert torch.isfinite(torch.as_tensor(result.similarities)).all()
+
+
+def test_skip_errors_with_every_pair_bad_names_the_inputs(tmp_path, capsys):
+    (tmp_path / "refs").mkdir()
+    draw(tmp_path / "refs" / "0.png", 0)
+    (tmp_path / "gens").mkdir()
+    (tmp_path / "gens" / "0.png").write_bytes(b"not an image")
+    argv = ["score", "--refs", str(tmp_path / "refs"), "--gens", str(tmp_path / "gens"), "--model", "tiny",
+            "--out", str(tmp_path / "o.csv"), "--skip-errors"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "no pairs to score: every pair has a bad input" in err and "gens/0.png: not an image file" in err
+
+
+def test_header_checks_find_every_bad_image_before_the_model(tmp_path, monkeypatch):
+    import nearid.score as score
+
+    for i in range(3):
+        draw(tmp_path / "refs" / f"{i}.png", i)
+        (tmp_path / "gens").mkdir(exist_ok=True)
+        (tmp_path / "gens" / f"{i}.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
+    plan = score.prepare(plan_pairs(tmp_path / "refs", tmp_path / "gens"))
+    assert sorted(p for p, _ in plan.unmatched) == [str(tmp_path / "gens" / f"{i}.png") for i in range(3)]
+    with pytest.raises(NearIDError, match=r"^3 bad inputs: .*gens/0\.png: not an image file.*gens/2\.png"):
+        score.check_plan(plan)
+    with pytest.raises(NearIDError, match="prepared with masks None"):
+        score.prepare(plan, tmp_path / "m")

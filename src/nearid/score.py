@@ -332,6 +332,8 @@ def prepare(plan: PairPlan, masks: str | os.PathLike | None = None) -> PairPlan:
     """The planning pass: attach masks and check every image and mask header, adding every problem
     to ``plan.unmatched`` (so all of them can be listed at once). Idempotent."""
     if plan.prepared:
+        if masks and (plan.masks is None or Path(masks) != plan.masks):
+            raise NearIDError(f"masks {masks}: the plan was prepared with masks {plan.masks}; prepare it once, with the masks")
         return plan
     if masks:
         _attach_masks(plan, Path(masks))
@@ -349,15 +351,16 @@ def prepare(plan: PairPlan, masks: str | os.PathLike | None = None) -> PairPlan:
 def check_plan(plan: PairPlan, skip_errors: bool = False) -> None:
     """Without ``skip_errors``, refuse a plan with bad inputs, listing up to :data:`LISTED_PROBLEMS` of them."""
     problems = plan.unmatched
+    listed = "; ".join(f"{path}: {why}" for path, why in problems[:LISTED_PROBLEMS])
+    more = f" (and {len(problems) - LISTED_PROBLEMS} more)" if len(problems) > LISTED_PROBLEMS else ""
     if problems and not skip_errors:
         if len(problems) == 1:
             path, why = problems[0]
             raise PairingError(f"{path}: {why}; fix the inputs or pass --skip-errors")
-        listed = "; ".join(f"{path}: {why}" for path, why in problems[:LISTED_PROBLEMS])
-        more = f" (and {len(problems) - LISTED_PROBLEMS} more)" if len(problems) > LISTED_PROBLEMS else ""
         raise PairingError(f"{len(problems)} bad inputs: {listed}{more}; fix them or pass --skip-errors to score the rest")
     if not any(_usable(pair, plan) for pair in plan.pairs):
-        raise PairingError("no pairs to score" + (" (every pair has a bad input)" if plan.pairs else ""))
+        raise PairingError("no pairs to score" + (f": every pair has a bad input ({len(problems)}: {listed}{more})"
+                                                  if plan.pairs else ""))
 
 
 def _usable(pair: Pair, plan: PairPlan) -> bool:
