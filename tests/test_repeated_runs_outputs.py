@@ -294,3 +294,20 @@ def test_all_bad_inputs_are_listed_in_one_message(folders, capsys, monkeypatch):
     err = one_line_exit_2(score(folders, "--out", str(folders / "o.csv")), capsys, "25 bad inputs", "bad00.png",
                           "bad19.png", "and 5 more", "--skip-errors")
     assert "bad20.png" not in err
+
+
+def test_bench_report_from_another_directory_finds_relative_data(tmp_path, monkeypatch):
+    """`nearid bench --data synth` (relative) records where the data is, so the report finds it from anywhere."""
+    from nearid.data.synth import SynthConfig, generate
+
+    generate(tmp_path / "synth", SynthConfig(identities=8, size=32, seed=2, val=1, test=5, mtg_train=0, mtg_test=0,
+                                             workers=1), progress=False)
+    monkeypatch.chdir(tmp_path)
+    assert main(["bench", "--encoder", "histogram", "--data", "synth", "--sources", "Part", "--out", "runs/b"]) == 0
+    results = json.loads((tmp_path / "runs" / "b" / "results.json").read_text())
+    assert results["benchmark"]["data"] == str(tmp_path / "synth")
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    assert main(["report", str(tmp_path / "runs" / "b" / "results.json")]) == 0
+    page = (tmp_path / "runs" / "b" / "report.html").read_text()
+    assert "Gallery unavailable" not in page and "image unavailable" not in page

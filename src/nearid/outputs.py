@@ -122,3 +122,11 @@ def check_outputs(outputs: Iterable[PathLike | None], inputs: Iterable[PathLike 
                 raise OutputError(f"{given}: lies inside the input folder {name}, which is being read; "
                                   "choose an output outside it")
         check_writable(given, folder=is_folder)
+
+
+def recorded_path(value: PathLike | None) -> str | None:
+    """How a results file records an input: the absolute path when ``value`` names a local file or
+    folder (so the file resolves from any working directory), else the text as given (a hub id)."""
+    if value is None:
+        return None
+    return os.path.abspath(value) if os.path.exists(value) else os.fspath(value)
