@@ -162,7 +162,8 @@ def test_masks_missing_for_some_images(folders, capsys):
     out = folders / "o.csv"
     one_line_exit_2(score(folders, "--out", str(out), "--masks", str(folders / "m")), capsys, "refs/1.png", "no mask")
     assert main(score(folders, "--out", str(out), "--masks", str(folders / "m"), "--skip-errors")) == 0
-    errors = list(csv.DictReader(open(folders / "o.csv.errors.csv")))
+    with open(folders / "o.csv.errors.csv", newline="") as handle:
+        errors = list(csv.DictReader(handle))
     assert [e["path"] for e in errors] == [str(folders / "refs" / "1.png")]
     summary = json.loads((folders / "o.csv.summary.json").read_text())
     assert summary["masks"] == str(folders / "m") and summary["masked_images"] == 2 and summary["n_pairs"] == 2
@@ -188,7 +189,7 @@ def test_automatic_rule_is_printed(folders, capsys):
 
 # ------------------------------------------------------------------------------- item 13: DreamBench++
 def test_dbpp_reads_the_folder_score_wrote(tmp_path, capsys):
-    from tests.test_dbpp import GROUP1, GROUP2, _write  # noqa: F401 - the tiny ratings of test_dbpp
+    from tests.test_dbpp import GROUP1, GROUP2, _write  # the tiny ratings of test_dbpp
 
     ratings = tmp_path / "ratings"
     for group, values in (("group1", GROUP1), ("group2", GROUP2)):
@@ -221,7 +222,8 @@ def test_dbpp_fails_when_no_key_pairs(tmp_path, capsys):
 def test_report_thumbnails_with_relative_inputs_and_out_in_a_subfolder(folders, monkeypatch):
     monkeypatch.chdir(folders)
     assert main(["score", "--refs", "refs", "--gens", "gens", "--model", "tiny", "--out", "sub/dir/s.csv"]) == 0
-    pairs = list(csv.DictReader(open(folders / "sub" / "dir" / "s.csv")))
+    with open(folders / "sub" / "dir" / "s.csv", newline="") as handle:
+        pairs = list(csv.DictReader(handle))
     assert all(os.path.isabs(p["reference"]) and os.path.isabs(p["generated"]) for p in pairs)
     monkeypatch.chdir(folders / "sub")
     assert main(["report", "dir/s.csv.summary.json"]) == 0

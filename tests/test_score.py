@@ -232,7 +232,7 @@ def test_skip_errors_with_every_pair_bad_names_the_inputs(tmp_path, capsys):
 
 
 def test_header_checks_find_every_bad_image_before_the_model(tmp_path, monkeypatch):
-    import nearid.score as score
+    from nearid import score
 
     for i in range(3):
         draw(tmp_path / "refs" / f"{i}.png", i)

@@ -98,7 +98,8 @@ def run_bench(config: BenchConfig) -> BenchResults | None:
     ctx = RunContext(config, state, bench, mtg, plan_images(bench, bench.source_names, masks=config.masks, mtg=mtg),
                      Path(config.out))
     ctx.say(f"NearID-bench: {bench.report.summary()}; sources: {', '.join(ctx.plan.sources)}; {ctx.condition} images")
-    from .outputs import recorded_path  # local inputs recorded absolute: the report opens them from anywhere
+    # local inputs recorded absolute, so the report opens them from any working directory
+    from .outputs import recorded_path
 
     results = BenchResults(BenchInfo(
         data=recorded_path(config.data), split=config.split_name, split_file=recorded_path(config.split_file),

@@ -159,8 +159,19 @@ def cmd_dbpp(args) -> int:
 
 def cmd_score(args) -> int:
     from .outputs import check_outputs
-    from .score import (check_options, check_plan, output_files, output_format, plan_pairs, prepare, resolve_threshold,
-                        same_files, score_pairs, side_file, write_outputs)
+    from .score import (
+        check_options,
+        check_plan,
+        output_files,
+        output_format,
+        plan_pairs,
+        prepare,
+        resolve_threshold,
+        same_files,
+        score_pairs,
+        side_file,
+        write_outputs,
+    )
 
     # Everything that needs no model first: options, pairing, masks, image headers, output locations.
     check_options(threshold=args.threshold, calibration=args.calibration, batch_size=args.batch_size)

@@ -399,7 +399,6 @@ def score_pairs(encoder, plan: PairPlan, *, masks: str | os.PathLike | None = No
         raise NearIDError(f"batch_size {batch_size}: give a batch size of at least 1")
     prepare(plan, masks)
     check_plan(plan, skip_errors)
-    bad = {path for path, _ in plan.unmatched}
     row_of: dict[tuple[Path, Path | None], int] = {}  # (image, mask) -> row of the embedding matrix
     keys: list[tuple[Path, Path | None]] = []
     index = []  # per pair: (reference row, generated row), or None
