@@ -264,3 +264,24 @@ def test_scores_dir_missing_or_name_taken(tiny, tmp_path):
     _write(mine / "emu2.json", METRIC["emu2"])
     assert "already taken" in _error(tiny, mine, name="full")
     assert "already taken" in _error(tiny, mine, name="human")
+
+
+def test_keys_of_images_in_category_subfolders_pair():
+    """`nearid score` keys `src_image/object/object_00_mug-0.png` as `object-object_00_mug-0`."""
+    assert normalise_key("object-object_00_mug-0") == "object_00_mug-0"
+    assert normalise_key("live_subject_animal-live_subject_animal_26_cotton-top_tamarin-4_12") == \
+        "live_subject_animal_26_cotton-top_tamarin-4"
+    assert normalise_key("object-unrelated") == "object-unrelated"  # only a whole key loses the folder
+
+
+def test_scores_dir_reads_score_outputs_and_refuses_two_files_per_method(tiny, tmp_path):
+    mine = tmp_path / "mine"
+    _write(mine / "emu2.csv.dbpp.json", METRIC["emu2"])  # what `nearid score --out emu2.csv` writes
+    _write(mine / "emu2.csv.summary.json", {"kind": "score"})  # never read as scores
+    result = alignment(tiny, mine, name="mine")
+    info = result["_details"]["scorers"]["mine"]
+    assert set(info["methods"]) == {"emu2"} and info["keys_paired"] == 6 and info["keys_total"] == 7
+    assert result["object"]["mine"] == pytest.approx(_z(0.0))  # emu2's object M-H, as for the `full` scorer
+    _write(mine / "emu2.jsonl.dbpp.json", METRIC["emu2"])
+    message = _error(tiny, mine, name="mine")
+    assert "2 score files for emu2" in message and "emu2.csv.dbpp.json" in message

@@ -223,3 +223,24 @@ def test_bench_run_on_a_split_file_keeps_its_gallery(bench, tmp_path):
     text = write_report(tmp_path / "bench" / "results.json").read_text()
     assert f"<dt>split file</dt><dd>{split_file}</dd>" in text
     assert "Gallery unavailable" not in text and text.count('class="card"') == GALLERY
+
+
+def test_score_report_of_a_jsonl_run_beside_a_csv_run(tmp_path):
+    """`--out s.csv` and `--out s.jsonl` in one folder: each summary names its own pairs file, and the
+    report reads either format (a JSONL similarity of exactly 0 and `same` 0 are kept)."""
+    from PIL import Image
+
+    from nearid.cli import main
+
+    for side in ("refs", "gens"):
+        (tmp_path / side).mkdir()
+        for i in range(2):
+            Image.new("RGB", (24, 24), (90 * i, 30, 200 if side == "refs" else 10)).save(tmp_path / side / f"{i}.png")
+    for name in ("s.csv", "s.jsonl"):
+        assert main(["score", "--refs", str(tmp_path / "refs"), "--gens", str(tmp_path / "gens"), "--model", "tiny",
+                     "--threshold", "2", "--out", str(tmp_path / name)]) == 0
+    for name in ("s.csv", "s.jsonl"):
+        out = tmp_path / f"{name}.html"
+        assert main(["report", str(tmp_path / f"{name}.summary.json"), "--out", str(out)]) == 0
+        page = out.read_text()
+        assert "Gallery unavailable" not in page and page.count("data:image/jpeg") == 4 and page.count(">different<") == 2

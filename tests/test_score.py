@@ -46,7 +46,7 @@ def test_paths_rule_matches_by_name_without_extension(tmp_path, tiny):
     for i, name in enumerate(["dog/1", "dog/2", "cat/1"]):
         draw(tmp_path / "refs" / f"{name}.png", i)
         draw(tmp_path / "gens" / f"{name}.jpg", 10 + i)
-    plan = plan_pairs(tmp_path / "refs", tmp_path / "gens")
+    plan = plan_pairs(tmp_path / "refs", tmp_path / "gens", pairing="paths")  # subject folders, same names: auto refuses
     assert plan.rule == "paths" and len(plan.pairs) == 3
     result = score_pairs(tiny, plan)
     for pair, value in zip(plan.pairs, result.similarities):
@@ -68,14 +68,14 @@ def test_subjects_rule_aggregates_mean_and_max(tmp_path, tiny, capsys):
     assert "(subjects pairing)" in printed and "10 unique images embedded" in printed  # 6 refs + 4 gens, not 24
     pairs = rows(out)
     assert len(pairs) == 12
-    per_generated = rows(tmp_path / "out" / "scores.per_generated.csv")
+    per_generated = rows(tmp_path / "out" / "scores.csv.per_generated.csv")
     assert len(per_generated) == 4
     first = per_generated[0]
     values = [float(r["similarity"]) for r in pairs if r["generated"] == first["generated"]]
     assert int(first["n_references"]) == 3
     assert float(first["mean"]) == pytest.approx(np.mean(values), abs=1e-6)
     assert float(first["max"]) == pytest.approx(np.max(values), abs=1e-6)
-    summary = json.loads((tmp_path / "out" / "scores.summary.json").read_text())
+    summary = json.loads((tmp_path / "out" / "scores.csv.summary.json").read_text())
     assert summary["n_pairs"] == 12 and set(summary["per_subject"]) == {"dog", "cat"}
     assert summary["similarity"]["mean"] == pytest.approx(np.mean([float(r["similarity"]) for r in pairs]), abs=1e-5)
 
@@ -96,7 +96,7 @@ def test_dreambench_layout_writes_dbpp_keys(tmp_path):
         draw(tmp_path / "samples" / "tgt_image" / "object" / f"{name}.png", 5 + i)
     out = tmp_path / "emu2.csv"
     assert main(["score", "--refs", str(tmp_path / "samples"), "--model", "tiny", "--out", str(out)]) == 0
-    keys = json.loads((tmp_path / "emu2.dbpp.json").read_text())
+    keys = json.loads((tmp_path / "emu2.csv.dbpp.json").read_text())
     assert set(keys) == {"object-object_00_backpack-0", "object-object_00_backpack-1"}
     tiny = nearid.load_encoder("tiny", device="cpu")
     for i, name in enumerate(["object_00_backpack-0", "object_00_backpack-1"]):
@@ -104,7 +104,7 @@ def test_dreambench_layout_writes_dbpp_keys(tmp_path):
                              tmp_path / "samples" / "tgt_image" / "object" / f"{name}.png")
         assert keys[f"object-{name}"] == pytest.approx(expected, abs=1e-3)  # 100 x the pair's cosine (6 decimals kept)
     assert keys["object-object_00_backpack-0"] != pytest.approx(keys["object-object_00_backpack-1"], abs=1e-2)
-    summary = read_results(tmp_path / "emu2.summary.json")
+    summary = read_results(tmp_path / "emu2.csv.summary.json")
     assert (summary.pairing, summary.n_pairs, summary.pairs_file) == ("dreambench", 2, "emu2.csv")
 
 
@@ -121,9 +121,9 @@ def test_corrupt_generated_image_exit_2_and_no_output(tmp_path, capsys):
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
     assert main([*argv, "--skip-errors"]) == 0
     assert len(rows(out)) == 2
-    errors = rows(tmp_path / "out" / "scores.errors.csv")
+    errors = rows(tmp_path / "out" / "scores.csv.errors.csv")
     assert [e["path"] for e in errors] == [str(tmp_path / "gens" / "1.png")] and "not an image file" in errors[0]["error"]
-    assert json.loads((tmp_path / "out" / "scores.summary.json").read_text())["errors"] == 1
+    assert json.loads((tmp_path / "out" / "scores.csv.summary.json").read_text())["errors"] == 1
     assert not list((tmp_path / "out").glob("*.part"))
 
 
@@ -217,3 +217,30 @@ def test_each_unique_image_is_embedded_once(tmp_path, tiny, monkeypatch):
     result = score_pairs(tiny, plan_pairs(tmp_path / "p.csv"))
     assert result.embedded == 6 and len(seen) == 6 and len(set(seen)) == 6
     assert torch.isfinite(torch.as_tensor(result.similarities)).all()
+
+
+def test_skip_errors_with_every_pair_bad_names_the_inputs(tmp_path, capsys):
+    (tmp_path / "refs").mkdir()
+    draw(tmp_path / "refs" / "0.png", 0)
+    (tmp_path / "gens").mkdir()
+    (tmp_path / "gens" / "0.png").write_bytes(b"not an image")
+    argv = ["score", "--refs", str(tmp_path / "refs"), "--gens", str(tmp_path / "gens"), "--model", "tiny",
+            "--out", str(tmp_path / "o.csv"), "--skip-errors"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "no pairs to score: every pair has a bad input" in err and "gens/0.png: not an image file" in err
+
+
+def test_header_checks_find_every_bad_image_before_the_model(tmp_path, monkeypatch):
+    from nearid import score
+
+    for i in range(3):
+        draw(tmp_path / "refs" / f"{i}.png", i)
+        (tmp_path / "gens").mkdir(exist_ok=True)
+        (tmp_path / "gens" / f"{i}.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
+    plan = score.prepare(plan_pairs(tmp_path / "refs", tmp_path / "gens"))
+    assert sorted(p for p, _ in plan.unmatched) == [str(tmp_path / "gens" / f"{i}.png") for i in range(3)]
+    with pytest.raises(NearIDError, match=r"^3 bad inputs: .*gens/0\.png: not an image file.*gens/2\.png"):
+        score.check_plan(plan)
+    with pytest.raises(NearIDError, match="prepared with masks None"):
+        score.prepare(plan, tmp_path / "m")

@@ -158,7 +158,7 @@ def test_export_loads_with_from_pretrained(data, tmp_path, capsys):
     for name, tensor in load_file(checkpoint / "head.safetensors").items():
         torch.testing.assert_close(model.head.state_dict()[name], tensor)
     assert (tmp_path / "model" / "preprocessor_config.json").is_file()
-    assert main(["export", str(tmp_path), str(tmp_path / "x")]) == 2
+    assert main(["export", str(tmp_path / "run"), str(tmp_path / "x")]) == 2  # (x inside the input would be refused)
     assert "no run config.json two levels up; pass --backbone" in capsys.readouterr().err
 
 

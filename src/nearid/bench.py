@@ -98,8 +98,11 @@ def run_bench(config: BenchConfig) -> BenchResults | None:
     ctx = RunContext(config, state, bench, mtg, plan_images(bench, bench.source_names, masks=config.masks, mtg=mtg),
                      Path(config.out))
     ctx.say(f"NearID-bench: {bench.report.summary()}; sources: {', '.join(ctx.plan.sources)}; {ctx.condition} images")
+    # local inputs recorded absolute, so the report opens them from any working directory
+    from .outputs import recorded_path
+
     results = BenchResults(BenchInfo(
-        data=os.fspath(config.data), split=config.split_name, split_file=config.split_file,
+        data=recorded_path(config.data), split=config.split_name, split_file=recorded_path(config.split_file),
         sources=ctx.plan.sources, condition=ctx.condition, identities=len(bench), load_report=bench.report.summary(),
         mtg=config.mtg, mtg_split=config.mtg_split if mtg is not None else None,
         mtg_samples=len(mtg) if mtg is not None else 0))

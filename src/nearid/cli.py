@@ -37,8 +37,10 @@ def _encoder(args):
 
 def cmd_embed(args) -> int:
     from .embedding import check_inputs, embed, embedding_format, save_embeddings
+    from .outputs import check_outputs
 
-    embedding_format(args.out)  # input errors before any model is loaded
+    check_outputs([args.out], [*args.images, *(args.masks or [])])  # input errors before any model is loaded
+    embedding_format(args.out)
     check_inputs(args.images, args.masks, args.batch_size)
     vectors = embed(_encoder(args), args.images, args.masks, batch_size=args.batch_size)
     save_embeddings(args.out, vectors, args.images, model=args.model)
@@ -71,7 +73,9 @@ def cmd_encoders(args) -> int:
 
 def cmd_synth(args) -> int:
     from .data.synth import SynthConfig, generate
+    from .outputs import check_outputs
 
+    check_outputs([], [], folders=[args.out])
     config = SynthConfig(
         identities=args.identities,
         sources=tuple(args.sources),
@@ -97,8 +101,11 @@ def cmd_synth(args) -> int:
 
 def cmd_bench(args) -> int:
     from .bench import BenchConfig, run_bench
+    from .outputs import check_outputs
     from .tables import markdown
 
+    check_outputs([], [args.data, args.split_file, args.mtg, *(s.split("=", 1)[1] for s in args.sources if "=" in s)],
+                  folders=[args.out])
     config = BenchConfig(
         encoders=args.encoder,
         data=args.data,
@@ -143,20 +150,47 @@ def cmd_dbpp(args) -> int:
         print(json.dumps(alignment_json(result)))
     else:
         print(format_table(result))
+    if args.scores:
+        info = result["_details"]["scorers"][args.name]
+        print(f"{args.name}: {info['keys_paired']} of {info['keys_total']} keys paired with human ratings",
+              file=sys.stderr if args.json else sys.stdout)
     return 0
 
 
 def cmd_score(args) -> int:
-    from .score import plan_pairs, resolve_threshold, score_pairs, write_outputs
+    from .outputs import check_outputs
+    from .score import (
+        check_options,
+        check_plan,
+        output_files,
+        output_format,
+        plan_pairs,
+        prepare,
+        resolve_threshold,
+        same_files,
+        score_pairs,
+        side_file,
+        write_outputs,
+    )
 
-    plan = plan_pairs(args.refs, args.gens, args.pairing)  # input errors before any model is loaded
+    # Everything that needs no model first: options, pairing, masks, image headers, output locations.
+    check_options(threshold=args.threshold, calibration=args.calibration, batch_size=args.batch_size)
+    plan = plan_pairs(args.refs, args.gens, args.pairing)
+    prepare(plan, args.masks)
+    check_outputs(output_files(args.out, plan.rule), [args.refs, args.gens, args.masks, args.calibration, *plan.inputs()])
+    fmt = output_format(args.out, args.format)
+    check_plan(plan, args.skip_errors)
+    print(f"pairing: {plan.rule} ({plan.how}), {len(plan.pairs)} pairs")
+    if same := same_files(plan):
+        print(f"nearid score: warning: references and generated images are the same {same} files "
+              f"({same} of {len(plan.pairs)} pairs score 1); check --refs and --gens", file=sys.stderr)
     encoder = _encoder(args)
     threshold = resolve_threshold(args.threshold, encoder.name, args.calibration)
-    result = score_pairs(encoder, plan, masks=args.masks, batch_size=args.batch_size, skip_errors=args.skip_errors)
-    summary = write_outputs(result, args.out, threshold=threshold, fmt=args.format)
+    result = score_pairs(encoder, plan, batch_size=args.batch_size, skip_errors=args.skip_errors)
+    summary = write_outputs(result, args.out, threshold=threshold, fmt=fmt)
     stats = summary.similarity or {}
     print(f"scored {summary.n_pairs} pairs ({plan.rule} pairing) with {encoder.name}; "
-          f"{result.embedded} unique images embedded")
+          f"{result.embedded} unique images embedded" + (f", {result.masked} with a mask" if plan.masks else ""))
     if stats:
         print("similarity: " + "  ".join(f"{k} {v:.4f}" for k, v in stats.items()))
     for subject, values in list(summary.per_subject.items())[:20]:
@@ -166,7 +200,7 @@ def cmd_score(args) -> int:
         print(f"threshold {t['value']:.4f} ({t['source']}): same {d['same']}, different {d['different']}")
     if summary.errors:
         print(f"skipped {summary.errors} failures, listed in {summary.errors_file}")
-    print(f"wrote {args.out} and {Path(args.out).with_suffix('').name}.summary.json")
+    print(f"wrote {args.out} and {side_file(args.out, 'summary.json').name}")
     if not summary.n_pairs:
         print("nearid score: error: no pair could be scored; see the errors file", file=sys.stderr)
         return 2
@@ -184,21 +218,28 @@ def cmd_train(args) -> int:
     from .training.trainer import TrainConfig, train
 
     config = TrainConfig.from_options(args.config, **vars(args))
+    from .outputs import check_outputs
+
+    check_outputs([], [config.data, config.mtg, args.config], folders=[config.out])
     result = train(config, resume=args.resume)
     print(f"done: step {result['step']}, loss {result['loss']:.4f}, checkpoint {result['checkpoint']}")
     return 0
 
 
 def cmd_export(args) -> int:
+    from .outputs import check_outputs
     from .training.trainer import export
 
+    check_outputs([], [args.checkpoint], folders=[args.out])
     print(f"wrote {export(args.checkpoint, args.out, args.backbone)} (load with NearIDModel.from_pretrained or nearid:DIR)")
     return 0
 
 
 def cmd_demo(args) -> int:
     from .demo import DemoConfig, run_demo
+    from .outputs import check_outputs
 
+    check_outputs([], [], folders=[args.out])
     overrides = {k: tuple(v) if isinstance(v, list) else v for k, v in vars(args).items()
                  if k in DemoConfig.__dataclass_fields__ and v is not None}
     run_demo(args.out, DemoConfig(**overrides))
@@ -330,8 +371,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--gens", help="generated-image folder (paths or subjects pairing)")
     p.add_argument("--pairing", default="auto", choices=["auto", "csv", "paths", "subjects", "dreambench"])
     p.add_argument("--masks", help="foreground masks: MASKS/refs/<relative path>, MASKS/gens/<relative path>")
-    p.add_argument("--out", default="scores.csv", help="per-pair output (.csv, or .jsonl with --format jsonl)")
-    p.add_argument("--format", choices=["csv", "jsonl"], default="csv")
+    p.add_argument("--out", default="scores.csv", help="per-pair output (.csv or .jsonl); side files are <out>.summary.json, ...")
+    p.add_argument("--format", choices=["csv", "jsonl"], help="per-pair format (default: from the --out extension)")
     p.add_argument("--threshold", help="a number, or 'calibrated' (with --calibration) for same/different decisions")
     p.add_argument("--calibration", help="a `nearid bench` results.json (validation split) or {\"value\": x}")
     p.add_argument("--skip-errors", action="store_true", help="score what can be scored; list failures in <out>.errors.csv")

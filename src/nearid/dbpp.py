@@ -12,6 +12,7 @@ the same pairs in different orders and spell a few keys differently (see :func:`
 
 from __future__ import annotations
 
+import glob
 import json
 import math
 import re
@@ -45,6 +46,7 @@ _ASPECT_SUBDIR = "concept_preservation_full"
 # `<category>_<nn>_<concept>-<prompt>`, then the metric files' per-image index `_<n>`.
 _IMAGE_INDEX = re.compile(r"(-\d+)_\d+$")
 _KEY = re.compile(r"^(?P<category>" + "|".join(CATEGORIES) + r")_(?P<concept_id>\d+)_(?P<concept>.+)-(?P<prompt>\d+)$")
+_CATEGORY_FOLDER = re.compile(r"^(?:" + "|".join(CATEGORIES) + r")-(?P<rest>.+)$")
 _EXAMPLES = 5  # unpaired keys quoted in ``_details``; the counts are always complete
 
 
@@ -52,9 +54,14 @@ def normalise_key(key: str) -> str:
     """The spelling shared by human and metric files, so that one item pairs up across scorers.
 
     Metric files add the generated image's index (``..-3_0``) and the emu2 metric files name concept
-    20 ``rubik's_cube`` where every other file says ``magic_cube``.
+    20 ``rubik's_cube`` where every other file says ``magic_cube``. ``nearid score`` keys images by
+    relative path (``/`` -> ``-``), so images kept in category subfolders get the folder in front
+    (``object-object_00_mug-0``); that prefix is dropped when the rest is a whole key.
     """
     key = _IMAGE_INDEX.sub(r"\1", key.strip())
+    folder = _CATEGORY_FOLDER.match(key)
+    if folder and _KEY.match(folder["rest"]):  # `nearid score` keys of images kept in category subfolders
+        key = folder["rest"]
     match = _KEY.match(key)
     if match is None:
         return key
@@ -118,9 +125,21 @@ def _first_line(exc: Exception) -> str:
     return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
 
 
-def read_method_folder(folder: Path, suffix: str = "") -> dict[str, ScoreFile]:
-    """``<method><suffix>.json`` for each known method present in ``folder``."""
-    return {m: read_scores(folder / f"{m}{suffix}.json") for m in METHODS if (folder / f"{m}{suffix}.json").is_file()}
+def read_method_folder(folder: Path, suffix: str = "", *, score_outputs: bool = False) -> dict[str, ScoreFile]:
+    """``<method><suffix>.json`` for each known method present in ``folder``; with ``score_outputs``
+    also what ``nearid score --out <method>.csv`` writes there (``<method>.csv.dbpp.json``), so a
+    score folder is read as it is. Two files for one method are refused rather than one picked."""
+    found = {}
+    for m in METHODS:
+        candidates = [folder / f"{m}{suffix}.json"] if (folder / f"{m}{suffix}.json").is_file() else []
+        if score_outputs:
+            candidates += sorted(p for p in folder.glob(f"{glob.escape(m)}.*dbpp.json") if p.is_file())
+        if len(candidates) > 1:
+            raise NearIDError(f"{folder}: {len(candidates)} score files for {m} ({', '.join(p.name for p in candidates)}); "
+                              "keep one")
+        if candidates:
+            found[m] = read_scores(candidates[0])
+    return found
 
 
 def scorer_name(folder: Path) -> str:
@@ -172,10 +191,11 @@ def add_scorer(ratings: Ratings, scores_dir, name: str | None = None) -> str:
     name = name or scorer_name(folder)
     if name == HUMAN or name in ratings.scorers:
         raise NearIDError(f"scorer name {name!r} for {folder} is already taken by the ratings; pass another name")
-    files = read_method_folder(folder)
+    files = read_method_folder(folder, score_outputs=True)
     if not files:
         raise NearIDError(
-            f"{folder} holds no method score files: expected <method>.json for some of {', '.join(METHODS)} "
+            f"{folder} holds no method score files: expected <method>.json (or the <method>.csv.dbpp.json of "
+            f"`nearid score --out <method>.csv`) for some of {', '.join(METHODS)} "
             "(a {'<key>': score} object each, as in data_<scorer>_rating/)"
         )
     ratings.scorers[name] = files
@@ -219,8 +239,7 @@ def alignment(ratings_dir, scores_dir=None, name: str | None = None) -> dict:
     r1/r2, paired counts, unpaired keys, missing methods).
     """
     ratings = load_ratings(ratings_dir)
-    if scores_dir is not None:
-        add_scorer(ratings, scores_dir, name)
+    added = add_scorer(ratings, scores_dir, name) if scores_dir is not None else None
     methods = list(ratings.human)
     details = {
         "methods": methods,
@@ -247,9 +266,25 @@ def alignment(ratings_dir, scores_dir=None, name: str | None = None) -> dict:
         details["scorers"][scorer] = info
     per_method[HUMAN] = {m: method_correlations(*(f.scores for f in ratings.human[m])) for m in methods}
     details["scorers"][HUMAN] = {"missing_methods": [], "methods": {m: {"categories": per_method[HUMAN][m]} for m in methods}}
+    if added is not None:
+        _check_paired(details, added, scores_dir)
     result = aggregate(per_method)
     result["_details"] = details
     return result
+
+
+def _check_paired(details: dict, name: str, scores_dir) -> None:
+    """Count the added scorer's keys that paired with human ratings; none at all is an error, because
+    the table would only show '-' for it and the run would look fine."""
+    info = details["scorers"][name]
+    paired = sum(m["n_paired"] for m in info["methods"].values())
+    total = sum(m["n_paired"] + m["unpaired"]["metric_only"] for m in info["methods"].values())
+    info["keys_paired"], info["keys_total"] = paired, total
+    if paired == 0:
+        examples = [e for m in info["methods"].values() for e in m["unpaired"]["examples"]][:2]
+        raise NearIDError(f"{scores_dir}: no key of {name}'s scores paired with the human ratings (e.g. "
+                          f"{', '.join(map(repr, examples))}); keys must read <category>_<nn>_<concept>-<prompt>, as "
+                          "`nearid score` writes for the DreamBench++ samples layout")
 
 
 def aggregate(per_method: dict) -> dict:

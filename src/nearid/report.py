@@ -14,6 +14,7 @@ import csv
 import html
 import io
 import itertools
+import json
 import math
 import os
 import re
@@ -60,10 +61,17 @@ figcaption{color:#57606a;font-size:13px;max-width:900px}
 
 def write_report(results_path: str | os.PathLike, out_path: str | os.PathLike | None = None) -> Path:
     """Write the report for ``results_path`` (default: ``report.html`` beside it) atomically."""
+    from .outputs import check_outputs
+
     path = Path(results_path)
     results = read_results(path, (BenchResults, ScoreSummary))
-    title, body = (_score_page if isinstance(results, ScoreSummary) else _bench_page)(results, path)
     out = Path(out_path) if out_path is not None else path.parent / "report.html"
+    if isinstance(results, ScoreSummary):
+        read = [results.pairs_file, results.errors_file, results.per_generated_file]
+    else:
+        read = [r.sims_folder for r in results.encoders.values()]
+    check_outputs([out], [path, *(path.parent / name for name in read if name)])  # never over what it reads
+    title, body = (_score_page if isinstance(results, ScoreSummary) else _bench_page)(results, path)
     write_text_atomic(out, f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><meta name="viewport" '
                       f'content="width=device-width, initial-scale=1"><title>{_e(title)}</title><style>{CSS}</style>'
                       f'</head><body><main>{body}<p class="lead">Made by <code>nearid report</code> from '
@@ -380,15 +388,20 @@ def _score_page(summary: ScoreSummary, path: Path) -> tuple[str, str]:
 
 
 def _read_pairs(csv_path: Path) -> tuple[list[dict] | None, str | None]:
-    """Rows of the pairs CSV with paths resolved against its folder, or why it cannot be read."""
+    """Rows of the pairs file (``.csv``, or ``.jsonl`` from ``--out x.jsonl``) with paths resolved against its
+    folder (score writes them absolute since issue 12; older files held paths relative to the working
+    directory), or why it cannot be read."""
     try:
-        with open(csv_path, newline="") as handle:
-            rows = list(csv.DictReader(handle))
+        with open(csv_path, newline="", encoding="utf-8") as handle:
+            if csv_path.suffix.lower() == ".jsonl":
+                rows = [json.loads(line) for line in handle if line.strip()]
+            else:
+                rows = list(csv.DictReader(handle))
         for row in rows:
-            row["similarity"] = float(row["similarity"] or "nan")
+            row["similarity"] = float("nan") if row["similarity"] in ("", None) else float(row["similarity"])
             for key in ("reference", "generated"):
                 row[key] = csv_path.parent / row[key]  # an absolute path stays as it is
-    except (OSError, KeyError, ValueError) as exc:
+    except (OSError, KeyError, ValueError, TypeError, AttributeError) as exc:
         return None, f"cannot read the pairs file {csv_path} ({type(exc).__name__}: {exc})"
     return [row for row in rows if math.isfinite(row["similarity"])], None
 
@@ -409,7 +422,7 @@ def _score_histogram(pairs: list[dict], threshold: dict | None) -> str:
 
 
 def _pair_card(pair: dict) -> str:
-    same = str(pair.get("same") or "")
+    same = "" if pair.get("same") in ("", None) else str(pair["same"])
     verdict = {"": "", "1": " · same"}.get(same, ' · <span class="neg">different</span>')
     subject = f" · {_e(pair['subject'])}" if pair.get("subject") else ""
     caption = f"<b>{pair['similarity']:.4f}</b>{verdict}{subject}<br>{_e(pair['generated'].name)}"

@@ -217,6 +217,9 @@ class ScoreSummary(_Document):
     pairs_file: str | None = None
     errors_file: str | None = None
     per_generated_file: str | None = None
+    pairing_how: str = "given"  # "given" (--pairing) or "chosen automatically: <why>"
+    masks: str | None = None  # the --masks folder (absolute)
+    masked_images: int = 0  # unique images embedded with a mask
 
     def to_dict(self) -> dict:
         return dict(self.__dict__)

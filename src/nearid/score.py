@@ -13,8 +13,14 @@ Pairing rules (``pairing="auto"`` picks by the shape of the inputs):
                 ``nearid dbpp --scores``.
 
 ``auto`` takes a ``.csv`` as ``csv``, a folder with ``src_image/`` and ``tgt_image/`` as ``dreambench``,
-two folders of subject folders whose file names differ as ``subjects``, and anything else as ``paths``.
-Each unique image (with its mask) is embedded once, however many pairs it is in.
+two folders of subject folders whose file names differ as ``subjects``, and two folders of files as
+``paths``. Two folders of subject folders whose files *share* names fit both ``paths`` and ``subjects``
+(which give different numbers of pairs), so ``auto`` refuses them and asks for ``--pairing``; the rule
+used is always printed and recorded. Each unique image (with its mask) is embedded once.
+
+Everything that can be checked without a model is checked first, by :func:`check_options` and
+:func:`prepare` (a planning pass that opens each image's header without decoding it): every bad input
+is listed in one message, so a run never stops after the embedding, or at the first of many bad files.
 """
 
 from __future__ import annotations
@@ -30,10 +36,17 @@ import numpy as np
 
 from .embedding import embed
 from .errors import NearIDError
+from .images import MAX_PIXELS
 from .io import atomic_path, write_text_atomic
 from .results import BenchResults, ScoreSummary, read_results
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif"}
+
+#: Per-pair output formats by file extension; ``--format`` must agree with the extension.
+OUTPUT_FORMATS = {".csv": "csv", ".jsonl": "jsonl"}
+
+#: Bad inputs quoted in one error message; the total is always given.
+LISTED_PROBLEMS = 20
 
 
 class PairingError(NearIDError):
@@ -52,8 +65,19 @@ class Pair:
 class PairPlan:
     rule: str
     pairs: list[Pair]
-    unmatched: list[tuple[str, str]] = field(default_factory=list)  # (path, why)
+    unmatched: list[tuple[str, str]] = field(default_factory=list)  # (path, why): unpaired or unreadable inputs
     roots: dict[str, Path] = field(default_factory=dict)  # "refs"/"gens" -> folder (for masks)
+    how: str = "given"  # "given" (--pairing) or "chosen automatically: <why>"
+    masks: Path | None = None  # set by prepare()
+    mask_of: dict[tuple[Path, str], Path] = field(default_factory=dict)  # (image, "refs"/"gens") -> mask
+    prepared: bool = False
+
+    def inputs(self) -> list[Path]:
+        """Every file and folder the plan reads, for :func:`nearid.outputs.check_outputs`."""
+        # a pairs CSV's folder is not read as a whole (only the files it lists), the other rules' folders are
+        folders = [] if self.rule == "csv" else list(self.roots.values())
+        found = [*folders, *(p for pair in self.pairs for p in (pair.reference, pair.generated))]
+        return found + ([self.masks] if self.masks is not None else [])
 
 
 def _images(folder: Path) -> dict[str, Path]:
@@ -117,6 +141,10 @@ def _csv(path: Path) -> PairPlan:
     base = path.parent
     pairs, unmatched = [], []
     for line, row in enumerate(rows, start=2):
+        empty = [name for name in ("reference", "generated") if not (row.get(name) or "").strip()]
+        if empty:
+            unmatched.append((f"{path}:{line}", f"line {line} has no '{empty[0]}' field; give both columns on every row"))
+            continue
         reference, generated = (base / row["reference"].strip(), base / row["generated"].strip())
         missing = [p for p in (reference, generated) if not p.is_file()]
         if missing:
@@ -132,19 +160,46 @@ def plan_pairs(refs: str | os.PathLike, gens: str | os.PathLike | None = None, p
     gens = Path(gens) if gens is not None else None
     if not refs.exists():
         raise PairingError(f"{refs}: no such file or folder")
+    if refs.is_file() and refs.suffix.lower() in IMAGE_SUFFIXES:
+        raise PairingError(f"{refs}: is an image; --refs takes a folder of references, a pairs CSV or a DreamBench++ folder")
     if gens is not None and not gens.is_dir():
         raise PairingError(f"{gens}: no such folder")
+    if gens is not None and refs.is_file():
+        raise PairingError(f"--gens {gens} cannot go with a pairs CSV ({refs}), which names the generated images itself; "
+                           "drop --gens")
+    if pairing == "csv" and not refs.is_file():
+        raise PairingError(f"--pairing csv needs a pairs CSV file, but {refs} is a folder; give the CSV or another --pairing")
+    if pairing in ("paths", "subjects", "dreambench") and not refs.is_dir():
+        raise PairingError(f"--pairing {pairing} needs --refs to be a folder, but {refs} is a file")
+    how = "given"
     if pairing == "auto":
-        if refs.is_file():
-            pairing = "csv"
-        elif gens is None and (refs / "src_image").is_dir() and (refs / "tgt_image").is_dir():
-            pairing = "dreambench"
-        elif gens is not None:
-            only_dirs = all(not p.is_file() for p in refs.iterdir()) and all(not p.is_file() for p in gens.iterdir())
-            has_dirs = any(p.is_dir() for p in refs.iterdir())
-            pairing = "subjects" if only_dirs and has_dirs and not _same_relative_files(refs, gens) else "paths"
-        else:
-            raise PairingError(f"{refs}: give --gens, a pairs CSV, or a DreamBench++ folder with src_image/ and tgt_image/")
+        pairing, how = _choose(refs, gens)
+    plan = _plan(refs, gens, pairing)
+    plan.how = how
+    return plan
+
+
+def _choose(refs: Path, gens: Path | None) -> tuple[str, str]:
+    """The rule ``auto`` picks, and why; a layout that fits both folder rules is refused."""
+    if refs.is_file():
+        return "csv", "chosen automatically: --refs is a file"
+    if gens is None:
+        if (refs / "src_image").is_dir() and (refs / "tgt_image").is_dir():
+            return "dreambench", "chosen automatically: --refs holds src_image/ and tgt_image/"
+        raise PairingError(f"{refs}: give --gens, a pairs CSV, or a DreamBench++ folder with src_image/ and tgt_image/")
+    only_dirs = all(not p.is_file() for p in refs.iterdir()) and all(not p.is_file() for p in gens.iterdir())
+    has_dirs = any(p.is_dir() for p in refs.iterdir())
+    if not (only_dirs and has_dirs):
+        return "paths", "chosen automatically: the folders hold image files"
+    if not _same_relative_files(refs, gens):
+        return "subjects", "chosen automatically: subject folders whose file names differ"
+    by_path, by_subject = len(_plan(refs, gens, "paths").pairs), len(_plan(refs, gens, "subjects").pairs)
+    raise PairingError(f"{refs} and {gens} hold subject folders with files of the same names, which fits two rules: "
+                       f"--pairing paths ({by_path} pairs, same name against same name) or --pairing subjects "
+                       f"({by_subject} pairs, every generated image against every reference of its subject); pass one")
+
+
+def _plan(refs: Path, gens: Path | None, pairing: str) -> PairPlan:
     if pairing == "csv":
         return _csv(refs)
     if pairing == "dreambench":
@@ -166,21 +221,162 @@ def _same_relative_files(refs: Path, gens: Path) -> bool:
         return False
 
 
-def _mask_for(image: Path, roots: dict[str, Path], masks: Path | None) -> Path | None:
-    """``MASKS/refs/<relative path>`` for a reference, ``MASKS/gens/<relative path>`` for a generated image,
-    any image extension; images without one are used whole."""
-    if masks is None:
-        return None
-    for side in ("refs", "gens"):
-        root = roots.get(side)
-        if root is None or not image.is_relative_to(root):
-            continue
-        stem = masks / side / image.relative_to(root).with_suffix("")
-        for suffix in sorted(IMAGE_SUFFIXES):
-            candidate = stem.with_suffix(suffix)
-            if candidate.is_file():
-                return candidate
+def check_options(*, threshold: str | None = None, calibration: str | os.PathLike | None = None,
+                  batch_size: int = 32) -> None:
+    """The score options that mean nothing, refused before anything is read or loaded."""
+    if batch_size < 1:
+        raise NearIDError(f"--batch-size {batch_size}: give a batch size of at least 1")
+    if threshold is not None and threshold != "calibrated":
+        try:
+            value = float(threshold)
+        except ValueError:
+            raise NearIDError(f"--threshold {threshold}: give a number or 'calibrated'") from None
+        if not np.isfinite(value):
+            raise NearIDError(f"--threshold {threshold}: not a finite number; give a number such as 0.5, or 'calibrated'")
+    if calibration is not None and threshold != "calibrated":
+        raise NearIDError(f"--calibration {calibration} is only read with --threshold calibrated; add it or drop --calibration")
+
+
+def output_format(out: str | os.PathLike, fmt: str | None = None) -> str:
+    """The per-pair format: from the extension of ``out``; a ``fmt`` that contradicts it is refused."""
+    suffix = Path(out).suffix.lower()
+    inferred = OUTPUT_FORMATS.get(suffix)
+    if fmt is None:
+        if inferred is None:
+            raise NearIDError(f"{out}: cannot tell the output format from '{suffix or '(no extension)'}'; "
+                              "name the file .csv or .jsonl (or pass --format)")
+        return inferred
+    if inferred is not None and inferred != fmt:
+        raise NearIDError(f"--format {fmt} contradicts the extension of {out}; name the file .{fmt} or drop --format")
+    return fmt
+
+
+def side_file(out: str | os.PathLike, what: str) -> Path:
+    """A file that belongs to the per-pair output ``out``, named from its whole name (``s.csv.summary.json``),
+    so that ``s.csv`` and ``s.jsonl`` never share one."""
+    out = Path(out)
+    return out.with_name(f"{out.name}.{what}")
+
+
+def output_files(out: str | os.PathLike, rule: str) -> list[Path]:
+    """Every file a run may write for ``out``, to check them all before the work."""
+    files = [Path(out), side_file(out, "summary.json"), side_file(out, "errors.csv")]
+    if rule == "subjects":
+        files.append(side_file(out, "per_generated.csv"))
+    if rule == "dreambench":
+        files.append(side_file(out, "dbpp.json"))
+    return files
+
+
+def _find_mask(masks: Path, side: str, image: Path, root: Path) -> Path | None:
+    stem = masks / side / image.relative_to(root).with_suffix("")
+    for suffix in sorted(IMAGE_SUFFIXES):
+        candidate = stem.with_suffix(suffix)
+        if candidate.is_file():
+            return candidate
     return None
+
+
+def _attach_masks(plan: PairPlan, masks: Path) -> None:
+    """``MASKS/refs/<relative path>`` for a reference, ``MASKS/gens/<relative path>`` for a generated
+    image, any image extension. A side whose folder exists needs a mask for every image of that side
+    (a missing one is a bad input); a side without a folder is used whole."""
+    if not masks.is_dir():
+        raise PairingError(f"--masks {masks}: no such folder; give the folder holding refs/ and gens/ masks")
+    sides = [side for side in ("refs", "gens") if (masks / side).is_dir()]
+    if not sides:
+        raise PairingError(f"--masks {masks}: holds no refs/ or gens/ folder; masks go to "
+                           f"{masks}/refs/<relative path> and {masks}/gens/<relative path>")
+    plan.masks = masks
+    missing: dict[str, str] = {}
+    for pair in plan.pairs:
+        for side, image in (("refs", pair.reference), ("gens", pair.generated)):
+            root = plan.roots.get(side)
+            if side not in sides or root is None or (image, side) in plan.mask_of or str(image) in missing:
+                continue
+            if not image.is_relative_to(root):
+                missing[str(image)] = f"not below {root}, so it has no place in {masks}/{side}/"
+                continue
+            mask = _find_mask(masks, side, image, root)
+            if mask is None:
+                where = masks / side / image.relative_to(root).with_suffix("")
+                missing[str(image)] = f"no mask at {where}.* although {masks / side} holds masks"
+            else:
+                plan.mask_of[(image, side)] = mask
+    plan.unmatched += sorted(missing.items())
+
+
+def _header_problem(path: Path) -> str | None:
+    """Why ``path`` cannot be an image, from its header alone (no decoding: the planning pass is cheap)."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as image:
+            width, height = image.size
+    except FileNotFoundError:
+        return "no such file"
+    except UnidentifiedImageError:
+        return "not an image file (unrecognised format); replace or remove it"
+    except Image.DecompressionBombError:
+        return "image is too large to decode safely; downscale it"
+    except (OSError, SyntaxError, ValueError) as exc:
+        return f"corrupt or unreadable image ({exc}); re-export or remove it"
+    if width * height > MAX_PIXELS:
+        return f"{width}x{height} pixels is above the limit of {MAX_PIXELS:,}; downscale the image"
+    if width == 0 or height == 0:
+        return "image has no pixels; re-export or remove it"
+    return None
+
+
+def prepare(plan: PairPlan, masks: str | os.PathLike | None = None) -> PairPlan:
+    """The planning pass: attach masks and check every image and mask header, adding every problem
+    to ``plan.unmatched`` (so all of them can be listed at once). Idempotent."""
+    if plan.prepared:
+        if masks and (plan.masks is None or Path(masks) != plan.masks):
+            raise NearIDError(f"masks {masks}: the plan was prepared with masks {plan.masks}; prepare it once, with the masks")
+        return plan
+    if masks:
+        _attach_masks(plan, Path(masks))
+    bad = {path for path, _ in plan.unmatched}
+    files = {p: None for pair in plan.pairs for p in (pair.reference, pair.generated)}
+    files.update({m: None for m in plan.mask_of.values()})
+    for path in files:
+        if str(path) not in bad and (why := _header_problem(path)) is not None:
+            plan.unmatched.append((str(path), why))
+            bad.add(str(path))
+    plan.prepared = True
+    return plan
+
+
+def check_plan(plan: PairPlan, skip_errors: bool = False) -> None:
+    """Without ``skip_errors``, refuse a plan with bad inputs, listing up to :data:`LISTED_PROBLEMS` of them."""
+    problems = plan.unmatched
+    listed = "; ".join(f"{path}: {why}" for path, why in problems[:LISTED_PROBLEMS])
+    more = f" (and {len(problems) - LISTED_PROBLEMS} more)" if len(problems) > LISTED_PROBLEMS else ""
+    if problems and not skip_errors:
+        if len(problems) == 1:
+            path, why = problems[0]
+            raise PairingError(f"{path}: {why}; fix the inputs or pass --skip-errors")
+        raise PairingError(f"{len(problems)} bad inputs: {listed}{more}; fix them or pass --skip-errors to score the rest")
+    if not any(_usable(pair, plan) for pair in plan.pairs):
+        raise PairingError("no pairs to score" + (f": every pair has a bad input ({len(problems)}: {listed}{more})"
+                                                  if plan.pairs else ""))
+
+
+def _usable(pair: Pair, plan: PairPlan) -> bool:
+    bad = {path for path, _ in plan.unmatched}
+    return str(pair.reference) not in bad and str(pair.generated) not in bad
+
+
+def same_files(plan: PairPlan) -> int:
+    """Pairs whose reference and generated image are the same file: a mistake in --refs / --gens."""
+    def same(a: Path, b: Path) -> bool:
+        try:
+            return os.path.samefile(a, b)
+        except OSError:
+            return False
+
+    return sum(same(pair.reference, pair.generated) for pair in plan.pairs)
 
 
 @dataclass
@@ -190,34 +386,45 @@ class ScoreResult:
     similarities: np.ndarray  # one per pair, NaN where an image failed
     failures: dict[str, str]  # image path -> message
     embedded: int  # unique images embedded
+    masked: int = 0  # unique images embedded with a mask
 
 
 def score_pairs(encoder, plan: PairPlan, *, masks: str | os.PathLike | None = None, batch_size: int = 32,
                 skip_errors: bool = False, progress: bool | None = None) -> ScoreResult:
-    """Cosine similarity of every planned pair; each unique (image, mask) is embedded once."""
-    if plan.unmatched and not skip_errors:
-        path, why = plan.unmatched[0]
-        more = f" (and {len(plan.unmatched) - 1} more)" if len(plan.unmatched) > 1 else ""
-        raise PairingError(f"{path}: {why}{more}; fix the inputs or pass --skip-errors")
-    if not plan.pairs:
-        raise PairingError("no pairs to score")
-    mask_root = Path(masks) if masks else None
-    row_of: dict[Path, int] = {}  # image -> row of the embedding matrix
+    """Cosine similarity of every planned pair; each unique (image, mask) is embedded once.
+
+    Runs :func:`prepare` (masks, header checks) if the caller has not; pairs with a bad input are NaN
+    and their inputs are listed in ``failures`` (without ``skip_errors`` they stop the run first)."""
+    if batch_size < 1:
+        raise NearIDError(f"batch_size {batch_size}: give a batch size of at least 1")
+    prepare(plan, masks)
+    check_plan(plan, skip_errors)
+    row_of: dict[tuple[Path, Path | None], int] = {}  # (image, mask) -> row of the embedding matrix
     keys: list[tuple[Path, Path | None]] = []
+    index = []  # per pair: (reference row, generated row), or None
     for pair in plan.pairs:
-        for image in (pair.reference, pair.generated):
-            if image not in row_of:
-                row_of[image] = len(keys)
-                keys.append((image, _mask_for(image, plan.roots, mask_root)))
+        if not _usable(pair, plan):
+            index.append(None)
+            continue
+        rows = []
+        for side, image in (("refs", pair.reference), ("gens", pair.generated)):
+            key = (image, plan.mask_of.get((image, side)))
+            if key not in row_of:
+                row_of[key] = len(keys)
+                keys.append(key)
+            rows.append(row_of[key])
+        index.append(tuple(rows))
     failures_by_index: dict[int, str] | None = {} if skip_errors else None
     vectors = embed(encoder, [k[0] for k in keys], [k[1] for k in keys], batch_size=batch_size,
                     progress=progress, failures=failures_by_index)
-    refs = vectors[[row_of[p.reference] for p in plan.pairs]]
-    gens = vectors[[row_of[p.generated] for p in plan.pairs]]
-    similarities = (refs * gens).sum(dim=-1).numpy().astype(np.float64)
+    similarities = np.full(len(plan.pairs), np.nan)
+    for i, rows in enumerate(index):
+        if rows is not None:
+            similarities[i] = float((vectors[rows[0]] * vectors[rows[1]]).sum())
     failures = {str(path): why for path, why in plan.unmatched}
     failures.update({str(keys[i][0]): message for i, message in (failures_by_index or {}).items()})
-    return ScoreResult(plan, encoder.name, similarities, failures, len(keys))
+    masked = len({k for k in keys if k[1] is not None})
+    return ScoreResult(plan, encoder.name, similarities, failures, len(keys), masked)
 
 
 # ------------------------------------------------------------------------------------- outputs
@@ -243,20 +450,25 @@ def summarise(result: ScoreResult, threshold: dict | None) -> ScoreSummary:
         threshold=threshold,
         decisions=decisions,
         errors=len(result.failures),
+        pairing_how=result.plan.how,
+        masks=str(Path(result.plan.masks).absolute()) if result.plan.masks is not None else None,
+        masked_images=result.masked,
     )
 
 
-def write_outputs(result: ScoreResult, out: str | os.PathLike, *, threshold: dict | None, fmt: str = "csv") -> ScoreSummary:
-    """Per-pair file (csv or jsonl), ``<stem>.summary.json``, and for subjects ``<stem>.per_generated.csv``;
-    failed pairs go to ``<stem>.errors.csv``. Every file is written atomically."""
+def write_outputs(result: ScoreResult, out: str | os.PathLike, *, threshold: dict | None, fmt: str | None = None) -> ScoreSummary:
+    """Per-pair file (csv or jsonl, by :func:`output_format`) and its side files, named from the whole
+    output name: ``<out>.summary.json``, for subjects ``<out>.per_generated.csv``, for DreamBench++
+    ``<out>.dbpp.json``; failed inputs go to ``<out>.errors.csv``. Image paths are written absolute, so
+    the files resolve from any working directory. Every file is written atomically."""
     out = Path(out)
-    stem = out.with_suffix("")
+    fmt = output_format(out, fmt)
     rows = []
     for pair, value in zip(result.plan.pairs, result.similarities):
         if not np.isfinite(value):
             continue
-        row = {"reference": str(pair.reference), "generated": str(pair.generated), "subject": pair.subject,
-               "similarity": round(float(value), 6)}
+        row = {"reference": os.path.abspath(pair.reference), "generated": os.path.abspath(pair.generated),
+               "subject": pair.subject, "similarity": round(float(value), 6)}
         if result.plan.rule == "dreambench":
             row["key"] = pair.key
         if threshold is not None:
@@ -272,17 +484,17 @@ def write_outputs(result: ScoreResult, out: str | os.PathLike, *, threshold: dic
     summary = summarise(result, threshold)
     summary.pairs_file = out.name
     if result.failures:
-        errors = Path(f"{stem}.errors.csv")
+        errors = side_file(out, "errors.csv")
         with atomic_path(errors) as tmp, open(tmp, "w", newline="") as handle:
             writer = csv.writer(handle)
             writer.writerow(["path", "error"])
             writer.writerows(sorted(result.failures.items()))
         summary.errors_file = errors.name
     if result.plan.rule == "subjects":
-        summary.per_generated_file = _write_per_generated(result, Path(f"{stem}.per_generated.csv"))
+        summary.per_generated_file = _write_per_generated(result, side_file(out, "per_generated.csv"))
     if result.plan.rule == "dreambench":  # DreamBench++ layout: feeds `nearid dbpp --scores DIR --name ...`
-        write_text_atomic(f"{stem}.dbpp.json", json.dumps({r["key"]: 100 * r["similarity"] for r in rows}, indent=0))
-    summary.write(f"{stem}.summary.json")
+        write_text_atomic(side_file(out, "dbpp.json"), json.dumps({r["key"]: 100 * r["similarity"] for r in rows}, indent=0))
+    summary.write(side_file(out, "summary.json"))
     return summary
 
 
@@ -296,7 +508,7 @@ def _write_per_generated(result: ScoreResult, path: Path) -> str:
         writer = csv.writer(handle)
         writer.writerow(["generated", "subject", "n_references", "mean", "max"])
         for (subject, generated), values in sorted(groups.items()):
-            writer.writerow([generated, subject, len(values), round(float(np.mean(values)), 6), round(float(np.max(values)), 6)])
+            writer.writerow([os.path.abspath(generated), subject, len(values), round(float(np.mean(values)), 6), round(float(np.max(values)), 6)])
     return path.name
 
 
