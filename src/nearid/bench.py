@@ -7,6 +7,8 @@ the on-disk store, split the rest across processes (``accelerate launch`` / ``to
 its own share and writes its own shards), wait, then the main process builds the embedding matrix
 from the store, fills and scores the tables, writes them in the authors' CSV layout, and at the end
 writes ``results.json`` (:class:`~nearid.results.BenchResults`) plus Markdown, CSV and LaTeX tables.
+``results.json`` is merged per encoder under a file lock: encoders run one after the other, or at the
+same time, into one ``--out`` all stay; another benchmark into that ``--out`` is refused before embedding.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from .evaluate import (
     score_mtg,
     score_tables,
 )
-from .results import BenchInfo, BenchResults, EncoderResult
+from .results import BenchInfo, BenchResults, EncoderResult, check_mergeable, merge_bench_results, results_lock
 from .simtables import write_mtg_csv, write_nearid_csv
 from .store import EmbeddingStore, store_folder
 
@@ -89,7 +91,8 @@ def _state(device: str):
 
 
 def run_bench(config: BenchConfig) -> BenchResults | None:
-    """Run the benchmark; the main process returns the results (other processes return ``None``)."""
+    """Run the benchmark; the main process returns the results as written, merged with the encoders already
+    in ``results.json`` (other processes return ``None``)."""
     from .encoders import load_encoder
 
     state = _state(config.device)
@@ -106,6 +109,7 @@ def run_bench(config: BenchConfig) -> BenchResults | None:
         sources=ctx.plan.sources, condition=ctx.condition, identities=len(bench), load_report=bench.report.summary(),
         mtg=config.mtg, mtg_split=config.mtg_split if mtg is not None else None,
         mtg_samples=len(mtg) if mtg is not None else 0))
+    check_mergeable(ctx.out / "results.json", results.benchmark)  # another benchmark in --out: refused before embedding
     for spec in config.encoders:
         device = state.device if config.device == "auto" else config.device
         encoder = load_encoder(spec, device=device, dtype=config.dtype, allow_pickle=config.allow_pickle)
@@ -122,9 +126,10 @@ def run_bench(config: BenchConfig) -> BenchResults | None:
     from .tables import write_tables
 
     results.log = config.log
-    results.write(ctx.out / "results.json")
-    write_tables(results, ctx.out)
-    return results
+    with results_lock(ctx.out):  # runs into one --out at once merge one after the other
+        merged = merge_bench_results(ctx.out / "results.json", results)
+        write_tables(merged, ctx.out)
+    return merged
 
 
 def _embed_missing(ctx: RunContext, encoder, store: EmbeddingStore) -> int:

@@ -221,7 +221,7 @@ def cmd_train(args) -> int:
     from .outputs import check_outputs
 
     check_outputs([], [config.data, config.mtg, args.config], folders=[config.out])
-    result = train(config, resume=args.resume)
+    result = train(config, resume=args.resume, overwrite=args.overwrite)
     print(f"done: step {result['step']}, loss {result['loss']:.4f}, checkpoint {result['checkpoint']}")
     return 0
 
@@ -406,6 +406,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--uncached", dest="cache_tokens", action="store_const", const=False,
                    help="run the frozen trunk every step instead of reading the token cache")
     p.add_argument("--resume", action="store_true", help="continue from the newest complete checkpoint in --out")
+    p.add_argument("--overwrite", action="store_true", help="replace the run in --out (one nearid train made)")
     p.set_defaults(run=cmd_train)
 
     p = commands.add_parser("export", help="write a full NearIDModel from a head-only checkpoint")

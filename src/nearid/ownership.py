@@ -45,6 +45,17 @@ def is_owned(folder: str | os.PathLike) -> bool:
         return False
 
 
+def owned_by(folder: str | os.PathLike) -> str | None:
+    """The command that made ``folder`` (its marker's ``command``, e.g. ``"train"``); ``None`` when it is
+    not owned. A command that reuses its own folder (``train --overwrite``) checks that it was its own."""
+    if not is_owned(folder):
+        return None
+    try:
+        return str(json.loads((Path(folder) / MARKER).read_text(encoding="utf-8")).get("command", ""))
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
 def check_removable(folder: str | os.PathLike) -> None:
     """Raise :class:`OutputFolderError` unless :func:`remove_owned` would succeed on ``folder``.
 

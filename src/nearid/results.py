@@ -16,6 +16,7 @@ exact. numpy only, through :mod:`nearid.metrics`: reading results never imports 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from dataclasses import dataclass, field
@@ -55,6 +56,15 @@ class BenchInfo:
     def split_label(self) -> str:
         """How a person names the rows: the split file if there is one, else the split."""
         return self.split_file or str(self.split)
+
+    #: What makes two runs the same benchmark, so their encoders may share one results.json.
+    SAME_BENCHMARK: ClassVar[tuple[str, ...]] = ("data", "split", "split_file", "sources", "condition", "identities",
+                                                  "mtg", "mtg_split", "mtg_samples")
+
+    def differences(self, other: BenchInfo) -> list[str]:
+        """``field: mine -> other's`` for each field of :data:`SAME_BENCHMARK` that differs."""
+        return [f"{name}: {getattr(self, name)!r} -> {getattr(other, name)!r}" for name in self.SAME_BENCHMARK
+                if getattr(self, name) != getattr(other, name)]
 
     def to_dict(self) -> dict:
         return dict(self.__dict__)
@@ -197,6 +207,64 @@ class BenchResults(_Document):
         return cls(benchmark=BenchInfo.from_dict(values["benchmark"]),
                    encoders={str(n): EncoderResult.from_dict(r) for n, r in values["encoders"].items()},
                    log=[str(line) for line in values.get("log", [])])
+
+
+    def merged(self, run: BenchResults) -> BenchResults:
+        """These results with ``run``'s encoders added or replaced (same benchmark; see :func:`merge_bench_results`)."""
+        return BenchResults(self.benchmark, {**self.encoders, **run.encoders}, [*self.log, *run.log])
+
+
+class BenchMismatchError(ResultsError):
+    """``--out`` holds bench results of another benchmark (data, split, sources, condition, MTG)."""
+
+
+def check_mergeable(path: str | os.PathLike, benchmark: BenchInfo) -> BenchResults | None:
+    """The bench results in ``path`` if this run's may be merged into them (``None``: no file yet).
+
+    A file of another benchmark, or one this nearid cannot read, is refused with one line: results of
+    two benchmarks in one file would look comparable and are not. ``nearid bench`` calls this before it
+    embeds anything and again, under the lock, when it merges.
+    """
+    path = Path(path)
+    if not path.exists():
+        return None
+    try:
+        existing = read_results(path, (BenchResults,))
+    except ResultsError as exc:
+        raise ResultsError(f"{exc}; or use another --out (this run's results would be merged into it)") from None
+    differences = existing.benchmark.differences(benchmark)
+    if differences:
+        raise BenchMismatchError(f"{path}: holds results of another benchmark ({'; '.join(differences)}); "
+                                 "use another --out for this one")
+    return existing
+
+
+@contextlib.contextmanager
+def results_lock(folder: str | os.PathLike, timeout: float = 600):
+    """An exclusive lock on ``folder``'s results (a ``.results.lock`` file beside them), so runs writing
+    into one ``--out`` at the same time merge one after the other and none loses another's encoders."""
+    from filelock import FileLock, Timeout
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        with FileLock(folder / ".results.lock", timeout=timeout):
+            yield
+    except Timeout:
+        raise ResultsError(f"{folder}: another nearid bench has held the results lock for {timeout:.0f} s; "
+                           f"wait for it, or delete {folder / '.results.lock'} if no run is writing there") from None
+
+
+def merge_bench_results(path: str | os.PathLike, run: BenchResults) -> BenchResults:
+    """Write ``run`` into ``path`` merged per encoder with what is there; returns what was written.
+
+    Call it under :func:`results_lock` of ``path``'s folder: it reads, checks (:func:`check_mergeable`),
+    merges (this run's encoders replace their earlier entries, others stay) and writes atomically.
+    """
+    existing = check_mergeable(path, run.benchmark)
+    merged = existing.merged(run) if existing is not None else run
+    merged.write(path)
+    return merged
 
 
 # --------------------------------------------------------------------------------- nearid score

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -58,6 +59,12 @@ class TrainConfig:
     eval_steps: int = 0  # validate (SSR/PA on `val_split`, main process) every N steps; 0 = never
     val_split: str = "val"
 
+    def __post_init__(self) -> None:
+        try:
+            _check_settings(self.__dict__)
+        except _SettingError as exc:
+            raise NearIDError(f"TrainConfig.{exc.name} {exc.why}") from None
+
     @classmethod
     def from_file(cls, path: str | os.PathLike, **overrides) -> TrainConfig:
         """A JSON config file, with command-line overrides on top (``None`` overrides are ignored)."""
@@ -70,6 +77,8 @@ class TrainConfig:
         ``data`` and ``out`` have no default: when neither the file nor the options give one, the
         error names the missing field (as its command-line option) instead of a dataclass TypeError.
         Options that are not fields of the config (the command's other arguments) are ignored.
+        A meaningless value (``--epochs 0``, ``"lr": "fast"``) is one line naming the option or the
+        file and setting, before any model loads.
         """
         names = {f.name for f in dataclasses.fields(cls)}
         values = {}
@@ -83,12 +92,83 @@ class TrainConfig:
             unknown = set(values) - names
             if unknown:
                 raise NearIDError(f"{config_file}: unknown setting(s) {', '.join(sorted(unknown))}")
-        values.update({k: v for k, v in overrides.items() if k in names and v is not None})
+        options = {k: v for k, v in overrides.items() if k in names and v is not None}
+        values.update(options)
         missing = [name for name in ("data", "out") if values.get(name) is None]
         if missing:
             where = f"neither {config_file} nor the options set it" if config_file is not None else "or give --config FILE"
             raise NearIDError(f"--{missing[0]} is required ({where})")
+        try:
+            _check_settings(values)
+        except _SettingError as exc:
+            where = f"--{exc.name.replace('_', '-')}" if exc.name in options else f"{config_file}: {exc.name!r}"
+            raise NearIDError(f"{where} {exc.why}") from None
         return cls(**values)
+
+
+# ------------------------------------------------------------------------------ settings checked up front
+class _SettingError(Exception):
+    def __init__(self, name: str, why: str):
+        super().__init__(f"{name} {why}")
+        self.name, self.why = name, why
+
+
+#: integer settings and their least meaningful value (max_steps may also be None: run every epoch)
+_INTS = {"epochs": 1, "batch_size": 1, "save_steps": 1, "log_steps": 1, "max_steps": 1, "warmup_steps": 0,
+         "eval_steps": 0, "mtg_repeat": 0, "seed": 0}
+_TEXTS = ("data", "out", "backbone", "loss", "split", "val_split")
+_MIXED_PRECISION = ("no", "fp16", "bf16")
+
+
+def _number(name: str, value, low: float, high: float | None = None, *, open_low: bool = False) -> float:
+    bound = f"> {low:g}" if open_low else f">= {low:g}"
+    what = f"a number {bound}" + (f" and <= {high:g}" if high is not None else "")
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise _SettingError(name, f"must be {what}, not {value!r}")
+    if value < low or (open_low and value == low) or (high is not None and value > high):
+        raise _SettingError(name, f"must be {what}, not {value!r}")
+    return float(value)
+
+
+def _check_settings(values: dict) -> None:
+    """Check and normalise ``values`` (a TrainConfig's fields) in place: numbers are numbers in range,
+    texts are texts, ``mask_probs`` is 3 probabilities. ``1`` is accepted for a float and ``2.0`` for an
+    int (JSON writes both), ``True`` for neither."""
+    for name, low in _INTS.items():
+        if name not in values or (name == "max_steps" and values[name] is None):
+            continue
+        value = values[name]
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise _SettingError(name, f"must be an integer >= {low}, not {value!r}")
+        values[name] = value
+    if "lr" in values:
+        values["lr"] = _number("lr", values["lr"], 0.0, open_low=True)
+    for name in ("weight_decay", "grad_clip"):
+        if name in values:
+            values[name] = _number(name, values[name], 0.0)
+    if "flip_prob" in values:
+        values["flip_prob"] = _number("flip_prob", values["flip_prob"], 0.0, 1.0)
+    if "mask_probs" in values:
+        probs = values["mask_probs"]
+        if not isinstance(probs, (list, tuple)) or len(probs) != 3:
+            raise _SettingError("mask_probs", f"must be 3 probabilities (anchor, positive, distractor), not {probs!r}")
+        values["mask_probs"] = tuple(_number("mask_probs", p, 0.0, 1.0) for p in probs)
+    for name in _TEXTS:
+        if name in values and (not isinstance(values[name], str) or not values[name]):
+            raise _SettingError(name, f"must be a non-empty text, not {values[name]!r}")
+    if values.get("mtg") is not None and (not isinstance(values["mtg"], str) or not values["mtg"]):
+        raise _SettingError("mtg", f"must be a dataset (a text) or null, not {values['mtg']!r}")
+    if "sources" in values:
+        sources = values["sources"]
+        if not isinstance(sources, (list, tuple)) or not sources or not all(isinstance(s, str) and s for s in sources):
+            raise _SettingError("sources", f"must be a non-empty list of source names, not {sources!r}")
+        values["sources"] = list(sources)
+    if "mixed_precision" in values and values["mixed_precision"] not in _MIXED_PRECISION:
+        raise _SettingError("mixed_precision", f"must be one of {', '.join(_MIXED_PRECISION)}, not {values['mixed_precision']!r}")
+    if "cache_tokens" in values and not isinstance(values["cache_tokens"], bool):
+        raise _SettingError("cache_tokens", f"must be true or false, not {values['cache_tokens']!r}")
 
 
 def _latest_checkpoint(out: Path) -> Path | None:
@@ -96,8 +176,118 @@ def _latest_checkpoint(out: Path) -> Path | None:
     return max(done, key=lambda p: int(p.name.split("-")[1]), default=None)
 
 
-def train(config: TrainConfig, *, resume: bool = False) -> dict:
-    """Train the head; returns ``{"step", "loss", "checkpoint"}`` (on every process)."""
+# ------------------------------------------------------------------------------ the run folder
+#: What a run writes into its folder, and so all that ``--overwrite`` removes. The token cache goes too:
+#: until it is keyed by the data's content (not only the trunk's), tokens of data regenerated at the same
+#: path would be reused, and an overwritten run must equal a run in a new folder.
+RUN_FILES = ("checkpoints", "config.json", "validation.jsonl", "token_cache")
+#: Settings a resumed run may change: they cannot change the head it trains (where the folder is, how
+#: often it logs, saves or validates, and where it stops; the schedule spans all epochs whatever max_steps).
+RESUME_FREE = ("out", "log_steps", "save_steps", "eval_steps", "val_split", "max_steps")
+_LOCAL_PATHS = ("data", "mtg", "backbone")
+
+
+def _holds_run(out: Path) -> bool:
+    return (out / "config.json").exists() or (out / "checkpoints").exists()
+
+
+def _same(name: str, old, new) -> bool:
+    """Equal settings; a local path given once relative and once absolute is the same setting."""
+    if old == new:
+        return True
+    if name in _LOCAL_PATHS and isinstance(old, str) and isinstance(new, str):
+        old_path, new_path = Path(old.removeprefix("nearid:")), Path(new.removeprefix("nearid:"))
+        return (old.startswith("nearid:") == new.startswith("nearid:") and old_path.exists()
+                and new_path.exists() and old_path.resolve() == new_path.resolve())
+    return False
+
+
+def _resume_differences(out: Path, config: TrainConfig) -> list[str]:
+    """``name: old -> new`` for each setting that differs from the run's ``config.json`` and may not."""
+    try:
+        saved = json.loads((out / "config.json").read_text())
+        if not isinstance(saved, dict):
+            raise ValueError("not a JSON object")
+    except FileNotFoundError:
+        raise NearIDError(f"{out}: holds checkpoints but no config.json, so a resume cannot be checked against "
+                          "the run's settings; start a new run in another --out") from None
+    except (OSError, ValueError) as exc:
+        raise NearIDError(f"{out}/config.json: not readable ({exc}); start a new run in another --out") from None
+    now = json.loads(json.dumps(dataclasses.asdict(config)))  # as config.json holds it (tuples as lists)
+    default = json.loads(json.dumps(dataclasses.asdict(TrainConfig(data="-", out="-"))))
+    return [f"{name}: {saved.get(name, default[name])!r} -> {value!r}" for name, value in now.items()
+            if name not in RESUME_FREE and not _same(name, saved.get(name, default[name]), value)]
+
+
+def check_run_folder(config: TrainConfig, *, resume: bool = False, overwrite: bool = False) -> str:
+    """What this run may do with ``config.out``: ``"new"``, ``"resume"`` or ``"overwrite"``; reads only.
+
+    A folder holding a run (``config.json`` or ``checkpoints/``) is refused unless ``resume`` (every
+    setting outside :data:`RESUME_FREE` as the run's ``config.json`` has it) or ``overwrite`` (only a
+    folder a ``nearid train`` made, by its marker). Any other non-empty folder is refused. Every process
+    calls this before any process changes the folder.
+    """
+    from ..ownership import MARKER, check_removable, owned_by
+
+    out = Path(config.out)
+    if resume and overwrite:
+        raise NearIDError("--resume continues the run in --out and --overwrite replaces it: pass one of them")
+    if out.is_symlink() or (out.exists() and not out.is_dir()):
+        raise NearIDError(f"{out}: exists and is not a folder; choose another --out")
+    contents = sorted(p.name for p in out.iterdir()) if out.is_dir() else []
+    holds_run, ours = _holds_run(out), owned_by(out) == "train"
+    if overwrite:
+        if contents and not ours:
+            check_removable(out)  # a folder without nearid's marker: its one-line refusal
+            raise NearIDError(f"{out}: made by `nearid {owned_by(out)}`, not by `nearid train`, so --overwrite "
+                              "will not delete it; choose another --out")
+        return "overwrite"
+    if resume and holds_run:
+        differences = _resume_differences(out, config)
+        if differences:
+            raise NearIDError(f"{out}: --resume with settings that differ from the run's config.json "
+                              f"({'; '.join(differences)}); resume with the run's settings, or train into "
+                              "another --out (or --overwrite)")
+        latest = _latest_checkpoint(out)
+        at = int(latest.name.split("-")[1]) if latest is not None else 0
+        if config.max_steps is not None and config.max_steps < at:
+            raise NearIDError(f"{out}: the run is at step {at}, past --max-steps {config.max_steps}; "
+                              f"pass a --max-steps of at least {at}")
+        return "resume"
+    if holds_run:
+        raise NearIDError(f"{out}: holds a training run (config.json, checkpoints/); pass --resume to continue "
+                          "it, --overwrite to replace it, or choose another --out")
+    if contents and not (ours and contents == [MARKER]):
+        raise NearIDError(f"{out}: not empty and not a run folder made by nearid; choose a new or empty --out")
+    return "new"
+
+
+def _prepare_run_folder(config: TrainConfig, action: str) -> None:
+    """The main process's side of :func:`check_run_folder`: mark a new folder, or remove what an
+    earlier run made (:data:`RUN_FILES`, nothing else), then write this run's ``config.json``."""
+    import shutil
+
+    from ..ownership import create_owned, owned_by
+
+    out = Path(config.out)
+    if action == "overwrite":
+        for name in RUN_FILES:
+            path = out / name
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            elif path.exists() or path.is_symlink():
+                path.unlink()
+    if owned_by(out) is None and (action != "resume" or not _holds_run(out)):
+        create_owned(out, "train")  # a missing or empty folder (checked); an unmarked earlier run stays unmarked
+    write_text_atomic(out / "config.json", json.dumps(dataclasses.asdict(config), indent=2) + "\n")
+
+
+def train(config: TrainConfig, *, resume: bool = False, overwrite: bool = False) -> dict:
+    """Train the head; returns ``{"step", "loss", "checkpoint"}`` (on every process).
+
+    ``resume`` continues the run in ``config.out`` (same settings); ``overwrite`` replaces it; without
+    either, ``config.out`` must not hold a run (:func:`check_run_folder`, before any model loads).
+    """
     from accelerate import Accelerator
     from safetensors.torch import load_file, save_file
     from transformers import get_scheduler
@@ -109,8 +299,13 @@ def train(config: TrainConfig, *, resume: bool = False) -> dict:
     from .samples import SampleRecipe, TrainingSet
     from .token_cache import TokenCache, fill, pixel_values
 
+    action = check_run_folder(config, resume=resume, overwrite=overwrite)  # every process, before any changes
     accelerator = Accelerator(cpu=not torch.cuda.is_available(), mixed_precision=config.mixed_precision)
     out = Path(config.out)
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        _prepare_run_folder(config, action)
+    accelerator.wait_for_everyone()
     loss_fn = CombinedLoss(config.loss)
     model, processor = load_backbone(config.backbone)
     model = model.to(accelerator.device)
@@ -147,7 +342,6 @@ def train(config: TrainConfig, *, resume: bool = False) -> dict:
         step = int(state["step"])
     head, optimizer = accelerator.prepare(head, optimizer)
     if accelerator.is_main_process:
-        write_text_atomic(out / "config.json", json.dumps(dataclasses.asdict(config), indent=2) + "\n")
         print(f"training {len(training_set)} items x {config.epochs} epochs = {total_steps} steps on "
               f"{accelerator.num_processes} process(es); {computed} trunk inputs cached by this process"
               + (f"; resuming at step {step}" if step else ""), flush=True)
