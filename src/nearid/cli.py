@@ -151,7 +151,7 @@ def cmd_score(args) -> int:
 
     plan = plan_pairs(args.refs, args.gens, args.pairing)  # input errors before any model is loaded
     encoder = _encoder(args)
-    threshold = resolve_threshold(args.threshold, encoder.name, args.calibration)
+    threshold = resolve_threshold(args.threshold, encoder, args.calibration)  # by the encoder's fingerprint
     result = score_pairs(encoder, plan, masks=args.masks, batch_size=args.batch_size, skip_errors=args.skip_errors)
     summary = write_outputs(result, args.out, threshold=threshold, fmt=args.format)
     stats = summary.similarity or {}
