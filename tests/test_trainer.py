@@ -198,7 +198,7 @@ def test_validation_is_what_bench_reports_for_the_exported_model(data, tmp_path)
     def bench(spec, name):
         config = BenchConfig(encoders=[spec], data=str(data), sources=["Instance"], out=str(tmp_path / name),
                              split="test", device="cpu")
-        (result,) = run_bench(config)["encoders"].values()
+        (result,) = run_bench(config).to_dict()["encoders"].values()
         return result["nearid"]["groups"]["all sources"]
 
     trained, untrained = bench(f"nearid:{model}", "trained"), bench("tiny", "untrained")
