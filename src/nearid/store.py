@@ -34,7 +34,7 @@ def store_folder(root: str | os.PathLike, encoder_name: str, fingerprint: str) -
     if not fingerprint:
         raise NearIDError(f"encoder '{encoder_name}' has no fingerprint; give it a `fingerprint` attribute "
                           "(a hash of its weights and preprocessing) so its stored embeddings can be trusted")
-    slug = "".join(c if c.isalnum() or c in "-_." else "_" for c in encoder_name.split(":")[0].split()[0])[:32]
+    slug = "".join(c if c.isalnum() or c in "-_." else "_" for c in (encoder_name.split(":")[0].split() or ["encoder"])[0])[:32]
     return Path(root) / f"{slug}-{fingerprint[:SHORT]}"
 
 
