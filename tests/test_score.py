@@ -180,10 +180,16 @@ def test_thresholds(tmp_path, capsys):
     for i in range(2):
         draw(tmp_path / "refs" / f"{i}.png", i)
         draw(tmp_path / "gens" / f"{i}.png", i)  # identical: similarity 1
+    from types import SimpleNamespace
+
+    from nearid.encoders import load_encoder
+
+    tiny = load_encoder("tiny", device="cpu")  # the threshold is looked up by the encoder's fingerprint
     calibration = Calibration(Threshold(0.5, 90.0, 85.0, 95.0, 10, 20), split="val")
-    encoder = EncoderResult("tiny", NearIDResult({}, {}), calibration=calibration)
+    encoder = EncoderResult("tiny", NearIDResult({}, {}), fingerprint=tiny.fingerprint, calibration=calibration)
     info = BenchInfo(data="d", sources=[], condition="full", identities=0, split="val")
     BenchResults(info, {"tiny:0 (untrained)": encoder}).write(tmp_path / "results.json")
+    model = lambda name, fingerprint=None: SimpleNamespace(name=name, fingerprint=fingerprint)  # noqa: E731
     base = ["score", "--refs", str(tmp_path / "refs"), "--gens", str(tmp_path / "gens"), "--model", "tiny", "--out", str(tmp_path / "s.csv")]
     assert main([*base, "--threshold", "calibrated", "--calibration", str(tmp_path / "results.json")]) == 0
     assert "threshold 0.5000 (calibrated on val (results.json)): same 2, different 0" in capsys.readouterr().out
@@ -191,14 +197,20 @@ def test_thresholds(tmp_path, capsys):
     assert main([*base, "--threshold", "calibrated"]) == 2
     assert "--threshold calibrated needs --calibration FILE" in capsys.readouterr().err
     with pytest.raises(NearIDError, match="has no calibration for 'clip:x'"):
-        resolve_threshold("calibrated", "clip:x", tmp_path / "results.json")
-    assert resolve_threshold("calibrated", "tiny:0 (untrained)", tmp_path / "results.json")["balanced_accuracy"] == 90.0
+        resolve_threshold("calibrated", model("clip:x", "f" * 64), tmp_path / "results.json")
+    assert resolve_threshold("calibrated", model("any spelling", tiny.fingerprint), tmp_path / "results.json")["balanced_accuracy"] == 90.0
+    with pytest.raises(NearIDError, match="'tiny:0 \\(untrained\\)' was calibrated with other weights"):
+        resolve_threshold("calibrated", model("tiny:0 (untrained)", "f" * 64), tmp_path / "results.json")
+    encoder.fingerprint = None  # a results file from before fingerprints were recorded
+    BenchResults(info, {"tiny:0 (untrained)": encoder}).write(tmp_path / "older.json")
+    with pytest.raises(NearIDError, match="older.json: records no model fingerprints"):
+        resolve_threshold("calibrated", tiny, tmp_path / "older.json")
     (tmp_path / "value.json").write_text('{"value": 0.3}')
-    assert resolve_threshold("calibrated", "m", tmp_path / "value.json") == {"value": 0.3, "source": "value.json"}
+    assert resolve_threshold("calibrated", tiny, tmp_path / "value.json") == {"value": 0.3, "source": "value.json"}
     (tmp_path / "old.json").write_text('{"benchmark": {}, "encoders": {}}')  # unversioned: before the schema
     with pytest.raises(NearIDError, match=r"old\.json: bench results of schema version 1, this nearid reads version 2"):
-        resolve_threshold("calibrated", "m", tmp_path / "old.json")
-    assert resolve_threshold("0.25", "m", None) == {"value": 0.25, "source": "given"}
+        resolve_threshold("calibrated", tiny, tmp_path / "old.json")
+    assert resolve_threshold("0.25", tiny, None) == {"value": 0.25, "source": "given"}
 
 
 def test_each_unique_image_is_embedded_once(tmp_path, tiny, monkeypatch):

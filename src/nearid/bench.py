@@ -113,8 +113,9 @@ def run_bench(config: BenchConfig) -> BenchResults | None:
     for spec in config.encoders:
         device = state.device if config.device == "auto" else config.device
         encoder = load_encoder(spec, device=device, dtype=config.dtype, allow_pickle=config.allow_pickle)
-        store = EmbeddingStore(store_folder(ctx.out / "embeddings", encoder.name, os.fspath(config.data)),
-                               encoder.name, encoder.dim)
+        fingerprint = getattr(encoder, "fingerprint", None)
+        store = EmbeddingStore(store_folder(ctx.out / "embeddings", encoder.name, fingerprint),
+                               encoder.name, encoder.dim, fingerprint)
         computed = _embed_missing(ctx, encoder, store)
         if state.is_main_process:
             ctx.say(f"[{encoder.name}] unique images: {len(ctx.plan)}; embeddings computed: {computed}; "
@@ -170,7 +171,8 @@ def _score_encoder(ctx: RunContext, encoder, spec: str, store: EmbeddingStore, c
     for source, table in tables.items():
         write_nearid_csv(folder / f"{source}_{ctx.condition}.csv", table, ctx.plan.categories)
     result = EncoderResult(
-        spec=spec, nearid=score_tables(tables), untrained=bool(getattr(encoder, "untrained", False)),
+        spec=spec, fingerprint=store.fingerprint, nearid=score_tables(tables),
+        untrained=bool(getattr(encoder, "untrained", False)),
         unique_images=len(ctx.plan), embeddings_computed=computed, sims_folder=str(folder.relative_to(ctx.out)),
         calibration=calibration(tables, split=ctx.config.split_name, split_file=ctx.config.split_file))
     if ctx.mtg is not None:

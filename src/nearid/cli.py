@@ -185,7 +185,7 @@ def cmd_score(args) -> int:
         print(f"nearid score: warning: references and generated images are the same {same} files "
               f"({same} of {len(plan.pairs)} pairs score 1); check --refs and --gens", file=sys.stderr)
     encoder = _encoder(args)
-    threshold = resolve_threshold(args.threshold, encoder.name, args.calibration)
+    threshold = resolve_threshold(args.threshold, encoder, args.calibration)  # by the encoder's fingerprint
     result = score_pairs(encoder, plan, batch_size=args.batch_size, skip_errors=args.skip_errors)
     summary = write_outputs(result, args.out, threshold=threshold, fmt=fmt)
     stats = summary.similarity or {}

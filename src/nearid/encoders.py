@@ -33,6 +33,9 @@ class Encoder(Protocol):
 
     name: str
     dim: int
+    #: SHA-256 of everything that decides the embeddings (weights, preprocessing, readout, dtype):
+    #: what stores and calibrations are keyed by, so re-exported weights are never matched by name.
+    fingerprint: str
 
     def preprocess(self, images: Sequence[ImageInput], masks: Sequence[ImageInput | None] | None = None) -> torch.Tensor:
         """Load, mask (black background) and convert images to one ``pixel_values`` batch."""
@@ -58,6 +61,31 @@ class TransformersEncoder:
         self.processor = processor
         self.readout = readout
         self.dim = int(dim) if dim is not None else self._probe_dim()
+        self._fingerprint: str | None = None
+
+    @property
+    def fingerprint(self) -> str:
+        """SHA-256 of the weights as they run (every tensor of the state dict, after the dtype cast),
+        the model config, the processor's settings, the readout and the dtype. Two paths to the same
+        weights give one fingerprint; a model re-exported to the same folder gives another.
+
+        Computed once, on first use, on the CPU one tensor at a time, at SHA-256's speed (measured
+        here: SO400M/14-384, 428 M parameters, 1.71 GB in float32 in 3.9 s at 0.44 GB/s on a loaded
+        2-core machine; ~1.3 s at the idle machine's 1.3 GB/s); an encoder's weights do not change
+        after loading (the trainer's validation encoder, whose head does, never asks)."""
+        if self._fingerprint is None:
+            from .fingerprint import of_json, of_tensors
+
+            config = getattr(self.model, "config", None)
+            processor = self.processor.to_dict() if hasattr(self.processor, "to_dict") else repr(self.processor)
+            self._fingerprint = of_json({
+                "weights": of_tensors(self.model.state_dict()),
+                "config": _semantic_config(config.to_dict()) if config is not None else None,
+                "processor": _semantic_config(processor) if isinstance(processor, dict) else processor,
+                "readout": f"{self.readout.__module__}.{getattr(self.readout, '__qualname__', repr(self.readout))}",
+                "dtype": str(self.dtype),
+            })
+        return self._fingerprint
 
     def __repr__(self) -> str:
         return f"<Encoder {self.name} dim={self.dim} device={self.device} dtype={self.dtype}>"
@@ -75,6 +103,16 @@ class TransformersEncoder:
         from PIL import Image
 
         return self.embed(self.preprocess([Image.new("RGB", (32, 32), (128, 128, 128))])).shape[-1]
+
+
+#: Config entries that name where a model came from or which library wrote it, not what it computes.
+_NON_SEMANTIC = {"transformers_version", "architectures", "auto_map", "dtype", "torch_dtype"}
+
+
+def _semantic_config(values: dict) -> dict:
+    """A config or processor dict without provenance (``_name_or_path``, versions), recursively."""
+    return {k: _semantic_config(v) if isinstance(v, dict) else v
+            for k, v in values.items() if k not in _NON_SEMANTIC and not str(k).startswith("_")}
 
 
 # --------------------------------------------------------------------------------------- readouts
@@ -290,6 +328,10 @@ class HistogramEncoder:
         self.bins, self.size = bins, size
         self.name = f"histogram:{bins}"
         self.dim = bins**3
+        from .fingerprint import of_json
+
+        # its settings are all it is; "v1" names this implementation (bump it if the arithmetic changes)
+        self.fingerprint = of_json({"encoder": "histogram", "bins": bins, "size": size, "implementation": "v1"})
 
     def preprocess(self, images, masks=None) -> torch.Tensor:
         masks = [None] * len(images) if masks is None else masks

@@ -106,8 +106,10 @@ class ImagePlan:
 
 
 def image_key(image: ImageRef, mask: ImageRef | None) -> str:
-    """What identifies one embedding: the image, and the mask it is cut with (if any)."""
-    return image.key if mask is None else f"{image.key}|mask={mask.key}"
+    """What identifies one embedding: the image, and the mask it is cut with (if any), each with its
+    content version (:attr:`~nearid.images.ImageRef.cache_key`), so regenerated data is never matched
+    with embeddings of the old data."""
+    return image.cache_key if mask is None else f"{image.cache_key}|mask={mask.cache_key}"
 
 
 def plan_images(bench, sources: Sequence[str], *, masks: bool = False, mtg=None) -> ImagePlan:

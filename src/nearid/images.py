@@ -26,10 +26,28 @@ from .errors import ImageError, MaskError
 class ImageRef:
     """An image decoded only when needed: a stable ``key`` (what errors and caches call it) and how to
     fetch its encoded bytes or path. Datasets of 19K rows stay on disk; two refs with the same key are
-    the same image, which is how a benchmark embeds each unique image once."""
+    the same image, which is how a benchmark embeds each unique image once.
+
+    ``version`` tags the content behind the key (a dataset's or a file's fingerprint): ``NearID[row 3]``
+    of data regenerated at the same path is another image. Stores and caches use :attr:`cache_key`,
+    messages use ``key``."""
 
     key: str
     fetch: Callable[[], Union[bytes, str, os.PathLike]] = field(compare=False, repr=False)
+    version: str | None = field(default=None, compare=False)
+
+    @property
+    def cache_key(self) -> str:
+        """The key stores and caches use: ``key``, plus ``@version`` when the content is versioned."""
+        return self.key if self.version is None else f"{self.key}@{self.version}"
+
+    @classmethod
+    def of_file(cls, path: str | os.PathLike, key: str | None = None) -> "ImageRef":
+        """A file's ref, versioned by its resolved path, size and modification time (read now): the key
+        stays the path as given (for messages), the cache key names this file's current content."""
+        from .fingerprint import SHORT, of_files
+
+        return cls(os.fspath(path) if key is None else key, lambda: path, version=of_files([path])[:SHORT])
 
 
 ImageInput = Union[str, os.PathLike, Image.Image, np.ndarray, bytes, ImageRef]

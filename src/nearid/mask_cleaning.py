@@ -141,7 +141,14 @@ def cleaned_mask_ref(mask, *, dilate: int = 0):
         clean_mask(mask, dilate=dilate).save(buffer, format="PNG")
         return buffer.getvalue()
 
-    return ImageRef(key + suffix, fetch)
+    if isinstance(mask, ImageRef):
+        version = mask.version
+    else:
+        try:
+            version = ImageRef.of_file(mask).version
+        except OSError:  # reported, naming the mask, when it is used
+            version = None
+    return ImageRef(key + suffix, fetch, version=version)
 
 
 __all__ = ["MaskDilationError", "clean_mask", "cleaned_mask_ref", "dilate_mask"]

@@ -140,6 +140,9 @@ class EncoderResult:
 
     spec: str
     nearid: NearIDResult
+    #: the encoder's content fingerprint (:attr:`nearid.encoders.Encoder.fingerprint`): what a
+    #: calibrated threshold is looked up by. ``None`` in files written before it was recorded.
+    fingerprint: str | None = None
     untrained: bool = False
     unique_images: int = 0
     embeddings_computed: int = 0
@@ -148,7 +151,7 @@ class EncoderResult:
     mtg: MTGScore | None = None
 
     def to_dict(self) -> dict:
-        out = {"spec": self.spec, "untrained": self.untrained, "unique_images": self.unique_images,
+        out = {"spec": self.spec, "fingerprint": self.fingerprint, "untrained": self.untrained, "unique_images": self.unique_images,
                "embeddings_computed": self.embeddings_computed, "sims_folder": self.sims_folder,
                "nearid": self.nearid.to_dict(),
                "calibration": self.calibration.to_dict() if self.calibration is not None else None}
@@ -159,7 +162,9 @@ class EncoderResult:
     @classmethod
     def from_dict(cls, values: dict) -> EncoderResult:
         calibration, mtg = values.get("calibration"), values.get("mtg")
+        fingerprint = values.get("fingerprint")
         return cls(spec=str(values["spec"]), nearid=NearIDResult.from_dict(values["nearid"]),
+                   fingerprint=str(fingerprint) if fingerprint is not None else None,
                    untrained=bool(values.get("untrained", False)), unique_images=int(values.get("unique_images", 0)),
                    embeddings_computed=int(values.get("embeddings_computed", 0)),
                    sims_folder=str(values.get("sims_folder", "")),

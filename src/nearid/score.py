@@ -512,8 +512,12 @@ def _write_per_generated(result: ScoreResult, path: Path) -> str:
     return path.name
 
 
-def resolve_threshold(threshold: str | None, model: str, calibration: str | os.PathLike | None) -> dict | None:
-    """``None``, a number, or ``calibrated`` (from a bench ``results.json`` or a ``{"value": x}`` file)."""
+def resolve_threshold(threshold: str | None, encoder, calibration: str | os.PathLike | None) -> dict | None:
+    """``None``, a number, or ``calibrated`` (from a bench ``results.json`` or a ``{"value": x}`` file).
+
+    In a results file the threshold is found by the loaded ``encoder``'s content fingerprint, not by
+    its spec text: ``nearid:./m`` finds what bench recorded for ``nearid:m``, and weights re-exported to
+    the same path do not find the old model's threshold (a one-line error says so)."""
     if threshold is None:
         return None
     if threshold != "calibrated":
@@ -535,10 +539,28 @@ def resolve_threshold(threshold: str | None, model: str, calibration: str | os.P
             return {"value": float(data["value"]), "source": path.name}
         raise NearIDError(f"{path}: not a calibration file (expected a bench results.json or {{\"value\": x}})")
     results = read_results(path, (BenchResults,))
-    entry = results.encoders.get(model)
-    if entry is None or entry.calibration is None:
-        known = ", ".join(results.encoders)
-        raise NearIDError(f"{path}: has no calibration for '{model}' (it has: {known}); run `nearid bench` with this model")
+    entry = _calibrated_entry(results, encoder, path)
     return {"value": entry.calibration.threshold.value,
             "source": f"calibrated on {entry.calibration.split_label} ({path.name})",
             "balanced_accuracy": entry.calibration.threshold.balanced_accuracy}
+
+
+def _calibrated_entry(results, encoder, path: Path):
+    """The bench entry made with ``encoder``'s exact weights and preprocessing (its fingerprint)."""
+    name, fingerprint = encoder.name, getattr(encoder, "fingerprint", None)
+    rerun = f"run `nearid bench --model {name}` to calibrate this model"
+    matches = [e for e in results.encoders.values() if fingerprint and e.fingerprint == fingerprint]
+    calibrated = [e for e in matches if e.calibration is not None]
+    if calibrated:
+        return calibrated[0]
+    if matches:
+        raise NearIDError(f"{path}: records '{matches[0].spec}' (this model) without a calibration; {rerun}")
+    same_name = results.encoders.get(name)
+    if same_name is not None and same_name.fingerprint is None:
+        raise NearIDError(f"{path}: records no model fingerprints (written by an older nearid), so it cannot "
+                          f"show that '{name}' is the model it calibrated; {rerun}")
+    if same_name is not None:
+        raise NearIDError(f"{path}: '{name}' was calibrated with other weights or preprocessing than the model "
+                          f"loaded now (fingerprint {same_name.fingerprint[:12]}, now {str(fingerprint)[:12]}); {rerun}")
+    known = ", ".join(results.encoders) or "none"
+    raise NearIDError(f"{path}: has no calibration for '{name}' (it has: {known}); {rerun}")

@@ -45,7 +45,7 @@ class FolderBenchmark(list):
 
 
 def _file_ref(path: Path) -> ImageRef:
-    return ImageRef(str(path), lambda: path)
+    return ImageRef.of_file(path)  # versioned: a rewritten file is another image to every store
 
 
 def _subfolders(folder: Path) -> list[Path]:

@@ -25,12 +25,30 @@ class DatasetError(NearIDError):
 class Table:
     """One split of one dataset: column checks, presence masks and lazy image references."""
 
-    def __init__(self, dataset, label: str):
+    def __init__(self, dataset, label: str, *, sources: Sequence[str | os.PathLike] = ()):
         if getattr(dataset, "_indices", None) is not None:
             dataset = dataset.flatten_indices()  # refs address rows of the underlying Arrow table
         self.dataset = dataset
         self.label = label
         self.arrow = dataset.data
+        self.sources = [os.fspath(s) for s in sources]  # files it was built from (parquet), if any
+        self._fingerprint: str | None = None
+
+    @property
+    def fingerprint(self) -> str:
+        """SHA-256 of what backs the rows: the Arrow files (``dataset.cache_files``) and the parquet
+        files they were built from, by path, size and mtime (:func:`nearid.fingerprint.of_files`);
+        for an in-memory dataset, its ``datasets`` fingerprint. Regenerating the data at the same
+        path changes it; reading unchanged data again does not. Computed once per table."""
+        if self._fingerprint is None:
+            from ..fingerprint import of_files, of_json
+
+            files = [entry["filename"] for entry in self.dataset.cache_files] + self.sources
+            if files:
+                self._fingerprint = of_json({"files": of_files(files), "rows": len(self)})
+            else:
+                self._fingerprint = of_json({"datasets": self.dataset._fingerprint, "rows": len(self)})
+        return self._fingerprint
 
     def __len__(self) -> int:
         return self.arrow.num_rows
@@ -65,7 +83,10 @@ class Table:
 
     def ref(self, row: int, column: str) -> ImageRef:
         """A lazy reference to the image in ``row``/``column``; its key names dataset, row and column."""
-        return ImageRef(f"{self.label}[row {row}].{column}", lambda: self._encoded(row, column))
+        from ..fingerprint import SHORT
+
+        return ImageRef(f"{self.label}[row {row}].{column}", lambda: self._encoded(row, column),
+                        version=self.fingerprint[:SHORT])
 
     def _encoded(self, row: int, column: str):
         cell = self.arrow.column(column)[row].as_py()
@@ -87,7 +108,8 @@ def open_table(location: str | os.PathLike, split: str = "train", *, label: str 
     location = os.fspath(location)
     label = label or location
     if looks_like_local_path(location):
-        return Table(_open_local(Path(location).expanduser(), split), label)
+        dataset, sources = _open_local(Path(location).expanduser(), split)
+        return Table(dataset, label, sources=sources)
     return Table(_open_hub(location, split), label)
 
 
@@ -100,16 +122,16 @@ def _open_local(path: Path, split: str):
         splits = datasets.load_from_disk(str(path))
         if split not in splits:
             raise DatasetError(f"{path}: has no split '{split}' (it has {', '.join(splits)})")
-        return splits[split]
+        return splits[split], ()
     if path.is_dir() and (path / "state.json").is_file():
-        return datasets.load_from_disk(str(path))
+        return datasets.load_from_disk(str(path)), ()
     files = [path] if path.suffix == ".parquet" else sorted(path.rglob("*.parquet"))
     if not files:
         raise DatasetError(
             f"{path}: not a dataset (expected a save_to_disk folder or parquet files such as data/{split}-*.parquet)"
         )
     chosen = [f for f in files if f.name.startswith(f"{split}-") or f.parent.name == split] or files
-    return datasets.load_dataset("parquet", data_files=[str(f) for f in chosen], split="train")
+    return datasets.load_dataset("parquet", data_files=[str(f) for f in chosen], split="train"), chosen
 
 
 def _open_hub(repo_id: str, split: str):

@@ -84,10 +84,11 @@ class Slot:
     def key(self) -> str:
         """Names the exact pixels: ``<image>[|mask=<mask>][|flip][|aug=<parameters>]`` (``|`` and ``%``
         inside a key are percent-escaped, so two different inputs never share a key). The token-cache
-        key."""
-        parts = [_escape(self.image.key)]
+        key; images and masks are named by their content-versioned ``cache_key``, so data regenerated
+        at the same path recomputes exactly the inputs whose table changed."""
+        parts = [_escape(self.image.cache_key)]
         if self.mask is not None:
-            parts.append("mask=" + _escape(self.mask.key))
+            parts.append("mask=" + _escape(self.mask.cache_key))
         if self.flip:
             parts.append("flip")
         if self.augment is not None:

@@ -14,9 +14,9 @@ Layout of a cache folder::
 Both files are written atomically (temporary file, then ``os.replace``); a shard counts only when both
 exist and agree in length, so a killed fill loses at most the batch in flight and several processes
 can fill one cache at once. The manifest's ``signature`` (:func:`model_signature`) ties the folder to
-one trunk; opening it for another is an error. ``Slot`` keys are built from ``ImageRef`` keys, which
-are unique only within one data location: use one cache folder per (trunk, data location), as the
-embedding store does.
+one trunk; opening it for another is an error. ``Slot`` keys are built from the images'
+content-versioned ``ImageRef.cache_key`` (the table's fingerprint), so data regenerated at the same
+path recomputes exactly the tables that changed and never reuses a token of the old data.
 
 Disk, the paper's training data (SigLIP2-SO400M/14 at 384 px: 729 tokens x 1152, fp16):
 

@@ -180,7 +180,7 @@ def _latest_checkpoint(out: Path) -> Path | None:
 #: What a run writes into its folder, and so all that ``--overwrite`` removes. The token cache goes too:
 #: until it is keyed by the data's content (not only the trunk's), tokens of data regenerated at the same
 #: path would be reused, and an overwritten run must equal a run in a new folder.
-RUN_FILES = ("checkpoints", "config.json", "validation.jsonl", "token_cache")
+RUN_FILES = ("checkpoints", "config.json", "inputs.json", "validation.jsonl", "token_cache")
 #: Settings a resumed run may change: they cannot change the head it trains (where the folder is, how
 #: often it logs, saves or validates, and where it stops; the schedule spans all epochs whatever max_steps).
 RESUME_FREE = ("out", "log_steps", "save_steps", "eval_steps", "val_split", "max_steps")
@@ -312,6 +312,9 @@ def train(config: TrainConfig, *, resume: bool = False, overwrite: bool = False)
     preprocess = preprocessor(processor)
     bench = load_nearid(config.data, config.sources, split=config.split)
     mtg = load_mtg(config.mtg, split="train") if config.mtg else None
+    inputs = _inputs(bench, mtg)
+    if resume and _latest_checkpoint(out) is not None:
+        _check_same_inputs(out, inputs)  # before any heavy work
     recipe = SampleRecipe(seed=config.seed, mask_probs=tuple(config.mask_probs), flip_prob=config.flip_prob, mtg_repeat=config.mtg_repeat)
     training_set = TrainingSet(bench, config.sources, mtg, recipe)
     batches_per_epoch = len(training_set.batches(0, config.batch_size))
@@ -320,6 +323,7 @@ def train(config: TrainConfig, *, resume: bool = False, overwrite: bool = False)
     computed = 0
     if config.cache_tokens:  # fill the token cache once: each process computes its share, then all read everything
         cache = TokenCache.for_model(out / "token_cache", model, processor)
+        inputs["trunk"] = cache.signature
         slots = sorted(training_set.slots(range(config.epochs)), key=lambda s: s.key)
         mine = [s for i, s in enumerate(slots) if i % accelerator.num_processes == accelerator.process_index]
         computed = fill(cache, model, mine, preprocess, progress=False)
@@ -342,6 +346,7 @@ def train(config: TrainConfig, *, resume: bool = False, overwrite: bool = False)
         step = int(state["step"])
     head, optimizer = accelerator.prepare(head, optimizer)
     if accelerator.is_main_process:
+        write_text_atomic(out / INPUTS_FILE, json.dumps(inputs, indent=2) + "\n")
         print(f"training {len(training_set)} items x {config.epochs} epochs = {total_steps} steps on "
               f"{accelerator.num_processes} process(es); {computed} trunk inputs cached by this process"
               + (f"; resuming at step {step}" if step else ""), flush=True)
@@ -379,6 +384,32 @@ def train(config: TrainConfig, *, resume: bool = False, overwrite: bool = False)
                 head.train()
     checkpoint = _save(accelerator, head, optimizer, scheduler, step, out, save_file)
     return {"step": step, "loss": last_loss, "checkpoint": str(checkpoint)}
+
+
+#: What a run was trained on, by content: each table's fingerprint (and the token cache's trunk).
+INPUTS_FILE = "inputs.json"
+
+
+def _inputs(bench, mtg) -> dict:
+    """The data fingerprints of a run (:attr:`nearid.data.loading.Table.fingerprint`): ``positives``,
+    each source by name, and ``MTG`` (the token cache's ``trunk`` signature is added when tokens are
+    cached). Recorded in ``inputs.json`` beside ``config.json``."""
+    data = {"positives": bench.positives.fingerprint, **{name: t.fingerprint for name, t in bench.sources.items()}}
+    if mtg is not None:
+        data["MTG"] = mtg.table.fingerprint
+    return {"data": data, "trunk": None}
+
+
+def _check_same_inputs(out: Path, inputs: dict) -> None:
+    """A resumed run continues on the data it started on: a checkpoint trained on other data is refused."""
+    path = out / INPUTS_FILE
+    if not path.is_file():
+        return  # a run from before inputs were recorded: nothing to compare
+    before = json.loads(path.read_text()).get("data", {})
+    changed = sorted(name for name in set(before) | set(inputs["data"]) if before.get(name) != inputs["data"].get(name))
+    if changed:
+        raise NearIDError(f"{out}: --resume onto other data than the run started on ({', '.join(changed)} changed "
+                          f"since, see {INPUTS_FILE}); start a new run in another --out")
 
 
 def _share(indices: list[int], rank: int, world: int) -> list[int]:
