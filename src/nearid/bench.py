@@ -107,7 +107,7 @@ def run_bench(config: BenchConfig) -> BenchResults | None:
     results = BenchResults(BenchInfo(
         data=recorded_path(config.data), split=config.split_name, split_file=recorded_path(config.split_file),
         sources=ctx.plan.sources, condition=ctx.condition, identities=len(bench), load_report=bench.report.summary(),
-        mtg=config.mtg, mtg_split=config.mtg_split if mtg is not None else None,
+        mtg=recorded_path(config.mtg), mtg_split=config.mtg_split if mtg is not None else None,
         mtg_samples=len(mtg) if mtg is not None else 0))
     check_mergeable(ctx.out / "results.json", results.benchmark)  # another benchmark in --out: refused before embedding
     for spec in config.encoders:

@@ -177,10 +177,13 @@ def _latest_checkpoint(out: Path) -> Path | None:
 
 
 # ------------------------------------------------------------------------------ the run folder
-#: What a run writes into its folder, and so all that ``--overwrite`` removes. The token cache goes too:
-#: until it is keyed by the data's content (not only the trunk's), tokens of data regenerated at the same
-#: path would be reused, and an overwritten run must equal a run in a new folder.
-RUN_FILES = ("checkpoints", "config.json", "inputs.json", "validation.jsonl", "token_cache")
+#: What a run writes into its folder, and so all that ``--overwrite`` removes. The token cache stays: it is
+#: keyed by content (the trunk's signature, and image keys versioned by the data's fingerprint), so an
+#: overwritten run reads only tokens of exactly its own inputs and equals a run in a new folder, while a
+#: re-run on real data does not pay hours of trunk passes again. A cache of another trunk is replaced
+#: (:func:`_replace_foreign_cache`).
+RUN_FILES = ("checkpoints", "config.json", "inputs.json", "validation.jsonl")
+TOKEN_CACHE = "token_cache"
 #: Settings a resumed run may change: they cannot change the head it trains (where the folder is, how
 #: often it logs, saves or validates, and where it stops; the schedule spans all epochs whatever max_steps).
 RESUME_FREE = ("out", "log_steps", "save_steps", "eval_steps", "val_split", "max_steps")
@@ -282,6 +285,22 @@ def _prepare_run_folder(config: TrainConfig, action: str) -> None:
     write_text_atomic(out / "config.json", json.dumps(dataclasses.asdict(config), indent=2) + "\n")
 
 
+def _replace_foreign_cache(folder: Path, signature: str) -> None:
+    """Under ``--overwrite``, remove the run's token cache when it holds another trunk's tokens (the run
+    folder is nearid train's, checked before): a cache of this trunk is kept, since it is content-keyed."""
+    import shutil
+
+    manifest = folder / "manifest.json"
+    if not folder.is_dir() or folder.is_symlink():
+        return
+    try:
+        same = json.loads(manifest.read_text()).get("signature") == signature
+    except (OSError, ValueError, AttributeError):
+        same = False
+    if not same:
+        shutil.rmtree(folder)
+
+
 def train(config: TrainConfig, *, resume: bool = False, overwrite: bool = False) -> dict:
     """Train the head; returns ``{"step", "loss", "checkpoint"}`` (on every process).
 
@@ -297,7 +316,7 @@ def train(config: TrainConfig, *, resume: bool = False, overwrite: bool = False)
     from ..losses import CombinedLoss
     from ..processors import preprocessor
     from .samples import SampleRecipe, TrainingSet
-    from .token_cache import TokenCache, fill, pixel_values
+    from .token_cache import TokenCache, fill, model_signature, pixel_values
 
     action = check_run_folder(config, resume=resume, overwrite=overwrite)  # every process, before any changes
     accelerator = Accelerator(cpu=not torch.cuda.is_available(), mixed_precision=config.mixed_precision)
@@ -322,7 +341,10 @@ def train(config: TrainConfig, *, resume: bool = False, overwrite: bool = False)
 
     computed = 0
     if config.cache_tokens:  # fill the token cache once: each process computes its share, then all read everything
-        cache = TokenCache.for_model(out / "token_cache", model, processor)
+        if action == "overwrite" and accelerator.is_main_process:
+            _replace_foreign_cache(out / TOKEN_CACHE, model_signature(model, processor))
+        accelerator.wait_for_everyone()
+        cache = TokenCache.for_model(out / TOKEN_CACHE, model, processor)
         inputs["trunk"] = cache.signature
         slots = sorted(training_set.slots(range(config.epochs)), key=lambda s: s.key)
         mine = [s for i, s in enumerate(slots) if i % accelerator.num_processes == accelerator.process_index]
