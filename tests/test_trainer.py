@@ -159,7 +159,10 @@ def test_export_loads_with_from_pretrained(data, tmp_path, capsys):
         torch.testing.assert_close(model.head.state_dict()[name], tensor)
     assert (tmp_path / "model" / "preprocessor_config.json").is_file()
     assert main(["export", str(tmp_path), str(tmp_path / "x")]) == 2
-    assert "no run config.json two levels up; pass --backbone" in capsys.readouterr().err
+    assert "no head.safetensors; pass a RUN/checkpoints/step-N folder" in capsys.readouterr().err
+    assert main(["export", str(tmp_path / "run"), str(tmp_path / "x")]) == 2
+    assert f"run: is a run folder; pass one checkpoint in it, e.g. the newest: {checkpoint}" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
 
 
 def test_uncached_training_equals_cached(data, tmp_path, monkeypatch):
@@ -198,7 +201,7 @@ def test_validation_is_what_bench_reports_for_the_exported_model(data, tmp_path)
     def bench(spec, name):
         config = BenchConfig(encoders=[spec], data=str(data), sources=["Instance"], out=str(tmp_path / name),
                              split="test", device="cpu")
-        (result,) = run_bench(config)["encoders"].values()
+        (result,) = run_bench(config).to_dict()["encoders"].values()
         return result["nearid"]["groups"]["all sources"]
 
     trained, untrained = bench(f"nearid:{model}", "trained"), bench("tiny", "untrained")
