@@ -295,7 +295,7 @@ def test_embed_refuses_a_mask_count_that_does_not_match(rgb_images):
 @pytest.mark.parametrize(
     "extra, message",
     [
-        (["--batch-size", "0"], "batch_size 0: give a batch size of at least 1"),
+        (["--batch-size", "0"], "--batch-size: 0: give an integer of at least 1"),
         (["--masks", "a.png", "b.png"], "1 images but 2 masks"),
         (["--out", "e.csv"], "e.csv: unknown embedding file format"),
     ],

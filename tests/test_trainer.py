@@ -158,8 +158,12 @@ def test_export_loads_with_from_pretrained(data, tmp_path, capsys):
     for name, tensor in load_file(checkpoint / "head.safetensors").items():
         torch.testing.assert_close(model.head.state_dict()[name], tensor)
     assert (tmp_path / "model" / "preprocessor_config.json").is_file()
-    assert main(["export", str(tmp_path / "run"), str(tmp_path / "x")]) == 2  # (x inside the input would be refused)
-    assert "no run config.json two levels up; pass --backbone" in capsys.readouterr().err
+    elsewhere = tmp_path.parent / f"{tmp_path.name}-export"  # not inside the input folder (that is refused)
+    assert main(["export", str(tmp_path), str(elsewhere)]) == 2
+    assert "no head.safetensors; pass a RUN/checkpoints/step-N folder" in capsys.readouterr().err
+    assert main(["export", str(tmp_path / "run"), str(elsewhere)]) == 2
+    assert f"run: is a run folder; pass one checkpoint in it, e.g. the newest: {checkpoint}" in capsys.readouterr().err
+    assert not elsewhere.exists()
 
 
 def test_uncached_training_equals_cached(data, tmp_path, monkeypatch):

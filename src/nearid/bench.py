@@ -20,6 +20,8 @@ from pathlib import Path
 import numpy as np
 
 from .data import load_mtg, load_nearid
+from .data.folder import is_folder_benchmark, load_folder
+from .errors import NearIDError
 from .evaluate import (
     ImagePlan,
     calibration,
@@ -41,7 +43,7 @@ CHUNK = 256
 class BenchConfig:
     encoders: list[str]
     data: str
-    sources: list[str]
+    sources: list[str] | None
     out: str
     split: str | None = "test"
     split_file: str | None = None
@@ -95,8 +97,9 @@ def run_bench(config: BenchConfig) -> BenchResults | None:
     in ``results.json`` (other processes return ``None``)."""
     from .encoders import load_encoder
 
+    check_config(config)
     state = _state(config.device)
-    bench = load_nearid(config.data, config.sources, split=config.split, split_file=config.split_file)
+    bench = load_data(config)
     mtg = load_mtg(config.mtg, split=config.mtg_split) if config.mtg else None
     ctx = RunContext(config, state, bench, mtg, plan_images(bench, bench.source_names, masks=config.masks, mtg=mtg),
                      Path(config.out))
@@ -131,6 +134,57 @@ def run_bench(config: BenchConfig) -> BenchResults | None:
         merged = merge_bench_results(ctx.out / "results.json", results)
         write_tables(merged, ctx.out)
     return merged
+
+
+def check_config(config: BenchConfig) -> None:
+    """The settings' own errors, before any data is read or model loaded: every encoder spec (a typo
+    in the second one must not wait for the first one's embeddings), the batch size, and ``--out``."""
+    from .specs import parse_encoder_spec
+
+    for spec in config.encoders:
+        parse_encoder_spec(spec)
+    if isinstance(config.batch_size, bool) or not isinstance(config.batch_size, int) or config.batch_size < 1:
+        raise NearIDError(f"batch size {config.batch_size!r}: give a batch size of at least 1")
+    _check_out_folder(Path(config.out))
+
+
+def _check_out_folder(out: Path) -> None:
+    """``--out`` must be (or become) a writable folder. A minimal local check (output paths that are
+    inputs are :mod:`nearid.outputs`' concern); nothing is created here."""
+    if out.exists() and not out.is_dir():
+        raise NearIDError(f"--out {out}: is a file; bench writes a folder (embedding store, sims/, results.*): pass a folder")
+    existing = out
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if existing.exists() and not existing.is_dir():
+        raise NearIDError(f"--out {out}: {existing} is a file, so no folder can be made there; pass another --out")
+    if existing.exists() and not os.access(existing, os.W_OK | os.X_OK):
+        raise NearIDError(f"--out {out}: cannot write in {existing} (permission denied); pass another --out")
+
+
+def load_data(config: BenchConfig):
+    """The benchmark's identities: a dataset (hub id, ``save_to_disk``, parquet, a ``nearid synth`` root)
+    through :func:`~nearid.data.load_nearid`, or a folder in :mod:`nearid.data.folder`'s layout, whose
+    split comes from each identity's ``meta.json`` and whose sources default to all found. An empty
+    selection is an error here, not a ``nan`` score later."""
+    if is_folder_benchmark(config.data):
+        if config.split_file:
+            raise NearIDError(f"--split-file: {config.data} is a folder benchmark; its split is each identity's "
+                              "meta.json \"split\" (default test): pass --split NAME or --split all")
+        bench = load_folder(config.data, config.sources or None, split=config.split)
+    else:
+        if not config.sources:
+            from .data.nearid_bench import bench_locations, sources_beside
+
+            there = sources_beside(bench_locations(config.data, [])[0])
+            raise NearIDError(f"--sources is required for {config.data}: name its distractor sources "
+                              "(<data>-<Source>, or NAME=LOCATION)" + (f"; the sources there are {', '.join(there)}" if there else ""))
+        bench = load_nearid(config.data, config.sources, split=config.split, split_file=config.split_file)
+    if not len(bench):
+        which = f"the rows of {config.split_file}" if config.split_file else f"split '{config.split}'"
+        raise NearIDError(f"{config.data}: no identity with 2 or more views in {which} ({bench.report.summary()}); "
+                          "choose another --split (or --split all)")
+    return bench
 
 
 def _embed_missing(ctx: RunContext, encoder, store: EmbeddingStore) -> int:

@@ -21,11 +21,63 @@ from pathlib import Path
 from .errors import NearIDError
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors: ``nearid CMD: error: ...`` and exit 2, like every other user
+    error (argparse's default also prints the usage block, which buries the one line that matters)."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _positive_int(text: str) -> int:
+    """An argparse type: an integer >= 1 (batch sizes, counts, step intervals)."""
+    value = _int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value}: give an integer of at least 1")
+    return value
+
+
+def _nonnegative_int(text: str) -> int:
+    """An argparse type: an integer >= 0 (0 = none / never)."""
+    value = _int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{value}: give an integer of at least 0")
+    return value
+
+
+def _int(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not an integer") from None
+
+
+def _finite_float(text: str) -> float:
+    """An argparse type: a finite number (nan and inf are refused: they silently poison every result)."""
+    import math
+
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a number") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"{text}: give a finite number")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    """An argparse type: a finite number > 0 (a learning rate)."""
+    value = _finite_float(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{text}: give a number greater than 0")
+    return value
+
+
 def _add_encoder_options(parser: argparse.ArgumentParser, default_model: str | None = "nearid") -> None:
     parser.add_argument("--model", default=default_model, help=f"encoder spec (default: {default_model}); see `nearid encoders`")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default: auto)")
     parser.add_argument("--dtype", default="auto", help="auto | float32 | bfloat16 | float16 (auto: bf16 on GPU, fp32 on CPU)")
-    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--batch-size", type=_positive_int, default=32)
     parser.add_argument("--allow-pickle", action="store_true", help="allow loading pickled .bin weights (runs code in them)")
 
 
@@ -36,25 +88,27 @@ def _encoder(args):
 
 
 def cmd_embed(args) -> int:
-    from .embedding import check_inputs, embed, embedding_format, save_embeddings
+    from .embedding import check_inputs, embed, embedding_format, image_files, save_embeddings
     from .outputs import check_outputs
 
+    images, masks = image_files(args.images), args.masks and image_files(args.masks, masks=True)
     check_outputs([args.out], [*args.images, *(args.masks or [])])  # input errors before any model is loaded
     embedding_format(args.out)
-    check_inputs(args.images, args.masks, args.batch_size)
-    vectors = embed(_encoder(args), args.images, args.masks, batch_size=args.batch_size)
-    save_embeddings(args.out, vectors, args.images, model=args.model)
+    check_inputs(images, masks, args.batch_size)
+    vectors = embed(_encoder(args), images, masks, batch_size=args.batch_size)
+    save_embeddings(args.out, vectors, images, model=args.model)
     print(f"wrote {len(vectors)} embeddings of width {vectors.shape[1]} to {args.out}")
     return 0
 
 
 def cmd_compare(args) -> int:
-    from .embedding import check_inputs, embed, similarity
+    from .embedding import check_inputs, embed, image_files, similarity
 
-    check_inputs(args.images, args.masks, args.batch_size)
+    images, masks = image_files(args.images), args.masks and image_files(args.masks, masks=True)
+    check_inputs(images, masks, args.batch_size)
     encoder = _encoder(args)
-    sims = similarity(embed(encoder, args.images, args.masks, batch_size=args.batch_size)).numpy()
-    names = [Path(p).name for p in args.images]
+    sims = similarity(embed(encoder, images, masks, batch_size=args.batch_size)).numpy()
+    names = [Path(p).name for p in images]
     width = max(8, *(len(n) for n in names))
     print(f"cosine similarity [{encoder.name}]")
     print(" " * width + "".join(f"{i:>9d}" for i in range(len(names))))
@@ -129,14 +183,18 @@ def cmd_bench(args) -> int:
 
 
 def cmd_metrics(args) -> int:
-    from .simtables import score_nearid_csvs
+    from .simtables import score_tables
 
-    score = score_nearid_csvs(args.tables)
+    kind, score = score_tables(args.tables)
+    pooled = f"{len(args.tables)} table{'s' if len(args.tables) > 1 else ''} pooled"
     if args.json:
-        print(json.dumps({"ssr": score.ssr, "pa": score.pa, "n_samples": score.n_samples, "n_trials": score.n_trials}))
+        extra = {"m_o": score.m_o, "m_opair": score.m_opair} if kind == "mtg" else {}
+        print(json.dumps({**extra, "ssr": score.ssr, "pa": score.pa, "n_samples": score.n_samples, "n_trials": score.n_trials}))
+    elif kind == "mtg":
+        print(f"MTG  M-O {score.m_o:.4f}  M-Opair {score.m_opair:.4f}  SSR {score.ssr:.2f}  PA {score.pa:.2f}  "
+              f"({score.n_samples} samples, {score.n_trials} trials, {pooled})")
     else:
-        print(f"SSR {score.ssr:.2f}  PA {score.pa:.2f}  ({score.n_samples} identities, {score.n_trials} trials, "
-              f"{len(args.tables)} table{'s' if len(args.tables) > 1 else ''} pooled)")
+        print(f"SSR {score.ssr:.2f}  PA {score.pa:.2f}  ({score.n_samples} identities, {score.n_trials} trials, {pooled})")
     return 0
 
 
@@ -302,19 +360,19 @@ class _Version(argparse.Action):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="nearid", description="Identity-aware image embeddings (NearID).")
+    parser = _Parser(prog="nearid", description="Identity-aware image embeddings (NearID).")
     parser.add_argument("--version", action=_Version)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = commands.add_parser("embed", help="embed images and save the vectors")
-    p.add_argument("images", nargs="+", help="image files")
+    p.add_argument("images", nargs="+", help="image files or folders (the images below a folder)")
     p.add_argument("--masks", nargs="+", help="one foreground mask per image (background is blacked out)")
     p.add_argument("--out", required=True, help="output .npz (embeddings, paths) or .safetensors")
     _add_encoder_options(p)
     p.set_defaults(run=cmd_embed)
 
     p = commands.add_parser("compare", help="print the cosine-similarity matrix of some images")
-    p.add_argument("images", nargs="+")
+    p.add_argument("images", nargs="+", help="image files or folders (the images below a folder)")
     p.add_argument("--masks", nargs="+")
     _add_encoder_options(p)
     p.set_defaults(run=cmd_compare)
@@ -324,39 +382,42 @@ def build_parser() -> argparse.ArgumentParser:
     defaults = SynthConfig()
     p = commands.add_parser("synth", help="write a synthetic matched-context benchmark in the hub schemas")
     p.add_argument("out", help="output folder (NearID/, NearID-<Source>/, MTG/, splits/)")
-    p.add_argument("--identities", type=int, default=defaults.identities)
+    p.add_argument("--identities", type=_positive_int, default=defaults.identities)
     p.add_argument("--sources", nargs="+", default=list(SOURCES), help=f"distractor rules (default: {' '.join(SOURCES)})")
-    p.add_argument("--size", type=int, default=defaults.size, help="image side in pixels")
+    p.add_argument("--size", type=_positive_int, default=defaults.size, help="image side in pixels")
     p.add_argument("--seed", type=int, default=defaults.seed)
-    p.add_argument("--val", type=int, help="validation identities (default: 5%%, at most 100)")
-    p.add_argument("--test", type=int, help="test identities (default: 25%%, at most 500)")
-    p.add_argument("--mtg-train", type=int, default=defaults.mtg_train)
-    p.add_argument("--mtg-test", type=int, default=defaults.mtg_test)
+    p.add_argument("--val", type=_nonnegative_int, help="validation identities (default: 5%%, at most 100)")
+    p.add_argument("--test", type=_positive_int, help="test identities (default: 25%%, at most 500)")
+    p.add_argument("--mtg-train", type=_nonnegative_int, default=defaults.mtg_train)
+    p.add_argument("--mtg-test", type=_nonnegative_int, default=defaults.mtg_test)
     p.add_argument("--image-format", choices=["jpeg", "png"], default=defaults.image_format)
     p.add_argument("--format", choices=["arrow", "parquet"], default=defaults.output_format)
-    p.add_argument("--workers", type=int, default=defaults.workers)
+    p.add_argument("--workers", type=_positive_int, default=defaults.workers)
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(run=cmd_synth)
 
     p = commands.add_parser("bench", help="NearID-bench (+ MTG) for one or more encoders")
     p.add_argument("--encoder", action="append", required=True, help="encoder spec; repeat for a comparison table")
-    p.add_argument("--data", required=True, help="positives: hub id, save_to_disk folder, parquet, or a `nearid synth` folder")
-    p.add_argument("--sources", nargs="+", required=True, help="distractor sources (<data>-<Source>, or NAME=LOCATION)")
+    p.add_argument("--data", required=True, help="positives: hub id, save_to_disk folder, parquet, a `nearid synth` folder, "
+                   "or a folder of <identity>/view1.png ... (nearid.data.folder)")
+    p.add_argument("--sources", nargs="+", help="distractor sources (<data>-<Source>, or NAME=LOCATION; "
+                   "default for a folder benchmark: every source in it)")
     p.add_argument("--split", default="test", help="value of the split column, or 'all' (default: test)")
     p.add_argument("--split-file", help="JSON list of row positions (overrides --split)")
     p.add_argument("--masks", action="store_true", help="foreground only: black out backgrounds with the views' masks")
     p.add_argument("--mtg", help="MTG dataset (hub id or folder) to add the MTG benchmark")
     p.add_argument("--mtg-split", default="test", help="MTG split to score (default: test, the paper's benchmark)")
     p.add_argument("--out", required=True, help="output folder (embedding store, sims/, results.*)")
-    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--batch-size", type=_positive_int, default=32)
     p.add_argument("--device", default="auto")
     p.add_argument("--dtype", default="auto")
     p.add_argument("--allow-pickle", action="store_true")
     p.set_defaults(run=cmd_bench)
 
-    p = commands.add_parser("metrics", help="SSR and PA from similarity tables in the authors' CSV layout")
-    p.add_argument("tables", nargs="+", help="CSV files (sample_id, sim_01, sim_02, sim_12, cross_ij); pooled")
-    p.add_argument("--json", action="store_true", help='print {"ssr", "pa", "n_samples", "n_trials"}')
+    p = commands.add_parser("metrics", help="SSR and PA (MTG: also M-O, M-Opair) from similarity tables in the authors' CSV layout")
+    p.add_argument("tables", nargs="+", help="CSV files: NearID-bench (sample_id, sim_01, sim_02, sim_12, cross_ij) "
+                   "or MTG (mtg_*.csv of nearid bench --mtg); pooled")
+    p.add_argument("--json", action="store_true", help='print {"ssr", "pa", "n_samples", "n_trials"} (MTG: also "m_o", "m_opair")')
     p.set_defaults(run=cmd_metrics)
 
     p = commands.add_parser("dbpp", help="DreamBench++ metric-to-human alignment (M-H) per category")
@@ -392,16 +453,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="run folder: token_cache/, checkpoints/step-N/, config.json")
     p.add_argument("--backbone", help="SigLIP checkpoint (default google/siglip2-so400m-patch14-384), tiny[:seed] or nearid:DIR")
     p.add_argument("--loss", help="loss spec, e.g. nearid:1.0+cohesion:0.1 (default nearid:1.0)")
-    p.add_argument("--lr", type=float)
+    p.add_argument("--lr", type=_positive_float)
     p.add_argument("--epochs", type=int)
-    p.add_argument("--batch-size", type=int, help="global batch (default 128)")
-    p.add_argument("--warmup-steps", type=int)
+    p.add_argument("--batch-size", type=_positive_int, help="global batch (default 128)")
+    p.add_argument("--warmup-steps", type=_nonnegative_int)
     p.add_argument("--seed", type=int)
-    p.add_argument("--save-steps", type=int)
-    p.add_argument("--log-steps", type=int)
-    p.add_argument("--max-steps", type=int)
+    p.add_argument("--save-steps", type=_positive_int)
+    p.add_argument("--log-steps", type=_positive_int)
+    p.add_argument("--max-steps", type=_positive_int)
     p.add_argument("--mixed-precision", choices=["no", "fp16", "bf16"])
-    p.add_argument("--eval-steps", type=int, help="validation SSR/PA every N steps on --val-split (default: never)")
+    p.add_argument("--eval-steps", type=_nonnegative_int, help="validation SSR/PA every N steps on --val-split (default: never)")
     p.add_argument("--val-split", help="split validated on (default val)")
     p.add_argument("--uncached", dest="cache_tokens", action="store_const", const=False,
                    help="run the frozen trunk every step instead of reading the token cache")
@@ -501,8 +562,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         try:
             args = build_parser().parse_args(argv)
+        except SystemExit as exc:  # --help, --version (0) or an argument error (2, its one line printed)
+            return exc.code or 0
         finally:
-            sys.stdout.flush()  # --help and --version leave through SystemExit; a closed pipe must show here
+            sys.stdout.flush()  # a closed pipe must show here
         command = args.command
         status = args.run(args)
         sys.stdout.flush()  # a closed pipe shows here, not as a warning at interpreter exit

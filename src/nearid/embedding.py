@@ -98,6 +98,31 @@ def check_inputs(images: Sequence, masks: Sequence | None = None, batch_size: in
         raise NearIDError(f"{len(images)} images but {len(masks)} masks: give one mask per image (None for no mask)")
 
 
+def image_files(arguments: Sequence[str | os.PathLike], *, masks: bool = False) -> list[str]:
+    """Command-line image arguments with each folder replaced by the images in it.
+
+    ``nearid embed FOLDER`` embeds the images below FOLDER as :func:`~nearid.images.list_images`
+    finds them (sorted; linked subfolders followed; hidden and macOS ``._*`` files skipped). Files
+    are kept as given; a missing one is reported when it is read. Masks must be files, one per image
+    in the images' order: two folders would be paired by sort order alone, which silently pairs the
+    wrong mask with an image as soon as one file is missing.
+    """
+    from .images import list_images
+
+    files: list[str] = []
+    for argument in arguments:
+        if not Path(argument).is_dir():
+            files.append(os.fspath(argument))
+            continue
+        if masks:
+            raise NearIDError(f"{argument}: is a folder; pass --masks as mask files, one per image in the images' order")
+        found = list_images(argument)
+        if not found:
+            raise NearIDError(f"{argument}: a folder with no images in it (looked for png, jpg, webp, bmp, tif, gif below it)")
+        files.extend(str(path) for path in found)
+    return files
+
+
 #: Output formats of :func:`save_embeddings`, by file suffix.
 EMBEDDING_FORMATS = (".npz", ".safetensors")
 

@@ -105,9 +105,44 @@ def resolve_model_dir(name_or_path: str | os.PathLike, *, allow_pickle: bool = F
                 f"model folder '{folder}' does not exist{missing_path_hint(folder)}: "
                 "pass an existing folder or a hub id like owner/name"
             )
+        check_model_folder(folder)
         check_weights_are_safe(folder, allow_pickle=allow_pickle)
         return folder
     return _snapshot(name, allow_pickle=allow_pickle)
+
+
+def check_model_folder(folder: Path) -> None:
+    """Say what a local folder that is not a model folder *is*, and what to pass instead.
+
+    Without this, transformers builds a default-sized model when ``config.json`` is missing and then
+    reports "weights of the wrong shape", and a training run or a head-only checkpoint fails with
+    "no model.safetensors": true, but not the cause. A model folder (``save_pretrained``) holds
+    ``config.json`` beside its weights.
+    """
+    if (folder / "checkpoints").is_dir() and any((folder / "checkpoints").glob("step-*")):
+        steps = sorted((p for p in (folder / "checkpoints").glob("step-*") if p.name[5:].isdigit()), key=lambda p: int(p.name[5:]))
+        newest = steps[-1] if steps else folder / "checkpoints" / "step-N"
+        raise ModelNotAvailableError(
+            f"'{folder}' is a training run folder, not a model; export a checkpoint first "
+            f"(`nearid export {newest} DIR`) and pass DIR"
+        )
+    if (folder / "head.safetensors").is_file() and not (folder / "config.json").is_file():
+        raise ModelNotAvailableError(
+            f"'{folder}' is a head-only training checkpoint, not a model; export it first "
+            f"(`nearid export {folder} DIR`) and pass DIR"
+        )
+    if (folder / "config.json").is_file():
+        return
+    weights = sorted(p.name for pattern in ("*.safetensors", *_PICKLE_PATTERNS) for p in folder.glob(pattern))
+    if weights:
+        raise ModelNotAvailableError(
+            f"'{folder}' has weights ({', '.join(weights[:3])}) but no config.json; a model folder holds the "
+            "config.json that save_pretrained writes beside the weights: copy it from where the weights came from"
+        )
+    raise ModelNotAvailableError(
+        f"'{folder}' is not a model folder (no config.json, no weights); pass the folder that save_pretrained "
+        "wrote, or a hub id like owner/name"
+    )
 
 
 def _snapshot(repo_id: str, *, allow_pickle: bool) -> Path:

@@ -51,15 +51,42 @@ def _views_in_pairs(pair_row: np.ndarray) -> int:
 
 
 def _read(path: Path, required: tuple[str, ...]) -> tuple[list[dict], list[str]]:
+    columns = table_columns(path)
+    missing = [c for c in required if c not in columns]
+    if missing:
+        raise NearIDError(f"{path}: missing column '{missing[0]}'; expected the authors' layout ({', '.join(required)})")
+    with _open(path) as handle:
+        try:
+            rows = list(csv.DictReader(handle))
+        except (UnicodeDecodeError, csv.Error) as exc:
+            raise _not_a_table(path, exc) from None
+    if not rows:
+        raise NearIDError(f"{path}: holds only a header, no rows; pass a table with at least one row")
+    return rows, columns
+
+
+def _open(path: Path):
+    """A table as text: UTF-8, with or without the byte-order mark that Excel's "CSV UTF-8" writes."""
+    if path.is_dir():
+        raise NearIDError(f"{path}: is a folder; pass the CSV files in it (e.g. {path}/*.csv)")
     if not path.is_file():
         raise NearIDError(f"{path}: no such similarity table")
-    with open(path, newline="") as handle:
-        reader = csv.DictReader(handle)
-        columns = reader.fieldnames or []
-        missing = [c for c in required if c not in columns]
-        if missing:
-            raise NearIDError(f"{path}: missing column '{missing[0]}'; expected the authors' layout ({', '.join(required)})")
-        return list(reader), columns
+    return open(path, newline="", encoding="utf-8-sig")
+
+
+def _not_a_table(path: Path, exc: Exception) -> NearIDError:
+    why = "not UTF-8 text" if isinstance(exc, UnicodeDecodeError) else f"not a CSV table ({exc})"
+    return NearIDError(f"{path}: {why}; pass a similarity table in CSV (what nearid bench writes in sims/)")
+
+
+def table_columns(path: str | os.PathLike) -> list[str]:
+    """The header of a CSV table; a binary file, a folder or a missing file is a one-line error."""
+    path = Path(path)
+    with _open(path) as handle:
+        try:
+            return next(csv.reader(handle), [])
+        except (UnicodeDecodeError, csv.Error) as exc:
+            raise _not_a_table(path, exc) from None
 
 
 def _number(path: Path, line: int, column: str, text: str | None) -> float:
@@ -82,8 +109,41 @@ def read_nearid_csv(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
 
 
 def score_nearid_csvs(paths) -> DiscriminationScore:
-    """SSR / PA of one or more tables in the authors' layout, pooled (``nearid metrics``)."""
-    return DiscriminationScore.pool(*(nearid_scores(*read_nearid_csv(path)) for path in paths))
+    """SSR / PA of one or more tables in the authors' layout, pooled (``nearid metrics``).
+
+    Tables without a single valid trial (every similarity empty) are an error, not ``SSR nan``."""
+    score = DiscriminationScore.pool(*(nearid_scores(*read_nearid_csv(path)) for path in paths))
+    if not score.n_trials:
+        raise NearIDError(f"{', '.join(map(str, paths))}: no valid trial (every view-pair or own-background "
+                          "similarity is empty); nothing to score")
+    return score
+
+
+def is_mtg_table(path: str | os.PathLike) -> bool:
+    """Whether a CSV has the MTG layout (``mtg_*.csv`` of ``nearid bench --mtg``) rather than NearID-bench's."""
+    return all(column in table_columns(path) for column in MTG_SIM_COLUMNS)
+
+
+def score_tables(paths) -> tuple[str, object]:
+    """``nearid metrics``: ``("nearid", DiscriminationScore)`` for NearID-bench tables (pooled), or
+    ``("mtg", MTGScore)`` for MTG tables (samples concatenated: M-O / M-Opair are correlations over
+    all of them, SSR / PA pool). Mixing the two layouts is an error: their scores do not combine."""
+    from .metrics import mtg_scores
+
+    paths = [Path(p) for p in paths]
+    kinds = {path: is_mtg_table(path) for path in paths}
+    if len(set(kinds.values())) > 1:
+        mtg = [str(p) for p, k in kinds.items() if k]
+        raise NearIDError(f"{', '.join(mtg)}: MTG table(s) mixed with NearID-bench tables; score each layout on its own")
+    if not kinds[paths[0]]:
+        return "nearid", score_nearid_csvs(paths)
+    tables = [read_mtg_csv(path) for path in paths]
+    sims = {c: np.concatenate([t[0][c] for t in tables]) for c in MTG_SIM_COLUMNS}
+    oracles = tuple(np.concatenate([t[1][k] for t in tables]) for k in (0, 1))
+    score = mtg_scores(*(sims[c] for c in MTG_SIM_COLUMNS), *oracles)
+    if not score.n_trials:
+        raise NearIDError(f"{', '.join(map(str, paths))}: no valid MTG trial (every similarity is empty); nothing to score")
+    return "mtg", score
 
 
 def write_mtg_csv(path: str | os.PathLike, sims: dict[str, np.ndarray], oracles: tuple[np.ndarray, np.ndarray]) -> None:

@@ -43,20 +43,25 @@ class Family:
     """What ``nearid encoders`` lists about a family, and how its argument is read.
 
     ``integer`` says what an integer argument means ("an integer seed"); ``None`` = a folder or hub id.
+    ``bounds`` = the smallest and largest integer that makes sense (``None`` = no bound).
     """
 
     name: str
     default: str | None
     help: str
     integer: str | None = None
+    bounds: tuple[int | None, int | None] = (None, None)
 
 
 _FAMILIES: dict[str, Family] = {}
 
 
-def register_family(name: str, *, default: str | None = None, help: str = "", integer: str | None = None) -> Family:
+def register_family(
+    name: str, *, default: str | None = None, help: str = "", integer: str | None = None,
+    bounds: tuple[int | None, int | None] = (None, None),
+) -> Family:
     """Add (or replace) a family's name, default argument and description."""
-    family = Family(name, default, help, integer)
+    family = Family(name, default, help, integer, bounds)
     _FAMILIES[name] = family
     return family
 
@@ -68,8 +73,13 @@ for _family in (
     Family("clip", "openai/clip-vit-large-patch14", "CLIP-I: projected pooled CLS"),
     Family("dinov2", "facebook/dinov2-large", "DINOv2: pooler output (final-LN CLS)"),
     Family("hf", None, "any transformers image model: hf:<folder or hub id>"),
-    Family("histogram", "8", "joint RGB colour histogram (no model; context-dominated floor)", "a number of bins per channel"),
-    Family("tiny", "0", "tiny NearID model with random weights (UNTRAINED; tests, demos)", "an integer seed"),
+    # B bins per channel make B**3 dimensions: 64 is already 262,144 floats per image, and 8-bit
+    # channels cannot fill more than 256 bins anyway; 0 or fewer bins is no histogram.
+    Family("histogram", "8", "joint RGB colour histogram (no model; context-dominated floor)",
+           "a number of bins per channel", (1, 64)),
+    # the range torch.manual_seed accepts
+    Family("tiny", "0", "tiny NearID model with random weights (UNTRAINED; tests, demos)", "an integer seed",
+           (-(2**63), 2**64 - 1)),
 ):
     _FAMILIES[_family.name] = _family
 
@@ -112,9 +122,14 @@ def integer_argument(spec: EncoderSpec) -> int:
 
 def _integer(family: Family, argument: str) -> int:
     try:
-        return int(argument)
+        value = int(argument)
     except ValueError:
         raise EncoderSpecError(f"{family.name} encoder takes {family.integer}, got '{argument}'") from None
+    low, high = family.bounds
+    if (low is not None and value < low) or (high is not None and value > high):
+        span = f"from {low} to {high}" if low is not None and high is not None else (f"of at least {low}" if low is not None else f"of at most {high}")
+        raise EncoderSpecError(f"{family.name}:{argument}: {family.name} takes {family.integer} {span}, e.g. {family.name}:{family.default}")
+    return value
 
 
 @dataclass(frozen=True)

@@ -68,6 +68,19 @@ def _slots(folder: Path, *, masks: bool) -> dict[int, Path]:
     return found
 
 
+def is_folder_benchmark(location: str | os.PathLike) -> bool:
+    """Whether ``location`` is a local folder in this layout (identity folders holding ``view1.*``
+    files) rather than a dataset (``save_to_disk``, parquet, or a ``nearid synth`` root), so that
+    ``nearid bench --data`` can take either."""
+    root = Path(location).expanduser()
+    if not root.is_dir() or any((root / name).exists() for name in ("dataset_dict.json", "state.json", "NearID")):
+        return False
+    try:
+        return any(_slots(folder, masks=False) for folder in _subfolders(root))
+    except DatasetError:  # two files for one slot: this layout, with a problem load_folder will name
+        return True
+
+
 def load_folder(root: str | os.PathLike, sources: list[str] | None = None, *, split: str | None = None) -> FolderBenchmark:
     """Read ``root`` (see the module docstring); ``sources=None`` takes every source found."""
     root = Path(root).expanduser()
@@ -78,6 +91,10 @@ def load_folder(root: str | os.PathLike, sources: list[str] | None = None, *, sp
         raise DatasetError(f"{root}: no identity folders inside (expected ROOT/<identity>/view1.png ...)")
     found_sources = sorted({p.name for f in folders for p in _subfolders(f / "distractors")})
     wanted = found_sources if sources is None else list(sources)
+    unknown = [name for name in wanted if name not in found_sources]
+    if unknown:
+        there = f"the sources there are {', '.join(found_sources)}" if found_sources else "it has no <identity>/distractors/<source>/ folder"
+        raise DatasetError(f"{root}: no distractor source '{unknown[0]}' in any <identity>/distractors/ folder; {there}")
     report = LoadReport()
     identities = []
     for folder in folders:

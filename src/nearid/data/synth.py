@@ -67,6 +67,31 @@ class SynthConfig:
     output_format: str = "arrow"  # "arrow" (save_to_disk) or "parquet"
     workers: int = field(default_factory=lambda: os.cpu_count() or 1)
 
+    def validate(self) -> None:
+        """Refuse impossible settings before anything is rendered, naming the option and the fix.
+
+        Sizes: objects are drawn at a fraction of the side, so below 16 px they are a few pixels and
+        masks can come out empty; above 4096 px one identity's images take gigabytes to encode.
+        """
+        checks = [
+            ("--identities", self.identities, 1, None), ("--size", self.size, 16, 4096), ("--workers", self.workers, 1, None),
+            ("--val", self.val, 0, None), ("--test", self.test, 1, None),
+            ("--mtg-train", self.mtg_train, 0, None), ("--mtg-test", self.mtg_test, 0, None),
+        ]
+        for option, value, low, high in checks:
+            if value is None:
+                continue
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+                raise NearIDError(f"{option} {value!r}: give a whole number")
+            if value < low or (high is not None and value > high):
+                span = f"from {low} to {high}" if high is not None else f"of at least {low}"
+                raise NearIDError(f"{option} {value}: give a number {span}")
+        if not 0 <= self.three_view_share <= 1:
+            raise NearIDError(f"three_view_share {self.three_view_share}: give a share from 0 to 1")
+        if not self.sources:
+            raise NearIDError(f"no distractor source; choose one or more of {', '.join(SOURCES)}")
+        self.split_sizes()
+
     def split_sizes(self) -> tuple[int, int]:
         n = self.identities
         val = self.val if self.val is not None else min(100, max(1, round(0.05 * n)))
@@ -224,6 +249,7 @@ def generate(out: str | os.PathLike, config: SynthConfig, *, overwrite: bool = F
     partial = out.with_name(out.name + ".partial")
     if out.is_dir() and any(out.iterdir()) and not overwrite:
         raise NearIDError(f"{out}: already exists and is not empty; choose another folder or pass --overwrite")
+    config.validate()
     check_removable(out)  # --overwrite deletes only an earlier nearid output; refuse now, not after rendering
     check_removable(partial)
     if config.image_format not in {"jpeg", "png"} or config.output_format not in {"arrow", "parquet"}:
