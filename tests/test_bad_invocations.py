@@ -101,8 +101,8 @@ BAD = [
     ("train-tiny-abc", "train --data {w}/synth --sources Part --out r --backbone tiny:abc", "integer seed"),
     ("export-tiny-abc", "export {w}/run/checkpoints/step-2 m --backbone tiny:abc", "integer seed"),
     # bench --out
-    ("bench-out-file", "bench --encoder tiny --data {w}/synth --sources Part --out {w}/afile", "is a file; bench writes a folder"),
-    ("bench-out-below-file", "bench --encoder tiny --data {w}/synth --sources Part --out {w}/afile/sub", "is a file, so no folder can be made there"),
+    ("bench-out-file", "bench --encoder tiny --data {w}/synth --sources Part --out {w}/afile", "is a file, but a folder is written here"),
+    ("bench-out-below-file", "bench --encoder tiny --data {w}/synth --sources Part --out {w}/afile/sub", "is a file, so nothing can be created inside it"),
     # split files
     ("split-empty", "bench --encoder tiny --data {w}/synth --sources Part --out b --split-file {w}/split_empty.json", "lists no rows"),
     ("split-indices-empty", "bench --encoder tiny --data {w}/synth --sources Part --out b --split-file {w}/split_indices_empty.json", "lists no rows"),
@@ -134,7 +134,7 @@ BAD = [
     ("export-checkpoints-folder", "export {w}/run/checkpoints m", "the newest: {w}/run/checkpoints/step-2"),
     ("export-missing", "export {w}/nosuch m", "no such checkpoint folder"),
     ("export-model-folder", "export {w}/sig48 m", "is a model folder, not a training checkpoint"),
-    ("export-out-file", "export {w}/run/checkpoints/step-2 {w}/afile", "is a file; export writes a model folder"),
+    ("export-out-file", "export {w}/run/checkpoints/step-2 {w}/afile", "is a file, but a folder is written here"),
     # folders that are not models
     ("weights-without-config", "embed {w}/imgs/0.png --model siglip2-map:{w}/noconf --out e.npz", "has weights (model.safetensors) but no config.json"),
     ("weights-without-config-nearid", "embed {w}/imgs/0.png --model nearid:{w}/noconf --out e.npz", "but no config.json"),

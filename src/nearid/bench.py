@@ -139,27 +139,14 @@ def run_bench(config: BenchConfig) -> BenchResults | None:
 def check_config(config: BenchConfig) -> None:
     """The settings' own errors, before any data is read or model loaded: every encoder spec (a typo
     in the second one must not wait for the first one's embeddings), the batch size, and ``--out``."""
+    from .outputs import check_writable
     from .specs import parse_encoder_spec
 
     for spec in config.encoders:
         parse_encoder_spec(spec)
     if isinstance(config.batch_size, bool) or not isinstance(config.batch_size, int) or config.batch_size < 1:
         raise NearIDError(f"batch size {config.batch_size!r}: give a batch size of at least 1")
-    _check_out_folder(Path(config.out))
-
-
-def _check_out_folder(out: Path) -> None:
-    """``--out`` must be (or become) a writable folder. A minimal local check (output paths that are
-    inputs are :mod:`nearid.outputs`' concern); nothing is created here."""
-    if out.exists() and not out.is_dir():
-        raise NearIDError(f"--out {out}: is a file; bench writes a folder (embedding store, sims/, results.*): pass a folder")
-    existing = out
-    while not existing.exists() and existing != existing.parent:
-        existing = existing.parent
-    if existing.exists() and not existing.is_dir():
-        raise NearIDError(f"--out {out}: {existing} is a file, so no folder can be made there; pass another --out")
-    if existing.exists() and not os.access(existing, os.W_OK | os.X_OK):
-        raise NearIDError(f"--out {out}: cannot write in {existing} (permission denied); pass another --out")
+    check_writable(config.out, folder=True)  # a writable folder (or one that can be made), before any work
 
 
 def load_data(config: BenchConfig):

@@ -158,7 +158,7 @@ def cmd_bench(args) -> int:
     from .outputs import check_outputs
     from .tables import markdown
 
-    check_outputs([], [args.data, args.split_file, args.mtg, *(s.split("=", 1)[1] for s in args.sources if "=" in s)],
+    check_outputs([], [args.data, args.split_file, args.mtg, *(s.split("=", 1)[1] for s in args.sources or [] if "=" in s)],
                   folders=[args.out])
     config = BenchConfig(
         encoders=args.encoder,

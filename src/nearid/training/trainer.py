@@ -321,19 +321,20 @@ def train(config: TrainConfig, *, resume: bool = False, overwrite: bool = False)
     action = check_run_folder(config, resume=resume, overwrite=overwrite)  # every process, before any changes
     accelerator = Accelerator(cpu=not torch.cuda.is_available(), mixed_precision=config.mixed_precision)
     out = Path(config.out)
-    accelerator.wait_for_everyone()
-    if accelerator.is_main_process:
-        _prepare_run_folder(config, action)
-    accelerator.wait_for_everyone()
+    # everything that can refuse the run (loss spec, backbone, data, changed inputs) before the folder changes
     loss_fn = CombinedLoss(config.loss)
     model, processor = load_backbone(config.backbone)
-    model = model.to(accelerator.device)
-    preprocess = preprocessor(processor)
     bench = load_nearid(config.data, config.sources, split=config.split)
     mtg = load_mtg(config.mtg, split="train") if config.mtg else None
     inputs = _inputs(bench, mtg)
     if resume and _latest_checkpoint(out) is not None:
-        _check_same_inputs(out, inputs)  # before any heavy work
+        _check_same_inputs(out, inputs)
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        _prepare_run_folder(config, action)
+    accelerator.wait_for_everyone()
+    model = model.to(accelerator.device)
+    preprocess = preprocessor(processor)
     recipe = SampleRecipe(seed=config.seed, mask_probs=tuple(config.mask_probs), flip_prob=config.flip_prob, mtg_repeat=config.mtg_repeat)
     training_set = TrainingSet(bench, config.sources, mtg, recipe)
     batches_per_epoch = len(training_set.batches(0, config.batch_size))
