@@ -16,7 +16,15 @@ import pytest
 import torch
 import torch.nn.functional as F
 from PIL import Image
-from transformers import CLIPConfig, CLIPImageProcessorPil, CLIPModel, DINOv3ViTConfig, DINOv3ViTModel, ViTConfig, ViTModel
+from transformers import (
+    CLIPConfig,
+    CLIPImageProcessorPil,
+    CLIPModel,
+    DINOv3ViTConfig,
+    DINOv3ViTModel,
+    ViTConfig,
+    ViTModel,
+)
 
 import nearid
 from nearid.encoders import load_encoder
@@ -26,8 +34,8 @@ from nearid.specs import parse_encoder_spec
 
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 CLIP_MEAN, CLIP_STD = (0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)
-TINY_VIT = dict(hidden_size=32, intermediate_size=48, num_hidden_layers=2, num_attention_heads=4, image_size=56, patch_size=8)
-SMALL_TEXT = dict(vocab_size=64, hidden_size=32, intermediate_size=48, num_hidden_layers=1, num_attention_heads=4)
+TINY_VIT = {"hidden_size": 32, "intermediate_size": 48, "num_hidden_layers": 2, "num_attention_heads": 4, "image_size": 56, "patch_size": 8}
+SMALL_TEXT = {"vocab_size": 64, "hidden_size": 32, "intermediate_size": 48, "num_hidden_layers": 1, "num_attention_heads": 4}
 
 
 @pytest.fixture
@@ -45,7 +53,7 @@ def images(tmp_path):
     return paths
 
 
-def dino_pixels(paths, resize: int, crop: int, centre=lambda margin: int(round(margin / 2.0))) -> torch.Tensor:
+def dino_pixels(paths, resize: int, crop: int, centre=lambda margin: round(margin / 2.0)) -> torch.Tensor:
     """torchvision's Resize(resize, BICUBIC) + CenterCrop(crop) + ToTensor + Normalize, by hand."""
     rows = []
     for path in paths:
@@ -69,10 +77,9 @@ def dino_dir(tmp_path):
     torch.manual_seed(0)
     model = ViTModel(ViTConfig(**TINY_VIT), add_pooling_layer=False).eval()
     model.save_pretrained(tmp_path / "dino")
-    json.dump({"image_processor_type": "ViTImageProcessor", "size": {"height": 56, "width": 56}, "do_resize": True,
+    (tmp_path / "dino" / "preprocessor_config.json").write_text(json.dumps({"image_processor_type": "ViTImageProcessor", "size": {"height": 56, "width": 56}, "do_resize": True,
                "do_rescale": True, "do_normalize": True, "resample": 2, "rescale_factor": 1 / 255,
-               "image_mean": list(IMAGENET_MEAN), "image_std": list(IMAGENET_STD)},
-              open(tmp_path / "dino" / "preprocessor_config.json", "w"))
+               "image_mean": list(IMAGENET_MEAN), "image_std": list(IMAGENET_STD)}))
     return tmp_path / "dino", model
 
 
@@ -181,9 +188,8 @@ def test_dinov3_is_the_final_norm_cls_token(tmp_path, images):
                              image_size=32, patch_size=8, num_register_tokens=2)
     model = DINOv3ViTModel(config).eval()
     model.save_pretrained(tmp_path / "dinov3")
-    json.dump({"image_processor_type": "DINOv3ViTImageProcessorFast", "size": {"height": 32, "width": 32},
-               "resample": 2, "image_mean": list(IMAGENET_MEAN), "image_std": list(IMAGENET_STD)},
-              open(tmp_path / "dinov3" / "preprocessor_config.json", "w"))
+    (tmp_path / "dinov3" / "preprocessor_config.json").write_text(json.dumps({"image_processor_type": "DINOv3ViTImageProcessorFast", "size": {"height": 32, "width": 32},
+               "resample": 2, "image_mean": list(IMAGENET_MEAN), "image_std": list(IMAGENET_STD)}))
     encoder = load_encoder(f"dinov3:{tmp_path / 'dinov3'}", device="cpu")
     assert encoder.dim == 32
     square = torch.stack([

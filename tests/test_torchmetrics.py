@@ -16,11 +16,11 @@ from PIL import Image
 
 pytest.importorskip("torchmetrics")
 
-import nearid  # noqa: E402
-from nearid.encoders import load_encoder  # noqa: E402
-from nearid.errors import NearIDError  # noqa: E402
-from nearid.metrics import DiscriminationScore, nearid_scores  # noqa: E402
-from nearid.torchmetrics import (  # noqa: E402
+import nearid
+from nearid.encoders import load_encoder
+from nearid.errors import NearIDError
+from nearid.metrics import DiscriminationScore, nearid_scores
+from nearid.torchmetrics import (
     IdentitySimilarity,
     NearIDBenchScore,
     identity_similarity,
@@ -147,7 +147,7 @@ def test_two_processes_equal_one(folders, tiny, tmp_path):
     done = subprocess.run(
         [torchrun, "--standalone", "--nproc_per_node", "2", str(Path(__file__).parent / "torchmetrics_torchrun.py"),
          str(tmp_path), str(tmp_path / "out.json")],
-        capture_output=True, text=True, timeout=300, cwd=tmp_path,
+        check=False, capture_output=True, text=True, timeout=300, cwd=tmp_path,
     )
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
     two = json.loads((tmp_path / "out.json").read_text())
@@ -165,7 +165,7 @@ def test_equals_nearid_score_mean(folders, tiny, tmp_path):
     done = subprocess.run(
         [sys.executable, "-m", "nearid", "score", "--refs", str(folders / "refs"), "--gens", str(folders / "gens"),
          "--pairing", "paths", "--model", "tiny", "--device", "cpu", "--out", str(out)],
-        capture_output=True, text=True, timeout=300,
+        check=False, capture_output=True, text=True, timeout=300,
     )
     assert done.returncode == 0, done.stderr[-3000:]
     summary = json.loads(out.with_name("scores.csv.summary.json").read_text())

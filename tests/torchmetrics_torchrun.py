@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -16,7 +17,7 @@ from nearid.torchmetrics import IdentitySimilarity, NearIDBenchScore
 def main(folder: str, out: str) -> None:
     dist.init_process_group("gloo")
     rank = dist.get_rank()
-    spec = json.loads(open(f"{folder}/inputs.json").read())
+    spec = json.loads(Path(folder, "inputs.json").read_text())
     share = slice(0, spec["split"]) if rank == 0 else slice(spec["split"], None)  # unequal shares
     for reduction in ("mean", "max"):
         metric = IdentitySimilarity("tiny", reduction, device="cpu", dtype="float32")

@@ -23,7 +23,14 @@ from .backbones import load_backbone, load_pretrained
 from .errors import EncoderSpecError
 from .images import ImageInput, load_masked
 from .model import NearIDModel
-from .processors import DinoEvalProcessor, clip_processor, dinov2_processor, dinov3_processor, load_processor, preprocess_images
+from .processors import (
+    DinoEvalProcessor,
+    clip_processor,
+    dinov2_processor,
+    dinov3_processor,
+    load_processor,
+    preprocess_images,
+)
 from .specs import BackboneSpec, EncoderSpec, available_encoders, integer_argument, parse_encoder_spec, register_family
 
 

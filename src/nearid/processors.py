@@ -14,9 +14,9 @@ import json
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from PIL import Image
 import numpy as np
 import torch
+from PIL import Image
 from transformers import (
     AutoImageProcessor,
     BitImageProcessorPil,
@@ -91,7 +91,7 @@ class DinoEvalProcessor:
         w, h = image.size
         if w < self.crop or h < self.crop:  # cannot happen with resize >= crop; refuse rather than pad
             raise ValueError(f"image {w}x{h} is smaller than the {self.crop} crop")
-        top, left = int(round((h - self.crop) / 2.0)), int(round((w - self.crop) / 2.0))
+        top, left = round((h - self.crop) / 2.0), round((w - self.crop) / 2.0)  # torchvision's rule
         image = image.crop((left, top, left + self.crop, top + self.crop))
         array = np.asarray(image, dtype=np.float32).transpose(2, 0, 1) / 255.0
         return (array - self.mean) / self.std

@@ -19,12 +19,14 @@ items are lists / ``[K, 3, H, W]`` tensors; K may vary); several are reduced by 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import numpy as np
 import torch
 from PIL import Image
-from torchmetrics import Metric
+
+try:
+    from torchmetrics import Metric
+except ImportError as exc:  # an optional extra: say how to get it
+    raise ImportError("nearid.torchmetrics needs torchmetrics: pip install 'nearid[metrics]'") from exc
 
 from nearid.encoders import Encoder, load_encoder
 from nearid.errors import NearIDError
