@@ -50,30 +50,56 @@ def load_backbone(spec: str | BackboneSpec, *, allow_pickle: bool = False):
     return model, load_processor(folder, siglip_processor(model.config.vision_config.image_size))
 
 
-def load_pretrained(model_class, argument: str, *, allow_pickle: bool = False) -> tuple[Path, torch.nn.Module]:
+def load_pretrained(
+    model_class, argument: str, *, allow_pickle: bool = False, pooler_optional: bool = False, **model_kwargs
+) -> tuple[Path, torch.nn.Module]:
     """Resolve a folder or hub id safely and load ``model_class`` from it in float32 -> (folder, model).
 
     transformers fills weights missing from a checkpoint with random values and only warns; for an
     encoder whose scores people publish that is an error, so a checkpoint of the wrong kind fails here.
+
+    ``pooler_optional``: a checkpoint saved without its pooler (``add_pooling_layer=False``, as
+    ``facebook/dino-vits16`` is) is loaded again *without* a pooler (``model.pooler is None``) instead of
+    with a random one; any other missing weight is still an error. ``model_kwargs`` go to the model's
+    constructor (e.g. ``add_pooling_layer=False``).
     """
     folder = resolve_model_dir(argument, allow_pickle=allow_pickle)
+    model, info = _from_pretrained(model_class, folder, argument, allow_pickle, model_kwargs)
+    if pooler_optional and _only_pooler_missing(model, info["missing_keys"]):
+        # the class resolved above (AutoModel -> ViTModel), built without the pooler the checkpoint lacks
+        model, info = _from_pretrained(type(model), folder, argument, allow_pickle, {**model_kwargs, "add_pooling_layer": False})
+    if info["missing_keys"]:
+        missing = sorted(info["missing_keys"])
+        raise _wrong_checkpoint(argument, model_class, f"{len(missing)} weights missing, e.g. {missing[0]}")
+    return folder, model
+
+
+def _only_pooler_missing(model, missing) -> bool:
+    """Every missing weight belongs to the model's pooler, and its class can be built without one."""
+    import inspect
+
+    if not missing or getattr(model, "pooler", None) is None:
+        return False
+    if "add_pooling_layer" not in inspect.signature(type(model).__init__).parameters:
+        return False
+    return all(key.split(".")[0] == "pooler" for key in missing)
+
+
+def _from_pretrained(model_class, folder: Path, argument: str, allow_pickle: bool, model_kwargs: dict):
     try:
         with _quiet_transformers():
-            model, info = model_class.from_pretrained(
+            return model_class.from_pretrained(
                 folder,
                 dtype=torch.float32,
                 use_safetensors=None if allow_pickle else True,
                 output_loading_info=True,
+                **model_kwargs,
             )
     except RuntimeError:  # transformers refuses weights of the wrong shape
         raise _wrong_checkpoint(argument, model_class, "weights of the wrong shape") from None
     except (OSError, ValueError, KeyError) as exc:
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ModelNotAvailableError(f"'{argument}': cannot load it as {model_class.__name__} ({first_line})") from None
-    if info["missing_keys"]:
-        missing = sorted(info["missing_keys"])
-        raise _wrong_checkpoint(argument, model_class, f"{len(missing)} weights missing, e.g. {missing[0]}")
-    return folder, model
 
 
 def _wrong_checkpoint(argument: str, model_class, detail: str) -> ModelNotAvailableError:

@@ -23,7 +23,14 @@ from .backbones import load_backbone, load_pretrained
 from .errors import EncoderSpecError
 from .images import ImageInput, load_masked
 from .model import NearIDModel
-from .processors import clip_processor, dinov2_processor, load_processor, preprocess_images
+from .processors import (
+    DinoEvalProcessor,
+    clip_processor,
+    dinov2_processor,
+    dinov3_processor,
+    load_processor,
+    preprocess_images,
+)
 from .specs import BackboneSpec, EncoderSpec, available_encoders, integer_argument, parse_encoder_spec, register_family
 
 
@@ -132,6 +139,11 @@ def image_embeds_readout(model, pixel_values: torch.Tensor) -> torch.Tensor:
     return model(pixel_values=pixel_values).image_embeds
 
 
+def cls_token_readout(model, pixel_values: torch.Tensor) -> torch.Tensor:
+    """The CLS token of the last (post-LN) hidden state, ``last_hidden_state[:, 0]``: DINO's embedding."""
+    return model(pixel_values=pixel_values).last_hidden_state[:, 0]
+
+
 def generic_readout(model, pixel_values: torch.Tensor) -> torch.Tensor:
     """How ``hf:<id>`` pools, first rule that applies:
 
@@ -139,7 +151,10 @@ def generic_readout(model, pixel_values: torch.Tensor) -> torch.Tensor:
        (``pooler_output`` when it returns a model output);
     2. the output has ``image_embeds`` (``*WithProjection`` models);
     3. the output has a ``pooler_output`` (CLS-after-LN for ViT/DINOv2, MAP head for SigLIP);
-    4. otherwise the mean of ``last_hidden_state`` over tokens, or over H and W for a feature map.
+    4. the model was built without its pooler (``model.pooler is None``: a checkpoint saved without
+       pooler weights, e.g. ``facebook/dino-vits16``; see :func:`nearid.backbones.load_pretrained`):
+       the CLS token ``last_hidden_state[:, 0]``;
+    5. otherwise the mean of ``last_hidden_state`` over tokens, or over H and W for a feature map.
     """
     if hasattr(model, "get_image_features"):
         out = model.get_image_features(pixel_values=pixel_values)
@@ -151,6 +166,8 @@ def generic_readout(model, pixel_values: torch.Tensor) -> torch.Tensor:
         pooled = out.pooler_output
         return pooled.flatten(1)
     hidden = out.last_hidden_state
+    if hasattr(model, "pooler") and model.pooler is None and hidden.ndim == 3:
+        return hidden[:, 0]
     return hidden.mean(dim=(2, 3)) if hidden.ndim == 4 else hidden.mean(dim=1)
 
 
@@ -289,13 +306,45 @@ def _tiny(argument: str, options: LoadOptions):
     return nearid_encoder(model, processor, name=f"tiny:{seed} (untrained)", device=options.device, dtype=options.dtype, untrained=True)
 
 
-@_builder("clip")
-def _clip(argument: str, options: LoadOptions):
+def _clip_encoder(family: str, argument: str, options: LoadOptions):
     from transformers import CLIPVisionModelWithProjection
 
     folder, model = load_pretrained(CLIPVisionModelWithProjection, argument, allow_pickle=options.allow_pickle)
     processor = load_processor(folder, clip_processor())
-    return _encoder(f"clip:{argument}", model, processor, image_embeds_readout, options, dim=model.config.projection_dim)
+    return _encoder(f"{family}:{argument}", model, processor, image_embeds_readout, options, dim=model.config.projection_dim)
+
+
+@_builder("clip")
+def _clip(argument: str, options: LoadOptions):
+    return _clip_encoder("clip", argument, options)
+
+
+@_builder("clip-i")
+def _clip_i(argument: str, options: LoadOptions):
+    # DreamBooth's CLIP-I: CLIPModel.get_image_features = visual_projection(pooled CLS) = the projection
+    # model's image_embeds, with the checkpoint's own processor (ViT-B/32: shortest side 224 bicubic, crop 224)
+    return _clip_encoder("clip-i", argument, options)
+
+
+@_builder("dino-i")
+def _dino_i(argument: str, options: LoadOptions):
+    """DreamBooth's DINO metric: DINO ViT-S/16's CLS token with DINO's evaluation preprocessing."""
+    from transformers import ViTModel
+
+    # built without a pooler: DINO has none (the checkpoint has no pooler weights), the CLS token is read
+    _, model = load_pretrained(ViTModel, argument, allow_pickle=options.allow_pickle, add_pooling_layer=False)
+    processor = DinoEvalProcessor.for_image_size(model.config.image_size)
+    return _encoder(f"dino-i:{argument}", model, processor, cls_token_readout, options, dim=model.config.hidden_size)
+
+
+@_builder("dinov3")
+def _dinov3(argument: str, options: LoadOptions):
+    from transformers import DINOv3ViTModel
+
+    folder, model = load_pretrained(DINOv3ViTModel, argument, allow_pickle=options.allow_pickle)
+    processor = dinov3_processor(folder, model.config.image_size)
+    # DINOv3ViTModel's pooler_output is the final-norm CLS token (no pooler weights)
+    return _encoder(f"dinov3:{argument}", model, processor, pooler_readout, options, dim=model.config.hidden_size)
 
 
 @_builder("dinov2")
@@ -311,7 +360,7 @@ def _dinov2(argument: str, options: LoadOptions):
 def _hf(argument: str, options: LoadOptions):
     from transformers import AutoModel
 
-    folder, model = load_pretrained(AutoModel, argument, allow_pickle=options.allow_pickle)
+    folder, model = load_pretrained(AutoModel, argument, allow_pickle=options.allow_pickle, pooler_optional=True)
     return _encoder(f"hf:{argument}", model, load_processor(folder), generic_readout, options)
 
 
@@ -359,6 +408,7 @@ __all__ = [
     "LoadOptions",
     "TransformersEncoder",
     "available_encoders",
+    "cls_token_readout",
     "generic_readout",
     "image_embeds_readout",
     "load_encoder",

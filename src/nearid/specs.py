@@ -16,6 +16,12 @@ Encoder specs are ``family`` or ``family:argument``:
 ``siglip2-mean[:X]`` mean of SigLIP2's 729 post-LN patch tokens, head skipped (the paper's DB++ baseline)
 ``clip[:X]``        CLIP image features = projected pooled CLS (default ``openai/clip-vit-large-patch14``)
 ``dinov2[:X]``      DINOv2 ``pooler_output`` = final-LN CLS token (default ``facebook/dinov2-large``)
+``clip-i[:X]``      DreamBooth's CLIP-I: CLIP ViT-B/32 ``get_image_features`` with its processor
+                    (default ``openai/clip-vit-base-patch32``)
+``dino-i[:X]``      DreamBooth's DINO: DINO ViT-S/16 CLS token ``last_hidden_state[:, 0]`` with DINO's
+                    evaluation preprocessing (default ``facebook/dino-vits16``)
+``dinov3[:X]``      DINOv3 ``pooler_output`` = final-norm CLS token (default
+                    ``facebook/dinov3-vitl16-pretrain-lvd1689m``)
 ``hf:X``            any transformers image model, pooled by :func:`nearid.encoders.generic_readout`
 ``histogram[:B]``   joint RGB colour histogram with B bins per channel (no model)
 ``tiny[:SEED]``     deterministic, randomly initialised (UNTRAINED) tiny NearID model for tests and demos
@@ -72,6 +78,9 @@ for _family in (
     Family("siglip2-mean", DEFAULT_BACKBONE, "frozen SigLIP2, mean of post-LN patch tokens"),
     Family("clip", "openai/clip-vit-large-patch14", "CLIP-I: projected pooled CLS"),
     Family("dinov2", "facebook/dinov2-large", "DINOv2: pooler output (final-LN CLS)"),
+    Family("clip-i", "openai/clip-vit-base-patch32", "DreamBooth CLIP-I: ViT-B/32 get_image_features"),
+    Family("dino-i", "facebook/dino-vits16", "DreamBooth DINO: ViT-S/16 CLS token, DINO eval preprocessing"),
+    Family("dinov3", "facebook/dinov3-vitl16-pretrain-lvd1689m", "DINOv3: pooler output (final-norm CLS)"),
     Family("hf", None, "any transformers image model: hf:<folder or hub id>"),
     # B bins per channel make B**3 dimensions: 64 is already 262,144 floats per image, and 8-bit
     # channels cannot fill more than 256 bins anyway; 0 or fewer bins is no histogram.
