@@ -8,8 +8,9 @@ imports :mod:`nearid.embedding` at that moment.
 
 from __future__ import annotations
 
-import importlib
 from typing import TYPE_CHECKING
+
+from ._lazy import lazy_face
 
 # public name -> the submodule that defines it
 _LAZY = {
@@ -48,17 +49,4 @@ def _version() -> str:
         return "0.0.0+unknown"
 
 
-def __getattr__(name: str):
-    if name == "__version__":
-        globals()[name] = value = _version()
-        return value
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(module, __name__), name)
-    globals()[name] = value  # resolve once; later look-ups skip __getattr__
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__) | {"__version__"})
+__getattr__, __dir__ = lazy_face(__name__, globals(), _LAZY, {"__version__": _version})

@@ -87,7 +87,7 @@ def _only_pooler_missing(model, missing) -> bool:
 
 def _from_pretrained(model_class, folder: Path, argument: str, allow_pickle: bool, model_kwargs: dict):
     try:
-        with _quiet_transformers():
+        with quiet_transformers():
             return model_class.from_pretrained(
                 folder,
                 dtype=torch.float32,
@@ -110,7 +110,7 @@ def _wrong_checkpoint(argument: str, model_class, detail: str) -> ModelNotAvaila
 
 
 @contextlib.contextmanager
-def _quiet_transformers():
+def quiet_transformers():
     """Hide transformers' per-load progress bar and load report (e.g. a CLIP checkpoint's unused text
     weights): the problems that matter are raised as errors by :func:`load_pretrained`."""
     from transformers.utils import logging as hf_logging

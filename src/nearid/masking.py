@@ -14,7 +14,6 @@ Masks are written as 8-bit PNGs (255 = object) in one of two layouts:
 
 from __future__ import annotations
 
-import contextlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -76,8 +75,10 @@ def find_images(inputs: list[str]) -> list[tuple[Path, Path]]:
         if path.is_file():
             found.append((path, Path(path.name)))
         elif path.is_dir():
-            for file in sorted(path.rglob("*")):
-                if file.is_file() and file.suffix.lower() in IMAGE_SUFFIXES and not file.stem.endswith("_mask"):
+            from .images import list_images  # links followed; hidden and macOS `._*` files skipped
+
+            for file in list_images(path, suffixes=IMAGE_SUFFIXES):
+                if not file.stem.endswith("_mask"):
                     found.append((file, file.relative_to(path)))
         else:
             raise MaskingError(f"{path}: no such image or folder")
@@ -90,22 +91,6 @@ def mask_path(out: Path, relative: Path, layout: str) -> Path:
     if layout == "folder":
         return out / relative.parent / f"{relative.stem}_mask.png"
     return out / relative.with_suffix(".png")
-
-
-@contextlib.contextmanager
-def _quiet():
-    """No per-load progress bars or load reports from transformers (errors still show)."""
-    from transformers.utils import logging as hf_logging
-
-    verbosity, bar = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
-    try:
-        yield
-    finally:
-        hf_logging.set_verbosity(verbosity)
-        if bar:
-            hf_logging.enable_progress_bar()
 
 
 def _resolve(model: str) -> str:
@@ -205,7 +190,9 @@ def make_masks(config: MaskConfig) -> MaskResult:
     if existing and not config.overwrite:
         raise MaskingError(f"{existing[0]}: already exists ({len(existing)} masks would be replaced); pass --overwrite")
     device = resolve_device(config.device)
-    with _quiet():
+    from .backbones import quiet_transformers
+
+    with quiet_transformers():
         detector = Detector(config.detector, device) if config.prompt else None
         segmenter = Segmenter(config.sam, device)
     result = MaskResult()

@@ -7,8 +7,9 @@ them ``datasets``) as well.
 
 from __future__ import annotations
 
-import importlib
 from typing import TYPE_CHECKING
+
+from .._lazy import lazy_face
 
 # public name -> the submodule that defines it
 _LAZY = {
@@ -40,14 +41,4 @@ if TYPE_CHECKING:
     from .splits import read_split_file
 
 
-def __getattr__(name: str):
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(module, __name__), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = lazy_face(__name__, globals(), _LAZY)

@@ -6,8 +6,9 @@ does not import the token cache and torch with it.
 
 from __future__ import annotations
 
-import importlib
 from typing import TYPE_CHECKING
+
+from .._lazy import lazy_face
 
 # public name -> the submodule that defines it
 _LAZY = {
@@ -33,14 +34,4 @@ if TYPE_CHECKING:
     from .token_cache import TokenCache, disk_estimate, fill, model_signature, pixel_values, token_shape
 
 
-def __getattr__(name: str):
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(module, __name__), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = lazy_face(__name__, globals(), _LAZY)
