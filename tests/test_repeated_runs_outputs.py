@@ -242,7 +242,7 @@ def test_report_thumbnails_with_relative_inputs_and_out_in_a_subfolder(folders, 
     ("threshold_nan", ["--threshold nan"]),
     ("calibration_alone", ["--calibration", "--threshold calibrated"]),
     ("gens_with_csv", ["--gens", "pairs CSV"]),
-    ("batch_size_0", ["batch size"]),
+    ("batch_size_0", ["--batch-size", "at least 1"]),
 ])
 def test_bad_score_invocations_are_one_line_before_embedding(tmp_path, capsys, monkeypatch, case, needles):
     import nearid.score
