@@ -228,14 +228,14 @@ def test_metrics_command_pools_csvs(data, tmp_path, capsys):
     assert main(["metrics", *paths, "--json"]) == 0
     printed = json.loads(capsys.readouterr().out)
     pooled = json.loads((tmp_path / "results.json").read_text())["encoders"]["histogram:8"]["nearid"]["groups"]["all sources"]
-    assert printed == {k: pytest.approx(pooled[k]) for k in ("ssr", "pa", "n_samples", "n_trials")}
+    assert printed == {k: pytest.approx(pooled[k]) for k in ("ssr", "pa", "pa_published", "n_samples", "n_trials")}
 
 
 def test_metrics_command_errors(tmp_path, capsys):
     bad = tmp_path / "bad.csv"
     bad.write_text("sample_id,sim_01,sim_02\n1,0.5,\n")
     assert main(["metrics", str(bad)]) == 2
-    assert "bad.csv: missing column 'sim_12'" in capsys.readouterr().err
+    assert "bad.csv: missing column 'cross_00'" in capsys.readouterr().err
     bad.write_text("sample_id,sim_01,sim_02,sim_12,cross_00,cross_11,cross_22\n1,0.5,,,abc,0.1,\n")
     assert main(["metrics", str(bad)]) == 2
     assert "bad.csv: line 2, column cross_00: 'abc' is not a number" in capsys.readouterr().err
@@ -249,4 +249,19 @@ def test_authors_layout_by_hand(tmp_path, capsys):
         "9,3,3,0.9,0.8,0.7,0.1,,,0.2,0.3\n"  # all 6 win
     )
     assert main(["metrics", str(table), "--json"]) == 0
-    assert json.loads(capsys.readouterr().out) == {"ssr": 50.0, "pa": pytest.approx(700 / 8), "n_samples": 2, "n_trials": 8}
+    # identity 7: margins +0.3, -0.1 (mean > 0); identity 9: all 6 win -> published (7 + 2) / (8 + 2)
+    assert json.loads(capsys.readouterr().out) == {"ssr": 50.0, "pa": pytest.approx(700 / 8), "n_samples": 2, "n_trials": 8,
+                                                   "pa_published": pytest.approx(90.0)}
+
+
+def test_authors_two_view_table_without_third_view_columns(tmp_path, capsys):
+    """The authors' CSVs of 2-view identities have no sim_02 / sim_12 / cross_*2 columns at all."""
+    table = tmp_path / "sims.csv"
+    table.write_text(
+        "sample_id,category,n_pos,n_neg,sim_01,cross_00,cross_01,cross_10,cross_11\n"
+        "3,cup,2,2,0.5,0.25,0.9,0.9,0.875\n"  # margins +0.25, -0.375: one win, mean < 0
+        "4,mug,2,2,0.75,0.5,0.1,0.1,0.25\n"  # margins +0.25, +0.5: two wins, mean > 0
+    )
+    assert main(["metrics", str(table), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == {"ssr": 50.0, "pa": 75.0, "n_samples": 2, "n_trials": 4,
+                                                   "pa_published": pytest.approx(100 * 4 / 6)}

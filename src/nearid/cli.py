@@ -126,9 +126,10 @@ def cmd_metrics(args) -> int:
 
     score = score_nearid_csvs(args.tables)
     if args.json:
-        print(json.dumps({"ssr": score.ssr, "pa": score.pa, "n_samples": score.n_samples, "n_trials": score.n_trials}))
+        print(json.dumps({"ssr": score.ssr, "pa": score.pa, "pa_published": score.pa_published,
+                          "n_samples": score.n_samples, "n_trials": score.n_trials}))
     else:
-        print(f"SSR {score.ssr:.2f}  PA {score.pa:.2f}  ({score.n_samples} identities, {score.n_trials} trials, "
+        print(f"SSR {score.ssr:.2f}  PA {score.pa:.2f}  PA as published {score.pa_published:.2f}  ({score.n_samples} identities, {score.n_trials} trials, "
               f"{len(args.tables)} table{'s' if len(args.tables) > 1 else ''} pooled)")
     return 0
 
@@ -274,7 +275,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = commands.add_parser("metrics", help="SSR and PA from similarity tables in the authors' CSV layout")
     p.add_argument("tables", nargs="+", help="CSV files (sample_id, sim_01, sim_02, sim_12, cross_ij); pooled")
-    p.add_argument("--json", action="store_true", help='print {"ssr", "pa", "n_samples", "n_trials"}')
+    p.add_argument("--json", action="store_true", help='print {"ssr", "pa", "pa_published", "n_samples", "n_trials"}')
     p.set_defaults(run=cmd_metrics)
 
     p = commands.add_parser("dbpp", help="DreamBench++ metric-to-human alignment (M-H) per category")

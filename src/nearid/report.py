@@ -168,7 +168,8 @@ def _metrics_table(results: BenchResults) -> str:
             for name, g in itertools.groupby(groups, key=lambda g: g[0])) + "</tr><tr>"
             + "".join(f"<th>{_e(metric)}</th>" for _, metric in groups) + "</tr>")
     out = _table(header, cells, head) + ('<p class="lead">SSR and PA in percent (SSR: identities whose trials all win; '
-                                         "PA: winning trials). MTG M-O / M-Opair are correlations. Untrained encoders "
+                                         "PA: winning trials; PA-pub: PA as the paper's tables count it, one more trial per "
+                                         "identity, won when its mean margin is &gt; 0). MTG M-O / M-Opair are correlations. Untrained encoders "
                                          "have random weights: a floor, not a baseline.</p>")
     keys = (("value", 4), ("balanced_accuracy", 1), ("true_positive_rate", 1), ("true_negative_rate", 1))
     calibration = [[_e(name)] + [f"{getattr(r.calibration.threshold, k):.{d}f}" for k, d in keys]
