@@ -44,6 +44,8 @@ class BenchConfig:
     split: str | None = "test"
     split_file: str | None = None
     masks: bool = False
+    mask_cleaning: str = "authors"  # under masks: the authors' cleaning (spec 12.2) or "none"
+    mask_dilate: int = 0
     mtg: str | None = None
     mtg_split: str = "test"  # MTG has train and test; the paper's benchmark is test
     batch_size: int = 32
@@ -93,16 +95,20 @@ def run_bench(config: BenchConfig) -> BenchResults | None:
     from .encoders import load_encoder
 
     state = _state(config.device)
-    bench = load_nearid(config.data, config.sources, split=config.split, split_file=config.split_file)
+    bench = load_nearid(config.data, config.sources, split=config.split, split_file=config.split_file,
+                        masks=config.masks)
     mtg = load_mtg(config.mtg, split=config.mtg_split) if config.mtg else None
-    ctx = RunContext(config, state, bench, mtg, plan_images(bench, bench.source_names, masks=config.masks, mtg=mtg),
-                     Path(config.out))
+    plan = plan_images(bench, bench.source_names, masks=config.masks, mtg=mtg, mask_cleaning=config.mask_cleaning,
+                       mask_dilate=config.mask_dilate)
+    ctx = RunContext(config, state, bench, mtg, plan, Path(config.out))
     ctx.say(f"NearID-bench: {bench.report.summary()}; sources: {', '.join(ctx.plan.sources)}; {ctx.condition} images")
     results = BenchResults(BenchInfo(
         data=os.fspath(config.data), split=config.split_name, split_file=config.split_file,
         sources=ctx.plan.sources, condition=ctx.condition, identities=len(bench), load_report=bench.report.summary(),
         mtg=config.mtg, mtg_split=config.mtg_split if mtg is not None else None,
-        mtg_samples=len(mtg) if mtg is not None else 0))
+        mtg_samples=len(mtg) if mtg is not None else 0,
+        mask_cleaning=config.mask_cleaning if config.masks else None, mask_dilate=config.mask_dilate if config.masks else 0,
+        views_without_mask=bench.report.views_without_mask + plan.views_without_mask))
     for spec in config.encoders:
         device = state.device if config.device == "auto" else config.device
         encoder = load_encoder(spec, device=device, dtype=config.dtype, allow_pickle=config.allow_pickle)

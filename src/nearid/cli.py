@@ -29,6 +29,15 @@ def _add_encoder_options(parser: argparse.ArgumentParser, default_model: str | N
     parser.add_argument("--allow-pickle", action="store_true", help="allow loading pickled .bin weights (runs code in them)")
 
 
+def _mask_cleaning_options(p) -> None:
+    """``--mask-cleaning`` / ``--mask-dilate`` of bench and score (they act only with ``--masks``)."""
+    p.add_argument("--mask-cleaning", default="authors", choices=["authors", "none"],
+                   help="with --masks: clean each mask as the authors do (blur, threshold, close/open, largest "
+                        "contour; default) or use it raw (none)")
+    p.add_argument("--mask-dilate", type=int, default=0, metavar="K",
+                   help="with --masks: dilate the cleaned mask by an odd K x K max filter (default 0: off)")
+
+
 def _encoder(args):
     from .encoders import load_encoder
 
@@ -107,6 +116,8 @@ def cmd_bench(args) -> int:
         split=args.split,
         split_file=args.split_file,
         masks=args.masks,
+        mask_cleaning=args.mask_cleaning,
+        mask_dilate=args.mask_dilate,
         mtg=args.mtg,
         mtg_split=args.mtg_split,
         batch_size=args.batch_size,
@@ -153,7 +164,8 @@ def cmd_score(args) -> int:
     plan = plan_pairs(args.refs, args.gens, args.pairing)  # input errors before any model is loaded
     encoder = _encoder(args)
     threshold = resolve_threshold(args.threshold, encoder.name, args.calibration)
-    result = score_pairs(encoder, plan, masks=args.masks, batch_size=args.batch_size, skip_errors=args.skip_errors)
+    result = score_pairs(encoder, plan, masks=args.masks, batch_size=args.batch_size, skip_errors=args.skip_errors,
+                         mask_cleaning=args.mask_cleaning, mask_dilate=args.mask_dilate)
     summary = write_outputs(result, args.out, threshold=threshold, fmt=args.format)
     stats = summary.similarity or {}
     print(f"scored {summary.n_pairs} pairs ({plan.rule} pairing) with {encoder.name}; "
@@ -264,6 +276,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", default="test", help="value of the split column, or 'all' (default: test)")
     p.add_argument("--split-file", help="JSON list of row positions (overrides --split)")
     p.add_argument("--masks", action="store_true", help="foreground only: black out backgrounds with the views' masks")
+    _mask_cleaning_options(p)
     p.add_argument("--mtg", help="MTG dataset (hub id or folder) to add the MTG benchmark")
     p.add_argument("--mtg-split", default="test", help="MTG split to score (default: test, the paper's benchmark)")
     p.add_argument("--out", required=True, help="output folder (embedding store, sims/, results.*)")
@@ -290,6 +303,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--gens", help="generated-image folder (paths or subjects pairing)")
     p.add_argument("--pairing", default="auto", choices=["auto", "csv", "paths", "subjects", "dreambench"])
     p.add_argument("--masks", help="foreground masks: MASKS/refs/<relative path>, MASKS/gens/<relative path>")
+    _mask_cleaning_options(p)
     p.add_argument("--out", default="scores.csv", help="per-pair output (.csv, or .jsonl with --format jsonl)")
     p.add_argument("--format", choices=["csv", "jsonl"], default="csv")
     p.add_argument("--threshold", help="a number, or 'calibrated' (with --calibration) for same/different decisions")

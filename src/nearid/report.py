@@ -151,7 +151,9 @@ def _bench_page(results: BenchResults, path: Path) -> tuple[str, str]:
     parts = ["<h1>NearID-bench report</h1>", _facts([
         ("data", bench.data), ("split", bench.split), ("split file", bench.split_file),
         ("identities", bench.identities), ("sources", ", ".join(bench.sources)), ("images", bench.condition),
-        ("loaded", bench.load_report), ("MTG", mtg), ("results", path.name)])]
+        ("loaded", bench.load_report), ("mask cleaning", bench.mask_cleaning and
+                                         bench.mask_cleaning + (f", dilate {bench.mask_dilate}" if bench.mask_dilate else "")),
+        ("MTG", mtg), ("results", path.name)])]
     parts += ["<h2>Metrics</h2>", _metrics_table(results), "<h2>Similarities and margins</h2>", *_bench_plots(results, sims)]
     parts += ["<h2>Worst failures</h2>", _failures_section(bench, sims)]
     return "NearID-bench report", "\n".join(parts)
@@ -313,7 +315,8 @@ def _open_identities(bench: BenchInfo) -> tuple[dict | None, str | None]:
     from .data import load_nearid
 
     try:
-        data = load_nearid(bench.data, bench.sources, split=bench.split, split_file=bench.split_file)
+        data = load_nearid(bench.data, bench.sources, split=bench.split, split_file=bench.split_file,
+                           masks=bench.condition == "foreground")
         return {str(identity.id): identity for identity in data}, None
     except Exception as exc:  # noqa: BLE001 - a moved dataset costs the gallery, never the report
         return None, f"{type(exc).__name__}: {exc}".splitlines()[0]

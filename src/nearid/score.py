@@ -190,11 +190,18 @@ class ScoreResult:
     similarities: np.ndarray  # one per pair, NaN where an image failed
     failures: dict[str, str]  # image path -> message
     embedded: int  # unique images embedded
+    masks: str | None = None  # the masks folder images were cut with
+    mask_cleaning: str | None = None  # with masks: "authors" or "none"
+    mask_dilate: int = 0
 
 
 def score_pairs(encoder, plan: PairPlan, *, masks: str | os.PathLike | None = None, batch_size: int = 32,
-                skip_errors: bool = False, progress: bool | None = None) -> ScoreResult:
-    """Cosine similarity of every planned pair; each unique (image, mask) is embedded once."""
+                skip_errors: bool = False, progress: bool | None = None, mask_cleaning: str = "authors",
+                mask_dilate: int = 0) -> ScoreResult:
+    """Cosine similarity of every planned pair; each unique (image, mask) is embedded once. Masks are
+    cleaned as the authors clean them (``mask_cleaning="authors"``, spec 12.2) unless ``"none"``."""
+    from .mask_cleaning import evaluation_mask
+
     if plan.unmatched and not skip_errors:
         path, why = plan.unmatched[0]
         more = f" (and {len(plan.unmatched) - 1} more)" if len(plan.unmatched) > 1 else ""
@@ -202,13 +209,14 @@ def score_pairs(encoder, plan: PairPlan, *, masks: str | os.PathLike | None = No
     if not plan.pairs:
         raise PairingError("no pairs to score")
     mask_root = Path(masks) if masks else None
+    evaluation_mask(None, mask_cleaning, mask_dilate)  # a bad setting fails before any image is read
     row_of: dict[Path, int] = {}  # image -> row of the embedding matrix
     keys: list[tuple[Path, Path | None]] = []
     for pair in plan.pairs:
         for image in (pair.reference, pair.generated):
             if image not in row_of:
                 row_of[image] = len(keys)
-                keys.append((image, _mask_for(image, plan.roots, mask_root)))
+                keys.append((image, evaluation_mask(_mask_for(image, plan.roots, mask_root), mask_cleaning, mask_dilate)))
     failures_by_index: dict[int, str] | None = {} if skip_errors else None
     vectors = embed(encoder, [k[0] for k in keys], [k[1] for k in keys], batch_size=batch_size,
                     progress=progress, failures=failures_by_index)
@@ -217,7 +225,8 @@ def score_pairs(encoder, plan: PairPlan, *, masks: str | os.PathLike | None = No
     similarities = (refs * gens).sum(dim=-1).numpy().astype(np.float64)
     failures = {str(path): why for path, why in plan.unmatched}
     failures.update({str(keys[i][0]): message for i, message in (failures_by_index or {}).items()})
-    return ScoreResult(plan, encoder.name, similarities, failures, len(keys))
+    return ScoreResult(plan, encoder.name, similarities, failures, len(keys), masks=None if masks is None else os.fspath(masks),
+                       mask_cleaning=mask_cleaning if masks else None, mask_dilate=mask_dilate if masks else 0)
 
 
 # ------------------------------------------------------------------------------------- outputs
@@ -243,6 +252,9 @@ def summarise(result: ScoreResult, threshold: dict | None) -> ScoreSummary:
         threshold=threshold,
         decisions=decisions,
         errors=len(result.failures),
+        masks=result.masks,
+        mask_cleaning=result.mask_cleaning,
+        mask_dilate=result.mask_dilate,
     )
 
 
