@@ -333,7 +333,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--save-steps", type=int)
     p.add_argument("--log-steps", type=int)
     p.add_argument("--max-steps", type=int)
-    p.add_argument("--mixed-precision", choices=["no", "fp16", "bf16"])
+    p.add_argument("--mixed-precision", choices=["auto", "no", "fp16", "bf16"],
+                   help="auto (default): fp16 on CUDA as the authors trained, no on the CPU; the frozen trunk then runs in half")
+    p.add_argument("--jitter-prob", type=float, help="per-slot colour jitter probability (default 0, as the authors' code)")
+    p.add_argument("--affine-prob", type=float, help="per-slot translate + scale disalignment probability (default 0)")
     p.add_argument("--eval-steps", type=int, help="validation SSR/PA every N steps on --val-split (default: never)")
     p.add_argument("--val-split", help="split validated on (default val)")
     p.add_argument("--uncached", dest="cache_tokens", action="store_const", const=False,

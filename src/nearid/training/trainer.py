@@ -51,10 +51,12 @@ class TrainConfig:
     mtg_repeat: int = 4
     save_steps: int = 100
     log_steps: int = 10
-    mixed_precision: str = "no"
+    mixed_precision: str = "auto"  # auto: fp16 on CUDA (the authors' config, spec 12.3), "no" on the CPU; or no/fp16/bf16
+    jitter_prob: float = 0.0  # per-slot colour jitter probability (the authors' default 0; spec 12.5)
+    affine_prob: float = 0.0  # per-slot translate + scale "disalignment" probability (default 0)
     split: str = "train"
     max_steps: int | None = None  # stop early (tests, smoke runs); the schedule still spans all epochs
-    cache_tokens: bool = True  # False: run the frozen trunk every step (for augmentations a cache cannot hold)
+    cache_tokens: bool = True  # False: run the frozen trunk every step; True caches all but augmented slots
     eval_steps: int = 0  # validate (SSR/PA on `val_split`, main process) every N steps; 0 = never
     val_split: str = "val"
 
@@ -107,9 +109,10 @@ def train(config: TrainConfig, *, resume: bool = False) -> dict:
     from ..losses import CombinedLoss
     from ..processors import preprocessor
     from .samples import SampleRecipe, TrainingSet
-    from .token_cache import TokenCache, fill, pixel_values
+    from .token_cache import TokenCache, fill, pixel_values, slot_tokens
 
-    accelerator = Accelerator(cpu=not torch.cuda.is_available(), mixed_precision=config.mixed_precision)
+    precision = mixed_precision(config.mixed_precision, cuda=torch.cuda.is_available())
+    accelerator = Accelerator(cpu=not torch.cuda.is_available(), mixed_precision=precision)
     out = Path(config.out)
     loss_fn = CombinedLoss(config.loss)
     model, processor = load_backbone(config.backbone)
@@ -117,23 +120,27 @@ def train(config: TrainConfig, *, resume: bool = False) -> dict:
     preprocess = preprocessor(processor)
     bench = load_nearid(config.data, config.sources, split=config.split)
     mtg = load_mtg(config.mtg, split="train") if config.mtg else None
-    recipe = SampleRecipe(seed=config.seed, mask_probs=tuple(config.mask_probs), flip_prob=config.flip_prob, mtg_repeat=config.mtg_repeat)
+    recipe = SampleRecipe(seed=config.seed, mask_probs=tuple(config.mask_probs), flip_prob=config.flip_prob,
+                          mtg_repeat=config.mtg_repeat, jitter_prob=config.jitter_prob, affine_prob=config.affine_prob)
     training_set = TrainingSet(bench, config.sources, mtg, recipe)
     batches_per_epoch = len(training_set.batches(0, config.batch_size))
     total_steps = config.epochs * batches_per_epoch
 
+    # the validation encoder casts the model to fp32 when it is made, so it comes before the half trunk
+    validation = _validation(config, model, processor, accelerator.device) if config.eval_steps else None
+    half_trunk(model, precision)
     computed = 0
     if config.cache_tokens:  # fill the token cache once: each process computes its share, then all read everything
+        # jittered / disaligned slots are drawn afresh per (epoch, item, slot): they run the trunk when used
         cache = TokenCache.for_model(out / "token_cache", model, processor)
-        slots = sorted(training_set.slots(range(config.epochs)), key=lambda s: s.key)
+        slots = sorted(training_set.slots(range(config.epochs), cacheable_only=True), key=lambda s: s.key)
         mine = [s for i, s in enumerate(slots) if i % accelerator.num_processes == accelerator.process_index]
         computed = fill(cache, model, mine, preprocess, progress=False)
         accelerator.wait_for_everyone()
         cache.refresh()
-        tokens_of = lambda slots: cache.load([slot.key for slot in slots])  # noqa: E731
+        tokens_of = lambda slots: slot_tokens(slots, model, preprocess, cache)  # noqa: E731
     else:
         tokens_of = lambda slots: model.encode_tokens(pixel_values(slots, preprocess).to(accelerator.device))  # noqa: E731
-    validation = _validation(config, model, processor, accelerator.device) if config.eval_steps else None
 
     head = model.head
     optimizer = torch.optim.AdamW(head.parameters(), lr=config.lr, weight_decay=config.weight_decay)
@@ -185,6 +192,28 @@ def train(config: TrainConfig, *, resume: bool = False) -> dict:
                 head.train()
     checkpoint = _save(accelerator, head, optimizer, scheduler, step, out, save_file)
     return {"step": step, "loss": last_loss, "checkpoint": str(checkpoint)}
+
+
+def mixed_precision(setting: str, *, cuda: bool) -> str:
+    """accelerate's ``mixed_precision`` for a ``--mixed-precision`` setting: ``auto`` is fp16 on CUDA
+    (the authors' training config, spec 12.3) and ``no`` on the CPU; ``no``, ``fp16``, ``bf16`` as given."""
+    if setting == "auto":
+        return "fp16" if cuda else "no"
+    if setting not in ("no", "fp16", "bf16"):
+        raise NearIDError(f"--mixed-precision '{setting}': use auto, no, fp16 or bf16")
+    return setting
+
+
+def half_trunk(model, precision: str) -> None:
+    """Under fp16 / bf16 mixed precision, cast the frozen trunk (embeddings, blocks, post-LN) to that
+    half dtype: it runs without a graph (``encode_tokens``), so nothing is lost to autocast, and it
+    halves its memory and time. The head stays float32: it trains, autocast handles its matmuls."""
+    dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(precision)
+    if dtype is None:
+        return
+    tower = model.backbone
+    for part in (tower.embeddings, tower.encoder, tower.post_layernorm):
+        part.to(dtype)
 
 
 def _share(indices: list[int], rank: int, world: int) -> list[int]:
