@@ -29,9 +29,9 @@ def _add_encoder_options(parser: argparse.ArgumentParser, default_model: str | N
     parser.add_argument("--allow-pickle", action="store_true", help="allow loading pickled .bin weights (runs code in them)")
 
 
-def _mask_cleaning_options(p) -> None:
+def _mask_cleaning_options(p, bench: bool = False) -> None:
     """``--mask-cleaning`` / ``--mask-dilate`` of bench and score (they act only with ``--masks``)."""
-    p.add_argument("--mask-cleaning", default="authors", choices=["authors", "none"],
+    p.add_argument("--mask-cleaning", default=None if bench else "authors", choices=["authors", "none"],
                    help="with --masks: clean each mask as the authors do (blur, threshold, close/open, largest "
                         "contour; default) or use it raw (none)")
     p.add_argument("--mask-dilate", type=int, default=0, metavar="K",
@@ -108,18 +108,23 @@ def cmd_bench(args) -> int:
     from .bench import BenchConfig, run_bench
     from .tables import markdown
 
+    values = {"encoders": args.encoder, "data": args.data, "sources": args.sources, "split": args.split,
+              "masks": args.masks, "mask_cleaning": args.mask_cleaning, "mtg": args.mtg, "mtg_split": args.mtg_split}
+    if args.preset:
+        from .presets import check_available, resolve
+
+        values = resolve(args.preset, values)  # explicit options override the preset's
+        check_available(values)  # offline: a missing hub dataset or model fails here, before anything loads
+    for option, name in (("--encoder", "encoders"), ("--data", "data"), ("--sources", "sources")):
+        if not values[name]:
+            raise NearIDError(f"{option} is required (or --preset table1 / table7)")
+    defaults = {"split": "test", "masks": False, "mask_cleaning": "authors", "mtg_split": "test"}
+    values = {k: defaults[k] if v is None and k in defaults else v for k, v in values.items()}
     config = BenchConfig(
-        encoders=args.encoder,
-        data=args.data,
-        sources=args.sources,
+        **values,
         out=args.out,
-        split=args.split,
         split_file=args.split_file,
-        masks=args.masks,
-        mask_cleaning=args.mask_cleaning,
         mask_dilate=args.mask_dilate,
-        mtg=args.mtg,
-        mtg_split=args.mtg_split,
         batch_size=args.batch_size,
         device=args.device,
         dtype=args.dtype,
@@ -129,6 +134,12 @@ def cmd_bench(args) -> int:
     if results is not None:
         print("\n" + markdown(results))
         print(f"results: {Path(args.out) / 'results.json'} (+ results.md, results.csv, results.tex, sims/)")
+        if args.preset:
+            from .presets import comparison_markdown, get_preset, write_comparison
+
+            preset = get_preset(args.preset)
+            print("\n" + comparison_markdown(results, preset))
+            print(f"comparison with the published values: {write_comparison(results, preset, args.out)} (+ .csv)")
     return 0
 
 
@@ -270,15 +281,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(run=cmd_synth)
 
     p = commands.add_parser("bench", help="NearID-bench (+ MTG) for one or more encoders")
-    p.add_argument("--encoder", action="append", required=True, help="encoder spec; repeat for a comparison table")
-    p.add_argument("--data", required=True, help="positives: hub id, save_to_disk folder, parquet, or a `nearid synth` folder")
-    p.add_argument("--sources", nargs="+", required=True, help="distractor sources (<data>-<Source>, or NAME=LOCATION)")
-    p.add_argument("--split", default="test", help="value of the split column, or 'all' (default: test)")
+    p.add_argument("--preset", choices=["table1", "table7"],
+                   help="the paper's Table 1 (or Table 7, foreground only) in one run, printed beside the published "
+                        "values; the options below override the preset's")
+    p.add_argument("--encoder", action="append", help="encoder spec; repeat for a comparison table (required without --preset)")
+    p.add_argument("--data", help="positives: hub id, save_to_disk folder, parquet, or a `nearid synth` folder")
+    p.add_argument("--sources", nargs="+", help="distractor sources (<data>-<Source>, or NAME=LOCATION)")
+    p.add_argument("--split", help="value of the split column, or 'all' (default: test)")
     p.add_argument("--split-file", help="JSON list of row positions (overrides --split)")
-    p.add_argument("--masks", action="store_true", help="foreground only: black out backgrounds with the views' masks")
-    _mask_cleaning_options(p)
+    p.add_argument("--masks", action="store_true", default=None,
+                   help="foreground only: black out backgrounds with the views' masks")
+    _mask_cleaning_options(p, bench=True)
     p.add_argument("--mtg", help="MTG dataset (hub id or folder) to add the MTG benchmark")
-    p.add_argument("--mtg-split", default="test", help="MTG split to score (default: test, the paper's benchmark)")
+    p.add_argument("--mtg-split", help="MTG split to score (default: test, the paper's benchmark)")
     p.add_argument("--out", required=True, help="output folder (embedding store, sims/, results.*)")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--device", default="auto")
