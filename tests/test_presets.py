@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import csv
 import math
-import tomllib
 from pathlib import Path
 
 import pytest
+import tomllib
 
 from nearid.cli import main
 from nearid.data.synth import SynthConfig, generate
@@ -110,6 +110,7 @@ def test_preset_machinery_on_synthetic_data(data, tmp_path, capsys):
     assert nearid["MTG M-O"]["published"] == 0.465
     histogram = [r for r in rows if r["encoder"] == "histogram:8"]
     assert len(histogram) == 7 and all(math.isnan(r["published"]) for r in histogram)  # not in the paper
-    written = list(csv.DictReader(open(out / "table1.csv")))
+    with open(out / "table1.csv", newline="") as handle:
+        written = list(csv.DictReader(handle))
     assert len(written) == 14 and written[0]["published"] == "99.17"
     assert "| 99.17 |" in (out / "table1.md").read_text()

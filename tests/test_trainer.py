@@ -248,7 +248,7 @@ def test_jitter_and_disalignment_train_through_the_trunk(data, tmp_path, monkeyp
     both at 0 the run is bit for bit today's (every slot read from the cache)."""
     import json
 
-    import nearid.training.token_cache as token_cache
+    from nearid.training import token_cache
 
     augmented = train(config(data, tmp_path / "j", max_steps=3, save_steps=3, jitter_prob=0.5, affine_prob=0.5))
     plain = train(config(data, tmp_path / "p", max_steps=3, save_steps=3))

@@ -26,7 +26,7 @@ import io
 import json
 import math
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
@@ -54,11 +54,14 @@ class Preset:
     mtg: str | None = HUB_MTG
     mtg_split: str = "test"
     published: str = ""  # the key of this table in published/table1.json
-    settings: tuple[str, ...] = field(default=("encoders", "data", "sources", "split", "masks", "mask_cleaning", "mtg",
-                                               "mtg_split"), repr=False)
 
     def values(self) -> dict:
-        return {name: list(v) if isinstance(v := getattr(self, name), tuple) else v for name in self.settings}
+        """The bench settings (lists for tuples), as ``nearid bench``'s options name them."""
+        return {name: list(v) if isinstance(v := getattr(self, name), tuple) else v for name in SETTINGS}
+
+
+#: The bench settings a preset fixes; every other option keeps its ordinary default.
+SETTINGS = ("encoders", "data", "sources", "split", "masks", "mask_cleaning", "mtg", "mtg_split")
 
 
 TABLE1_ENCODERS = ("nearid", "siglip2-map", "clip", "dinov2")
@@ -179,8 +182,8 @@ def comparison_markdown(results, preset: Preset) -> str:
     rows = comparison_rows(results, preset)
     source = published_values()["tables"][preset.published]["source"]
     lines = [f"Preset {preset.name}: {preset.description}.", f"Published: {source}.",
-             "The paper's PA counts one more trial per identity (its mean margin > 0): compare it with "
-             "'PA (as published)'.", "",
+             ("The paper's PA counts one more trial per identity (its mean margin > 0): compare it with "
+              "'PA (as published)'."), "",
              "| encoder | metric | ours | published | ours - published |", "|---|---|---|---|---|"]
     for row in rows:
         m = row["metric"]
