@@ -198,8 +198,8 @@ def test_validation_is_what_bench_reports_for_the_exported_model(data, tmp_path)
     def bench(spec, name):
         config = BenchConfig(encoders=[spec], data=str(data), sources=["Instance"], out=str(tmp_path / name),
                              split="test", device="cpu")
-        (result,) = run_bench(config)["encoders"].values()
-        return result["nearid"]["groups"]["all sources"]
+        (result,) = run_bench(config).encoders.values()  # BenchResults since the results schema
+        return result.nearid.groups["all sources"].score.as_dict()
 
     trained, untrained = bench(f"nearid:{model}", "trained"), bench("tiny", "untrained")
     validated = {k: v for k, v in lines[-1].items() if k != "step"}
