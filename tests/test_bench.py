@@ -20,6 +20,7 @@ from nearid.data import Identity, View, load_mtg, load_nearid
 from nearid.data.synth import SynthConfig, generate
 from nearid.evaluate import fill_tables, image_key, plan_images
 from nearid.images import ImageRef
+from nearid.mask_cleaning import cleaned_mask_ref
 from nearid.metrics import nearid_scores
 from nearid.results import BenchResults
 from nearid.simtables import read_mtg_csv, read_nearid_csv
@@ -52,7 +53,7 @@ def expected_mtg(encoder, data, masks=False) -> dict:
     samples = list(load_mtg(data / "MTG", split="test"))
     sims = {name: [] for name in ("12", "11p", "12p", "22p", "21p")}
     for sample in samples:
-        m = [sample.object_masks[k] if masks else None for k in (0, 1)]
+        m = [cleaned_mask_ref(sample.object_masks[k]) if masks else None for k in (0, 1)]  # the authors' cleaning
         v1, v2, v1p, v2p = nearid.embed(encoder, [*sample.originals, *sample.edited], [m[0], m[1], m[0], m[1]]).double()
         for name, (a, b) in zip(sims, ((v1, v2), (v1, v1p), (v1, v2p), (v2, v2p), (v2, v1p))):
             sims[name].append(float(a @ b))
@@ -67,14 +68,16 @@ def expected_mtg(encoder, data, masks=False) -> dict:
             "m_opair": np.tanh(z[:2].mean()), "correlations": r}
 
 
-def expected_nearid(encoder, data, source: str, masks: bool) -> dict:
+def expected_nearid(encoder, data, source: str, masks: bool, cleaning: str = "authors") -> dict:
     """SSR / PA of one source, from images embedded here one identity at a time and the paper's margins
     written out as loops; under ``masks`` view j and the distractor in view j's background are both cut
-    with view j's mask."""
-    n_samples = all_win = trials = wins = 0
+    with view j's mask, cleaned as the authors clean it (or raw with ``cleaning="none"``)."""
+    n_samples = all_win = trials = wins = mean_wins = 0
     for identity in load_nearid(data, [source], split="test"):
         slots = identity.view_slots
         masks_of = [identity.views[j].mask if masks else None for j in slots]
+        if masks and cleaning == "authors":
+            masks_of = [cleaned_mask_ref(m) for m in masks_of]
         views = dict(zip(slots, nearid.embed(encoder, [identity.views[j].image for j in slots], masks_of).double()))
         own = {}
         for j, mask in zip(slots, masks_of):
@@ -88,8 +91,10 @@ def expected_nearid(encoder, data, source: str, masks: bool) -> dict:
             all_win += all(m > 0 for m in margins)
             trials += len(margins)
             wins += sum(m > 0 for m in margins)
+            mean_wins += sum(margins) / len(margins) > 0
     return {"ssr": 100 * all_win / n_samples, "pa": 100 * wins / trials, "n_samples": n_samples, "n_trials": trials,
-            "n_wins": wins, "n_all_win": all_win}
+            "n_wins": wins, "n_all_win": all_win, "n_mean_win": mean_wins,
+            "pa_published": 100 * (wins + mean_wins) / (trials + n_samples)}
 
 
 def test_counts_tables_and_csvs(data, tmp_path):
@@ -143,14 +148,18 @@ def test_rerun_resumes_from_the_store(data, tmp_path):
 
 
 def test_masks_use_the_view_silhouette(data, tmp_path):
-    results = run_bench(config(data, tmp_path, encoders=["histogram"], masks=True, mtg=None))
-    assert results.benchmark.condition == "foreground"
+    cleaned = run_bench(config(data, tmp_path, encoders=["histogram"], masks=True, mtg=None))
+    assert cleaned.benchmark.condition == "foreground"
+    assert (cleaned.benchmark.mask_cleaning, cleaned.benchmark.mask_dilate) == ("authors", 0)  # the default
+    results = run_bench(config(data, tmp_path / "raw", encoders=["histogram"], masks=True, mtg=None, mask_cleaning="none"))
+    assert results.benchmark.mask_cleaning == "none"
     full = run_bench(config(data, tmp_path / "full", encoders=["histogram"], mtg=None))
+    assert full.benchmark.mask_cleaning is None
     encoder = nearid.load_encoder("histogram", device="cpu")
-    for run, masks in ((results, True), (full, False)):
+    for run, masks, cleaning in ((cleaned, True, "authors"), (results, True, "none"), (full, False, "none")):
         for source in SOURCES:
             score = run.encoders["histogram:8"].nearid.per_source[source]
-            assert score.as_dict() == pytest.approx(expected_nearid(encoder, data, source, masks))
+            assert score.as_dict() == pytest.approx(expected_nearid(encoder, data, source, masks, cleaning))
     masked_pa = results.encoders["histogram:8"].nearid.groups["all sources"].score.pa
     full_pa = full.encoders["histogram:8"].nearid.groups["all sources"].score.pa
     assert masked_pa > full_pa  # the colour histogram is fooled by context, less so without it
@@ -171,7 +180,7 @@ def test_fill_tables_against_direct_cosines():
 
     bench = [identity(0, (0, 1, 2)), identity(1, (0, 2), missing={("B", 2)}), identity(2, (1, 2), missing={("A", 1)})]
     for masks in (False, True):
-        plan = plan_images(bench, ["A", "B"], masks=masks)
+        plan = plan_images(bench, ["A", "B"], masks=masks, mask_cleaning="none")
         assert len(plan) == len(set(plan.keys)) == 7 + 2 * 7 - 2  # 7 views; per source one distractor per view, 2 missing
         rng = np.random.default_rng(1)
         matrix = rng.normal(size=(len(plan), 5))
@@ -228,14 +237,14 @@ def test_metrics_command_pools_csvs(data, tmp_path, capsys):
     assert main(["metrics", *paths, "--json"]) == 0
     printed = json.loads(capsys.readouterr().out)
     pooled = json.loads((tmp_path / "results.json").read_text())["encoders"]["histogram:8"]["nearid"]["groups"]["all sources"]
-    assert printed == {k: pytest.approx(pooled[k]) for k in ("ssr", "pa", "n_samples", "n_trials")}
+    assert printed == {k: pytest.approx(pooled[k]) for k in ("ssr", "pa", "pa_published", "n_samples", "n_trials")}
 
 
 def test_metrics_command_errors(tmp_path, capsys):
     bad = tmp_path / "bad.csv"
     bad.write_text("sample_id,sim_01,sim_02\n1,0.5,\n")
     assert main(["metrics", str(bad)]) == 2
-    assert "bad.csv: missing column 'sim_12'" in capsys.readouterr().err
+    assert "bad.csv: missing column 'cross_00'" in capsys.readouterr().err
     bad.write_text("sample_id,sim_01,sim_02,sim_12,cross_00,cross_11,cross_22\n1,0.5,,,abc,0.1,\n")
     assert main(["metrics", str(bad)]) == 2
     assert "bad.csv: line 2, column cross_00: 'abc' is not a number" in capsys.readouterr().err
@@ -249,4 +258,85 @@ def test_authors_layout_by_hand(tmp_path, capsys):
         "9,3,3,0.9,0.8,0.7,0.1,,,0.2,0.3\n"  # all 6 win
     )
     assert main(["metrics", str(table), "--json"]) == 0
-    assert json.loads(capsys.readouterr().out) == {"ssr": 50.0, "pa": pytest.approx(700 / 8), "n_samples": 2, "n_trials": 8}
+    # identity 7: margins +0.3, -0.1 (mean > 0); identity 9: all 6 win -> published (7 + 2) / (8 + 2)
+    assert json.loads(capsys.readouterr().out) == {"ssr": 50.0, "pa": pytest.approx(700 / 8), "n_samples": 2, "n_trials": 8,
+                                                   "pa_published": pytest.approx(90.0)}
+
+
+def test_authors_two_view_table_without_third_view_columns(tmp_path, capsys):
+    """The authors' CSVs of 2-view identities have no sim_02 / sim_12 / cross_*2 columns at all."""
+    table = tmp_path / "sims.csv"
+    table.write_text(
+        "sample_id,category,n_pos,n_neg,sim_01,cross_00,cross_01,cross_10,cross_11\n"
+        "3,cup,2,2,0.5,0.25,0.9,0.9,0.875\n"  # margins +0.25, -0.375: one win, mean < 0
+        "4,mug,2,2,0.75,0.5,0.1,0.1,0.25\n"  # margins +0.25, +0.5: two wins, mean > 0
+    )
+    assert main(["metrics", str(table), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == {"ssr": 50.0, "pa": 75.0, "n_samples": 2, "n_trials": 4,
+                                                   "pa_published": pytest.approx(100 * 4 / 6)}
+
+
+# ------------------------------------------------------------------ masks: the authors' rules (spec 12.2)
+def _identity_with_masks(i, masked=(0, 1, 2)):
+    views = tuple(View(_ref(f"v{i}{j}"), _ref(f"m{i}{j}") if j in masked else None) for j in range(3))
+    distractors = {"A": tuple(_ref(f"A{i}{j}") for j in range(3))}
+    return Identity(id=i, row=i, views=views, distractors=distractors, category="c")
+
+
+def test_plan_drops_a_view_without_a_mask_with_its_distractors():
+    bench = [_identity_with_masks(0), _identity_with_masks(1, masked=(0, 2))]
+    plan = plan_images(bench, ["A"], masks=True, mask_cleaning="none")
+    assert plan.views_without_mask == 1
+    assert plan.views[1, 1] == -1 and plan.distractors["A"][1, 1] == -1  # view 1 and its distractor are gone
+    assert (plan.views[1, [0, 2]] >= 0).all() and (plan.distractors["A"][1, [0, 2]] >= 0).all()
+    assert len(plan) == 6 + 4 and "v11" not in " ".join(plan.keys) and "A11" not in " ".join(plan.keys)
+    # 3 views -> 6 trials; with view 1 dropped: 2 trials (pair 0-2 both ways), as the authors count
+    tables = fill_tables(plan, np.eye(len(plan)))
+    assert np.isfinite(tables["A"].pair[1]).sum() == 1 and np.isfinite(tables["A"].own_background[1]).sum() == 2
+    assert tables["A"].scores().n_trials == 6 + 2
+    full = plan_images(bench, ["A"], masks=False)
+    assert full.views_without_mask == 0 and (full.views >= 0).all()  # without --masks nothing is dropped
+
+
+def test_plan_keys_of_cleaned_and_raw_masks_differ():
+    bench = [_identity_with_masks(0)]
+    raw = plan_images(bench, ["A"], masks=True, mask_cleaning="none")
+    cleaned = plan_images(bench, ["A"], masks=True)
+    dilated = plan_images(bench, ["A"], masks=True, mask_dilate=3)
+    assert raw.keys == [image_key(ref, _ref(f"m0{j}")) for j in range(3) for ref in (_ref(f"v0{j}"), _ref(f"A0{j}"))]
+    assert cleaned.keys == [k + "|clean" for k in raw.keys]
+    assert dilated.keys == [k + "|clean,dilate=3" for k in raw.keys]
+    assert not set(raw.keys) & set(cleaned.keys) and not set(cleaned.keys) & set(dilated.keys)
+    with pytest.raises(nearid.NearIDError, match="not an odd number"):
+        plan_images(bench, ["A"], masks=True, mask_dilate=2)
+
+
+def test_bench_drops_a_view_whose_mask_is_missing(data, tmp_path):
+    """On the synthetic bench with one view's mask removed: that view and its distractors are left out
+    under --masks, counted in the load report and results.json; the full-image run keeps them."""
+    import datasets
+
+    copy = tmp_path / "data"
+    shutil.copytree(data, copy, ignore=shutil.ignore_patterns("NearID"))
+    positives = datasets.load_from_disk(str(data / "NearID"))
+    test_rows = [r for r, s in enumerate(positives["train"]["split"]) if s == "test"]
+    target = next(r for r in test_rows if positives["train"][r]["images3"] is not None)  # a 3-view identity
+    positives["train"] = positives["train"].map(
+        lambda row, idx: {"masks2": None if idx == target else row["masks2"]}, with_indices=True)
+    positives.save_to_disk(str(copy / "NearID"))
+    bench = load_nearid(copy, ["Part"], split="test", masks=True)
+    assert bench.report.views_without_mask == 1
+    assert "dropped 1 views without a mask, with their distractors" in bench.report.summary()
+    identity = next(i for i in bench if i.row == target)
+    assert identity.view_slots == [0, 2] and identity.distractor("Part", 1) is None
+    assert load_nearid(copy, ["Part"], split="test").report.views_without_mask == 0
+    results = run_bench(config(copy, tmp_path / "out", encoders=["histogram"], sources=["Part"], masks=True, mtg=None,
+                               mask_cleaning="none"))
+    assert results.benchmark.views_without_mask == 1
+    assert "dropped 1 views without a mask" in results.benchmark.load_report
+    full = run_bench(config(copy, tmp_path / "full", encoders=["histogram"], sources=["Part"], mtg=None))
+    masked_trials = results.encoders["histogram:8"].nearid.per_source["Part"].n_trials
+    full_trials = full.encoders["histogram:8"].nearid.per_source["Part"].n_trials
+    assert full_trials - masked_trials == 6 - 2  # that identity: 6 trials with 3 views, 2 with 2
+    raw = json.loads((tmp_path / "out" / "results.json").read_text())["benchmark"]
+    assert (raw["views_without_mask"], raw["mask_cleaning"]) == (1, "none")

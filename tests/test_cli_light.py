@@ -80,6 +80,16 @@ def ssr_pa_by_hand(pair: np.ndarray, own: np.ndarray) -> tuple[float, float, int
     return 100 * successes / len(pair), 100 * wins / (6 * len(pair)), 6 * len(pair)
 
 
+def pa_published_by_hand(pair: np.ndarray, own: np.ndarray) -> float:
+    """PA as the paper's tables count it: one more trial per identity, won when its mean margin is > 0."""
+    wins, mean_wins = 0, 0
+    for i in range(len(pair)):
+        margins = [pair[i, k] - own[i, anchor] for k, (a, b) in enumerate(((0, 1), (0, 2), (1, 2))) for anchor in (a, b)]
+        wins += sum(m > 0 for m in margins)
+        mean_wins += sum(margins) / len(margins) > 0
+    return 100 * (wins + mean_wins) / (7 * len(pair))
+
+
 @pytest.fixture
 def ratings(tmp_path) -> Path:
     """test_dbpp's hand-made ratings folder: no live_subject items, so those categories are NaN."""
@@ -152,7 +162,8 @@ def test_metrics_on_50_rows_is_light_and_matches_a_hand_count(tmp_path):
     done, modules = run_nearid(tmp_path, "metrics", str(tmp_path / "sims.csv"), "--json")
     assert done.returncode == 0, done.stderr
     ssr, pa, trials = ssr_pa_by_hand(pair, own)
-    assert json.loads(done.stdout) == {"ssr": pytest.approx(ssr), "pa": pytest.approx(pa), "n_samples": 50, "n_trials": trials}
+    assert json.loads(done.stdout) == {"ssr": pytest.approx(ssr), "pa": pytest.approx(pa), "n_samples": 50, "n_trials": trials,
+                                       "pa_published": pytest.approx(pa_published_by_hand(pair, own))}
     assert_light(done, modules)
 
 

@@ -420,3 +420,18 @@ def test_nearid_encoders_command_imports_no_torch():
     imported = {line.rsplit("|", 1)[-1].strip().split(".")[0] for line in done.stderr.splitlines() if line.startswith("import time:")}
     assert "nearid" in imported  # the probe sees the package's own imports
     assert "torch" not in imported and "transformers" not in imported
+
+
+def test_auto_dtype_is_fp16_on_cuda_for_nearid_and_siglip(monkeypatch):
+    """The authors evaluated NearID and SigLIP2 in fp16 (spec 12.3); other families keep bf16; the CPU fp32."""
+    from nearid.encoders import resolve_dtype
+
+    cuda, cpu = torch.device("cuda"), torch.device("cpu")
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    for family in ("nearid", "siglip2-map", "siglip2-mean", "tiny", None):  # None: nearid_encoder over a NearID model
+        assert resolve_dtype("auto", cuda, family) == torch.float16
+        assert resolve_dtype("auto", cpu, family) == torch.float32
+    assert resolve_dtype("auto", cuda, "clip") == resolve_dtype(None, cuda, "dinov2") == torch.bfloat16
+    assert resolve_dtype("bf16", cuda, "nearid") == torch.bfloat16 and resolve_dtype("fp32", cuda, "nearid") == torch.float32
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
+    assert resolve_dtype("auto", cuda, "clip") == torch.float32

@@ -78,16 +78,69 @@ def test_pool_adds_counts_and_equals_concatenation_exactly():
 
 
 def test_score_counts_and_dict_layout_by_hand():
-    score = DiscriminationScore(n_samples=4, n_all_win=1, n_trials=10, n_wins=7)
-    assert (score.ssr, score.pa) == (25.0, 70.0)
-    assert score.as_dict() == {"ssr": 25.0, "pa": 70.0, "n_samples": 4, "n_all_win": 1, "n_trials": 10, "n_wins": 7}
+    score = DiscriminationScore(n_samples=4, n_all_win=1, n_trials=10, n_wins=7, n_mean_win=3)
+    assert (score.ssr, score.pa, score.pa_published) == (25.0, 70.0, 100 * 10 / 14)
+    assert score.as_dict() == {"ssr": 25.0, "pa": 70.0, "pa_published": 100 * 10 / 14, "n_samples": 4, "n_all_win": 1,
+                               "n_trials": 10, "n_wins": 7, "n_mean_win": 3}
     assert DiscriminationScore.from_dict(score.as_dict()) == score
     assert np.isnan(DiscriminationScore.pool().ssr)  # nothing pooled: no identity, no figure
 
 
 def test_empty():
     score = nearid_scores(np.zeros((0, 3)), np.zeros((0, 3)))
-    assert score.n_samples == 0 and np.isnan(score.ssr) and np.isnan(score.pa)
+    assert score.n_samples == 0 and np.isnan(score.ssr) and np.isnan(score.pa) and np.isnan(score.pa_published)
+
+
+# ------------------------------------------------------------------ PA as published (spec 12.1)
+def test_pa_published_spec_example():
+    # one identity, three valid trials +0.2, -0.1, +0.3: wins 2 of 3, mean +0.133 > 0 -> one more win
+    score = discrimination(np.array([[0.2, -0.1, 0.3]]))
+    assert (score.n_wins, score.n_trials, score.n_mean_win) == (2, 3, 1)
+    assert score.pa == pytest.approx(100 * 2 / 3) and score.pa_published == pytest.approx(100 * 3 / 4)
+
+
+def test_pa_published_mean_of_exactly_zero_loses():
+    # margins +0.5, -0.5 (exact in binary): mean 0 is a tie, and a tie loses
+    score = discrimination(np.array([[0.5, -0.5, nan]]))
+    assert (score.n_wins, score.n_trials, score.n_samples, score.n_mean_win) == (1, 2, 1, 0)
+    assert score.pa == 50.0 and score.pa_published == pytest.approx(100 * 1 / 3)
+
+
+def test_pa_published_two_view_identity_and_a_losing_mean():
+    # identity 1, two views: s01 = 0.5, s(p0,n0) = 0.25, s(p1,n1) = 0.875 -> margins +0.25, -0.375: mean < 0
+    # identity 2, three views, all six margins win; identity 3 has no valid trial and counts nowhere
+    pair = np.array([[0.5, nan, nan], [0.9, 0.8, 0.7], [nan, nan, nan]])
+    cross = np.array([[0.25, 0.875, nan], [0.1, 0.2, 0.3], [0.1, 0.1, 0.1]])
+    score = nearid_scores(pair, cross)
+    assert (score.n_samples, score.n_trials, score.n_wins, score.n_mean_win) == (2, 8, 7, 1)
+    assert score.pa == pytest.approx(100 * 7 / 8)
+    assert score.pa_published == pytest.approx(100 * (7 + 1) / (8 + 2))
+
+
+def test_pa_published_nan_trials_are_left_out_of_the_mean():
+    # valid margins -0.1 and +0.3 (mean +0.1 > 0); a NaN trial must not drag the mean to NaN or 0
+    score = discrimination(np.array([[nan, -0.1, 0.3, nan]]))
+    assert (score.n_trials, score.n_wins, score.n_mean_win) == (2, 1, 1)
+    assert score.pa_published == pytest.approx(100 * 2 / 3)
+
+
+def test_pa_published_pools_exactly():
+    rng = np.random.default_rng(3)
+    tables = [(rng.uniform(size=(n, 3)), rng.uniform(0.2, 1.0, size=(n, 3))) for n in (4, 11, 7)]
+    for pair, cross in tables:
+        pair[rng.uniform(size=pair.shape) < 0.3] = nan
+    parts = [nearid_scores(*t) for t in tables]
+    concatenated = nearid_scores(np.concatenate([t[0] for t in tables]), np.concatenate([t[1] for t in tables]))
+    pooled = DiscriminationScore.pool(*parts)
+    assert pooled.n_mean_win == concatenated.n_mean_win == sum(p.n_mean_win for p in parts)
+    assert pooled.pa_published == concatenated.pa_published
+    # an independent computation: per identity, mean of the finite margins
+    margins = nearid_margins(np.concatenate([t[0] for t in tables]), np.concatenate([t[1] for t in tables]))
+    flat = margins.reshape(len(margins), -1)
+    means = [row[np.isfinite(row)].mean() for row in flat if np.isfinite(row).any()]
+    wins = int(sum(int((row[np.isfinite(row)] > 0).sum()) for row in flat))
+    trials = int(np.isfinite(flat).sum())
+    assert pooled.pa_published == pytest.approx(100 * (wins + sum(m > 0 for m in means)) / (trials + len(means)))
 
 
 def test_pearson_and_fisher_z_by_hand():

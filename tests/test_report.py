@@ -74,7 +74,7 @@ def test_metrics_table_shows_the_results_numbers(bench, bench_report, tmp_path):
     folder, results = bench
     result = results.encoders[ENCODER]
     pooled, mtg = result.nearid.groups["all sources"].score, result.mtg
-    expected = [f"{pooled.ssr:.1f}", f"{pooled.pa:.1f}"]
+    expected = [f"{pooled.ssr:.1f}", f"{pooled.pa:.1f}", f"{pooled.pa_published:.1f}"]
     expected += [f"{getattr(result.nearid.per_source[s], m):.1f}" for s in SOURCES for m in ("ssr", "pa")]
     expected += [f"{mtg.m_o:.3f}", f"{mtg.m_opair:.3f}", f"{mtg.ssr:.1f}", f"{mtg.pa:.1f}"]
     text = bench_report.read_text()

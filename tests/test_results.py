@@ -25,7 +25,7 @@ from nearid.results import (
 
 
 def bench_results() -> BenchResults:
-    a, b = DiscriminationScore(10, 4, 50, 31), DiscriminationScore(8, 0, 30, 12)
+    a, b = DiscriminationScore(10, 4, 50, 31, 7), DiscriminationScore(8, 0, 30, 12, 2)
     nearid = NearIDResult({"A": a, "B": b}, {"all sources": SourceGroup(["A", "B"], a + b)})
     mtg = MTGScore(m_o=0.25, m_opair=0.5, correlations=(0.1, float("nan"), -0.2, 0.3),
                    discrimination=DiscriminationScore(6, 1, 12, 5))
@@ -49,8 +49,9 @@ def test_bench_results_round_trip_and_layout(tmp_path):
     assert (raw["schema_version"], raw["kind"]) == (SCHEMA_VERSION, "bench")
     assert (raw["benchmark"]["split"], raw["benchmark"]["split_file"]) == (None, "splits/val.json")
     group = raw["encoders"]["histogram:8"]["nearid"]["groups"]["all sources"]
-    assert group == {"ssr": 100 * 4 / 18, "pa": 100 * 43 / 80, "n_samples": 18, "n_all_win": 4, "n_trials": 80,
-                     "n_wins": 43, "sources": ["A", "B"]}
+    assert group == {"ssr": 100 * 4 / 18, "pa": 100 * 43 / 80, "pa_published": 100 * (43 + 9) / (80 + 18),
+                     "n_samples": 18, "n_all_win": 4, "n_trials": 80, "n_wins": 43, "n_mean_win": 9,
+                     "sources": ["A", "B"]}
     assert raw["encoders"]["histogram:8"]["calibration"]["value"] == 0.61
     assert raw["encoders"]["histogram:8"]["mtg"]["ssr"] == pytest.approx(100 / 6)
     assert math.isnan(back.encoders["histogram:8"].mtg.correlations[1])

@@ -15,7 +15,7 @@ from nearid.cli import main
 from nearid.errors import NearIDError
 from nearid.metrics import Threshold
 from nearid.results import BenchInfo, BenchResults, Calibration, EncoderResult, NearIDResult, read_results
-from nearid.score import plan_pairs, resolve_threshold, score_pairs
+from nearid.score import plan_pairs, resolve_threshold, score_pairs, summarise
 
 
 def draw(path, seed: int, size=(40, 40)):
@@ -132,7 +132,7 @@ def test_corrupt_generated_image_exit_2_and_no_output(tmp_path, capsys):
     [
         ("unmatched", r"gens/extra\.png: no reference with this name; fix the inputs or pass --skip-errors"),
         ("empty", r"gens: no images inside"),
-        ("bad_mask", r"masks/gens/0\.png: mask is 20x10 but its image is 40x40"),
+        ("bad_mask", r"masks/gens/0\.png\|clean: mask is 20x10 but its image is 40x40"),  # the cleaned mask's key
     ],
 )
 def test_input_errors(tmp_path, capsys, layout, message):
@@ -169,11 +169,39 @@ def test_masks_are_applied(tmp_path, tiny):
     mask[8:30, 8:30] = 255
     (tmp_path / "m" / "refs").mkdir(parents=True)
     Image.fromarray(mask).save(tmp_path / "m" / "refs" / "0.png")
-    result = score_pairs(tiny, plan_pairs(tmp_path / "refs", tmp_path / "gens"), masks=tmp_path / "m")
+    result = score_pairs(tiny, plan_pairs(tmp_path / "refs", tmp_path / "gens"), masks=tmp_path / "m",
+                         mask_cleaning="none")
     masked_ref = np.asarray(Image.open(ref)).copy()
     masked_ref[mask == 0] = 0
     vectors = nearid.embed(tiny, [masked_ref, gen])
     assert result.similarities[0] == pytest.approx(float(vectors[0] @ vectors[1]), abs=1e-5)
+
+
+def test_masks_are_cleaned_by_default(tmp_path, tiny):
+    """A speck of noise far from the object survives a raw mask and is removed by the authors' cleaning."""
+    from nearid.mask_cleaning import clean_mask
+
+    ref, gen = draw(tmp_path / "refs" / "0.png", 0), draw(tmp_path / "gens" / "0.png", 1)
+    mask = np.zeros((40, 40), np.uint8)
+    mask[8:30, 8:30] = 255
+    mask[35:37, 35:37] = 255  # a 2x2 speck: it lets a corner of background through
+    (tmp_path / "m" / "refs").mkdir(parents=True)
+    Image.fromarray(mask).save(tmp_path / "m" / "refs" / "0.png")
+    plan = plan_pairs(tmp_path / "refs", tmp_path / "gens")
+    raw = score_pairs(tiny, plan, masks=tmp_path / "m", mask_cleaning="none")
+    cleaned = score_pairs(tiny, plan, masks=tmp_path / "m")
+    cleaned_mask = np.asarray(clean_mask(tmp_path / "m" / "refs" / "0.png"))
+    assert cleaned_mask[35:37, 35:37].max() == 0 and cleaned_mask[15, 15] == 255  # the speck is gone
+    by_hand = np.asarray(Image.open(ref)).copy()
+    by_hand[cleaned_mask == 0] = 0
+    vectors = nearid.embed(tiny, [by_hand, gen])
+    assert cleaned.similarities[0] == pytest.approx(float(vectors[0] @ vectors[1]), abs=1e-5)
+    assert abs(cleaned.similarities[0] - raw.similarities[0]) > 1e-4  # the speck changed the raw embedding
+    summary = summarise(cleaned, None)
+    assert (summary.mask_cleaning, summary.mask_dilate) == ("authors", 0)
+    assert summary.masks == str(tmp_path / "m") and summarise(raw, None).mask_cleaning == "none"
+    with pytest.raises(NearIDError, match="--mask-dilate 3 dilates the cleaned mask"):
+        score_pairs(tiny, plan, masks=tmp_path / "m", mask_cleaning="none", mask_dilate=3)
 
 
 def test_thresholds(tmp_path, capsys):

@@ -243,3 +243,72 @@ def test_command_line_reaches_every_setting_it_names(data, tmp_path):
     assert main(["train", "--data", str(data), *ARGS, "--max-steps", "1", "--out", str(tmp_path / "c")]) == 0
     defaults = json.loads((tmp_path / "c" / "config.json").read_text())
     assert defaults["cache_tokens"] is True and defaults["eval_steps"] == 0  # absent options keep the defaults
+
+
+# ------------------------------------------------------------------ augmentation options and precision (issue 13)
+def test_jitter_and_disalignment_train_through_the_trunk(data, tmp_path, monkeypatch):
+    """Augmented slots are not cached (each is drawn afresh per epoch, item and slot): a cached run with
+    jitter and disalignment on completes, caches only the plain slots, and trains another head; with
+    both at 0 the run is bit for bit today's (every slot read from the cache)."""
+    import json
+
+    from nearid.training import token_cache
+
+    augmented = train(config(data, tmp_path / "j", max_steps=3, save_steps=3, jitter_prob=0.5, affine_prob=0.5))
+    plain = train(config(data, tmp_path / "p", max_steps=3, save_steps=3))
+    assert augmented["step"] == plain["step"] == 3 and augmented["loss"] != pytest.approx(plain["loss"])
+    assert any(not torch.equal(t, head_of(tmp_path / "p")[n]) for n, t in head_of(tmp_path / "j").items())
+    bench = load_nearid(data, ["Part", "Shape"], split="train")
+    recipe = SampleRecipe(seed=0, jitter_prob=0.5, affine_prob=0.5)
+    training_set = TrainingSet(bench, ["Part", "Shape"], load_mtg_train(data), recipe)
+    every, cacheable = training_set.slots(range(2)), training_set.slots(range(2), cacheable_only=True)
+    assert 0 < len(cacheable) < len(every)
+    cached_keys = token_cache.TokenCache.for_model(tmp_path / "j" / "token_cache", *load_backbone("tiny")).keys()
+    assert set(cached_keys) == {s.key for s in cacheable}
+    # probabilities 0: the cache-only path of before, exactly
+    monkeypatch.setattr(token_cache, "slot_tokens", lambda slots, model, preprocess, cache: cache.load([s.key for s in slots]))
+    before = train(config(data, tmp_path / "b", max_steps=3, save_steps=3))
+    assert before["loss"] == plain["loss"]
+    for name, tensor in head_of(tmp_path / "b").items():
+        assert torch.equal(head_of(tmp_path / "p")[name], tensor)
+    saved = json.loads((tmp_path / "j" / "config.json").read_text())
+    assert (saved["jitter_prob"], saved["affine_prob"], saved["mixed_precision"]) == (0.5, 0.5, "auto")
+
+
+def load_mtg_train(data):
+    from nearid.data import load_mtg
+
+    return load_mtg(data / "MTG", split="train")
+
+
+def test_augmentation_options_reach_the_config(data, tmp_path):
+    import json
+
+    argv = ["train", "--data", str(data), *ARGS, "--max-steps", "1", "--jitter-prob", "0.25", "--affine-prob", "0.5",
+            "--mixed-precision", "no", "--out", str(tmp_path / "o")]
+    assert main(argv) == 0
+    saved = json.loads((tmp_path / "o" / "config.json").read_text())
+    assert (saved["jitter_prob"], saved["affine_prob"], saved["mixed_precision"]) == (0.25, 0.5, "no")
+
+
+def test_mixed_precision_default_and_the_half_trunk():
+    from nearid.errors import NearIDError
+    from nearid.training.trainer import half_trunk, mixed_precision
+
+    assert mixed_precision("auto", cuda=True) == "fp16" and mixed_precision("auto", cuda=False) == "no"
+    assert mixed_precision("bf16", cuda=True) == "bf16" and mixed_precision("no", cuda=True) == "no"
+    with pytest.raises(NearIDError, match="use auto, no, fp16 or bf16"):
+        mixed_precision("fp8", cuda=True)
+    model = build_tiny_model(0)
+    pixels = torch.rand(2, 3, model.config.vision_config.image_size, model.config.vision_config.image_size)
+    reference = model.encode_tokens(pixels)
+    half_trunk(model, "no")
+    assert all(p.dtype == torch.float32 for p in model.parameters())
+    half_trunk(model, "bf16")  # bf16 here: CPU kernels for it exist everywhere; fp16 is cast the same way
+    trunk = [p for n, p in model.backbone.named_parameters() if not n.startswith("head.")]
+    assert trunk and all(p.dtype == torch.bfloat16 and not p.requires_grad for p in trunk)
+    assert all(p.dtype == torch.float32 and p.requires_grad for p in model.head.parameters())  # the head trains in fp32
+    tokens = model.encode_tokens(pixels)
+    assert tokens.dtype == torch.bfloat16 and not tokens.requires_grad
+    assert torch.nn.functional.cosine_similarity(tokens.float(), reference, dim=-1).min() > 0.99
+    assert model.pool(tokens).dtype == torch.float32

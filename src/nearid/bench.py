@@ -48,6 +48,8 @@ class BenchConfig:
     split: str | None = "test"
     split_file: str | None = None
     masks: bool = False
+    mask_cleaning: str = "authors"  # under masks: the authors' cleaning (spec 12.2) or "none"
+    mask_dilate: int = 0
     mtg: str | None = None
     mtg_split: str = "test"  # MTG has train and test; the paper's benchmark is test
     batch_size: int = 32
@@ -101,8 +103,9 @@ def run_bench(config: BenchConfig) -> BenchResults | None:
     state = _state(config.device)
     bench = load_data(config)
     mtg = load_mtg(config.mtg, split=config.mtg_split) if config.mtg else None
-    ctx = RunContext(config, state, bench, mtg, plan_images(bench, bench.source_names, masks=config.masks, mtg=mtg),
-                     Path(config.out))
+    plan = plan_images(bench, bench.source_names, masks=config.masks, mtg=mtg, mask_cleaning=config.mask_cleaning,
+                       mask_dilate=config.mask_dilate)
+    ctx = RunContext(config, state, bench, mtg, plan, Path(config.out))
     ctx.say(f"NearID-bench: {bench.report.summary()}; sources: {', '.join(ctx.plan.sources)}; {ctx.condition} images")
     # local inputs recorded absolute, so the report opens them from any working directory
     from .outputs import recorded_path
@@ -111,7 +114,9 @@ def run_bench(config: BenchConfig) -> BenchResults | None:
         data=recorded_path(config.data), split=config.split_name, split_file=recorded_path(config.split_file),
         sources=ctx.plan.sources, condition=ctx.condition, identities=len(bench), load_report=bench.report.summary(),
         mtg=recorded_path(config.mtg), mtg_split=config.mtg_split if mtg is not None else None,
-        mtg_samples=len(mtg) if mtg is not None else 0))
+        mtg_samples=len(mtg) if mtg is not None else 0,
+        mask_cleaning=config.mask_cleaning if config.masks else None, mask_dilate=config.mask_dilate if config.masks else 0,
+        views_without_mask=bench.report.views_without_mask + plan.views_without_mask))
     check_mergeable(ctx.out / "results.json", results.benchmark)  # another benchmark in --out: refused before embedding
     for spec in config.encoders:
         device = state.device if config.device == "auto" else config.device
@@ -166,7 +171,8 @@ def load_data(config: BenchConfig):
             there = sources_beside(bench_locations(config.data, [])[0])
             raise NearIDError(f"--sources is required for {config.data}: name its distractor sources "
                               "(<data>-<Source>, or NAME=LOCATION)" + (f"; the sources there are {', '.join(there)}" if there else ""))
-        bench = load_nearid(config.data, config.sources, split=config.split, split_file=config.split_file)
+        bench = load_nearid(config.data, config.sources, split=config.split, split_file=config.split_file,
+                            masks=config.masks)
     if not len(bench):
         which = f"the rows of {config.split_file}" if config.split_file else f"split '{config.split}'"
         raise NearIDError(f"{config.data}: no identity with 2 or more views in {which} ({bench.report.summary()}); "

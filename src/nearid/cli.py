@@ -81,6 +81,15 @@ def _add_encoder_options(parser: argparse.ArgumentParser, default_model: str | N
     parser.add_argument("--allow-pickle", action="store_true", help="allow loading pickled .bin weights (runs code in them)")
 
 
+def _mask_cleaning_options(p, bench: bool = False) -> None:
+    """``--mask-cleaning`` / ``--mask-dilate`` of bench and score (they act only with ``--masks``)."""
+    p.add_argument("--mask-cleaning", default=None if bench else "authors", choices=["authors", "none"],
+                   help="with --masks: clean each mask as the authors do (blur, threshold, close/open, largest "
+                        "contour; default) or use it raw (none)")
+    p.add_argument("--mask-dilate", type=int, default=0, metavar="K",
+                   help="with --masks: dilate the cleaned mask by an odd K x K max filter (default 0: off)")
+
+
 def _encoder(args):
     from .encoders import load_encoder
 
@@ -158,18 +167,25 @@ def cmd_bench(args) -> int:
     from .outputs import check_outputs
     from .tables import markdown
 
-    check_outputs([], [args.data, args.split_file, args.mtg, *(s.split("=", 1)[1] for s in args.sources or [] if "=" in s)],
-                  folders=[args.out])
+    values = {"encoders": args.encoder, "data": args.data, "sources": args.sources, "split": args.split,
+              "masks": args.masks, "mask_cleaning": args.mask_cleaning, "mtg": args.mtg, "mtg_split": args.mtg_split}
+    if args.preset:
+        from .presets import check_available, resolve
+
+        values = resolve(args.preset, values)  # explicit options override the preset's
+        check_available(values)  # offline: a missing hub dataset or model fails here, before anything loads
+    for option, name in (("--encoder", "encoders"), ("--data", "data")):
+        if not values[name]:
+            raise NearIDError(f"{option} is required (or --preset table1 / table7)")
+    defaults = {"split": "test", "masks": False, "mask_cleaning": "authors", "mtg_split": "test"}
+    values = {k: defaults[k] if v is None and k in defaults else v for k, v in values.items()}
+    named = [s.split("=", 1)[1] for s in values["sources"] or [] if "=" in s]
+    check_outputs([], [values["data"], args.split_file, values["mtg"], *named], folders=[args.out])
     config = BenchConfig(
-        encoders=args.encoder,
-        data=args.data,
-        sources=args.sources,
+        **values,
         out=args.out,
-        split=args.split,
         split_file=args.split_file,
-        masks=args.masks,
-        mtg=args.mtg,
-        mtg_split=args.mtg_split,
+        mask_dilate=args.mask_dilate,
         batch_size=args.batch_size,
         device=args.device,
         dtype=args.dtype,
@@ -179,6 +195,12 @@ def cmd_bench(args) -> int:
     if results is not None:
         print("\n" + markdown(results))
         print(f"results: {Path(args.out) / 'results.json'} (+ results.md, results.csv, results.tex, sims/)")
+        if args.preset:
+            from .presets import comparison_markdown, get_preset, write_comparison
+
+            preset = get_preset(args.preset)
+            print("\n" + comparison_markdown(results, preset))
+            print(f"comparison with the published values: {write_comparison(results, preset, args.out)} (+ .csv)")
     return 0
 
 
@@ -189,12 +211,14 @@ def cmd_metrics(args) -> int:
     pooled = f"{len(args.tables)} table{'s' if len(args.tables) > 1 else ''} pooled"
     if args.json:
         extra = {"m_o": score.m_o, "m_opair": score.m_opair} if kind == "mtg" else {}
-        print(json.dumps({**extra, "ssr": score.ssr, "pa": score.pa, "n_samples": score.n_samples, "n_trials": score.n_trials}))
+        print(json.dumps({**extra, "ssr": score.ssr, "pa": score.pa, "pa_published": score.pa_published,
+                          "n_samples": score.n_samples, "n_trials": score.n_trials}))
     elif kind == "mtg":
         print(f"MTG  M-O {score.m_o:.4f}  M-Opair {score.m_opair:.4f}  SSR {score.ssr:.2f}  PA {score.pa:.2f}  "
-              f"({score.n_samples} samples, {score.n_trials} trials, {pooled})")
+              f"PA as published {score.pa_published:.2f}  ({score.n_samples} samples, {score.n_trials} trials, {pooled})")
     else:
-        print(f"SSR {score.ssr:.2f}  PA {score.pa:.2f}  ({score.n_samples} identities, {score.n_trials} trials, {pooled})")
+        print(f"SSR {score.ssr:.2f}  PA {score.pa:.2f}  PA as published {score.pa_published:.2f}  "
+              f"({score.n_samples} identities, {score.n_trials} trials, {pooled})")
     return 0
 
 
@@ -244,7 +268,8 @@ def cmd_score(args) -> int:
               f"({same} of {len(plan.pairs)} pairs score 1); check --refs and --gens", file=sys.stderr)
     encoder = _encoder(args)
     threshold = resolve_threshold(args.threshold, encoder, args.calibration)  # by the encoder's fingerprint
-    result = score_pairs(encoder, plan, batch_size=args.batch_size, skip_errors=args.skip_errors)
+    result = score_pairs(encoder, plan, batch_size=args.batch_size, skip_errors=args.skip_errors,
+                         mask_cleaning=args.mask_cleaning, mask_dilate=args.mask_dilate)
     summary = write_outputs(result, args.out, threshold=threshold, fmt=fmt)
     stats = summary.similarity or {}
     print(f"scored {summary.n_pairs} pairs ({plan.rule} pairing) with {encoder.name}; "
@@ -397,16 +422,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(run=cmd_synth)
 
     p = commands.add_parser("bench", help="NearID-bench (+ MTG) for one or more encoders")
-    p.add_argument("--encoder", action="append", required=True, help="encoder spec; repeat for a comparison table")
-    p.add_argument("--data", required=True, help="positives: hub id, save_to_disk folder, parquet, a `nearid synth` folder, "
-                   "or a folder of <identity>/view1.png ... (nearid.data.folder)")
+    p.add_argument("--preset", choices=["table1", "table7"],
+                   help="the paper's Table 1 (or Table 7, foreground only) in one run, printed beside the published "
+                        "values; the options below override the preset's")
+    p.add_argument("--encoder", action="append", help="encoder spec; repeat for a comparison table (required without --preset)")
+    p.add_argument("--data", help="positives: hub id, save_to_disk folder, parquet, a `nearid synth` folder, "
+                   "or a folder of <identity>/view1.png ... (nearid.data.folder); required without --preset")
     p.add_argument("--sources", nargs="+", help="distractor sources (<data>-<Source>, or NAME=LOCATION; "
                    "default for a folder benchmark: every source in it)")
-    p.add_argument("--split", default="test", help="value of the split column, or 'all' (default: test)")
+    p.add_argument("--split", help="value of the split column, or 'all' (default: test)")
     p.add_argument("--split-file", help="JSON list of row positions (overrides --split)")
-    p.add_argument("--masks", action="store_true", help="foreground only: black out backgrounds with the views' masks")
+    p.add_argument("--masks", action="store_true", default=None,
+                   help="foreground only: black out backgrounds with the views' masks")
+    _mask_cleaning_options(p, bench=True)
     p.add_argument("--mtg", help="MTG dataset (hub id or folder) to add the MTG benchmark")
-    p.add_argument("--mtg-split", default="test", help="MTG split to score (default: test, the paper's benchmark)")
+    p.add_argument("--mtg-split", help="MTG split to score (default: test, the paper's benchmark)")
     p.add_argument("--out", required=True, help="output folder (embedding store, sims/, results.*)")
     p.add_argument("--batch-size", type=_positive_int, default=32)
     p.add_argument("--device", default="auto")
@@ -417,7 +447,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = commands.add_parser("metrics", help="SSR and PA (MTG: also M-O, M-Opair) from similarity tables in the authors' CSV layout")
     p.add_argument("tables", nargs="+", help="CSV files: NearID-bench (sample_id, sim_01, sim_02, sim_12, cross_ij) "
                    "or MTG (mtg_*.csv of nearid bench --mtg); pooled")
-    p.add_argument("--json", action="store_true", help='print {"ssr", "pa", "n_samples", "n_trials"} (MTG: also "m_o", "m_opair")')
+    p.add_argument("--json", action="store_true",
+                   help='print {"ssr", "pa", "pa_published", "n_samples", "n_trials"} (MTG: also "m_o", "m_opair")')
     p.set_defaults(run=cmd_metrics)
 
     p = commands.add_parser("dbpp", help="DreamBench++ metric-to-human alignment (M-H) per category")
@@ -432,6 +463,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--gens", help="generated-image folder (paths or subjects pairing)")
     p.add_argument("--pairing", default="auto", choices=["auto", "csv", "paths", "subjects", "dreambench"])
     p.add_argument("--masks", help="foreground masks: MASKS/refs/<relative path>, MASKS/gens/<relative path>")
+    _mask_cleaning_options(p)
     p.add_argument("--out", default="scores.csv", help="per-pair output (.csv or .jsonl); side files are <out>.summary.json, ...")
     p.add_argument("--format", choices=["csv", "jsonl"], help="per-pair format (default: from the --out extension)")
     p.add_argument("--threshold", help="a number, or 'calibrated' (with --calibration) for same/different decisions")
@@ -461,7 +493,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--save-steps", type=_positive_int)
     p.add_argument("--log-steps", type=_positive_int)
     p.add_argument("--max-steps", type=_positive_int)
-    p.add_argument("--mixed-precision", choices=["no", "fp16", "bf16"])
+    p.add_argument("--mixed-precision", choices=["auto", "no", "fp16", "bf16"],
+                   help="auto (default): fp16 on CUDA as the authors trained, no on the CPU; the frozen trunk then runs in half")
+    p.add_argument("--jitter-prob", type=float, help="per-slot colour jitter probability (default 0, as the authors' code)")
+    p.add_argument("--affine-prob", type=float, help="per-slot translate + scale disalignment probability (default 0)")
     p.add_argument("--eval-steps", type=_nonnegative_int, help="validation SSR/PA every N steps on --val-split (default: never)")
     p.add_argument("--val-split", help="split validated on (default val)")
     p.add_argument("--uncached", dest="cache_tokens", action="store_const", const=False,

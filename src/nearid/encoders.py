@@ -31,7 +31,15 @@ from .processors import (
     load_processor,
     preprocess_images,
 )
-from .specs import BackboneSpec, EncoderSpec, available_encoders, integer_argument, parse_encoder_spec, register_family
+from .specs import (
+    FP16_FAMILIES,
+    BackboneSpec,
+    EncoderSpec,
+    available_encoders,
+    integer_argument,
+    parse_encoder_spec,
+    register_family,
+)
 
 
 @runtime_checkable
@@ -224,13 +232,18 @@ _DTYPES = {
 }
 
 
-def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torch.dtype:
-    """``auto`` is bf16 on a GPU that supports it and fp32 elsewhere."""
+def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device, family: str | None = None) -> torch.dtype:
+    """``auto`` is fp32 on the CPU; on CUDA fp16 for the NearID and SigLIP2 families
+    (:data:`~nearid.specs.FP16_FAMILIES`, as the authors evaluated; spec 12.3) and bf16 for the others
+    (fp32 where the GPU has no bf16). ``family=None`` is a NearID model (:func:`nearid_encoder`)."""
     if isinstance(dtype, torch.dtype):
         return dtype
     if dtype in (None, "auto"):
-        cuda_bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
-        return torch.bfloat16 if cuda_bf16 else torch.float32
+        if device.type != "cuda":
+            return torch.float32
+        if family is None or family in FP16_FAMILIES:
+            return torch.float16
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float32
     try:
         return _DTYPES[str(dtype).lower()]
     except KeyError:
@@ -250,7 +263,7 @@ def load_encoder(
     if build is None:
         raise EncoderSpecError(f"encoder '{spec}' is listed but has no loader; register one with register_encoder")
     resolved = resolve_device(device)
-    options = LoadOptions(device=resolved, dtype=resolve_dtype(dtype, resolved), allow_pickle=allow_pickle)
+    options = LoadOptions(device=resolved, dtype=resolve_dtype(dtype, resolved, parsed.family), allow_pickle=allow_pickle)
     return build(parsed.argument, options)
 
 

@@ -84,6 +84,7 @@ class ImagePlan:
     views: np.ndarray = field(default_factory=lambda: np.zeros((0, 3), dtype=np.int64))
     distractors: dict[str, np.ndarray] = field(default_factory=dict)
     mtg: np.ndarray | None = None
+    views_without_mask: int = 0  # views dropped (with their distractors) under masks: no mask to cut with
     _rows: dict[str, int] = field(default_factory=dict, repr=False)
 
     def add(self, image: ImageRef, mask: ImageRef | None) -> int:
@@ -112,13 +113,21 @@ def image_key(image: ImageRef, mask: ImageRef | None) -> str:
     return image.cache_key if mask is None else f"{image.cache_key}|mask={mask.cache_key}"
 
 
-def plan_images(bench, sources: Sequence[str], *, masks: bool = False, mtg=None) -> ImagePlan:
+def plan_images(bench, sources: Sequence[str], *, masks: bool = False, mtg=None, mask_cleaning: str = "authors",
+                mask_dilate: int = 0) -> ImagePlan:
     """Walk ``bench`` (and ``mtg``) once and plan every view and distractor, each unique key once.
 
     With ``masks`` the distractor in view j's background is cut with view j's mask (the paper: a
     distractor uses the silhouette of its positive), so the key of a masked image includes its mask;
-    MTG images are cut with their view's object mask.
+    MTG images are cut with their view's object mask. Masks are cleaned as the authors clean them
+    (``mask_cleaning="authors"``, optionally dilated by ``mask_dilate``; spec 12.2) or used raw
+    (``"none"``); a cleaned mask's key says so, so an embedding store never mixes the two. A view
+    without a mask is dropped with its distractors (the authors' rule) and counted in
+    ``plan.views_without_mask`` (``load_nearid(..., masks=True)`` has already dropped and counted them).
     """
+    from .mask_cleaning import evaluation_mask
+
+    evaluation_mask(None, mask_cleaning, mask_dilate)  # a bad setting fails before the walk
     plan = ImagePlan()
     views, distractors = [], {source: [] for source in sources}
     for identity in bench:
@@ -127,7 +136,10 @@ def plan_images(bench, sources: Sequence[str], *, masks: bool = False, mtg=None)
         row, rows = [-1, -1, -1], {source: [-1, -1, -1] for source in sources}
         for j in identity.view_slots:
             view = identity.views[j]
-            mask = view.mask if masks else None
+            if masks and view.mask is None:
+                plan.views_without_mask += 1
+                continue
+            mask = evaluation_mask(view.mask, mask_cleaning, mask_dilate) if masks else None
             row[j] = plan.add(view.image, mask)
             for source in sources:
                 distractor = identity.distractor(source, j)
@@ -141,7 +153,8 @@ def plan_images(bench, sources: Sequence[str], *, masks: bool = False, mtg=None)
     if mtg is not None:
         rows = []
         for sample in mtg:
-            object_masks = [sample.object_masks[k] if masks else None for k in (0, 1)]
+            object_masks = [evaluation_mask(sample.object_masks[k], mask_cleaning, mask_dilate) if masks else None
+                            for k in (0, 1)]
             rows.append([plan.add(sample.originals[0], object_masks[0]), plan.add(sample.originals[1], object_masks[1]),
                          plan.add(sample.edited[0], object_masks[0]), plan.add(sample.edited[1], object_masks[1])])
         plan.mtg = np.array(rows, dtype=np.int64).reshape(-1, 4)

@@ -151,4 +151,21 @@ def cleaned_mask_ref(mask, *, dilate: int = 0):
     return ImageRef(key + suffix, fetch, version=version)
 
 
-__all__ = ["MaskDilationError", "clean_mask", "cleaned_mask_ref", "dilate_mask"]
+#: ``--mask-cleaning`` values: the authors' cleaning (the default under ``--masks``), or the raw mask.
+MASK_CLEANINGS = ("authors", "none")
+
+
+def evaluation_mask(mask, cleaning: str = "authors", dilate: int = 0):
+    """The mask an evaluation cuts with: ``mask`` itself (``cleaning="none"``, or no mask), or its
+    :func:`cleaned_mask_ref` (whose key says it is cleaned). Used where the unique (image, mask) keys
+    are planned (bench's plan, score's unique set), so one run never mixes cleaned and raw masks."""
+    if cleaning not in MASK_CLEANINGS:
+        raise NearIDError(f"mask cleaning '{cleaning}' is not one of {', '.join(MASK_CLEANINGS)}")
+    if dilate and cleaning == "none":
+        raise MaskDilationError(f"--mask-dilate {dilate} dilates the cleaned mask; drop it or use --mask-cleaning authors")
+    if mask is None or cleaning == "none":
+        return mask
+    return cleaned_mask_ref(mask, dilate=dilate)
+
+
+__all__ = ["MASK_CLEANINGS", "MaskDilationError", "clean_mask", "cleaned_mask_ref", "dilate_mask", "evaluation_mask"]

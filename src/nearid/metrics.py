@@ -10,6 +10,12 @@ positive (a tie loses). SSR is the share of identities with at least one valid t
 trials all win; PA is wins / valid trials. Scores are kept as counts, so pooling several tables
 (micro-averaging, which is how the paper averages over sources) is adding them:
 :meth:`DiscriminationScore.pool`.
+
+PA as published (spec 12.1). The paper's tables were made by the authors' table script, which counts
+per identity one extra trial: whether the identity's *mean* margin over its valid trials is > 0. So
+PA_published = (wins + #identities with mean margin > 0) / (trials + #identities with a valid trial).
+It is one more count (``n_mean_win``); its denominator is made of counts we already keep, so it pools
+exactly like PA. The paper's Table 1 shows this one; ``pa`` stays the paper's *definition*.
 """
 
 from __future__ import annotations
@@ -26,7 +32,8 @@ class DiscriminationScore:
     """SSR and PA as *counts*, so scores of disjoint sets of identities add up exactly.
 
     Every field is a count, and every ratio is a property over a (numerator, denominator) pair of
-    them: SSR = ``n_all_win / n_samples``, PA = ``n_wins / n_trials``. Pooling (:meth:`pool`) adds
+    them: SSR = ``n_all_win / n_samples``, PA = ``n_wins / n_trials``, PA as published =
+    ``(n_wins + n_mean_win) / (n_trials + n_samples)``. Pooling (:meth:`pool`) adds
     the counts field by field, which is micro-averaging, the paper's way of averaging over sources;
     a further pair of counts (e.g. the authors' "PA as published") is one more field and one more
     property, and pooling needs no change.
@@ -36,6 +43,7 @@ class DiscriminationScore:
     n_all_win: int = 0  # of those, identities whose valid trials all win
     n_trials: int = 0  # valid trials
     n_wins: int = 0  # winning trials
+    n_mean_win: int = 0  # identities (with a valid trial) whose mean margin over valid trials is > 0
 
     @property
     def ssr(self) -> float:
@@ -47,6 +55,13 @@ class DiscriminationScore:
         """Percent of valid trials that win; NaN without one."""
         return 100.0 * self.n_wins / self.n_trials if self.n_trials else float("nan")
 
+    @property
+    def pa_published(self) -> float:
+        """PA as the paper's tables computed it (spec 12.1): every identity adds one trial, won when its
+        mean margin is > 0, to PA's wins / trials. Percent; NaN without a valid trial."""
+        total = self.n_trials + self.n_samples
+        return 100.0 * (self.n_wins + self.n_mean_win) / total if total else float("nan")
+
     @classmethod
     def pool(cls, *scores: DiscriminationScore) -> DiscriminationScore:
         """The score of the union of the scored sets: every count summed. The only pooling function."""
@@ -56,8 +71,8 @@ class DiscriminationScore:
         return type(self).pool(self, other)
 
     def as_dict(self) -> dict:
-        """``ssr``, ``pa`` (percent) and every count: the layout of ``results.json``."""
-        return {"ssr": self.ssr, "pa": self.pa, **{f.name: getattr(self, f.name) for f in fields(self)}}
+        """``ssr``, ``pa``, ``pa_published`` (percent) and every count: the layout of ``results.json``."""
+        return {"ssr": self.ssr, "pa": self.pa, "pa_published": self.pa_published, **{f.name: getattr(self, f.name) for f in fields(self)}}
 
     @classmethod
     def from_dict(cls, values: dict) -> DiscriminationScore:
@@ -86,8 +101,12 @@ def discrimination(margins: np.ndarray) -> DiscriminationScore:
     wins = valid & (np.where(valid, margins, 0.0) > 0)
     has_trial = valid.any(axis=1)
     all_win = (wins | ~valid).all(axis=1) & has_trial
+    n_valid = valid.sum(axis=1)
+    mean = np.where(valid, margins, 0.0).sum(axis=1) / np.maximum(n_valid, 1)
+    mean_win = has_trial & (mean > 0)  # a mean of exactly 0 loses, like a tied trial
     return DiscriminationScore(
-        n_samples=int(has_trial.sum()), n_all_win=int(all_win.sum()), n_trials=int(valid.sum()), n_wins=int(wins.sum())
+        n_samples=int(has_trial.sum()), n_all_win=int(all_win.sum()), n_trials=int(valid.sum()),
+        n_wins=int(wins.sum()), n_mean_win=int(mean_win.sum())
     )
 
 
@@ -142,6 +161,10 @@ class MTGScore:
     @property
     def pa(self) -> float:
         return self.discrimination.pa
+
+    @property
+    def pa_published(self) -> float:
+        return self.discrimination.pa_published
 
     @property
     def n_samples(self) -> int:

@@ -159,7 +159,9 @@ def _bench_page(results: BenchResults, path: Path) -> tuple[str, str]:
     parts = ["<h1>NearID-bench report</h1>", _facts([
         ("data", bench.data), ("split", bench.split), ("split file", bench.split_file),
         ("identities", bench.identities), ("sources", ", ".join(bench.sources)), ("images", bench.condition),
-        ("loaded", bench.load_report), ("MTG", mtg), ("results", path.name)])]
+        ("loaded", bench.load_report), ("mask cleaning", bench.mask_cleaning and
+                                         bench.mask_cleaning + (f", dilate {bench.mask_dilate}" if bench.mask_dilate else "")),
+        ("MTG", mtg), ("results", path.name)])]
     parts += ["<h2>Metrics</h2>", _metrics_table(results), "<h2>Similarities and margins</h2>", *_bench_plots(results, sims)]
     parts += ["<h2>Worst failures</h2>", _failures_section(bench, sims)]
     return "NearID-bench report", "\n".join(parts)
@@ -176,7 +178,8 @@ def _metrics_table(results: BenchResults) -> str:
             for name, g in itertools.groupby(groups, key=lambda g: g[0])) + "</tr><tr>"
             + "".join(f"<th>{_e(metric)}</th>" for _, metric in groups) + "</tr>")
     out = _table(header, cells, head) + ('<p class="lead">SSR and PA in percent (SSR: identities whose trials all win; '
-                                         "PA: winning trials). MTG M-O / M-Opair are correlations. Untrained encoders "
+                                         "PA: winning trials; PA-pub: PA as the paper's tables count it, one more trial per "
+                                         "identity, won when its mean margin is &gt; 0). MTG M-O / M-Opair are correlations. Untrained encoders "
                                          "have random weights: a floor, not a baseline.</p>")
     keys = (("value", 4), ("balanced_accuracy", 1), ("true_positive_rate", 1), ("true_negative_rate", 1))
     calibration = [[_e(name)] + [f"{getattr(r.calibration.threshold, k):.{d}f}" for k, d in keys]
@@ -320,7 +323,8 @@ def _open_identities(bench: BenchInfo) -> tuple[dict | None, str | None]:
     from .data import load_nearid
 
     try:
-        data = load_nearid(bench.data, bench.sources, split=bench.split, split_file=bench.split_file)
+        data = load_nearid(bench.data, bench.sources, split=bench.split, split_file=bench.split_file,
+                           masks=bench.condition == "foreground")
         return {str(identity.id): identity for identity in data}, None
     except Exception as exc:  # noqa: BLE001 - a moved dataset costs the gallery, never the report
         return None, f"{type(exc).__name__}: {exc}".splitlines()[0]

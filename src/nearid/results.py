@@ -51,6 +51,9 @@ class BenchInfo:
     mtg: str | None = None
     mtg_split: str | None = None
     mtg_samples: int = 0
+    mask_cleaning: str | None = None  # foreground only: "authors" (spec 12.2) or "none"; None for full images
+    mask_dilate: int = 0
+    views_without_mask: int = 0  # foreground only: views dropped with their distractors for want of a mask
 
     @property
     def split_label(self) -> str:
@@ -75,7 +78,9 @@ class BenchInfo:
                    condition=str(values["condition"]), identities=int(values["identities"]),
                    split=values.get("split"), split_file=values.get("split_file"),
                    load_report=str(values.get("load_report", "")), mtg=values.get("mtg"),
-                   mtg_split=values.get("mtg_split"), mtg_samples=int(values.get("mtg_samples", 0)))
+                   mtg_split=values.get("mtg_split"), mtg_samples=int(values.get("mtg_samples", 0)),
+                   mask_cleaning=values.get("mask_cleaning"), mask_dilate=int(values.get("mask_dilate", 0)),
+                   views_without_mask=int(values.get("views_without_mask", 0)))
 
 
 @dataclass
@@ -291,8 +296,10 @@ class ScoreSummary(_Document):
     errors_file: str | None = None
     per_generated_file: str | None = None
     pairing_how: str = "given"  # "given" (--pairing) or "chosen automatically: <why>"
-    masks: str | None = None  # the --masks folder (absolute)
+    masks: str | None = None  # the --masks folder (absolute), when images were cut with masks
     masked_images: int = 0  # unique images embedded with a mask
+    mask_cleaning: str | None = None  # with masks: "authors" (spec 12.2) or "none"
+    mask_dilate: int = 0
 
     def to_dict(self) -> dict:
         return dict(self.__dict__)

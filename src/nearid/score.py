@@ -387,16 +387,23 @@ class ScoreResult:
     failures: dict[str, str]  # image path -> message
     embedded: int  # unique images embedded
     masked: int = 0  # unique images embedded with a mask
+    mask_cleaning: str | None = None  # with masks: "authors" (spec 12.2) or "none"
+    mask_dilate: int = 0
 
 
 def score_pairs(encoder, plan: PairPlan, *, masks: str | os.PathLike | None = None, batch_size: int = 32,
-                skip_errors: bool = False, progress: bool | None = None) -> ScoreResult:
-    """Cosine similarity of every planned pair; each unique (image, mask) is embedded once.
+                skip_errors: bool = False, progress: bool | None = None, mask_cleaning: str = "authors",
+                mask_dilate: int = 0) -> ScoreResult:
+    """Cosine similarity of every planned pair; each unique (image, mask) is embedded once. Masks are
+    cleaned as the authors clean them (``mask_cleaning="authors"``, spec 12.2) unless ``"none"``.
 
     Runs :func:`prepare` (masks, header checks) if the caller has not; pairs with a bad input are NaN
     and their inputs are listed in ``failures`` (without ``skip_errors`` they stop the run first)."""
+    from .mask_cleaning import evaluation_mask
+
     if batch_size < 1:
         raise NearIDError(f"batch_size {batch_size}: give a batch size of at least 1")
+    evaluation_mask(None, mask_cleaning, mask_dilate)  # a bad setting fails before any image is read
     prepare(plan, masks)
     check_plan(plan, skip_errors)
     row_of: dict[tuple[Path, Path | None], int] = {}  # (image, mask) -> row of the embedding matrix
@@ -415,7 +422,8 @@ def score_pairs(encoder, plan: PairPlan, *, masks: str | os.PathLike | None = No
             rows.append(row_of[key])
         index.append(tuple(rows))
     failures_by_index: dict[int, str] | None = {} if skip_errors else None
-    vectors = embed(encoder, [k[0] for k in keys], [k[1] for k in keys], batch_size=batch_size,
+    cut_with = [evaluation_mask(mask, mask_cleaning, mask_dilate) for _, mask in keys]  # cleaned: its own key
+    vectors = embed(encoder, [k[0] for k in keys], cut_with, batch_size=batch_size,
                     progress=progress, failures=failures_by_index)
     similarities = np.full(len(plan.pairs), np.nan)
     for i, rows in enumerate(index):
@@ -424,7 +432,8 @@ def score_pairs(encoder, plan: PairPlan, *, masks: str | os.PathLike | None = No
     failures = {str(path): why for path, why in plan.unmatched}
     failures.update({str(keys[i][0]): message for i, message in (failures_by_index or {}).items()})
     masked = len({k for k in keys if k[1] is not None})
-    return ScoreResult(plan, encoder.name, similarities, failures, len(keys), masked)
+    return ScoreResult(plan, encoder.name, similarities, failures, len(keys), masked,
+                       mask_cleaning=mask_cleaning if masked else None, mask_dilate=mask_dilate if masked else 0)
 
 
 # ------------------------------------------------------------------------------------- outputs
@@ -453,6 +462,8 @@ def summarise(result: ScoreResult, threshold: dict | None) -> ScoreSummary:
         pairing_how=result.plan.how,
         masks=str(Path(result.plan.masks).absolute()) if result.plan.masks is not None else None,
         masked_images=result.masked,
+        mask_cleaning=result.mask_cleaning,
+        mask_dilate=result.mask_dilate,
     )
 
 

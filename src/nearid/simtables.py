@@ -98,13 +98,23 @@ def _number(path: Path, line: int, column: str, text: str | None) -> float:
         raise NearIDError(f"{path}: line {line}, column {column}: '{text}' is not a number") from None
 
 
+#: What a NearID table must have: two views make a trial. The authors' tables have no third-view
+#: columns (``sim_02``, ``sim_12``, ``cross_22``, ...) when no identity in them has three views.
+NEARID_REQUIRED = ("sample_id", "sim_01", "cross_00", "cross_11")
+
+
 def read_nearid_csv(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
-    """``(pair [N, 3], own-background cross [N, 3])`` from a table in the authors' layout."""
+    """``(pair [N, 3], own-background cross [N, 3])`` from a table in the authors' layout; a column of a
+    third view that the table does not have reads as missing (NaN)."""
     path = Path(path)
     own = tuple(f"cross_{v}{v}" for v in range(3))
-    rows, _ = _read(path, ("sample_id", *PAIR_COLUMNS, *own))
-    pair = np.array([[_number(path, n + 2, c, row[c]) for c in PAIR_COLUMNS] for n, row in enumerate(rows)]).reshape(-1, 3)
-    cross = np.array([[_number(path, n + 2, c, row[c]) for c in own] for n, row in enumerate(rows)]).reshape(-1, 3)
+    rows, columns = _read(path, NEARID_REQUIRED)
+
+    def cell(n: int, row: dict, column: str) -> float:
+        return _number(path, n + 2, column, row[column]) if column in columns else float("nan")
+
+    pair = np.array([[cell(n, row, c) for c in PAIR_COLUMNS] for n, row in enumerate(rows)]).reshape(-1, 3)
+    cross = np.array([[cell(n, row, c) for c in own] for n, row in enumerate(rows)]).reshape(-1, 3)
     return pair, cross
 
 

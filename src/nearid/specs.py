@@ -61,6 +61,11 @@ class Family:
 
 _FAMILIES: dict[str, Family] = {}
 
+#: Families whose ``--dtype auto`` is fp16 on CUDA: the NearID release stores fp16 and the authors
+#: evaluated NearID and SigLIP2 in fp16 (spec 12.3); bf16 embeddings are ~10x further from fp32.
+#: Other families' ``auto`` is bf16 on CUDA; every family's is fp32 on the CPU.
+FP16_FAMILIES = ("nearid", "siglip2-map", "siglip2-mean", "tiny")
+
 
 def register_family(
     name: str, *, default: str | None = None, help: str = "", integer: str | None = None,

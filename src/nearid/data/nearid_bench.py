@@ -11,7 +11,9 @@ and each source lives beside it as ``<data>-<Source>`` (``Aleksandar/NearID-Flux
 beside local positives is an error that lists the sources that are there, not a hub download.
 
 Bad rows are skipped and counted, never silently mixed in: a row with fewer than 2 views cannot make a
-trial; a distractor whose view is missing has no background partner and is dropped.
+trial; a distractor whose view is missing has no background partner and is dropped. Loaded for a
+foreground-only (``masks``) evaluation, a view without a mask is dropped with its distractors, as the
+authors drop it (spec 12.2), and counted; a row left with fewer than 2 masked views is skipped.
 """
 
 from __future__ import annotations
@@ -47,10 +49,13 @@ class LoadReport:
     skipped_rows: Counter = field(default_factory=Counter)
     dropped_distractors: Counter = field(default_factory=Counter)
     n_images_disagrees: int = 0
+    views_without_mask: int = 0  # masks only: views dropped (with their distractors) for want of a mask
 
     def summary(self) -> str:
         parts = [f"{self.identities} identities from {self.rows_selected} rows"]
         parts += [f"skipped {n} rows ({why})" for why, n in sorted(self.skipped_rows.items())]
+        if self.views_without_mask:
+            parts.append(f"dropped {self.views_without_mask} views without a mask, with their distractors")
         parts += [f"dropped {n} {source} distractors whose view is missing" for source, n in sorted(self.dropped_distractors.items())]
         if self.n_images_disagrees:
             parts.append(f"{self.n_images_disagrees} rows whose n_images disagrees with their views (views counted)")
@@ -60,15 +65,17 @@ class LoadReport:
 class NearIDBenchmark(Sequence):
     """A lazily materialised sequence of :class:`Identity` records for the selected rows."""
 
-    def __init__(self, positives: Table, sources: dict[str, Table], rows: list[int]):
+    def __init__(self, positives: Table, sources: dict[str, Table], rows: list[int], *, masks: bool = False):
         self.positives = positives
+        self.masks = masks
         self.sources = sources
         self._ids = positives.values("id")
         self._category = positives.values("category", "")
         self._description = positives.values("category_description", "")
         self._split = positives.values("split")
-        self._views = np.stack([positives.present(image_column(j)) for j in VIEW_SLOTS], axis=1)
+        self._all_views = np.stack([positives.present(image_column(j)) for j in VIEW_SLOTS], axis=1)
         self._masks = np.stack([positives.present(mask_column(j)) for j in VIEW_SLOTS], axis=1)
+        self._views = self._all_views & self._masks if masks else self._all_views
         self._distractors = {
             name: np.stack([table.present(distractor_column(j)) for j in VIEW_SLOTS], axis=1) & self._views
             for name, table in sources.items()
@@ -79,14 +86,18 @@ class NearIDBenchmark(Sequence):
     def _usable(self, selected: np.ndarray) -> list[int]:
         """The selected rows that can make trials; what is left out is counted in the report."""
         report = self.report
-        n_views = self._views[selected].sum(axis=1)
-        keep = n_views >= 2
-        report.skipped_rows = Counter({"fewer than 2 views": int((~keep).sum())}) - Counter()  # no zero counts
+        n_views = self._all_views[selected].sum(axis=1)
+        n_usable = self._views[selected].sum(axis=1)
+        keep = n_usable >= 2
+        report.skipped_rows = Counter({"fewer than 2 views": int((n_views < 2).sum()),
+                                       "fewer than 2 views with a mask": int(((n_views >= 2) & ~keep).sum())})
+        report.skipped_rows -= Counter()  # no zero counts
+        report.views_without_mask = int((self._all_views & ~self._views)[selected].sum())
         n_images = np.asarray(self.positives.values("n_images"), dtype=object)[selected]
         report.n_images_disagrees = int(sum(1 for n, v in zip(n_images, n_views) if n is not None and n != v))
         for name, table in self.sources.items():
             raw = np.stack([table.present(distractor_column(j)) for j in VIEW_SLOTS], axis=1)[selected]
-            report.dropped_distractors[name] += int((raw & ~self._views[selected]).sum())
+            report.dropped_distractors[name] += int((raw & ~self._all_views[selected]).sum())
         report.dropped_distractors -= Counter()  # no zero counts
         report.identities = int(keep.sum())
         return [int(r) for r in selected[keep]]
@@ -203,8 +214,10 @@ def load_nearid(
     *,
     split: str | None = "test",
     split_file: str | os.PathLike | None = None,
+    masks: bool = False,
 ) -> NearIDBenchmark:
-    """The NearID benchmark rows of ``split`` with the given distractor sources, validated."""
+    """The NearID benchmark rows of ``split`` with the given distractor sources, validated. ``masks``:
+    for a foreground-only evaluation (views without a mask are dropped and counted)."""
     positives_location, source_locations = bench_locations(data, sources)
     positives = open_table(positives_location, label=_label(positives_location))
     positives.require(POSITIVES_REQUIRED, "NearID positives")
@@ -216,7 +229,7 @@ def load_nearid(
         check_alignment(positives, table)
         tables[name] = table
     rows = rows_of_split(positives.values("split"), split, split_file, len(positives), positives.label)
-    return NearIDBenchmark(positives, tables, rows)
+    return NearIDBenchmark(positives, tables, rows, masks=masks)
 
 
 def _label(location: str) -> str:

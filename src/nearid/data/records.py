@@ -47,8 +47,10 @@ def edit_oracle(object_mask: np.ndarray | None, part_mask: np.ndarray | None) ->
     """MTG oracle o = 1 - |part| / |object|: the share of the object an edit left untouched.
 
     Areas are mask pixels > 0, each as a fraction of its own mask's size (so masks stored at another
-    resolution still compare). As in the reference code a missing mask or an empty object gives 0;
-    the ratio is clipped to 1 so an edit larger than the object also gives 0, never a negative oracle.
+    resolution still compare). As in the reference code a missing mask or an empty object gives 0.
+    Where the part mask is larger than the object mask the authors' oracle goes *negative*
+    (1 - |part| / |object| unclipped, e.g. -0.261; spec 12.6); ours clips the ratio at 1, so such an
+    edit gives 0. A documented difference: an oracle is a share of the object and cannot be below 0.
     """
     if object_mask is None or part_mask is None:
         return 0.0

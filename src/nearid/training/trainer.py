@@ -52,10 +52,12 @@ class TrainConfig:
     mtg_repeat: int = 4
     save_steps: int = 100
     log_steps: int = 10
-    mixed_precision: str = "no"
+    mixed_precision: str = "auto"  # auto: fp16 on CUDA (the authors' config, spec 12.3), "no" on the CPU; or no/fp16/bf16
+    jitter_prob: float = 0.0  # per-slot colour jitter probability (the authors' default 0; spec 12.5)
+    affine_prob: float = 0.0  # per-slot translate + scale "disalignment" probability (default 0)
     split: str = "train"
     max_steps: int | None = None  # stop early (tests, smoke runs); the schedule still spans all epochs
-    cache_tokens: bool = True  # False: run the frozen trunk every step (for augmentations a cache cannot hold)
+    cache_tokens: bool = True  # False: run the frozen trunk every step; True caches all but augmented slots
     eval_steps: int = 0  # validate (SSR/PA on `val_split`, main process) every N steps; 0 = never
     val_split: str = "val"
 
@@ -117,7 +119,7 @@ class _SettingError(Exception):
 _INTS = {"epochs": 1, "batch_size": 1, "save_steps": 1, "log_steps": 1, "max_steps": 1, "warmup_steps": 0,
          "eval_steps": 0, "mtg_repeat": 0, "seed": 0}
 _TEXTS = ("data", "out", "backbone", "loss", "split", "val_split")
-_MIXED_PRECISION = ("no", "fp16", "bf16")
+_MIXED_PRECISION = ("auto", "no", "fp16", "bf16")
 
 
 def _number(name: str, value, low: float, high: float | None = None, *, open_low: bool = False) -> float:
@@ -316,10 +318,11 @@ def train(config: TrainConfig, *, resume: bool = False, overwrite: bool = False)
     from ..losses import CombinedLoss
     from ..processors import preprocessor
     from .samples import SampleRecipe, TrainingSet
-    from .token_cache import TokenCache, fill, model_signature, pixel_values
+    from .token_cache import TokenCache, fill, model_signature, pixel_values, slot_tokens
 
     action = check_run_folder(config, resume=resume, overwrite=overwrite)  # every process, before any changes
-    accelerator = Accelerator(cpu=not torch.cuda.is_available(), mixed_precision=config.mixed_precision)
+    precision = mixed_precision(config.mixed_precision, cuda=torch.cuda.is_available())
+    accelerator = Accelerator(cpu=not torch.cuda.is_available(), mixed_precision=precision)
     out = Path(config.out)
     # everything that can refuse the run (loss spec, backbone, data, changed inputs) before the folder changes
     loss_fn = CombinedLoss(config.loss)
@@ -335,11 +338,15 @@ def train(config: TrainConfig, *, resume: bool = False, overwrite: bool = False)
     accelerator.wait_for_everyone()
     model = model.to(accelerator.device)
     preprocess = preprocessor(processor)
-    recipe = SampleRecipe(seed=config.seed, mask_probs=tuple(config.mask_probs), flip_prob=config.flip_prob, mtg_repeat=config.mtg_repeat)
+    recipe = SampleRecipe(seed=config.seed, mask_probs=tuple(config.mask_probs), flip_prob=config.flip_prob,
+                          mtg_repeat=config.mtg_repeat, jitter_prob=config.jitter_prob, affine_prob=config.affine_prob)
     training_set = TrainingSet(bench, config.sources, mtg, recipe)
     batches_per_epoch = len(training_set.batches(0, config.batch_size))
     total_steps = config.epochs * batches_per_epoch
 
+    # the validation encoder casts the model to fp32 when it is made, so it comes before the half trunk
+    validation = _validation(config, model, processor, accelerator.device) if config.eval_steps else None
+    half_trunk(model, precision)
     computed = 0
     if config.cache_tokens:  # fill the token cache once: each process computes its share, then all read everything
         if action == "overwrite" and accelerator.is_main_process:
@@ -347,15 +354,15 @@ def train(config: TrainConfig, *, resume: bool = False, overwrite: bool = False)
         accelerator.wait_for_everyone()
         cache = TokenCache.for_model(out / TOKEN_CACHE, model, processor)
         inputs["trunk"] = cache.signature
-        slots = sorted(training_set.slots(range(config.epochs)), key=lambda s: s.key)
+        # jittered / disaligned slots are drawn afresh per (epoch, item, slot): they run the trunk when used
+        slots = sorted(training_set.slots(range(config.epochs), cacheable_only=True), key=lambda s: s.key)
         mine = [s for i, s in enumerate(slots) if i % accelerator.num_processes == accelerator.process_index]
         computed = fill(cache, model, mine, preprocess, progress=False)
         accelerator.wait_for_everyone()
         cache.refresh()
-        tokens_of = lambda slots: cache.load([slot.key for slot in slots])  # noqa: E731
+        tokens_of = lambda slots: slot_tokens(slots, model, preprocess, cache)  # noqa: E731
     else:
         tokens_of = lambda slots: model.encode_tokens(pixel_values(slots, preprocess).to(accelerator.device))  # noqa: E731
-    validation = _validation(config, model, processor, accelerator.device) if config.eval_steps else None
 
     head = model.head
     optimizer = torch.optim.AdamW(head.parameters(), lr=config.lr, weight_decay=config.weight_decay)
@@ -433,6 +440,28 @@ def _check_same_inputs(out: Path, inputs: dict) -> None:
     if changed:
         raise NearIDError(f"{out}: --resume onto other data than the run started on ({', '.join(changed)} changed "
                           f"since, see {INPUTS_FILE}); start a new run in another --out")
+
+
+def mixed_precision(setting: str, *, cuda: bool) -> str:
+    """accelerate's ``mixed_precision`` for a ``--mixed-precision`` setting: ``auto`` is fp16 on CUDA
+    (the authors' training config, spec 12.3) and ``no`` on the CPU; ``no``, ``fp16``, ``bf16`` as given."""
+    if setting == "auto":
+        return "fp16" if cuda else "no"
+    if setting not in ("no", "fp16", "bf16"):
+        raise NearIDError(f"--mixed-precision '{setting}': use auto, no, fp16 or bf16")
+    return setting
+
+
+def half_trunk(model, precision: str) -> None:
+    """Under fp16 / bf16 mixed precision, cast the frozen trunk (embeddings, blocks, post-LN) to that
+    half dtype: it runs without a graph (``encode_tokens``), so nothing is lost to autocast, and it
+    halves its memory and time. The head stays float32: it trains, autocast handles its matmuls."""
+    dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(precision)
+    if dtype is None:
+        return
+    tower = model.backbone
+    for part in (tower.embeddings, tower.encoder, tower.post_layernorm):
+        part.to(dtype)
 
 
 def _share(indices: list[int], rank: int, world: int) -> list[int]:
