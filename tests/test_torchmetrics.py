@@ -131,6 +131,7 @@ def test_bench_score_counts_equal_metrics_module():
     assert metric.score() == expected
     result = metric.compute()
     assert float(result["ssr"]) == pytest.approx(expected.ssr) and float(result["pa"]) == pytest.approx(expected.pa)
+    assert float(result["pa_published"]) == pytest.approx(expected.pa_published)
     assert float(nearid_bench_score(pair_sims, own)["pa"]) == pytest.approx(expected.pa)
     assert metric.score() == DiscriminationScore.pool(nearid_scores(pair_sims[:13], own[:13]), nearid_scores(pair_sims[13:], own[13:]))
     with pytest.raises(NearIDError, match=r"must both be \[N, 3\]"):
@@ -157,7 +158,7 @@ def test_two_processes_equal_one(folders, tiny, tmp_path):
         one.update(gens, references)
         assert two[f"similarity_{reduction}"] == pytest.approx(float(one.compute()), abs=1e-12)
     expected = nearid_scores(pair_sims, own)
-    assert two["bench"] == pytest.approx({"ssr": expected.ssr, "pa": expected.pa})
+    assert two["bench"] == pytest.approx({"ssr": expected.ssr, "pa": expected.pa, "pa_published": expected.pa_published})
 
 
 def test_equals_nearid_score_mean(folders, tiny, tmp_path):

@@ -19,6 +19,8 @@ items are lists / ``[K, 3, H, W]`` tensors; K may vary); several are reduced by 
 
 from __future__ import annotations
 
+from dataclasses import fields
+
 import numpy as np
 import torch
 from PIL import Image
@@ -171,14 +173,15 @@ class NearIDBenchScore(Metric):
     """NearID-bench SSR / PA from similarity tables, accumulated as counts.
 
     ``update(pair_sims[N, 3], own_background[N, 3])`` (see :func:`nearid_bench_counts`); ``compute()``
-    returns ``{"ssr", "pa"}`` in percent. Counts add across updates and processes, so the result equals
+    returns ``{"ssr", "pa", "pa_published"}`` in percent. Counts add across updates and processes, so the result equals
     scoring the concatenated tables (:meth:`DiscriminationScore.pool`).
     """
 
     is_differentiable = False
     higher_is_better = True
     full_state_update = False
-    COUNTS = ("n_samples", "n_all_win", "n_trials", "n_wins")
+    #: every count of a DiscriminationScore (so a count added there is accumulated here too)
+    COUNTS = tuple(f.name for f in fields(DiscriminationScore))
 
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
@@ -196,7 +199,7 @@ class NearIDBenchScore(Metric):
 
     def compute(self) -> dict[str, torch.Tensor]:
         score = self.score()
-        return {"ssr": torch.tensor(score.ssr, dtype=torch.float64), "pa": torch.tensor(score.pa, dtype=torch.float64)}
+        return {name: torch.tensor(getattr(score, name), dtype=torch.float64) for name in ("ssr", "pa", "pa_published")}
 
 
 __all__ = [
