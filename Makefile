@@ -8,7 +8,7 @@ PIP := $(BIN)/python -m pip
 STAMP := $(VENV)/.installed
 OFFLINE := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_NO_ADVISORY_WARNINGS=1
 
-.PHONY: setup demo test bench clean
+.PHONY: setup demo test lint bench clean
 
 setup: $(STAMP)
 
@@ -21,8 +21,14 @@ $(STAMP): pyproject.toml constraints.txt
 demo: setup
 	$(OFFLINE) $(BIN)/nearid demo --out runs/demo
 
-test: setup
+LINTED := src tests benchmarks scripts
+
+test: setup lint
 	$(OFFLINE) $(BIN)/python -m pytest -q
+
+lint: setup
+	$(BIN)/ruff check $(LINTED)
+	$(BIN)/ruff format --check $(LINTED)
 
 bench: setup
 	$(OFFLINE) $(BIN)/python benchmarks/embed_throughput.py

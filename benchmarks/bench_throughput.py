@@ -28,11 +28,16 @@ def main() -> None:
     parser.add_argument("--sources", nargs="+", default=list(SOURCES))
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="nearid-bench-tp-"))
-    generate(work / "data", SynthConfig(identities=args.identities, test=args.identities // 2, val=1, mtg_train=0,
-                                        mtg_test=1), progress=False)
+    generate(
+        work / "data",
+        SynthConfig(identities=args.identities, test=args.identities // 2, val=1, mtg_train=0, mtg_test=1),
+        progress=False,
+    )
 
     start = time.perf_counter()
-    results = run_bench(BenchConfig(encoders=["tiny"], data=str(work / "data"), sources=args.sources, out=str(work / "out")))
+    results = run_bench(
+        BenchConfig(encoders=["tiny"], data=str(work / "data"), sources=args.sources, out=str(work / "out"))
+    )
     ours = time.perf_counter() - start
     result = next(iter(results.encoders.values()))
     embedded = result.embeddings_computed
@@ -45,10 +50,14 @@ def main() -> None:
         _, count = similarity_tables(encoder, bench, [source])
         per_source_images += count
     baseline = time.perf_counter() - start
-    print(f"nearid bench, tiny model, {len(bench)} identities x {len(args.sources)} sources: {embedded} images "
-          f"embedded in {ours:.1f} s end to end ({embedded / ours:.0f} images/s incl. loading and writing)")
-    print(f"baseline, one pass per source: {per_source_images} images in {baseline:.1f} s "
-          f"({per_source_images / baseline:.0f} images/s)")
+    print(
+        f"nearid bench, tiny model, {len(bench)} identities x {len(args.sources)} sources: {embedded} images "
+        f"embedded in {ours:.1f} s end to end ({embedded / ours:.0f} images/s incl. loading and writing)"
+    )
+    print(
+        f"baseline, one pass per source: {per_source_images} images in {baseline:.1f} s "
+        f"({per_source_images / baseline:.0f} images/s)"
+    )
     print(f"ratio baseline/ours: {baseline / ours:.2f}x time, {per_source_images / embedded:.2f}x images")
     shutil.rmtree(work, ignore_errors=True)
 

@@ -38,8 +38,18 @@ def main() -> None:
         rng = np.random.default_rng(0)
         with open(table, "w", newline="") as handle:
             writer = csv.writer(handle)
-            writer.writerow(["sample_id", "category", "n_pos", "n_neg", "sim_01", "sim_02", "sim_12",
-                             *(f"cross_{a}{b}" for a in range(3) for b in range(3))])
+            writer.writerow(
+                [
+                    "sample_id",
+                    "category",
+                    "n_pos",
+                    "n_neg",
+                    "sim_01",
+                    "sim_02",
+                    "sim_12",
+                    *(f"cross_{a}{b}" for a in range(3) for b in range(3)),
+                ]
+            )
             writer.writerows([f"id{i}", "", 3, 3, *np.round(rng.uniform(0.3, 0.9, 12), 6)] for i in range(50))
         python = sys.executable
         runs = {
@@ -51,7 +61,9 @@ def main() -> None:
         seconds = {name: best_of(argv, args.repeats) for name, argv in runs.items()}
     floor, heavy = seconds["floor: import numpy"], seconds["before: import torch, transformers"]
     for name, value in seconds.items():
-        print(f"{name:36s} {value:6.2f} s   x{value / floor:5.1f} of the numpy floor   {heavy / value:5.1f}x faster than torch+transformers")
+        print(
+            f"{name:36s} {value:6.2f} s   x{value / floor:5.1f} of the numpy floor   {heavy / value:5.1f}x faster than torch+transformers"
+        )
 
 
 if __name__ == "__main__":

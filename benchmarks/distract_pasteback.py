@@ -29,28 +29,58 @@ def main() -> None:
     args = parser.parse_args()
     root = Path(args.out)
     shutil.rmtree(root, ignore_errors=True)
-    generate(root / "synth", SynthConfig(identities=args.identities, size=args.size, seed=0, val=1, test=2, mtg_train=0,
-                                         mtg_test=0, workers=1, sources=("Instance",)), progress=False)
+    generate(
+        root / "synth",
+        SynthConfig(
+            identities=args.identities,
+            size=args.size,
+            seed=0,
+            val=1,
+            test=2,
+            mtg_train=0,
+            mtg_test=0,
+            workers=1,
+            sources=("Instance",),
+        ),
+        progress=False,
+    )
     rows = []
     for generator in ("tiny-flux-fill", "tiny-sdxl-inpaint"):
         for feather in (0, 4, 8):
-            summary = distract(DistractConfig(data=str(root / "synth"), generator=generator, source=f"{generator}-{feather}",
-                                              dilate=8, feather=feather, progress=False))
+            summary = distract(
+                DistractConfig(
+                    data=str(root / "synth"),
+                    generator=generator,
+                    source=f"{generator}-{feather}",
+                    dilate=8,
+                    feather=feather,
+                    progress=False,
+                )
+            )
             m = summary["measurements"]
-            rows.append({
-                "generator": generator, "feather": feather, "images": summary["distractors"],
-                "seconds_per_image": summary["seconds"]["per_image"],
-                "outside_with": m["outside_mean_abs"]["with_paste_back"],
-                "outside_without": m["outside_mean_abs"]["without_paste_back"],
-                "seam_with": m["seam"]["with_paste_back"], "seam_without": m["seam"]["without_paste_back"],
-                "changed_inside": m["changed_inside_mask"],
-            })
+            rows.append(
+                {
+                    "generator": generator,
+                    "feather": feather,
+                    "images": summary["distractors"],
+                    "seconds_per_image": summary["seconds"]["per_image"],
+                    "outside_with": m["outside_mean_abs"]["with_paste_back"],
+                    "outside_without": m["outside_mean_abs"]["without_paste_back"],
+                    "seam_with": m["seam"]["with_paste_back"],
+                    "seam_without": m["seam"]["without_paste_back"],
+                    "changed_inside": m["changed_inside_mask"],
+                }
+            )
             print(json.dumps(rows[-1]), flush=True)
-    print("| generator | feather | images | s/image | outside, paste-back | outside, none | seam, paste-back | seam, none |")
+    print(
+        "| generator | feather | images | s/image | outside, paste-back | outside, none | seam, paste-back | seam, none |"
+    )
     print("|---|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['generator']} | {r['feather']} | {r['images']} | {r['seconds_per_image']:.3f} | {r['outside_with']:.2f} | "
-              f"{r['outside_without']:.2f} | {r['seam_with']:.2f} | {r['seam_without']:.2f} |")
+        print(
+            f"| {r['generator']} | {r['feather']} | {r['images']} | {r['seconds_per_image']:.3f} | {r['outside_with']:.2f} | "
+            f"{r['outside_without']:.2f} | {r['seam_with']:.2f} | {r['seam_without']:.2f} |"
+        )
     (root / "measurements.json").write_text(json.dumps(rows, indent=2) + "\n")
 
 

@@ -43,14 +43,17 @@ def main() -> None:
     torch.manual_seed(0)
     started = time.perf_counter()
     model = NearIDModel(NearIDConfig())
-    print(f"built full-size NearID (SigLIP2-SO400M/14 @384, {sum(p.numel() for p in model.parameters()):,} params) "
-          f"in {time.perf_counter() - started:.1f} s; device={device}, threads={torch.get_num_threads()}, batch={args.batch}")
+    print(
+        f"built full-size NearID (SigLIP2-SO400M/14 @384, {sum(p.numel() for p in model.parameters()):,} params) "
+        f"in {time.perf_counter() - started:.1f} s; device={device}, threads={torch.get_num_threads()}, batch={args.batch}"
+    )
     pixels = torch.rand(args.batch, 3, 384, 384) * 2 - 1
     results = {}
     for name in args.dtypes:
         dtype = resolve_dtype(name, device)
-        encoder = TransformersEncoder(f"full-size {name}", model, siglip_processor(384), nearid_readout,
-                                      device=device, dtype=dtype, dim=1152)
+        encoder = TransformersEncoder(
+            f"full-size {name}", model, siglip_processor(384), nearid_readout, device=device, dtype=dtype, dim=1152
+        )
         results[name] = measure(encoder, pixels, args.repeats)
         print(f"  {name:9s} {results[name]:8.3f} images/s   ({1 / results[name]:.2f} s/image)")
     baseline = results[args.dtypes[0]]

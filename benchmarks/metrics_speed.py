@@ -53,8 +53,10 @@ def main() -> None:
     looped = (time.perf_counter() - start) * 100
     check = nearid_scores(pair[:subset], cross[:subset])
     assert abs(loop[0] - check.ssr) < 1e-9 and abs(loop[1] - check.pa) < 1e-9, "loop and vectorised disagree"
-    print(f"{n:,} identities, {score.n_trials:,} trials: SSR {score.ssr:.2f} PA {score.pa:.2f} in {vectorised:.3f} s "
-          f"(target 2 s: {'met' if vectorised < 2 else 'MISSED'})")
+    print(
+        f"{n:,} identities, {score.n_trials:,} trials: SSR {score.ssr:.2f} PA {score.pa:.2f} in {vectorised:.3f} s "
+        f"(target 2 s: {'met' if vectorised < 2 else 'MISSED'})"
+    )
     print(f"baseline per-identity loop (1% subset, scaled x100): {looped:.2f} s; ratio {looped / vectorised:.1f}x")
 
 

@@ -36,8 +36,16 @@ from nearid.training.trainer import half_trunk
 
 def so400m(seed: int = 0) -> NearIDModel:
     """The paper's architecture (spec 2.1) with random weights."""
-    vision = SiglipVisionConfig(hidden_size=1152, intermediate_size=4304, num_hidden_layers=27, num_attention_heads=16,
-                                image_size=384, patch_size=14, hidden_act="gelu_pytorch_tanh", layer_norm_eps=1e-6)
+    vision = SiglipVisionConfig(
+        hidden_size=1152,
+        intermediate_size=4304,
+        num_hidden_layers=27,
+        num_attention_heads=16,
+        image_size=384,
+        patch_size=14,
+        hidden_act="gelu_pytorch_tanh",
+        layer_norm_eps=1e-6,
+    )
     torch.manual_seed(seed)
     return NearIDModel(NearIDConfig(vision_config=vision)).eval()
 
@@ -67,18 +75,31 @@ def compare(name: str, model: NearIDModel, batch: int, device: torch.device) -> 
     model = model.to(device)
     reference = embed(model.float(), pixels)
     rows = []
-    variants = [("fp16", lambda m: m.half()), ("bf16", lambda m: m.bfloat16()),
-                ("half trunk fp16", lambda m: (half_trunk(m, "fp16"), m)[1]),
-                ("half trunk bf16", lambda m: (half_trunk(m, "bf16"), m)[1])]
+    variants = [
+        ("fp16", lambda m: m.half()),
+        ("bf16", lambda m: m.bfloat16()),
+        ("half trunk fp16", lambda m: (half_trunk(m, "fp16"), m)[1]),
+        ("half trunk bf16", lambda m: (half_trunk(m, "bf16"), m)[1]),
+    ]
     for label, cast in variants:
         start = time.perf_counter()
         vectors = embed(cast(copy.deepcopy(model)), pixels)
         difference = (vectors - reference).abs().max().item()
         cosine = (vectors * reference).sum(-1).min().item()
-        rows.append({"model": name, "dtype": label, "max_abs_diff": difference, "min_cosine": cosine,
-                     "seconds": time.perf_counter() - start})
-        print(f"{name:8s} {label:16s} max |e - e_fp32| {difference:.2e}   min cosine {cosine:.7f}   "
-              f"({rows[-1]['seconds']:.1f} s)", flush=True)
+        rows.append(
+            {
+                "model": name,
+                "dtype": label,
+                "max_abs_diff": difference,
+                "min_cosine": cosine,
+                "seconds": time.perf_counter() - start,
+            }
+        )
+        print(
+            f"{name:8s} {label:16s} max |e - e_fp32| {difference:.2e}   min cosine {cosine:.7f}   "
+            f"({rows[-1]['seconds']:.1f} s)",
+            flush=True,
+        )
     return rows
 
 

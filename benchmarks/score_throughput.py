@@ -55,9 +55,13 @@ def main() -> None:
     naive_similarities = (naive[0::2] * naive[1::2]).sum(-1).numpy()
     baseline = time.perf_counter() - start
     assert np.allclose(naive_similarities, result.similarities, atol=1e-5), "the two scorers disagree"
-    print(f"{args.pairs} pairs sharing {args.references} references, {encoder.name}: embedded {result.embedded} images "
-          f"in {ours:.2f} s ({result.embedded / ours:.0f} images/s, {args.pairs / ours:.0f} pairs/s)")
-    print(f"baseline, both images of every pair: {len(naive)} images in {baseline:.2f} s ({args.pairs / baseline:.0f} pairs/s)")
+    print(
+        f"{args.pairs} pairs sharing {args.references} references, {encoder.name}: embedded {result.embedded} images "
+        f"in {ours:.2f} s ({result.embedded / ours:.0f} images/s, {args.pairs / ours:.0f} pairs/s)"
+    )
+    print(
+        f"baseline, both images of every pair: {len(naive)} images in {baseline:.2f} s ({args.pairs / baseline:.0f} pairs/s)"
+    )
     print(f"ratio baseline/ours: {baseline / ours:.2f}x time, {len(naive) / result.embedded:.2f}x images")
     shutil.rmtree(work, ignore_errors=True)
 

@@ -26,8 +26,15 @@ from nearid.processors import siglip_processor
 
 def tiny_siglip_mean():
     model = build_tiny_model(0).backbone
-    return TransformersEncoder("siglip2-mean on tiny (untrained)", model, siglip_processor(64), mean_token_readout,
-                               device="cpu", dtype=model.dtype, dim=model.config.hidden_size)
+    return TransformersEncoder(
+        "siglip2-mean on tiny (untrained)",
+        model,
+        siglip_processor(64),
+        mean_token_readout,
+        device="cpu",
+        dtype=model.dtype,
+        dim=model.config.hidden_size,
+    )
 
 
 def main() -> None:
@@ -45,8 +52,10 @@ def main() -> None:
             tables, embedded = similarity_tables(encoder, bench, list(SOURCES), masks=masks)
             pooled = pooled_scores(tables)
             per_source = "  ".join(f"{s} {t.scores().ssr:5.1f}" for s, t in tables.items())
-            print(f"{encoder.name:38s} {'foreground' if masks else 'full image':10s}  SSR {pooled.ssr:5.1f}  "
-                  f"PA {pooled.pa:5.1f}  (chance PA 50.0; {embedded} images embedded)  per source SSR: {per_source}")
+            print(
+                f"{encoder.name:38s} {'foreground' if masks else 'full image':10s}  SSR {pooled.ssr:5.1f}  "
+                f"PA {pooled.pa:5.1f}  (chance PA 50.0; {embedded} images embedded)  per source SSR: {per_source}"
+            )
     if not args.data:
         shutil.rmtree(data.parent, ignore_errors=True)
 

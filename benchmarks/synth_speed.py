@@ -33,12 +33,16 @@ def main() -> None:
     args = parser.parse_args()
     out = Path(args.out or tempfile.mkdtemp(prefix="nearid-synth-bench-"))
     full = SynthConfig(identities=args.identities, size=128, seed=0)
-    subset = replace(full, identities=args.identities // 10, workers=1, mtg_train=full.mtg_train // 10, mtg_test=full.mtg_test // 10)
+    subset = replace(
+        full, identities=args.identities // 10, workers=1, mtg_train=full.mtg_train // 10, mtg_test=full.mtg_test // 10
+    )
     one_worker = timed(out / "one-worker", subset) * 10
     seconds = timed(out / "full", full)
     size_mb = sum(f.stat().st_size for f in (out / "full").rglob("*") if f.is_file()) / 1e6
-    print(f"{args.identities} identities x {len(full.sources)} sources at {full.size} px, MTG {full.mtg_train}+{full.mtg_test}, "
-          f"{full.workers} workers: {seconds:.1f} s ({args.identities / seconds:.0f} identities/s), {size_mb:.0f} MB on disk")
+    print(
+        f"{args.identities} identities x {len(full.sources)} sources at {full.size} px, MTG {full.mtg_train}+{full.mtg_test}, "
+        f"{full.workers} workers: {seconds:.1f} s ({args.identities / seconds:.0f} identities/s), {size_mb:.0f} MB on disk"
+    )
     print(f"baseline (1 worker, 10% subset, scaled x10): {one_worker:.1f} s")
     print(f"ratio baseline/full: {one_worker / seconds:.2f}x; target 120 s: {'met' if seconds < 120 else 'MISSED'}")
     if args.out is None:

@@ -39,18 +39,38 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=16)
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="nearid-train-speed-"))
-    generate(work / "data", SynthConfig(identities=120, size=128, seed=0, val=4, test=4, mtg_train=0, mtg_test=1), progress=False)
+    generate(
+        work / "data",
+        SynthConfig(identities=120, size=128, seed=0, val=4, test=4, mtg_train=0, mtg_test=1),
+        progress=False,
+    )
     torch.manual_seed(0)
-    vision = SiglipVisionConfig(hidden_size=384, intermediate_size=1536, num_hidden_layers=12, num_attention_heads=6,
-                                image_size=224, patch_size=16)
+    vision = SiglipVisionConfig(
+        hidden_size=384,
+        intermediate_size=1536,
+        num_hidden_layers=12,
+        num_attention_heads=6,
+        image_size=224,
+        patch_size=16,
+    )
     NearIDModel(NearIDConfig(vision_config=vision)).save_pretrained(work / "backbone")
     siglip_processor(224).save_pretrained(work / "backbone")
     rates = {}
     fill_seconds = 0.0
     for cached in (True, False):
-        base = dict(data=str(work / "data"), sources=["Part", "Shape"], backbone=f"nearid:{work / 'backbone'}",
-                    batch_size=args.batch, epochs=50, warmup_steps=1, save_steps=10_000, log_steps=10_000,
-                    flip_prob=0.0, cache_tokens=cached, out=str(work / ("cached" if cached else "fresh")))
+        base = dict(
+            data=str(work / "data"),
+            sources=["Part", "Shape"],
+            backbone=f"nearid:{work / 'backbone'}",
+            batch_size=args.batch,
+            epochs=50,
+            warmup_steps=1,
+            save_steps=10_000,
+            log_steps=10_000,
+            flip_prob=0.0,
+            cache_tokens=cached,
+            out=str(work / ("cached" if cached else "fresh")),
+        )
         if cached:  # the one-off fill, so that the timed runs below read a warm cache
             fill_seconds = timed(TrainConfig(**base, max_steps=1))
         seconds = {}
@@ -58,8 +78,10 @@ def main() -> None:
             shutil.rmtree(Path(base["out"]) / "checkpoints", ignore_errors=True)
             seconds[steps] = timed(TrainConfig(**base, max_steps=steps))
         rates[cached] = 10 / (seconds[12] - seconds[2])
-    print(f"batch {args.batch}, 12-layer/384/224px trunk, 2 cores: cached {rates[True]:.2f} steps/s, "
-          f"trunk every step {rates[False]:.2f} steps/s")
+    print(
+        f"batch {args.batch}, 12-layer/384/224px trunk, 2 cores: cached {rates[True]:.2f} steps/s, "
+        f"trunk every step {rates[False]:.2f} steps/s"
+    )
     print(f"first cached run incl. the one-off token fill: {fill_seconds:.1f} s")
     print(f"ratio cached/uncached: {rates[True] / rates[False]:.1f}x (target >= 5x)")
     shutil.rmtree(work, ignore_errors=True)

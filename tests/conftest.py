@@ -10,12 +10,12 @@ os.environ["HF_DATASETS_OFFLINE"] = "1"
 # datasets reads its cache location once, at import: parquet conversions of test data go here.
 os.environ["HF_DATASETS_CACHE"] = tempfile.mkdtemp(prefix="nearid-test-datasets-")
 
-import pytest  # noqa: E402
-import torch  # noqa: E402
-from PIL import Image  # noqa: E402
-from transformers import SiglipVisionConfig  # noqa: E402
+import pytest
+import torch
+from PIL import Image
+from transformers import SiglipVisionConfig
 
-from nearid.processors import siglip_processor  # noqa: E402
+from nearid.processors import siglip_processor
 
 
 @pytest.fixture(autouse=True)

@@ -43,7 +43,9 @@ def loss_and_grad(module, parameters, spec, inputs, pos_mask, neg_mask, oracle):
     """One step's loss on these rows (one head call on every slot, like the trainer) and the head's gradient."""
     torch.manual_seed(123)  # the draws of `infonce` (its one positive per anchor) start from the same state
     embeddings = module(inputs)
-    loss = CombinedLoss(spec)(embeddings[:, 0], embeddings[:, 1 : 1 + P], embeddings[:, 1 + P :], pos_mask, neg_mask, oracle=oracle)
+    loss = CombinedLoss(spec)(
+        embeddings[:, 0], embeddings[:, 1 : 1 + P], embeddings[:, 1 + P :], pos_mask, neg_mask, oracle=oracle
+    )
     loss.backward()
     grad = torch.cat([p.grad.flatten() for p in parameters])
     return loss.detach(), grad
@@ -70,11 +72,17 @@ def main() -> None:
             one = head()
             ddp = torch.nn.parallel.DistributedDataParallel(one)
             try:
-                loss, grad = loss_and_grad(ddp, list(one.parameters()), spec, inputs[rows], pos_mask[rows], neg_mask[rows], oracle[rows])
+                loss, grad = loss_and_grad(
+                    ddp, list(one.parameters()), spec, inputs[rows], pos_mask[rows], neg_mask[rows], oracle[rows]
+                )
                 dist.all_reduce(loss)  # the trainer logs the mean over processes
-                results[key] = {"one": references[key][0], "two": float(loss) / world,
-                                "grad_one": references[key][1], "grad_two": grad.tolist()}
-            except Exception:  # noqa: BLE001 - reported to the test, which fails on it
+                results[key] = {
+                    "one": references[key][0],
+                    "two": float(loss) / world,
+                    "grad_one": references[key][1],
+                    "grad_two": grad.tolist(),
+                }
+            except Exception:
                 results[key] = {"error": traceback.format_exc()[-1500:]}
             dist.barrier()
     if rank == 0:

@@ -26,9 +26,12 @@ def _ref(key: str) -> ImageRef:
 
 def _identity(row: int, n_views: int = 3) -> Identity:
     views = tuple(
-        View(_ref(f"N[row {row}].images{j + 1}"), _ref(f"N[row {row}].masks{j + 1}")) if j < n_views else None for j in range(3)
+        View(_ref(f"N[row {row}].images{j + 1}"), _ref(f"N[row {row}].masks{j + 1}")) if j < n_views else None
+        for j in range(3)
     )
-    distractors = {s: tuple(_ref(f"N-{s}[row {row}].nimg{j + 1}") if j < n_views else None for j in range(3)) for s in SOURCES}
+    distractors = {
+        s: tuple(_ref(f"N-{s}[row {row}].nimg{j + 1}") if j < n_views else None for j in range(3)) for s in SOURCES
+    }
     return Identity(id=row, row=row, views=views, distractors=distractors)
 
 
@@ -79,16 +82,26 @@ def test_turning_augmentations_on_changes_no_mask_flip_or_pairing():
             assert (x is None) == (y is None)
             if x is not None:
                 assert (x.image, x.mask, x.flip) == (y.image, y.mask, y.flip)
-        m_a, m_b = mtg_sample(_mtg(row), row, plain, epoch, oracle=(1, 1)), mtg_sample(_mtg(row), row, augmented, epoch, oracle=(1, 1))
-        assert [(s.image, s.mask, s.flip) if s else None for s in m_a.slots] == [(s.image, s.mask, s.flip) if s else None for s in m_b.slots]
+        m_a, m_b = (
+            mtg_sample(_mtg(row), row, plain, epoch, oracle=(1, 1)),
+            mtg_sample(_mtg(row), row, augmented, epoch, oracle=(1, 1)),
+        )
+        assert [(s.image, s.mask, s.flip) if s else None for s in m_a.slots] == [
+            (s.image, s.mask, s.flip) if s else None for s in m_b.slots
+        ]
 
 
 def test_parameter_ranges_reach_both_ends():
     augments = _augments(SampleRecipe(seed=1, jitter_prob=1.0, affine_prob=1.0))
     assert len(augments) == 200 * 2 * 6 and all(a is not None and a.jitter and a.affine for a in augments)
     for name, low, high in [
-        ("brightness", 0.8, 1.2), ("contrast", 0.8, 1.2), ("saturation", 0.8, 1.2), ("hue", -0.05, 0.05),
-        ("dx", -0.1, 0.1), ("dy", -0.1, 0.1), ("scale", 0.9, 1.1),
+        ("brightness", 0.8, 1.2),
+        ("contrast", 0.8, 1.2),
+        ("saturation", 0.8, 1.2),
+        ("hue", -0.05, 0.05),
+        ("dx", -0.1, 0.1),
+        ("dy", -0.1, 0.1),
+        ("scale", 0.9, 1.1),
     ]:
         values = np.array([getattr(a, name) for a in augments])
         width = high - low
@@ -192,7 +205,9 @@ def test_scale_is_about_the_centre():
     assert up[20, 9] > 200 and up[20, 8] < 30 and up[20, 30] > 200 and up[20, 31] < 30 and up[20, 20] == 255
     down = np.asarray(disalign(Image.new("RGB", (40, 40), (255, 255, 255)), 0.0, 0.0, 0.9))[..., 0]
     assert down[0, 0] == 0 and down[20, 20] == 255  # zooming out: black margins, centre kept
-    assert (down[20, :2] == 0).all() and (down[20, 2:38] == 255).all() and (down[20, 38:] == 0).all()  # 40 * 0.05 = 2 px
+    assert (
+        (down[20, :2] == 0).all() and (down[20, 2:38] == 255).all() and (down[20, 38:] == 0).all()
+    )  # 40 * 0.05 = 2 px
     assert (down[:2, 20] == 0).all() and (down[2:38, 20] == 255).all()
     # the inverse map sends an output point back through shift and zoom about the centre
     a, b, c, d, e, f = affine_matrix((40, 30), 0.1, -0.1, 1.25)
@@ -203,7 +218,9 @@ def test_scale_is_about_the_centre():
 def test_jitter_operations():
     grey = Image.new("RGB", (8, 8), (100, 100, 100))
     np.testing.assert_array_equal(np.asarray(color_jitter(grey, Augment(brightness=1.2, jitter=True))), 120)
-    np.testing.assert_array_equal(np.asarray(color_jitter(grey, Augment(saturation=0.8, contrast=1.2, jitter=True))), 100)
+    np.testing.assert_array_equal(
+        np.asarray(color_jitter(grey, Augment(saturation=0.8, contrast=1.2, jitter=True))), 100
+    )
     two = np.zeros((2, 2, 3), np.uint8)
     two[0] = 50
     two[1] = 150  # mean grey 100: contrast 1.2 gives 100 -/+ 60
@@ -225,7 +242,11 @@ def bench(tmp_path_factory):
     from nearid.data.synth import SynthConfig, generate
 
     root = tmp_path_factory.mktemp("synth")
-    generate(root, SynthConfig(identities=6, size=48, seed=1, val=1, test=1, mtg_train=0, mtg_test=0, workers=1), progress=False)
+    generate(
+        root,
+        SynthConfig(identities=6, size=48, seed=1, val=1, test=1, mtg_train=0, mtg_test=0, workers=1),
+        progress=False,
+    )
     return load_nearid(root, ["Part", "Shape"], split="train")
 
 

@@ -10,7 +10,6 @@ cases run ``python -m nearid`` in a subprocess, since only a real pipe shows the
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -40,12 +39,19 @@ def world(tmp_path_factory) -> Path:
     from nearid.model import build_tiny_model
 
     root = tmp_path_factory.mktemp("world")
-    generate(root / "synth", SynthConfig(identities=8, size=32, seed=1, val=1, test=3, mtg_train=0, mtg_test=3,
-                                         workers=1, sources=("Part",)), progress=False)
+    generate(
+        root / "synth",
+        SynthConfig(
+            identities=8, size=32, seed=1, val=1, test=3, mtg_train=0, mtg_test=3, workers=1, sources=("Part",)
+        ),
+        progress=False,
+    )
     # a run folder as nearid train leaves it (head-only checkpoint of the tiny model, width 64)
     step = root / "run" / "checkpoints" / "step-2"
     step.mkdir(parents=True)
-    save_file({k: v.contiguous() for k, v in build_tiny_model(0).head.state_dict().items()}, str(step / "head.safetensors"))
+    save_file(
+        {k: v.contiguous() for k, v in build_tiny_model(0).head.state_dict().items()}, str(step / "head.safetensors")
+    )
     torch.save({"step": 2}, step / "state.pt")
     (root / "run" / "config.json").write_text(json.dumps({"backbone": "tiny", "data": "x", "out": "run"}))
     # a SigLIP checkpoint of another width (48), and the same weights without their config.json
@@ -58,16 +64,29 @@ def world(tmp_path_factory) -> Path:
         Image.new("RGB", (40, 40), colour).save(root / "imgs" / f"{i}.png")
     (root / "empty").mkdir()
     (root / "afile").write_text("not a folder")
-    for name, text in {"empty": "[]", "object": '{"a": 1}', "notjson": "nope", "float": "[1.5]", "bool": "[true]",
-                       "outside": "[999]", "twice": "[0, 0]", "nested": "[[0]]", "indices_empty": '{"indices": []}'}.items():
+    for name, text in {
+        "empty": "[]",
+        "object": '{"a": 1}',
+        "notjson": "nope",
+        "float": "[1.5]",
+        "bool": "[true]",
+        "outside": "[999]",
+        "twice": "[0, 0]",
+        "nested": "[[0]]",
+        "indices_empty": '{"indices": []}',
+    }.items():
         (root / f"split_{name}.json").write_text(text)
     (root / "binary.csv").write_bytes(bytes(range(256)) * 4)
     (root / "nul.csv").write_text("sample_id,sim_01\x00\n1,2\n")
-    header = "sample_id,category,n_pos,n_neg,sim_01,sim_02,sim_12," + ",".join(f"cross_{a}{b}" for a in range(3) for b in range(3))
+    header = "sample_id,category,n_pos,n_neg,sim_01,sim_02,sim_12," + ",".join(
+        f"cross_{a}{b}" for a in range(3) for b in range(3)
+    )
     (root / "header_only.csv").write_text(header + "\n")
     (root / "all_empty.csv").write_text(header + "\n1,,2,2" + "," * 12 + "\n")
-    (root / "mtg.csv").write_text("sample_id,mtg_oracle_1,mtg_oracle_2,mtg_sim_1_2,mtg_sim_1_1p,mtg_sim_1_2p,mtg_sim_2_2p,mtg_sim_2_1p\n"
-                                  "0,0.1,0.2,0.9,0.5,0.4,0.6,0.3\n1,0.3,0.1,0.8,0.7,0.2,0.9,0.4\n")
+    (root / "mtg.csv").write_text(
+        "sample_id,mtg_oracle_1,mtg_oracle_2,mtg_sim_1_2,mtg_sim_1_1p,mtg_sim_1_2p,mtg_sim_2_2p,mtg_sim_2_1p\n"
+        "0,0.1,0.2,0.9,0.5,0.4,0.6,0.3\n1,0.3,0.1,0.8,0.7,0.2,0.9,0.4\n"
+    )
     (root / "nearid.csv").write_text(header + "\n1,,2,2,0.9,,,0.5,,,,0.4" + ",,," + "\n")
     # a folder benchmark (nearid.data.folder layout) with one source, "flux"
     for k in range(3):
@@ -82,7 +101,11 @@ def world(tmp_path_factory) -> Path:
 # (case id, argv with {w} = the inputs folder, substring the one error line must contain)
 BAD = [
     # --batch-size 0 / -1 on every command that has one
-    ("embed-batch-0", "embed {w}/imgs/0.png --model tiny --out e.npz --batch-size 0", "--batch-size: 0: give an integer of at least 1"),
+    (
+        "embed-batch-0",
+        "embed {w}/imgs/0.png --model tiny --out e.npz --batch-size 0",
+        "--batch-size: 0: give an integer of at least 1",
+    ),
     ("embed-batch-neg", "embed {w}/imgs/0.png --model tiny --out e.npz --batch-size -1", "at least 1"),
     ("embed-batch-text", "embed {w}/imgs/0.png --model tiny --out e.npz --batch-size abc", "'abc' is not an integer"),
     ("compare-batch-0", "compare {w}/imgs/0.png {w}/imgs/1.png --model tiny --batch-size 0", "at least 1"),
@@ -92,29 +115,93 @@ BAD = [
     ("train-batch-0", "train --data {w}/synth --sources Part --out r --backbone tiny --batch-size 0", "at least 1"),
     ("train-batch-neg", "train --data {w}/synth --sources Part --out r --backbone tiny --batch-size -1", "at least 1"),
     # encoder / backbone spec arguments
-    ("embed-histogram-0", "embed {w}/imgs/0.png --model histogram:0 --out e.npz", "histogram:0: histogram takes a number of bins per channel from 1 to 64"),
+    (
+        "embed-histogram-0",
+        "embed {w}/imgs/0.png --model histogram:0 --out e.npz",
+        "histogram:0: histogram takes a number of bins per channel from 1 to 64",
+    ),
     ("embed-histogram-big", "embed {w}/imgs/0.png --model histogram:65 --out e.npz", "from 1 to 64"),
     ("compare-histogram-neg", "compare {w}/imgs/0.png {w}/imgs/1.png --model histogram:-2", "from 1 to 64"),
-    ("bench-second-encoder-bad", "bench --encoder tiny --encoder histogram:0 --data {w}/synth --sources Part --out b", "histogram:0"),
-    ("bench-tiny-abc", "bench --encoder tiny:abc --data {w}/synth --sources Part --out b", "tiny encoder takes an integer seed, got 'abc'"),
+    (
+        "bench-second-encoder-bad",
+        "bench --encoder tiny --encoder histogram:0 --data {w}/synth --sources Part --out b",
+        "histogram:0",
+    ),
+    (
+        "bench-tiny-abc",
+        "bench --encoder tiny:abc --data {w}/synth --sources Part --out b",
+        "tiny encoder takes an integer seed, got 'abc'",
+    ),
     ("embed-tiny-abc", "embed {w}/imgs/0.png --model tiny:abc --out e.npz", "integer seed"),
     ("train-tiny-abc", "train --data {w}/synth --sources Part --out r --backbone tiny:abc", "integer seed"),
     ("export-tiny-abc", "export {w}/run/checkpoints/step-2 m --backbone tiny:abc", "integer seed"),
     # bench --out
-    ("bench-out-file", "bench --encoder tiny --data {w}/synth --sources Part --out {w}/afile", "is a file, but a folder is written here"),
-    ("bench-out-below-file", "bench --encoder tiny --data {w}/synth --sources Part --out {w}/afile/sub", "is a file, so nothing can be created inside it"),
+    (
+        "bench-out-file",
+        "bench --encoder tiny --data {w}/synth --sources Part --out {w}/afile",
+        "is a file, but a folder is written here",
+    ),
+    (
+        "bench-out-below-file",
+        "bench --encoder tiny --data {w}/synth --sources Part --out {w}/afile/sub",
+        "is a file, so nothing can be created inside it",
+    ),
     # split files
-    ("split-empty", "bench --encoder tiny --data {w}/synth --sources Part --out b --split-file {w}/split_empty.json", "lists no rows"),
-    ("split-indices-empty", "bench --encoder tiny --data {w}/synth --sources Part --out b --split-file {w}/split_indices_empty.json", "lists no rows"),
-    ("split-object", "bench --encoder tiny --data {w}/synth --sources Part --out b --split-file {w}/split_object.json", "a split file is a JSON list"),
-    ("split-notjson", "bench --encoder tiny --data {w}/synth --sources Part --out b --split-file {w}/split_notjson.json", "cannot read the split file"),
-    ("split-float", "bench --encoder tiny --data {w}/synth --sources Part --out b --split-file {w}/split_float.json", "a split file is a JSON list"),
-    ("split-bool", "bench --encoder tiny --data {w}/synth --sources Part --out b --split-file {w}/split_bool.json", "a split file is a JSON list"),
-    ("split-nested", "bench --encoder tiny --data {w}/synth --sources Part --out b --split-file {w}/split_nested.json", "a split file is a JSON list"),
-    ("split-outside", "bench --encoder tiny --data {w}/synth --sources Part --out b --split-file {w}/split_outside.json", "row 999 is outside"),
-    ("split-twice", "bench --encoder tiny --data {w}/synth --sources Part --out b --split-file {w}/split_twice.json", "appears more than once"),
-    ("split-missing", "bench --encoder tiny --data {w}/synth --sources Part --out b --split-file {w}/nosuch.json", "cannot read the split file"),
-    ("bench-split-without-identities", "bench --encoder tiny --data {w}/folderbench --out b --split val", "no identity with 2 or more views in split 'val'"),
+    (
+        "split-empty",
+        "bench --encoder tiny --data {w}/synth --sources Part --out b --split-file {w}/split_empty.json",
+        "lists no rows",
+    ),
+    (
+        "split-indices-empty",
+        "bench --encoder tiny --data {w}/synth --sources Part --out b --split-file {w}/split_indices_empty.json",
+        "lists no rows",
+    ),
+    (
+        "split-object",
+        "bench --encoder tiny --data {w}/synth --sources Part --out b --split-file {w}/split_object.json",
+        "a split file is a JSON list",
+    ),
+    (
+        "split-notjson",
+        "bench --encoder tiny --data {w}/synth --sources Part --out b --split-file {w}/split_notjson.json",
+        "cannot read the split file",
+    ),
+    (
+        "split-float",
+        "bench --encoder tiny --data {w}/synth --sources Part --out b --split-file {w}/split_float.json",
+        "a split file is a JSON list",
+    ),
+    (
+        "split-bool",
+        "bench --encoder tiny --data {w}/synth --sources Part --out b --split-file {w}/split_bool.json",
+        "a split file is a JSON list",
+    ),
+    (
+        "split-nested",
+        "bench --encoder tiny --data {w}/synth --sources Part --out b --split-file {w}/split_nested.json",
+        "a split file is a JSON list",
+    ),
+    (
+        "split-outside",
+        "bench --encoder tiny --data {w}/synth --sources Part --out b --split-file {w}/split_outside.json",
+        "row 999 is outside",
+    ),
+    (
+        "split-twice",
+        "bench --encoder tiny --data {w}/synth --sources Part --out b --split-file {w}/split_twice.json",
+        "appears more than once",
+    ),
+    (
+        "split-missing",
+        "bench --encoder tiny --data {w}/synth --sources Part --out b --split-file {w}/nosuch.json",
+        "cannot read the split file",
+    ),
+    (
+        "bench-split-without-identities",
+        "bench --encoder tiny --data {w}/folderbench --out b --split val",
+        "no identity with 2 or more views in split 'val'",
+    ),
     # synth sizes and counts
     ("synth-size-0", "synth sy --size 0", "--size: 0: give an integer of at least 1"),
     ("synth-size-neg", "synth sy --size -5", "at least 1"),
@@ -127,21 +214,57 @@ BAD = [
     ("synth-mtg-neg", "synth sy --identities 12 --mtg-train -1", "at least 0"),
     ("synth-val-neg", "synth sy --identities 12 --val -1", "at least 0"),
     ("synth-test-0", "synth sy --identities 12 --test 0", "at least 1"),
-    ("synth-unknown-source", "synth sy --identities 12 --size 32 --workers 1 --sources Fluxx", "unknown synthetic source 'Fluxx'"),
+    (
+        "synth-unknown-source",
+        "synth sy --identities 12 --size 32 --workers 1 --sources Fluxx",
+        "unknown synthetic source 'Fluxx'",
+    ),
     # export
-    ("export-other-width", "export {w}/run/checkpoints/step-2 m --backbone {w}/sig48", "its head does not fit backbone"),
-    ("export-run-folder", "export {w}/run m", "is a run folder; pass one checkpoint in it, e.g. the newest: {w}/run/checkpoints/step-2"),
+    (
+        "export-other-width",
+        "export {w}/run/checkpoints/step-2 m --backbone {w}/sig48",
+        "its head does not fit backbone",
+    ),
+    (
+        "export-run-folder",
+        "export {w}/run m",
+        "is a run folder; pass one checkpoint in it, e.g. the newest: {w}/run/checkpoints/step-2",
+    ),
     ("export-checkpoints-folder", "export {w}/run/checkpoints m", "the newest: {w}/run/checkpoints/step-2"),
     ("export-missing", "export {w}/nosuch m", "no such checkpoint folder"),
     ("export-model-folder", "export {w}/sig48 m", "is a model folder, not a training checkpoint"),
     ("export-out-file", "export {w}/run/checkpoints/step-2 {w}/afile", "is a file, but a folder is written here"),
     # folders that are not models
-    ("weights-without-config", "embed {w}/imgs/0.png --model siglip2-map:{w}/noconf --out e.npz", "has weights (model.safetensors) but no config.json"),
-    ("weights-without-config-nearid", "embed {w}/imgs/0.png --model nearid:{w}/noconf --out e.npz", "but no config.json"),
-    ("train-backbone-without-config", "train --data {w}/synth --sources Part --out r --backbone {w}/noconf", "but no config.json"),
-    ("run-folder-as-model", "embed {w}/imgs/0.png --model nearid:{w}/run --out e.npz", "is a training run folder, not a model; export a checkpoint first"),
-    ("checkpoint-as-model", "bench --encoder nearid:{w}/run/checkpoints/step-2 --data {w}/synth --sources Part --out b", "is a head-only training checkpoint"),
-    ("image-folder-as-model", "embed {w}/imgs/0.png --model nearid:{w}/imgs --out e.npz", "is not a model folder (no config.json, no weights)"),
+    (
+        "weights-without-config",
+        "embed {w}/imgs/0.png --model siglip2-map:{w}/noconf --out e.npz",
+        "has weights (model.safetensors) but no config.json",
+    ),
+    (
+        "weights-without-config-nearid",
+        "embed {w}/imgs/0.png --model nearid:{w}/noconf --out e.npz",
+        "but no config.json",
+    ),
+    (
+        "train-backbone-without-config",
+        "train --data {w}/synth --sources Part --out r --backbone {w}/noconf",
+        "but no config.json",
+    ),
+    (
+        "run-folder-as-model",
+        "embed {w}/imgs/0.png --model nearid:{w}/run --out e.npz",
+        "is a training run folder, not a model; export a checkpoint first",
+    ),
+    (
+        "checkpoint-as-model",
+        "bench --encoder nearid:{w}/run/checkpoints/step-2 --data {w}/synth --sources Part --out b",
+        "is a head-only training checkpoint",
+    ),
+    (
+        "image-folder-as-model",
+        "embed {w}/imgs/0.png --model nearid:{w}/imgs --out e.npz",
+        "is not a model folder (no config.json, no weights)",
+    ),
     # nearid metrics inputs
     ("metrics-binary", "metrics {w}/binary.csv", "not UTF-8 text"),
     ("metrics-image", "metrics {w}/imgs/0.png", "not UTF-8 text"),
@@ -152,29 +275,63 @@ BAD = [
     ("metrics-all-empty", "metrics {w}/all_empty.csv", "no valid trial"),
     ("metrics-mixed-layouts", "metrics {w}/nearid.csv {w}/mtg.csv", "MTG table(s) mixed with NearID-bench tables"),
     # train arguments
-    ("train-lr-nan", "train --data {w}/synth --sources Part --out r --backbone tiny --lr nan", "--lr: nan: give a finite number"),
+    (
+        "train-lr-nan",
+        "train --data {w}/synth --sources Part --out r --backbone tiny --lr nan",
+        "--lr: nan: give a finite number",
+    ),
     ("train-lr-inf", "train --data {w}/synth --sources Part --out r --backbone tiny --lr inf", "finite"),
     ("train-lr-neg", "train --data {w}/synth --sources Part --out r --backbone tiny --lr -1", "greater than 0"),
-    ("train-lr-text", "train --data {w}/synth --sources Part --out r --backbone tiny --lr fast", "'fast' is not a number"),
-    ("train-save-steps-0", "train --data {w}/synth --sources Part --out r --backbone tiny --save-steps 0", "at least 1"),
+    (
+        "train-lr-text",
+        "train --data {w}/synth --sources Part --out r --backbone tiny --lr fast",
+        "'fast' is not a number",
+    ),
+    (
+        "train-save-steps-0",
+        "train --data {w}/synth --sources Part --out r --backbone tiny --save-steps 0",
+        "at least 1",
+    ),
     ("train-log-steps-0", "train --data {w}/synth --sources Part --out r --backbone tiny --log-steps 0", "at least 1"),
     ("train-max-steps-0", "train --data {w}/synth --sources Part --out r --backbone tiny --max-steps 0", "at least 1"),
-    ("train-warmup-neg", "train --data {w}/synth --sources Part --out r --backbone tiny --warmup-steps -1", "at least 0"),
+    (
+        "train-warmup-neg",
+        "train --data {w}/synth --sources Part --out r --backbone tiny --warmup-steps -1",
+        "at least 0",
+    ),
     ("train-eval-neg", "train --data {w}/synth --sources Part --out r --backbone tiny --eval-steps -1", "at least 0"),
-    ("train-default-sources-on-synth", "train --data {w}/synth --out r --backbone tiny", "the sources there are Part: pass --sources Part"),
+    (
+        "train-default-sources-on-synth",
+        "train --data {w}/synth --out r --backbone tiny",
+        "the sources there are Part: pass --sources Part",
+    ),
     # bench data
     ("bench-no-sources", "bench --encoder tiny --data {w}/synth --out b", "--sources is required for {w}/synth"),
-    ("bench-folder-unknown-source", "bench --encoder tiny --data {w}/folderbench --sources sd --out b", "no distractor source 'sd'"),
-    ("bench-folder-split-file", "bench --encoder tiny --data {w}/folderbench --out b --split-file {w}/split_twice.json", "is a folder benchmark"),
+    (
+        "bench-folder-unknown-source",
+        "bench --encoder tiny --data {w}/folderbench --sources sd --out b",
+        "no distractor source 'sd'",
+    ),
+    (
+        "bench-folder-split-file",
+        "bench --encoder tiny --data {w}/folderbench --out b --split-file {w}/split_twice.json",
+        "is a folder benchmark",
+    ),
     # embed / compare inputs
     ("embed-empty-folder", "embed {w}/empty --model tiny --out e.npz", "a folder with no images in it"),
-    ("embed-masks-folder", "embed {w}/imgs --masks {w}/imgs --model tiny --out e.npz", "is a folder; pass --masks as mask files"),
+    (
+        "embed-masks-folder",
+        "embed {w}/imgs --masks {w}/imgs --model tiny --out e.npz",
+        "is a folder; pass --masks as mask files",
+    ),
     ("missing-argument", "bench --encoder tiny --data {w}/synth", "the following arguments are required: --out"),
 ]
 
 
 @pytest.mark.parametrize("case, argv, message", BAD, ids=[case for case, _, _ in BAD])
-def test_bad_invocation_is_one_line_exit_2_and_writes_nothing(world, tmp_path, monkeypatch, capsys, case, argv, message):
+def test_bad_invocation_is_one_line_exit_2_and_writes_nothing(
+    world, tmp_path, monkeypatch, capsys, case, argv, message
+):
     work = tmp_path / "work"
     work.mkdir()
     monkeypatch.chdir(work)
@@ -193,15 +350,22 @@ def test_bad_invocation_is_one_line_exit_2_and_writes_nothing(world, tmp_path, m
 
 def test_bad_invocation_through_python_m(world, tmp_path):
     """The same through the real entry point: one line, exit 2."""
-    done = subprocess.run([sys.executable, "-m", "nearid", "embed", str(world / "imgs"), "--model", "histogram:0", "--out", "e.npz"],
-                          cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-m", "nearid", "embed", str(world / "imgs"), "--model", "histogram:0", "--out", "e.npz"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 2 and done.stderr.count("\n") == 1 and "histogram:0" in done.stderr
     assert list(tmp_path.iterdir()) == []
 
 
 def _closed_pipe(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
     """Run ``python -m nearid ARGS | head -c 1``: read one byte, close the pipe, let it finish."""
-    process = subprocess.Popen([sys.executable, "-m", "nearid", *args], cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "nearid", *args], cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
     process.stdout.read(1)
     process.stdout.close()
     err = process.stderr.read().decode()
@@ -222,8 +386,26 @@ def test_dbpp_json_into_a_closed_pipe(tmp_path):
 
 
 def test_train_into_a_closed_pipe(world, tmp_path):
-    done = _closed_pipe(["train", "--data", str(world / "synth"), "--sources", "Part", "--out", str(tmp_path / "r"),
-                         "--backbone", "tiny", "--batch-size", "2", "--epochs", "2", "--log-steps", "1"], tmp_path)
+    done = _closed_pipe(
+        [
+            "train",
+            "--data",
+            str(world / "synth"),
+            "--sources",
+            "Part",
+            "--out",
+            str(tmp_path / "r"),
+            "--backbone",
+            "tiny",
+            "--batch-size",
+            "2",
+            "--epochs",
+            "2",
+            "--log-steps",
+            "1",
+        ],
+        tmp_path,
+    )
     assert done.returncode == 141 and "Traceback" not in done.stderr and "BrokenPipe" not in done.stderr, done.stderr
 
 
@@ -262,8 +444,24 @@ def test_bench_on_a_folder_benchmark_equals_the_python_api(world, tmp_path, caps
 
 def test_metrics_scores_bench_mtg_tables_as_bench_did(world, tmp_path, capsys):
     out = tmp_path / "b"
-    assert main(["bench", "--encoder", "histogram", "--data", str(world / "synth"), "--sources", "Part",
-                 "--mtg", str(world / "synth" / "MTG"), "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "bench",
+                "--encoder",
+                "histogram",
+                "--data",
+                str(world / "synth"),
+                "--sources",
+                "Part",
+                "--mtg",
+                str(world / "synth" / "MTG"),
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     mtg = json.loads((out / "results.json").read_text())["encoders"]["histogram:8"]["mtg"]
     table = next(out.glob("sims/*/mtg_full.csv"))
     capsys.readouterr()
@@ -275,15 +473,21 @@ def test_metrics_scores_bench_mtg_tables_as_bench_did(world, tmp_path, capsys):
     # Fisher-z mean of the four similarity-oracle Pearson correlations, clipped at 0.999, undefined = 0
     import csv
 
-    rows = list(csv.DictReader(open(table)))
-    col = lambda name: np.array([float(r[name]) for r in rows])  # noqa: E731
+    with open(table, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    col = lambda name: np.array([float(r[name]) for r in rows])
 
     def r(x, y):
         return 0.0 if np.ptp(x) == 0 or np.ptp(y) == 0 else float(np.corrcoef(x, y)[0, 1])
 
     o1, o2 = col("mtg_oracle_1"), col("mtg_oracle_2")
-    rs = [r(col("mtg_sim_1_1p"), o1), r(col("mtg_sim_2_2p"), o2), r(col("mtg_sim_1_2p"), o2), r(col("mtg_sim_2_1p"), o1)]
-    z = lambda values: float(np.tanh(np.mean(np.arctanh(np.clip(values, -0.999, 0.999)))))  # noqa: E731
+    rs = [
+        r(col("mtg_sim_1_1p"), o1),
+        r(col("mtg_sim_2_2p"), o2),
+        r(col("mtg_sim_1_2p"), o2),
+        r(col("mtg_sim_2_1p"), o1),
+    ]
+    z = lambda values: float(np.tanh(np.mean(np.arctanh(np.clip(values, -0.999, 0.999)))))
     assert printed["m_o"] == pytest.approx(z(rs), abs=1e-9) and printed["m_opair"] == pytest.approx(z(rs[:2]), abs=1e-9)
 
 

@@ -31,7 +31,11 @@ SOURCES = ["Part", "Shape"]
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
     root = tmp_path_factory.mktemp("bench") / "synth"
-    generate(root, SynthConfig(identities=24, size=48, seed=5, val=2, test=8, mtg_train=0, mtg_test=6, workers=1), progress=False)
+    generate(
+        root,
+        SynthConfig(identities=24, size=48, seed=5, val=2, test=8, mtg_train=0, mtg_test=6, workers=1),
+        progress=False,
+    )
     return root
 
 
@@ -60,12 +64,22 @@ def expected_mtg(encoder, data, masks=False) -> dict:
     s = {name: np.array(v) for name, v in sims.items()}
     o1, o2 = np.array([x.oracle(0) for x in samples]), np.array([x.oracle(1) for x in samples])
     margins = np.stack([s["12"] - s["11p"], s["12"] - s["22p"]], axis=1)
-    r = [np.corrcoef(s["11p"], o1)[0, 1], np.corrcoef(s["22p"], o2)[0, 1], np.corrcoef(s["12p"], o2)[0, 1],
-         np.corrcoef(s["21p"], o1)[0, 1]]
+    r = [
+        np.corrcoef(s["11p"], o1)[0, 1],
+        np.corrcoef(s["22p"], o2)[0, 1],
+        np.corrcoef(s["12p"], o2)[0, 1],
+        np.corrcoef(s["21p"], o1)[0, 1],
+    ]
     z = np.arctanh(np.clip(np.nan_to_num(r), -0.999, 0.999))
-    return {"ssr": 100 * np.mean((margins > 0).all(axis=1)), "pa": 100 * np.mean(margins > 0),
-            "n_samples": len(samples), "n_trials": 2 * len(samples), "m_o": np.tanh(z.mean()),
-            "m_opair": np.tanh(z[:2].mean()), "correlations": r}
+    return {
+        "ssr": 100 * np.mean((margins > 0).all(axis=1)),
+        "pa": 100 * np.mean(margins > 0),
+        "n_samples": len(samples),
+        "n_trials": 2 * len(samples),
+        "m_o": np.tanh(z.mean()),
+        "m_opair": np.tanh(z[:2].mean()),
+        "correlations": r,
+    }
 
 
 def expected_nearid(encoder, data, source: str, masks: bool, cleaning: str = "authors") -> dict:
@@ -84,17 +98,30 @@ def expected_nearid(encoder, data, source: str, masks: bool, cleaning: str = "au
             distractor = identity.distractor(source, j)
             if distractor is not None:
                 own[j] = float(views[j] @ nearid.embed(encoder, [distractor], [mask]).double()[0])
-        margins = [float(views[a] @ views[b]) - own[anchor] for a in slots for b in slots if a < b
-                   for anchor in (a, b) if anchor in own]
+        margins = [
+            float(views[a] @ views[b]) - own[anchor]
+            for a in slots
+            for b in slots
+            if a < b
+            for anchor in (a, b)
+            if anchor in own
+        ]
         if margins:
             n_samples += 1
             all_win += all(m > 0 for m in margins)
             trials += len(margins)
             wins += sum(m > 0 for m in margins)
             mean_wins += sum(margins) / len(margins) > 0
-    return {"ssr": 100 * all_win / n_samples, "pa": 100 * wins / trials, "n_samples": n_samples, "n_trials": trials,
-            "n_wins": wins, "n_all_win": all_win, "n_mean_win": mean_wins,
-            "pa_published": 100 * (wins + mean_wins) / (trials + n_samples)}
+    return {
+        "ssr": 100 * all_win / n_samples,
+        "pa": 100 * wins / trials,
+        "n_samples": n_samples,
+        "n_trials": trials,
+        "n_wins": wins,
+        "n_all_win": all_win,
+        "n_mean_win": mean_wins,
+        "pa_published": 100 * (wins + mean_wins) / (trials + n_samples),
+    }
 
 
 def test_counts_tables_and_csvs(data, tmp_path):
@@ -117,7 +144,7 @@ def test_counts_tables_and_csvs(data, tmp_path):
     for source in SOURCES:
         score = nearid_scores(*read_nearid_csv(folder / f"{source}_full.csv"))
         assert score == histogram.nearid.per_source[source]
-    sims, oracles = read_mtg_csv(folder / "mtg_full.csv")
+    _sims, oracles = read_mtg_csv(folder / "mtg_full.csv")
     assert len(oracles[0]) == 6 and np.all((oracles[0] > 0) & (oracles[0] < 1))
 
 
@@ -133,8 +160,19 @@ def test_mtg_figures_equal_a_direct_computation(data, tmp_path, masks):
 
 
 def test_mtg_split_is_an_option(data, tmp_path, capsys):
-    argv = ["bench", "--encoder", "histogram", "--data", str(data), "--sources", "Part", "--mtg", str(data / "MTG"),
-            "--out", str(tmp_path)]
+    argv = [
+        "bench",
+        "--encoder",
+        "histogram",
+        "--data",
+        str(data),
+        "--sources",
+        "Part",
+        "--mtg",
+        str(data / "MTG"),
+        "--out",
+        str(tmp_path),
+    ]
     assert main([*argv, "--mtg-split", "train"]) == 2  # this MTG has no train split: the option reached the loader
     assert "MTG: has no split 'train' (it has test)" in capsys.readouterr().err
 
@@ -151,7 +189,9 @@ def test_masks_use_the_view_silhouette(data, tmp_path):
     cleaned = run_bench(config(data, tmp_path, encoders=["histogram"], masks=True, mtg=None))
     assert cleaned.benchmark.condition == "foreground"
     assert (cleaned.benchmark.mask_cleaning, cleaned.benchmark.mask_dilate) == ("authors", 0)  # the default
-    results = run_bench(config(data, tmp_path / "raw", encoders=["histogram"], masks=True, mtg=None, mask_cleaning="none"))
+    results = run_bench(
+        config(data, tmp_path / "raw", encoders=["histogram"], masks=True, mtg=None, mask_cleaning="none")
+    )
     assert results.benchmark.mask_cleaning == "none"
     full = run_bench(config(data, tmp_path / "full", encoders=["histogram"], mtg=None))
     assert full.benchmark.mask_cleaning is None
@@ -172,22 +212,28 @@ def _ref(key: str) -> ImageRef:
 def test_fill_tables_against_direct_cosines():
     """Every cell from one lookup per (image, mask); a missing middle view, a missing distractor and
     masks must not move any distractor onto another view's background."""
+
     def identity(i, slots, missing=()):
         views = tuple(View(_ref(f"v{i}{j}"), _ref(f"m{i}{j}")) if j in slots else None for j in range(3))
-        distractors = {s: tuple(_ref(f"{s}{i}{j}") if j in slots and (s, j) not in missing else None for j in range(3))
-                       for s in ("A", "B")}
+        distractors = {
+            s: tuple(_ref(f"{s}{i}{j}") if j in slots and (s, j) not in missing else None for j in range(3))
+            for s in ("A", "B")
+        }
         return Identity(id=i, row=i, views=views, distractors=distractors, category="c")
 
     bench = [identity(0, (0, 1, 2)), identity(1, (0, 2), missing={("B", 2)}), identity(2, (1, 2), missing={("A", 1)})]
     for masks in (False, True):
         plan = plan_images(bench, ["A", "B"], masks=masks, mask_cleaning="none")
-        assert len(plan) == len(set(plan.keys)) == 7 + 2 * 7 - 2  # 7 views; per source one distractor per view, 2 missing
+        assert (
+            len(plan) == len(set(plan.keys)) == 7 + 2 * 7 - 2
+        )  # 7 views; per source one distractor per view, 2 missing
         rng = np.random.default_rng(1)
         matrix = rng.normal(size=(len(plan), 5))
         matrix /= np.linalg.norm(matrix, axis=1, keepdims=True)
         vector = {key: matrix[r] for r, key in enumerate(plan.keys)}
         tables = fill_tables(plan, matrix)
         for i, ident in enumerate(bench):
+
             def view(j, ident=ident, masks=masks, vector=vector):
                 return vector[image_key(ident.views[j].image, ident.views[j].mask if masks else None)]
 
@@ -209,12 +255,26 @@ def test_fill_tables_against_direct_cosines():
 
 def test_two_processes_give_the_same_numbers(data, tmp_path):
     torchrun = shutil.which("torchrun", path=os.path.dirname(sys.executable))
-    argv = ["bench", "--encoder", "tiny", "--encoder", "histogram", "--data", str(data), "--sources", *SOURCES,
-            "--mtg", str(data / "MTG")]
+    argv = [
+        "bench",
+        "--encoder",
+        "tiny",
+        "--encoder",
+        "histogram",
+        "--data",
+        str(data),
+        "--sources",
+        *SOURCES,
+        "--mtg",
+        str(data / "MTG"),
+    ]
     assert main([*argv, "--out", str(tmp_path / "one")]) == 0
     done = subprocess.run(
         [torchrun, "--standalone", "--nproc_per_node", "2", "-m", "nearid", *argv, "--out", str(tmp_path / "two")],
-        capture_output=True, text=True, timeout=300, cwd=Path(__file__).parent,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=Path(__file__).parent,
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[:3000]
     one = json.loads((tmp_path / "one" / "results.json").read_text())
@@ -236,7 +296,9 @@ def test_metrics_command_pools_csvs(data, tmp_path, capsys):
     paths = [str(folder / f"{s}_full.csv") for s in SOURCES]
     assert main(["metrics", *paths, "--json"]) == 0
     printed = json.loads(capsys.readouterr().out)
-    pooled = json.loads((tmp_path / "results.json").read_text())["encoders"]["histogram:8"]["nearid"]["groups"]["all sources"]
+    pooled = json.loads((tmp_path / "results.json").read_text())["encoders"]["histogram:8"]["nearid"]["groups"][
+        "all sources"
+    ]
     assert printed == {k: pytest.approx(pooled[k]) for k in ("ssr", "pa", "pa_published", "n_samples", "n_trials")}
 
 
@@ -259,8 +321,13 @@ def test_authors_layout_by_hand(tmp_path, capsys):
     )
     assert main(["metrics", str(table), "--json"]) == 0
     # identity 7: margins +0.3, -0.1 (mean > 0); identity 9: all 6 win -> published (7 + 2) / (8 + 2)
-    assert json.loads(capsys.readouterr().out) == {"ssr": 50.0, "pa": pytest.approx(700 / 8), "n_samples": 2, "n_trials": 8,
-                                                   "pa_published": pytest.approx(90.0)}
+    assert json.loads(capsys.readouterr().out) == {
+        "ssr": 50.0,
+        "pa": pytest.approx(700 / 8),
+        "n_samples": 2,
+        "n_trials": 8,
+        "pa_published": pytest.approx(90.0),
+    }
 
 
 def test_authors_two_view_table_without_third_view_columns(tmp_path, capsys):
@@ -272,8 +339,13 @@ def test_authors_two_view_table_without_third_view_columns(tmp_path, capsys):
         "4,mug,2,2,0.75,0.5,0.1,0.1,0.25\n"  # margins +0.25, +0.5: two wins, mean > 0
     )
     assert main(["metrics", str(table), "--json"]) == 0
-    assert json.loads(capsys.readouterr().out) == {"ssr": 50.0, "pa": 75.0, "n_samples": 2, "n_trials": 4,
-                                                   "pa_published": pytest.approx(100 * 4 / 6)}
+    assert json.loads(capsys.readouterr().out) == {
+        "ssr": 50.0,
+        "pa": 75.0,
+        "n_samples": 2,
+        "n_trials": 4,
+        "pa_published": pytest.approx(100 * 4 / 6),
+    }
 
 
 # ------------------------------------------------------------------ masks: the authors' rules (spec 12.2)
@@ -322,7 +394,8 @@ def test_bench_drops_a_view_whose_mask_is_missing(data, tmp_path):
     test_rows = [r for r, s in enumerate(positives["train"]["split"]) if s == "test"]
     target = next(r for r in test_rows if positives["train"][r]["images3"] is not None)  # a 3-view identity
     positives["train"] = positives["train"].map(
-        lambda row, idx: {"masks2": None if idx == target else row["masks2"]}, with_indices=True)
+        lambda row, idx: {"masks2": None if idx == target else row["masks2"]}, with_indices=True
+    )
     positives.save_to_disk(str(copy / "NearID"))
     bench = load_nearid(copy, ["Part"], split="test", masks=True)
     assert bench.report.views_without_mask == 1
@@ -330,8 +403,11 @@ def test_bench_drops_a_view_whose_mask_is_missing(data, tmp_path):
     identity = next(i for i in bench if i.row == target)
     assert identity.view_slots == [0, 2] and identity.distractor("Part", 1) is None
     assert load_nearid(copy, ["Part"], split="test").report.views_without_mask == 0
-    results = run_bench(config(copy, tmp_path / "out", encoders=["histogram"], sources=["Part"], masks=True, mtg=None,
-                               mask_cleaning="none"))
+    results = run_bench(
+        config(
+            copy, tmp_path / "out", encoders=["histogram"], sources=["Part"], masks=True, mtg=None, mask_cleaning="none"
+        )
+    )
     assert results.benchmark.views_without_mask == 1
     assert "dropped 1 views without a mask" in results.benchmark.load_report
     full = run_bench(config(copy, tmp_path / "full", encoders=["histogram"], sources=["Part"], mtg=None))

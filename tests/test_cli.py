@@ -67,9 +67,28 @@ def test_argument_errors_exit_2(rgb_images, tmp_path, capsys, argv, message):
 
 def test_demo_runs_end_to_end_and_reports_what_the_bench_measured(tmp_path, capsys):
     out = tmp_path / "demo"
-    argv = ["demo", "--out", str(out), "--identities", "30", "--test", "8", "--val", "2",
-            "--standin-epochs", "1", "--train-epochs", "1", "--sources", "instance", "Part", "recolor",
-            "--headline-sources", "Instance", "Recolor"]
+    argv = [
+        "demo",
+        "--out",
+        str(out),
+        "--identities",
+        "30",
+        "--test",
+        "8",
+        "--val",
+        "2",
+        "--standin-epochs",
+        "1",
+        "--train-epochs",
+        "1",
+        "--sources",
+        "instance",
+        "Part",
+        "recolor",
+        "--headline-sources",
+        "Instance",
+        "Recolor",
+    ]
     assert main(argv) == 0
     results = json.loads((out / "results.json").read_text())
     bench = json.loads((out / "bench" / "results.json").read_text())
@@ -120,8 +139,27 @@ def test_module_entry_point_and_offline_error():
 
 
 def test_synth_command(tmp_path, capsys):
-    argv = ["synth", str(tmp_path / "s"), "--identities", "8", "--size", "32", "--val", "1", "--test", "2",
-            "--mtg-train", "0", "--mtg-test", "1", "--workers", "1", "--sources", "part", "SHAPE"]
+    argv = [
+        "synth",
+        str(tmp_path / "s"),
+        "--identities",
+        "8",
+        "--size",
+        "32",
+        "--val",
+        "1",
+        "--test",
+        "2",
+        "--mtg-train",
+        "0",
+        "--mtg-test",
+        "1",
+        "--workers",
+        "1",
+        "--sources",
+        "part",
+        "SHAPE",
+    ]
     assert main(argv) == 0
     out = capsys.readouterr().out
     assert "wrote 8 identities" in out and "train/val/test 5/1/2" in out and "sources Part, Shape" in out
@@ -137,8 +175,17 @@ def test_dbpp_reproduces_the_published_object_figures(capsys):
     assert main(["dbpp", "--ratings", str(DBPP), "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert set(result) == {"object", "live_subject_animal", "live_subject_human", "style", "all"}
-    published = {"human": 0.648, "gpt": 0.597, "qwen3vl_30b": 0.549, "nearid": 0.545, "backbone": 0.515,
-                 "clipi": 0.493, "dino": 0.492, "backbone_maphead": 0.489, "vsm": 0.190}
+    published = {
+        "human": 0.648,
+        "gpt": 0.597,
+        "qwen3vl_30b": 0.549,
+        "nearid": 0.545,
+        "backbone": 0.515,
+        "clipi": 0.493,
+        "dino": 0.492,
+        "backbone_maphead": 0.489,
+        "vsm": 0.190,
+    }
     assert {k: round(v, 3) for k, v in result["object"].items()} == published
     assert round(result["all"]["nearid"], 3) == 0.445
 

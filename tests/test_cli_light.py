@@ -42,15 +42,18 @@ def run_nearid(tmp_path: Path, *argv: str, timeout: float = 120) -> tuple[subpro
     """``python -m nearid *argv`` in a fresh interpreter: (the finished process, modules it imported)."""
     modules = tmp_path / "modules.txt"
     env = {**os.environ, "NEARID_MODULES_OUT": str(modules)}
-    done = subprocess.run([sys.executable, "-c", PROBE, *argv], capture_output=True, text=True, env=env, timeout=timeout)
+    done = subprocess.run(
+        [sys.executable, "-c", PROBE, *argv], capture_output=True, text=True, env=env, timeout=timeout
+    )
     return done, set(modules.read_text().split()) if modules.exists() else set()
 
 
 def assert_light(done: subprocess.CompletedProcess, modules: set[str]) -> None:
     assert modules, f"the exit hook did not run: {done.stderr}"
     assert "nearid.cli" in modules  # the probe saw the command, not an empty interpreter
-    assert not {m for m in modules if m.split(".")[0] in HEAVY}, "imported " + ", ".join(sorted(
-        {m.split(".")[0] for m in modules if m.split(".")[0] in HEAVY}))
+    assert not {m for m in modules if m.split(".")[0] in HEAVY}, "imported " + ", ".join(
+        sorted({m.split(".")[0] for m in modules if m.split(".")[0] in HEAVY})
+    )
 
 
 # ----------------------------------------------------------------------------- fixtures
@@ -62,10 +65,22 @@ def write_authors_csv(path: Path, n: int = 50, seed: int = 0) -> tuple[np.ndarra
     pair, cross = rng.uniform(0.3, 0.9, (n, 3)), rng.uniform(0.3, 0.9, (n, 3, 3))
     with open(path, "w", newline="") as handle:
         writer = csv.writer(handle)
-        writer.writerow(["sample_id", "category", "n_pos", "n_neg", "sim_01", "sim_02", "sim_12",
-                         *(f"cross_{a}{b}" for a in range(3) for b in range(3))])
+        writer.writerow(
+            [
+                "sample_id",
+                "category",
+                "n_pos",
+                "n_neg",
+                "sim_01",
+                "sim_02",
+                "sim_12",
+                *(f"cross_{a}{b}" for a in range(3) for b in range(3)),
+            ]
+        )
         for i in range(n):
-            writer.writerow([f"id{i}", "mug", 3, 3, *(f"{v:.6f}" for v in pair[i]), *(f"{v:.6f}" for v in cross[i].ravel())])
+            writer.writerow(
+                [f"id{i}", "mug", 3, 3, *(f"{v:.6f}" for v in pair[i]), *(f"{v:.6f}" for v in cross[i].ravel())]
+            )
     return pair.round(6), np.diagonal(cross, axis1=1, axis2=2).round(6)
 
 
@@ -84,7 +99,9 @@ def pa_published_by_hand(pair: np.ndarray, own: np.ndarray) -> float:
     """PA as the paper's tables count it: one more trial per identity, won when its mean margin is > 0."""
     wins, mean_wins = 0, 0
     for i in range(len(pair)):
-        margins = [pair[i, k] - own[i, anchor] for k, (a, b) in enumerate(((0, 1), (0, 2), (1, 2))) for anchor in (a, b)]
+        margins = [
+            pair[i, k] - own[i, anchor] for k, (a, b) in enumerate(((0, 1), (0, 2), (1, 2))) for anchor in (a, b)
+        ]
         wins += sum(m > 0 for m in margins)
         mean_wins += sum(margins) / len(margins) > 0
     return 100 * (wins + mean_wins) / (7 * len(pair))
@@ -108,21 +125,42 @@ def write_score_run(folder: Path) -> Path:
     rows = []
     for i, value in enumerate((0.91, 0.35, 0.62)):
         for side in ("ref", "gen"):
-            Image.new("RGB", (24, 24), (40 * i, 200 - 50 * i, 90 if side == "ref" else 20)).save(folder / "images" / f"{side}{i}.png")
-        rows.append({"reference": f"images/ref{i}.png", "generated": f"images/gen{i}.png",
-                     "subject": "dog", "similarity": value})
+            Image.new("RGB", (24, 24), (40 * i, 200 - 50 * i, 90 if side == "ref" else 20)).save(
+                folder / "images" / f"{side}{i}.png"
+            )
+        rows.append(
+            {
+                "reference": f"images/ref{i}.png",
+                "generated": f"images/gen{i}.png",
+                "subject": "dog",
+                "similarity": value,
+            }
+        )
     with open(folder / "scores.csv", "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
     values = np.array([r["similarity"] for r in rows])
     summary = {
-        "kind": "score", "schema_version": 2, "model": "histogram:8", "pairing": "csv", "n_pairs": 3,
+        "kind": "score",
+        "schema_version": 2,
+        "model": "histogram:8",
+        "pairing": "csv",
+        "n_pairs": 3,
         "unique_images_embedded": 6,
-        "similarity": {"mean": values.mean(), "median": float(np.median(values)), "std": values.std(),
-                       "min": values.min(), "max": values.max()},
+        "similarity": {
+            "mean": values.mean(),
+            "median": float(np.median(values)),
+            "std": values.std(),
+            "min": values.min(),
+            "max": values.max(),
+        },
         "per_subject": {"dog": {"n": 3, "mean": values.mean(), "median": float(np.median(values))}},
-        "threshold": None, "decisions": None, "pairs_file": "scores.csv", "errors": 0, "errors_file": None,
+        "threshold": None,
+        "decisions": None,
+        "pairs_file": "scores.csv",
+        "errors": 0,
+        "errors_file": None,
     }
     (folder / "run.summary.json").write_text(json.dumps(summary))
     return folder / "run.summary.json"
@@ -135,8 +173,11 @@ def bench_run(tmp_path_factory) -> Path:
     from nearid.data.synth import SynthConfig, generate
 
     root = tmp_path_factory.mktemp("light_bench")
-    generate(root / "synth", SynthConfig(identities=10, size=40, seed=1, val=1, test=6, mtg_train=0, mtg_test=0,
-                                         workers=1), progress=False)
+    generate(
+        root / "synth",
+        SynthConfig(identities=10, size=40, seed=1, val=1, test=6, mtg_train=0, mtg_test=0, workers=1),
+        progress=False,
+    )
     run_bench(BenchConfig(encoders=["histogram"], data=str(root / "synth"), sources=["Part"], out=str(root / "bench")))
     return root / "bench" / "results.json"
 
@@ -162,8 +203,13 @@ def test_metrics_on_50_rows_is_light_and_matches_a_hand_count(tmp_path):
     done, modules = run_nearid(tmp_path, "metrics", str(tmp_path / "sims.csv"), "--json")
     assert done.returncode == 0, done.stderr
     ssr, pa, trials = ssr_pa_by_hand(pair, own)
-    assert json.loads(done.stdout) == {"ssr": pytest.approx(ssr), "pa": pytest.approx(pa), "n_samples": 50, "n_trials": trials,
-                                       "pa_published": pytest.approx(pa_published_by_hand(pair, own))}
+    assert json.loads(done.stdout) == {
+        "ssr": pytest.approx(ssr),
+        "pa": pytest.approx(pa),
+        "n_samples": 50,
+        "n_trials": trials,
+        "pa_published": pytest.approx(pa_published_by_hand(pair, own)),
+    }
     assert_light(done, modules)
 
 
@@ -196,8 +242,10 @@ def test_bench_report_opening_the_data_is_light(tmp_path, bench_run):
 
 
 def test_library_face_is_lazy(tmp_path):
-    probe = ("import sys, nearid, nearid.data.schema, nearid.data.records, nearid.training.samples, nearid.metrics; "
-             "print(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'transformers', 'datasets')))")
+    probe = (
+        "import sys, nearid, nearid.data.schema, nearid.data.records, nearid.training.samples, nearid.metrics; "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'transformers', 'datasets')))"
+    )
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0 and done.stdout.strip() == "[]", done.stderr
     import nearid
@@ -225,8 +273,9 @@ def interrupt_while_reading(tmp_path: Path, *argv: str) -> subprocess.CompletedP
     fifo = tmp_path / "input.fifo"
     os.mkfifo(fifo)
     argv = [str(fifo) if a == "FIFO" else a for a in argv]
-    process = subprocess.Popen([sys.executable, "-m", "nearid", *argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                               text=True)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "nearid", *argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     deadline = time.monotonic() + 120
     writer = None
     while writer is None:  # a non-blocking open for writing succeeds only once a reader has the FIFO open
@@ -259,15 +308,18 @@ def test_ctrl_c_during_start_up_is_one_line_and_130(tmp_path, rgb_images):
     """While `compare` imports torch and transformers (seconds): the issue's KeyboardInterrupt traceback."""
     # The interpreter says "ready" once Python's own SIGINT handler is in place, then runs `python -m nearid`;
     # torch's import takes seconds, so 0.3 s later the signal lands inside nearid's start-up, not before it.
-    launcher = ("import runpy, sys; print('ready', flush=True); "
-                "sys.argv = ['nearid', 'compare', sys.argv[1], '--model', 'tiny']; "
-                "runpy.run_module('nearid', run_name='__main__', alter_sys=True)")
-    process = subprocess.Popen([sys.executable, "-c", launcher, str(rgb_images[0])],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    launcher = (
+        "import runpy, sys; print('ready', flush=True); "
+        "sys.argv = ['nearid', 'compare', sys.argv[1], '--model', 'tiny']; "
+        "runpy.run_module('nearid', run_name='__main__', alter_sys=True)"
+    )
+    process = subprocess.Popen(
+        [sys.executable, "-c", launcher, str(rgb_images[0])], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     assert process.stdout.readline() == "ready\n"
     time.sleep(0.3)
     process.send_signal(signal.SIGINT)
-    out, err = process.communicate(timeout=120)
+    _out, err = process.communicate(timeout=120)
     assert (process.returncode, err) == (130, "nearid: interrupted\n")
 
 
@@ -277,8 +329,12 @@ def test_closed_pipe_ends_quietly_with_141(tmp_path, unbuffered):
     stdout buffered (the default into a pipe) or not (PYTHONUNBUFFERED)."""
     write_authors_csv(tmp_path / "sims.csv", n=5)
     env = {**os.environ, "PYTHONUNBUFFERED": unbuffered}
-    process = subprocess.Popen([sys.executable, "-m", "nearid", "metrics", str(tmp_path / "sims.csv")],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "nearid", "metrics", str(tmp_path / "sims.csv")],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+    )
     process.stdout.close()
     err = process.stderr.read().decode()
     assert process.wait(timeout=120) == 141
@@ -336,7 +392,7 @@ def test_save_embeddings_round_trips_both_formats(tmp_path):
     with safe_open(tmp_path / "e.safetensors", "np") as handle:
         np.testing.assert_array_equal(handle.get_tensor("embeddings"), vectors)
         assert handle.metadata() == {"model": "tiny", "paths": json.dumps(paths)}
-    with pytest.raises(NearIDError, match="e.txt: unknown embedding file format"):
+    with pytest.raises(NearIDError, match=r"e\.txt: unknown embedding file format"):
         save_embeddings(tmp_path / "e.txt", vectors, paths)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["e.npz", "e.safetensors"]
 

@@ -40,7 +40,7 @@ VIEWS = [(0, 1, 2), (0, 1), (1,), (0, 2)]  # row 2 has one view; row 3 misses it
 def positives_rows():
     rows = {name: [] for name in positives_features()}
     for row, (identity, split, slots) in enumerate(zip(IDS, SPLITS, VIEWS)):
-        values = {name: None for name in rows}
+        values = dict.fromkeys(rows)
         values.update(id=identity, split=split, category="mug", category_description=f"mug {identity}")
         values.update(n_images=len(slots), quality="good", id_safe=True, objaverse_id=f"obj{identity}")
         for j in slots:
@@ -54,7 +54,7 @@ def positives_rows():
 def distractor_rows(source: int, ids=IDS, extra=None):
     rows = {name: [] for name in distractors_features()}
     for row, (identity, slots) in enumerate(zip(ids, VIEWS)):
-        values = {name: None for name in rows}
+        values = dict.fromkeys(rows)
         values.update(id=identity, n_images=len(slots))
         for j in slots + tuple(extra.get(row, ()) if extra else ()):
             values[f"nimg{j + 1}"] = png(colour(row, j, source))
@@ -136,7 +136,9 @@ def test_unknown_split(bench_root):
 
 
 def test_misaligned_distractors_are_refused(bench_root):
-    with pytest.raises(DatasetError, match=r"NearID-Shifted\[row 2\]\.id is 47 but NearID\[row 2\]\.id is 31 \(2 rows differ\)"):
+    with pytest.raises(
+        DatasetError, match=r"NearID-Shifted\[row 2\]\.id is 47 but NearID\[row 2\]\.id is 31 \(2 rows differ\)"
+    ):
         load_nearid(bench_root, ["Shifted"])
     with pytest.raises(DatasetError, match=r"NearID-Short: 3 rows but NearID has 4"):
         load_nearid(bench_root, ["Short"])
@@ -157,7 +159,9 @@ def test_explicit_source_location(bench_root):
 def test_missing_dataset_and_offline_hub(tmp_path):
     with pytest.raises(DatasetError, match=r"NearID-Nope: no such dataset folder"):
         load_nearid(tmp_path / "NearID-Nope", [])
-    with pytest.raises(DatasetError, match=r"dataset 'Aleksandar/NearID' is not available on this machine.*--repo-type dataset"):
+    with pytest.raises(
+        DatasetError, match=r"dataset 'Aleksandar/NearID' is not available on this machine.*--repo-type dataset"
+    ):
         load_nearid("Aleksandar/NearID", [])
 
 

@@ -14,7 +14,10 @@ from nearid.errors import NearIDError
 
 
 def _shared_ratings() -> Path | None:
-    for candidate in (os.environ.get("NEARID_DBPP_RATINGS"), Path(__file__).resolve().parents[2] / "shared" / "data" / "dreambench_plus" / "ratings"):
+    for candidate in (
+        os.environ.get("NEARID_DBPP_RATINGS"),
+        Path(__file__).resolve().parents[2] / "shared" / "data" / "dreambench_plus" / "ratings",
+    ):
         if candidate and Path(candidate).is_dir():
             return Path(candidate)
     return None
@@ -24,7 +27,9 @@ def _shared_ratings() -> Path | None:
 def published():
     ratings = _shared_ratings()
     if ratings is None:
-        pytest.skip("DreamBench++ ratings not found: set NEARID_DBPP_RATINGS or put them in ../shared/data/dreambench_plus/ratings")
+        pytest.skip(
+            "DreamBench++ ratings not found: set NEARID_DBPP_RATINGS or put them in ../shared/data/dreambench_plus/ratings"
+        )
     return alignment(ratings)
 
 
@@ -139,7 +144,9 @@ def _write(path: Path, data) -> None:
 def _human(root: Path) -> None:
     for method in METHODS:
         _write(root / "data_human_rating" / "merged_data" / "group1" / f"{method}-cp.json", GROUP1)
-        _write(root / "data_human_rating" / "merged_data" / "group2" / f"{method}-cp.json", dict(reversed(GROUP2.items())))
+        _write(
+            root / "data_human_rating" / "merged_data" / "group2" / f"{method}-cp.json", dict(reversed(GROUP2.items()))
+        )
 
 
 @pytest.fixture
@@ -149,13 +156,18 @@ def tiny(tmp_path) -> Path:
     for method in METHODS:
         _write(root / "data_full_rating" / f"{method}.json", METRIC[method])
     # like GPT-4o's folder: an aspect subfolder, and only one of the two methods
-    _write(root / "data_partial_rating" / "concept_preservation_full" / "textual_inversion_sd.json", METRIC["textual_inversion_sd"])
+    _write(
+        root / "data_partial_rating" / "concept_preservation_full" / "textual_inversion_sd.json",
+        METRIC["textual_inversion_sd"],
+    )
     return root
 
 
 def test_key_normalisation():
     assert normalise_key("object_20_rubik's_cube-3_0") == "object_20_magic_cube-3"
-    assert normalise_key("live_subject_animal_26_cotton-top_tamarin-4_12") == "live_subject_animal_26_cotton-top_tamarin-4"
+    assert (
+        normalise_key("live_subject_animal_26_cotton-top_tamarin-4_12") == "live_subject_animal_26_cotton-top_tamarin-4"
+    )
     assert normalise_key("style_10_ukiyo-e-8") == "style_10_ukiyo-e-8"  # human keys are left alone
 
 
@@ -184,7 +196,12 @@ def test_tiny_by_hand(tiny):
     details = result["_details"]["scorers"]
     assert details["partial"]["missing_methods"] == ["emu2"] and details["full"]["missing_methods"] == []
     emu2 = details["full"]["methods"]["emu2"]
-    assert emu2["categories"]["object"] == {"n": 3, "r1": pytest.approx(0.5), "r2": pytest.approx(-0.5), "r": pytest.approx(0.0)}
+    assert emu2["categories"]["object"] == {
+        "n": 3,
+        "r1": pytest.approx(0.5),
+        "r2": pytest.approx(-0.5),
+        "r": pytest.approx(0.0),
+    }
     assert emu2["n_paired"] == 6
     assert emu2["unpaired"] == {"metric_only": 1, "human_only": 0, "examples": ["object_99_ghost-0"]}
     assert details["human"]["methods"]["emu2"]["categories"]["object"]["r"] == pytest.approx(0.5)
@@ -269,8 +286,10 @@ def test_scores_dir_missing_or_name_taken(tiny, tmp_path):
 def test_keys_of_images_in_category_subfolders_pair():
     """`nearid score` keys `src_image/object/object_00_mug-0.png` as `object-object_00_mug-0`."""
     assert normalise_key("object-object_00_mug-0") == "object_00_mug-0"
-    assert normalise_key("live_subject_animal-live_subject_animal_26_cotton-top_tamarin-4_12") == \
-        "live_subject_animal_26_cotton-top_tamarin-4"
+    assert (
+        normalise_key("live_subject_animal-live_subject_animal_26_cotton-top_tamarin-4_12")
+        == "live_subject_animal_26_cotton-top_tamarin-4"
+    )
     assert normalise_key("object-unrelated") == "object-unrelated"  # only a whole key loses the folder
 
 

@@ -26,8 +26,7 @@ from nearid.cli import main
 from nearid.data import load_nearid, open_table
 from nearid.data.schema import distractors_features
 from nearid.data.synth import SynthConfig, generate
-from nearid.distract import DistractConfig, distract
-from nearid.distract import compositing
+from nearid.distract import DistractConfig, compositing, distract
 from nearid.distract.generators import generation_size, tiny_clip_tokenizer, tiny_t5_tokenizer, view_seed
 from nearid.distract.prompts import choose_prompts, description_similarity, retrieve
 from nearid.distract.quality import SAME, UNCHANGED, Verdict, parse_quality, quality_string
@@ -41,8 +40,13 @@ ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join(sys.p
 @pytest.fixture(scope="module")
 def synth(tmp_path_factory):
     root = tmp_path_factory.mktemp("distract") / "synth"
-    generate(root, SynthConfig(identities=6, size=48, seed=3, val=1, test=2, mtg_train=0, mtg_test=0, workers=1,
-                               sources=("Instance",)), progress=False)
+    generate(
+        root,
+        SynthConfig(
+            identities=6, size=48, seed=3, val=1, test=2, mtg_train=0, mtg_test=0, workers=1, sources=("Instance",)
+        ),
+        progress=False,
+    )
     return root
 
 
@@ -86,7 +90,9 @@ def test_paste_back_keeps_the_outside_exactly():
     out = compositing.paste_back(original, generated, compositing.blend_weights(region, 2))
     assert np.array_equal(out[~region], original[~region])
     assert np.array_equal(out[7:9, 7:9], generated[7:9, 7:9])  # deep inside: the generated pixels
-    half = compositing.paste_back(np.zeros((1, 1, 3), np.uint8), np.full((1, 1, 3), 101, np.uint8), np.full((1, 1), 0.5))
+    half = compositing.paste_back(
+        np.zeros((1, 1, 3), np.uint8), np.full((1, 1, 3), 101, np.uint8), np.full((1, 1), 0.5)
+    )
     assert half[0, 0, 0] == 50  # rint(50.5) -> 50 (round half to even)
 
 
@@ -145,7 +151,11 @@ def test_retrieval_respects_the_band():
 def test_tfidf_similarity_is_cosine_of_tfidf_vectors():
     from sklearn.feature_extraction.text import TfidfVectorizer
 
-    vectors = TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, token_pattern=r"(?u)\b\w+\b").fit_transform(DESCRIPTIONS).toarray()
+    vectors = (
+        TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, token_pattern=r"(?u)\b\w+\b")
+        .fit_transform(DESCRIPTIONS)
+        .toarray()
+    )
     norms = np.linalg.norm(vectors, axis=1)
     expected = vectors @ vectors.T / np.outer(norms, norms)
     assert np.allclose(description_similarity(DESCRIPTIONS), expected)
@@ -156,7 +166,9 @@ def test_prompts_file_template_and_errors(tmp_path):
     file = tmp_path / "prompts.json"
     file.write_text(json.dumps({"10": "a green mug", "11": ["a cup", "a bowl"]}))
     slots = {0: [0, 1], 1: [0, 1]}
-    choices = choose_prompts(ids, ["x", "y"], cats, [None, None], slots, prompts_file=file, template="a photo of {description}")
+    choices = choose_prompts(
+        ids, ["x", "y"], cats, [None, None], slots, prompts_file=file, template="a photo of {description}"
+    )
     assert choices[0].prompts == ("a photo of a green mug", "a photo of a green mug", None)
     assert choices[1].prompts == ("a photo of a cup", "a photo of a bowl", None)
     with pytest.raises(NearIDError, match="no prompt for view 3"):
@@ -164,7 +176,9 @@ def test_prompts_file_template_and_errors(tmp_path):
     file.write_text(json.dumps({"10": "a green mug"}))
     with pytest.raises(NearIDError, match="no prompt for id 11"):
         choose_prompts(ids, ["x", "y"], cats, [None, None], slots, prompts_file=file)
-    retrieved = choose_prompts(ids, ["a red mug", "a blue mug"], cats, [None, None], slots, template="{category}: {description}")
+    retrieved = choose_prompts(
+        ids, ["a red mug", "a blue mug"], cats, [None, None], slots, template="{category}: {description}"
+    )
     assert retrieved[0].prompts[:2] == ("mug: a blue mug",) * 2 and retrieved[0].donor_row == 1
     with pytest.raises(NearIDError, match="unknown field"):
         choose_prompts(ids, ["a", "b"], cats, [None, None], slots, template="{colour}")
@@ -189,7 +203,11 @@ def test_tiny_tokenizers_and_seeds():
     t5 = tiny_t5_tokenizer()
     assert t5("ab").input_ids[-1] == 1  # </s>
     assert view_seed(0, 5, 1, "Gen") == view_seed(0, 5, 1, "Gen") != view_seed(0, 5, 2, "Gen")
-    assert generation_size(48, 36, 64) == (64, 48) and generation_size(36, 48, 64) == (48, 64) and generation_size(512, 512, 1024) == (1024, 1024)
+    assert (
+        generation_size(48, 36, 64) == (64, 48)
+        and generation_size(36, 48, 64) == (48, 64)
+        and generation_size(512, 512, 1024) == (1024, 1024)
+    )
 
 
 @pytest.mark.parametrize("name", ["tiny-flux-fill", "tiny-sdxl-inpaint"])
@@ -210,8 +228,10 @@ def test_a_generation_depends_only_on_its_inputs_and_seed(name):
 
 
 def test_real_generator_offline_names_the_download(synth, tmp_path):
-    with pytest.raises(ModelNotAvailableError, match="hf download black-forest-labs/FLUX.1-Fill-dev"):
-        distract(DistractConfig(data=str(synth), generator="flux-fill", source="F", out=str(tmp_path / "f"), progress=False))
+    with pytest.raises(ModelNotAvailableError, match=r"hf download black-forest-labs/FLUX\.1-Fill-dev"):
+        distract(
+            DistractConfig(data=str(synth), generator="flux-fill", source="F", out=str(tmp_path / "f"), progress=False)
+        )
     with pytest.raises(NearIDError, match="unknown generator"):
         distract(DistractConfig(data=str(synth), generator="dalle", source="F", out=str(tmp_path / "f")))
 
@@ -219,7 +239,9 @@ def test_real_generator_offline_names_the_download(synth, tmp_path):
 def test_dataset_without_masks_points_to_nearid_mask(synth, tmp_path):
     table = open_table(synth / "NearID")
     table.dataset.remove_columns(["masks1", "masks2", "masks3"]).save_to_disk(str(tmp_path / "nomasks"))
-    assert main(["distract", "--data", str(tmp_path / "nomasks"), "--generator", "tiny-flux-fill", "--source", "G"]) == 2
+    assert (
+        main(["distract", "--data", str(tmp_path / "nomasks"), "--generator", "tiny-flux-fill", "--source", "G"]) == 2
+    )
     with pytest.raises(NearIDError, match="nearid mask"):
         distract(DistractConfig(data=str(tmp_path / "nomasks"), generator="tiny-flux-fill", source="G"))
 
@@ -233,8 +255,19 @@ def test_synth_distract_bench(synth, tmp_path, capsys):
     """The acceptance run: synth -> distract (tiny SDXL, paste-back) -> bench, and what the output holds."""
     data = tmp_path / "synth"
     shutil.copytree(synth, data)
-    argv = ["distract", "--data", str(data), "--generator", "tiny-sdxl-inpaint", "--source", "Gen", *FAST,
-            "--quality-encoder", "histogram", "--keep-shards"]
+    argv = [
+        "distract",
+        "--data",
+        str(data),
+        "--generator",
+        "tiny-sdxl-inpaint",
+        "--source",
+        "Gen",
+        *FAST,
+        "--quality-encoder",
+        "histogram",
+        "--keep-shards",
+    ]
     assert main(argv) == 0
     assert "untrained" in capsys.readouterr().out
     out = data / "NearID-Gen"
@@ -276,22 +309,71 @@ def test_synth_distract_bench(synth, tmp_path, capsys):
     m = summary["measurements"]
     assert m["outside_mean_abs"]["with_paste_back"] == 0.0 < m["outside_mean_abs"]["without_paste_back"]
     # the benchmark reads it unchanged
-    assert main(["bench", "--encoder", "histogram", "--data", str(data), "--sources", "Gen", "--split", "all",
-                 "--out", str(tmp_path / "bench")]) == 0
+    assert (
+        main(
+            [
+                "bench",
+                "--encoder",
+                "histogram",
+                "--data",
+                str(data),
+                "--sources",
+                "Gen",
+                "--split",
+                "all",
+                "--out",
+                str(tmp_path / "bench"),
+            ]
+        )
+        == 0
+    )
     results = json.loads((tmp_path / "bench" / "results.json").read_text())
     assert results["encoders"]["histogram:8"]["nearid"]["per_source"]["Gen"]["n_samples"] == 6
     # a second run with the same settings reuses every shard; another dilation reuses none
-    again = distract(DistractConfig(data=str(data), generator="tiny-sdxl-inpaint", source="Gen", steps=2, resolution=32,
-                                    dilate=2, feather=2, overwrite=True, keep_shards=True, progress=False))
+    again = distract(
+        DistractConfig(
+            data=str(data),
+            generator="tiny-sdxl-inpaint",
+            source="Gen",
+            steps=2,
+            resolution=32,
+            dilate=2,
+            feather=2,
+            overwrite=True,
+            keep_shards=True,
+            progress=False,
+        )
+    )
     assert again["resumed_identities"] == 6 and _arrow_bytes(out) == _arrow_bytes(tmp_path / "synth" / "NearID-Gen")
-    other = distract(DistractConfig(data=str(data), generator="tiny-sdxl-inpaint", source="Gen", steps=2, resolution=32,
-                                    dilate=1, feather=1, overwrite=True, progress=False, limit=1))
+    other = distract(
+        DistractConfig(
+            data=str(data),
+            generator="tiny-sdxl-inpaint",
+            source="Gen",
+            steps=2,
+            resolution=32,
+            dilate=1,
+            feather=1,
+            overwrite=True,
+            progress=False,
+            limit=1,
+        )
+    )
     assert other["resumed_identities"] == 0
 
 
 def test_no_paste_back_and_filter(synth, tmp_path):
-    config = dict(data=str(synth), generator="tiny-flux-fill", source="Raw", steps=2, resolution=32, dilate=2,
-                  feather=2, progress=False, split="test")
+    config = dict(
+        data=str(synth),
+        generator="tiny-flux-fill",
+        source="Raw",
+        steps=2,
+        resolution=32,
+        dilate=2,
+        feather=2,
+        progress=False,
+        split="test",
+    )
     raw = distract(DistractConfig(**config, out=str(tmp_path / "raw"), paste_back=False))
     assert raw["measurements"]["outside_mean_abs"]["without_paste_back"] > 0
     table = open_table(tmp_path / "raw")
@@ -301,7 +383,9 @@ def test_no_paste_back_and_filter(synth, tmp_path):
     row = test_rows[0]
     view = np.asarray(load_image(positives.ref(row, "images1")))
     made = np.asarray(load_image(table.ref(row, "nimg1")))
-    assert not np.array_equal(made[~load_mask(positives.ref(row, "masks1"))], view[~load_mask(positives.ref(row, "masks1"))])
+    assert not np.array_equal(
+        made[~load_mask(positives.ref(row, "masks1"))], view[~load_mask(positives.ref(row, "masks1"))]
+    )
     # an impossible change threshold fails every distractor; --filter drops them and keeps the slots empty
     filtered = distract(DistractConfig(**config, out=str(tmp_path / "filtered"), change_threshold=256.0, filter=True))
     assert filtered["kept"] == 0 and filtered["filtered"] == filtered["distractors"] > 0
@@ -330,14 +414,29 @@ def reference(synth, tmp_path_factory):
 
 
 def _flux_argv(synth, out):
-    return ["distract", "--data", str(synth), "--generator", "tiny-flux-fill", "--source", "Gen", "--out", str(out), *FAST]
+    return [
+        "distract",
+        "--data",
+        str(synth),
+        "--generator",
+        "tiny-flux-fill",
+        "--source",
+        "Gen",
+        "--out",
+        str(out),
+        *FAST,
+    ]
 
 
 def test_sigkill_then_resume_gives_identical_bytes(synth, reference, tmp_path):
     out = tmp_path / "Gen"
     shards = tmp_path / ".Gen.shards"
-    process = subprocess.Popen([sys.executable, "-m", "nearid", *_flux_argv(synth, out)], env=ENV,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "nearid", *_flux_argv(synth, out)],
+        env=ENV,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.time() + 240
     while time.time() < deadline and not list(shards.glob("row-*.safetensors")):
         time.sleep(0.01)
@@ -345,8 +444,9 @@ def test_sigkill_then_resume_gives_identical_bytes(synth, reference, tmp_path):
     process.wait()
     done_before = len(list(shards.glob("row-*.safetensors")))
     assert 1 <= done_before < 6 and not out.exists()  # killed part-way: some rows done, nothing assembled
-    done = subprocess.run([sys.executable, "-m", "nearid", *_flux_argv(synth, out)], env=ENV, capture_output=True,
-                          text=True, timeout=300)
+    done = subprocess.run(
+        [sys.executable, "-m", "nearid", *_flux_argv(synth, out)], env=ENV, capture_output=True, text=True, timeout=300
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     assert f"resumed {done_before})" in done.stdout
     assert _arrow_bytes(out) == _arrow_bytes(reference)
@@ -356,8 +456,14 @@ def test_sigkill_then_resume_gives_identical_bytes(synth, reference, tmp_path):
 def test_two_processes_give_the_same_dataset(synth, reference, tmp_path):
     torchrun = shutil.which("torchrun", path=os.path.dirname(sys.executable))
     out = tmp_path / "Gen"
-    done = subprocess.run([torchrun, "--standalone", "--nproc_per_node", "2", "-m", "nearid", *_flux_argv(synth, out)],
-                          env=ENV, capture_output=True, text=True, timeout=300, cwd=Path(__file__).parent)
+    done = subprocess.run(
+        [torchrun, "--standalone", "--nproc_per_node", "2", "-m", "nearid", *_flux_argv(synth, out)],
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=Path(__file__).parent,
+    )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "process 1: generated" in done.stdout and "process 0: generated" in done.stdout
     assert json.loads((out / "distract.json").read_text())["processes"] == 2
@@ -376,13 +482,25 @@ def test_folder_layout_becomes_a_benchmark_root(tmp_path):
             mask[10:30, 12:36] = 255
             Image.fromarray(mask).save(folder / f"view{j}_mask.png")
         (folder / "meta.json").write_text(json.dumps({"description": description, "split": "test"}))
-    summary = distract(DistractConfig(data=str(root), generator="tiny-flux-fill", source="Mine", steps=2,
-                                      resolution=32, dilate=2, feather=2, progress=False))
+    summary = distract(
+        DistractConfig(
+            data=str(root),
+            generator="tiny-flux-fill",
+            source="Mine",
+            steps=2,
+            resolution=32,
+            dilate=2,
+            feather=2,
+            progress=False,
+        )
+    )
     out = tmp_path / "photos-nearid"
     assert summary["out"] == str(out) and summary["distractors"] == 6
     bench = load_nearid(out, ["Mine"], split="test")
     assert len(bench) == 3 and all(identity.distractor("Mine", j) is not None for identity in bench for j in (0, 1))
-    assert np.array_equal(np.asarray(load_image(bench[0].views[0].image)), np.asarray(Image.open(root / "bowl" / "view1.png")))
+    assert np.array_equal(
+        np.asarray(load_image(bench[0].views[0].image)), np.asarray(Image.open(root / "bowl" / "view1.png"))
+    )
     (root / "cup" / "view2_mask.png").unlink()
     with pytest.raises(NearIDError, match="nearid mask"):
         distract(DistractConfig(data=str(root), generator="tiny-flux-fill", source="Mine", out=str(tmp_path / "x")))
@@ -396,8 +514,11 @@ def test_refuses_to_replace_what_it_did_not_write(synth, tmp_path):
     with pytest.raises(NearIDError, match="feather"):
         distract(DistractConfig(data=str(synth), generator="tiny-flux-fill", source="G", dilate=2, feather=3))
     with pytest.raises(NearIDError, match="not written by nearid distract"):
-        distract(DistractConfig(data=str(synth), generator="tiny-flux-fill", source="G", out=str(tmp_path / "taken"),
-                                overwrite=True))
+        distract(
+            DistractConfig(
+                data=str(synth), generator="tiny-flux-fill", source="G", out=str(tmp_path / "taken"), overwrite=True
+            )
+        )
 
 
 def test_list_generators(capsys):

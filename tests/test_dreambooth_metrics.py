@@ -34,8 +34,21 @@ from nearid.specs import parse_encoder_spec
 
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 CLIP_MEAN, CLIP_STD = (0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)
-TINY_VIT = {"hidden_size": 32, "intermediate_size": 48, "num_hidden_layers": 2, "num_attention_heads": 4, "image_size": 56, "patch_size": 8}
-SMALL_TEXT = {"vocab_size": 64, "hidden_size": 32, "intermediate_size": 48, "num_hidden_layers": 1, "num_attention_heads": 4}
+TINY_VIT = {
+    "hidden_size": 32,
+    "intermediate_size": 48,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "image_size": 56,
+    "patch_size": 8,
+}
+SMALL_TEXT = {
+    "vocab_size": 64,
+    "hidden_size": 32,
+    "intermediate_size": 48,
+    "num_hidden_layers": 1,
+    "num_attention_heads": 4,
+}
 
 
 @pytest.fixture
@@ -43,7 +56,9 @@ def images(tmp_path):
     """Different aspect ratios; 56x45 makes the long side 79 after resize 64, an odd margin of 23
     where torchvision's round(11.5) = 12 and ``//`` gives 11."""
     paths = []
-    for i, (size, colour) in enumerate([((56, 45), (200, 30, 30)), ((40, 48), (30, 200, 30)), ((70, 50), (30, 30, 200))]):
+    for i, (size, colour) in enumerate(
+        [((56, 45), (200, 30, 30)), ((40, 48), (30, 200, 30)), ((70, 50), (30, 30, 200))]
+    ):
         rng = np.random.default_rng(i)
         array = rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
         array[5:20, 5:25] = colour
@@ -77,9 +92,21 @@ def dino_dir(tmp_path):
     torch.manual_seed(0)
     model = ViTModel(ViTConfig(**TINY_VIT), add_pooling_layer=False).eval()
     model.save_pretrained(tmp_path / "dino")
-    (tmp_path / "dino" / "preprocessor_config.json").write_text(json.dumps({"image_processor_type": "ViTImageProcessor", "size": {"height": 56, "width": 56}, "do_resize": True,
-               "do_rescale": True, "do_normalize": True, "resample": 2, "rescale_factor": 1 / 255,
-               "image_mean": list(IMAGENET_MEAN), "image_std": list(IMAGENET_STD)}))
+    (tmp_path / "dino" / "preprocessor_config.json").write_text(
+        json.dumps(
+            {
+                "image_processor_type": "ViTImageProcessor",
+                "size": {"height": 56, "width": 56},
+                "do_resize": True,
+                "do_rescale": True,
+                "do_normalize": True,
+                "resample": 2,
+                "rescale_factor": 1 / 255,
+                "image_mean": list(IMAGENET_MEAN),
+                "image_std": list(IMAGENET_STD),
+            }
+        )
+    )
     return tmp_path / "dino", model
 
 
@@ -112,11 +139,25 @@ def test_hf_reads_a_checkpoint_without_pooler_by_its_cls_token(dino_dir, images)
     folder, model = dino_dir
     encoder = load_encoder(f"hf:{folder}", device="cpu")
     assert encoder.model.pooler is None  # loaded without a (random) pooler
-    square = torch.stack([  # the checkpoint's own processor: 56x56 bilinear, ImageNet mean/std
-        torch.from_numpy(((np.asarray(Image.open(p).convert("RGB").resize((56, 56), Image.Resampling.BILINEAR), dtype=np.float64)
-                           / 255.0 - IMAGENET_MEAN) / IMAGENET_STD).transpose(2, 0, 1).astype(np.float32))
-        for p in images
-    ])
+    square = torch.stack(
+        [  # the checkpoint's own processor: 56x56 bilinear, ImageNet mean/std
+            torch.from_numpy(
+                (
+                    (
+                        np.asarray(
+                            Image.open(p).convert("RGB").resize((56, 56), Image.Resampling.BILINEAR), dtype=np.float64
+                        )
+                        / 255.0
+                        - IMAGENET_MEAN
+                    )
+                    / IMAGENET_STD
+                )
+                .transpose(2, 0, 1)
+                .astype(np.float32)
+            )
+            for p in images
+        ]
+    )
     torch.testing.assert_close(encoder.preprocess(images), square, rtol=0, atol=1e-5)
     torch.testing.assert_close(nearid.embed(encoder, images), _cls(model, square))
 
@@ -156,7 +197,9 @@ def test_hf_with_a_pooler_still_reads_the_pooler(tmp_path, images):
     torch.manual_seed(0)
     model = ViTModel(ViTConfig(**TINY_VIT)).eval()  # with pooler weights: rule 3, pooler_output
     model.save_pretrained(tmp_path / "vit")
-    CLIPImageProcessorPil(size={"shortest_edge": 56}, crop_size={"height": 56, "width": 56}).save_pretrained(tmp_path / "vit")
+    CLIPImageProcessorPil(size={"shortest_edge": 56}, crop_size={"height": 56, "width": 56}).save_pretrained(
+        tmp_path / "vit"
+    )
     encoder = load_encoder(f"hf:{tmp_path / 'vit'}", device="cpu")
     pixels = encoder.preprocess(images)
     with torch.no_grad():
@@ -170,12 +213,18 @@ def test_clip_i_is_get_image_features_with_the_checkpoints_processor(tmp_path, i
     vision = dict(TINY_VIT, image_size=32, projection_dim=24)
     model = CLIPModel(CLIPConfig(text_config=SMALL_TEXT, vision_config=vision, projection_dim=24)).eval()
     model.save_pretrained(tmp_path / "clip")
-    CLIPImageProcessorPil(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}, resample=Image.Resampling.BICUBIC,
-                          image_mean=list(CLIP_MEAN), image_std=list(CLIP_STD)).save_pretrained(tmp_path / "clip")
+    CLIPImageProcessorPil(
+        size={"shortest_edge": 32},
+        crop_size={"height": 32, "width": 32},
+        resample=Image.Resampling.BICUBIC,
+        image_mean=list(CLIP_MEAN),
+        image_std=list(CLIP_STD),
+    ).save_pretrained(tmp_path / "clip")
     encoder = load_encoder(f"clip-i:{tmp_path / 'clip'}", device="cpu")
     assert encoder.dim == 24 and encoder.name.startswith("clip-i:")
-    pixels = CLIPImageProcessorPil.from_pretrained(tmp_path / "clip")(images=[Image.open(p).convert("RGB") for p in images],
-                                                                      return_tensors="pt")["pixel_values"]
+    pixels = CLIPImageProcessorPil.from_pretrained(tmp_path / "clip")(
+        images=[Image.open(p).convert("RGB") for p in images], return_tensors="pt"
+    )["pixel_values"]
     with torch.no_grad():
         features = model.get_image_features(pixel_values=pixels)
         features = features if isinstance(features, torch.Tensor) else features.pooler_output
@@ -184,19 +233,49 @@ def test_clip_i_is_get_image_features_with_the_checkpoints_processor(tmp_path, i
 
 def test_dinov3_is_the_final_norm_cls_token(tmp_path, images):
     torch.manual_seed(0)
-    config = DINOv3ViTConfig(hidden_size=32, intermediate_size=48, num_hidden_layers=2, num_attention_heads=4,
-                             image_size=32, patch_size=8, num_register_tokens=2)
+    config = DINOv3ViTConfig(
+        hidden_size=32,
+        intermediate_size=48,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        image_size=32,
+        patch_size=8,
+        num_register_tokens=2,
+    )
     model = DINOv3ViTModel(config).eval()
     model.save_pretrained(tmp_path / "dinov3")
-    (tmp_path / "dinov3" / "preprocessor_config.json").write_text(json.dumps({"image_processor_type": "DINOv3ViTImageProcessorFast", "size": {"height": 32, "width": 32},
-               "resample": 2, "image_mean": list(IMAGENET_MEAN), "image_std": list(IMAGENET_STD)}))
+    (tmp_path / "dinov3" / "preprocessor_config.json").write_text(
+        json.dumps(
+            {
+                "image_processor_type": "DINOv3ViTImageProcessorFast",
+                "size": {"height": 32, "width": 32},
+                "resample": 2,
+                "image_mean": list(IMAGENET_MEAN),
+                "image_std": list(IMAGENET_STD),
+            }
+        )
+    )
     encoder = load_encoder(f"dinov3:{tmp_path / 'dinov3'}", device="cpu")
     assert encoder.dim == 32
-    square = torch.stack([
-        torch.from_numpy(((np.asarray(Image.open(p).convert("RGB").resize((32, 32), Image.Resampling.BILINEAR), dtype=np.float64)
-                           / 255.0 - IMAGENET_MEAN) / IMAGENET_STD).transpose(2, 0, 1).astype(np.float32))
-        for p in images
-    ])
+    square = torch.stack(
+        [
+            torch.from_numpy(
+                (
+                    (
+                        np.asarray(
+                            Image.open(p).convert("RGB").resize((32, 32), Image.Resampling.BILINEAR), dtype=np.float64
+                        )
+                        / 255.0
+                        - IMAGENET_MEAN
+                    )
+                    / IMAGENET_STD
+                )
+                .transpose(2, 0, 1)
+                .astype(np.float32)
+            )
+            for p in images
+        ]
+    )
     torch.testing.assert_close(encoder.preprocess(images), square, rtol=0, atol=1e-5)
     with torch.no_grad():
         out = model(pixel_values=square)
@@ -204,8 +283,14 @@ def test_dinov3_is_the_final_norm_cls_token(tmp_path, images):
     torch.testing.assert_close(nearid.embed(encoder, images), F.normalize(out.last_hidden_state[:, 0], dim=-1))
 
 
-@pytest.mark.parametrize("family, default", [("clip-i", "openai/clip-vit-base-patch32"), ("dino-i", "facebook/dino-vits16"),
-                                             ("dinov3", "facebook/dinov3-vitl16-pretrain-lvd1689m")])
+@pytest.mark.parametrize(
+    "family, default",
+    [
+        ("clip-i", "openai/clip-vit-base-patch32"),
+        ("dino-i", "facebook/dino-vits16"),
+        ("dinov3", "facebook/dinov3-vitl16-pretrain-lvd1689m"),
+    ],
+)
 def test_default_hub_ids_fail_fast_offline(family, default):
     assert parse_encoder_spec(family).argument == default
     with pytest.raises(ModelNotAvailableError, match="not on this machine"):

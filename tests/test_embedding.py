@@ -86,5 +86,5 @@ def test_failures_are_collected_in_order(tiny, rgb_images, tmp_path):
     assert list(failures) == [1] and "bad.png: not an image file" in failures[1]
     assert torch.isnan(vectors[1]).all()
     torch.testing.assert_close(vectors[[0, 2, 3]], nearid.embed(tiny, rgb_images))
-    with pytest.raises(nearid.NearIDError, match="bad.png"):
+    with pytest.raises(nearid.NearIDError, match=r"bad\.png"):
         nearid.embed(tiny, images)

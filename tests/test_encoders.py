@@ -38,7 +38,9 @@ CLIP_MEAN, CLIP_STD = (0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.261302
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 SMALL_TEXT = dict(vocab_size=64, hidden_size=32, intermediate_size=48, num_hidden_layers=1, num_attention_heads=4)
-SMALL_VIT = dict(hidden_size=32, intermediate_size=48, num_hidden_layers=2, num_attention_heads=4, image_size=32, patch_size=8)
+SMALL_VIT = dict(
+    hidden_size=32, intermediate_size=48, num_hidden_layers=2, num_attention_heads=4, image_size=32, patch_size=8
+)
 
 
 def _seeded(build):
@@ -49,7 +51,9 @@ def _seeded(build):
 @pytest.fixture
 def siglip_dir(tmp_path):
     """A full SigLIP checkpoint (text + vision), as google/siglip2-so400m-patch14-384 is."""
-    model = _seeded(lambda: SiglipModel(SiglipConfig(text_config=SMALL_TEXT, vision_config=small_siglip_config().to_dict())))
+    model = _seeded(
+        lambda: SiglipModel(SiglipConfig(text_config=SMALL_TEXT, vision_config=small_siglip_config().to_dict()))
+    )
     model.save_pretrained(tmp_path / "siglip")
     save_processor(tmp_path / "siglip", 32)
     return tmp_path / "siglip", model
@@ -60,8 +64,13 @@ def clip_dir(tmp_path):
     vision = dict(SMALL_VIT, projection_dim=24)  # real CLIP configs repeat projection_dim in vision_config
     model = _seeded(lambda: CLIPModel(CLIPConfig(text_config=SMALL_TEXT, vision_config=vision, projection_dim=24)))
     model.save_pretrained(tmp_path / "clip")
-    CLIPImageProcessorPil(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}, resample=Image.Resampling.BICUBIC,
-                          image_mean=list(CLIP_MEAN), image_std=list(CLIP_STD)).save_pretrained(tmp_path / "clip")
+    CLIPImageProcessorPil(
+        size={"shortest_edge": 32},
+        crop_size={"height": 32, "width": 32},
+        resample=Image.Resampling.BICUBIC,
+        image_mean=list(CLIP_MEAN),
+        image_std=list(CLIP_STD),
+    ).save_pretrained(tmp_path / "clip")
     return tmp_path / "clip", model
 
 
@@ -69,8 +78,13 @@ def clip_dir(tmp_path):
 def dinov2_dir(tmp_path):
     model = _seeded(lambda: Dinov2Model(Dinov2Config(**SMALL_VIT)))
     model.save_pretrained(tmp_path / "dinov2")
-    processor = BitImageProcessorPil(size={"shortest_edge": 36}, crop_size={"height": 32, "width": 32}, resample=Image.Resampling.BICUBIC,
-                                     image_mean=list(IMAGENET_MEAN), image_std=list(IMAGENET_STD))
+    processor = BitImageProcessorPil(
+        size={"shortest_edge": 36},
+        crop_size={"height": 32, "width": 32},
+        resample=Image.Resampling.BICUBIC,
+        image_mean=list(IMAGENET_MEAN),
+        image_std=list(IMAGENET_STD),
+    )
     processor.save_pretrained(tmp_path / "dinov2")
     return tmp_path / "dinov2", model
 
@@ -84,7 +98,9 @@ def _normalised(image: Image.Image, mean, std) -> torch.Tensor:
 
 def square_pixels(paths, size: int, mean, std, resample=Image.Resampling.BILINEAR) -> torch.Tensor:
     """SigLIP / ViT preprocessing by hand: squash to ``size`` x ``size``, rescale, normalise."""
-    return torch.stack([_normalised(Image.open(p).convert("RGB").resize((size, size), resample), mean, std) for p in paths])
+    return torch.stack(
+        [_normalised(Image.open(p).convert("RGB").resize((size, size), resample), mean, std) for p in paths]
+    )
 
 
 def crop_pixels(paths, shortest: int, crop: int, mean, std, resample=Image.Resampling.BICUBIC) -> torch.Tensor:
@@ -112,7 +128,11 @@ def test_reference_preprocessing_is_not_trivially_satisfied(rgb_images):
     assert siglip.shape == (3, 3, 32, 32) and siglip.min() >= -1 and siglip.max() <= 1
     assert not torch.allclose(siglip, square_pixels(rgb_images, 32, HALF, HALF, Image.Resampling.BICUBIC), atol=1e-3)
     assert not torch.allclose(siglip, square_pixels(rgb_images, 32, IMAGENET_MEAN, IMAGENET_STD), atol=1e-3)
-    assert not torch.allclose(crop_pixels(rgb_images, 32, 32, CLIP_MEAN, CLIP_STD), crop_pixels(rgb_images, 36, 32, CLIP_MEAN, CLIP_STD), atol=1e-3)
+    assert not torch.allclose(
+        crop_pixels(rgb_images, 32, 32, CLIP_MEAN, CLIP_STD),
+        crop_pixels(rgb_images, 36, 32, CLIP_MEAN, CLIP_STD),
+        atol=1e-3,
+    )
 
 
 def test_siglip2_map_is_the_pretrained_head(siglip_dir, rgb_images):
@@ -153,7 +173,7 @@ def test_dinov2_is_the_pooler_output(dinov2_dir, rgb_images):
 
 
 def test_hf_generic_uses_get_image_features_then_pooler(clip_dir, dinov2_dir, rgb_images):
-    clip_folder, clip_model = clip_dir
+    clip_folder, _clip_model = clip_dir
     via_hf = nearid.embed(load_encoder(f"hf:{clip_folder}", device="cpu"), rgb_images)
     via_clip = nearid.embed(load_encoder(f"clip:{clip_folder}", device="cpu"), rgb_images)
     torch.testing.assert_close(via_hf, via_clip)
@@ -167,12 +187,18 @@ def test_hf_generic_uses_get_image_features_then_pooler(clip_dir, dinov2_dir, rg
 def test_hf_generic_with_a_vit(tmp_path, rgb_images):
     model = _seeded(lambda: ViTModel(ViTConfig(**SMALL_VIT)))
     model.save_pretrained(tmp_path / "vit")
-    processor = ViTImageProcessorPil(size={"height": 32, "width": 32}, resample=Image.Resampling.BILINEAR,
-                                     image_mean=list(IMAGENET_MEAN), image_std=list(IMAGENET_STD))
+    processor = ViTImageProcessorPil(
+        size={"height": 32, "width": 32},
+        resample=Image.Resampling.BILINEAR,
+        image_mean=list(IMAGENET_MEAN),
+        image_std=list(IMAGENET_STD),
+    )
     processor.save_pretrained(tmp_path / "vit")
     encoder = load_encoder(f"hf:{tmp_path / 'vit'}", device="cpu")
     assert encoder.dim == 32  # learned by probing: the rule does not know ViT's width in advance
-    expected = _reference(square_pixels(rgb_images, 32, IMAGENET_MEAN, IMAGENET_STD), lambda x: model(pixel_values=x).pooler_output)
+    expected = _reference(
+        square_pixels(rgb_images, 32, IMAGENET_MEAN, IMAGENET_STD), lambda x: model(pixel_values=x).pooler_output
+    )
     torch.testing.assert_close(nearid.embed(encoder, rgb_images), expected)
 
 
@@ -180,7 +206,7 @@ def test_generic_readout_falls_back_to_token_and_map_means():
     tokens = torch.arange(24.0).reshape(1, 4, 6)
     fmap = torch.arange(16.0).reshape(1, 4, 2, 2)
     for hidden, expected in ((tokens, tokens.mean(1)), (fmap, fmap.mean((2, 3)))):
-        stub = lambda pixel_values, hidden=hidden: SimpleNamespace(last_hidden_state=hidden, pooler_output=None)  # noqa: E731
+        stub = lambda pixel_values, hidden=hidden: SimpleNamespace(last_hidden_state=hidden, pooler_output=None)
         torch.testing.assert_close(generic_readout(stub, None), expected)
 
 
@@ -213,9 +239,14 @@ def test_wrong_family_for_a_checkpoint_is_an_error(clip_dir, tmp_path):
     config = json.loads((broken / "config.json").read_text())
     config["vision_config"]["projection_dim"] = 16
     (broken / "config.json").write_text(json.dumps(config))
-    with pytest.raises(ModelNotAvailableError, match=r"broken_clip': not a CLIPVisionModelWithProjection checkpoint \(weights of the wrong shape\)"):
+    with pytest.raises(
+        ModelNotAvailableError,
+        match=r"broken_clip': not a CLIPVisionModelWithProjection checkpoint \(weights of the wrong shape\)",
+    ):
         load_encoder(f"clip:{broken}", device="cpu")  # shape mismatch: transformers would re-initialise silently
-    with pytest.raises(ModelNotAvailableError, match=r"not a NearIDModel checkpoint \(\d+ weights missing, e\.g\. backbone\."):
+    with pytest.raises(
+        ModelNotAvailableError, match=r"not a NearIDModel checkpoint \(\d+ weights missing, e\.g\. backbone\."
+    ):
         load_encoder(f"nearid:{folder}", device="cpu")
 
 
@@ -283,7 +314,9 @@ def test_pickled_weights_are_refused_unless_allowed(tmp_path, rgb_images):
     state = {f"backbone.vision_model.{k.removeprefix('backbone.')}": v for k, v in model.state_dict().items()}
     torch.save(state, folder / "pytorch_model.bin")
     (folder / "model.safetensors").unlink()
-    with pytest.raises(UnsafeCheckpointError, match=r"holds only pickled weights \(pytorch_model\.bin\).*--allow-pickle"):
+    with pytest.raises(
+        UnsafeCheckpointError, match=r"holds only pickled weights \(pytorch_model\.bin\).*--allow-pickle"
+    ):
         load_encoder(f"nearid:{folder}", device="cpu")
     encoder = load_encoder(f"nearid:{folder}", device="cpu", allow_pickle=True)
     expected = _reference(square_pixels(rgb_images, 32, HALF, HALF), lambda x: model.get_image_features(x))
@@ -348,12 +381,22 @@ def test_load_backbone_from_a_siglip_checkpoint(siglip_dir, rgb_images):
         n for n, _ in model.named_parameters() if n.startswith("backbone.head.")
     ]
     pixels = square_pixels(rgb_images, 32, HALF, HALF)
-    torch.testing.assert_close(processor(images=[Image.open(p).convert("RGB") for p in rgb_images], return_tensors="pt")["pixel_values"], pixels, rtol=0, atol=1e-5)
+    torch.testing.assert_close(
+        processor(images=[Image.open(p).convert("RGB") for p in rgb_images], return_tensors="pt")["pixel_values"],
+        pixels,
+        rtol=0,
+        atol=1e-5,
+    )
     with torch.no_grad():
-        torch.testing.assert_close(model.get_image_features(pixels, normalize=False), siglip.get_image_features(pixel_values=pixels).pooler_output)
+        torch.testing.assert_close(
+            model.get_image_features(pixels, normalize=False),
+            siglip.get_image_features(pixel_values=pixels).pooler_output,
+        )
     # the siglip2-map encoder is a readout of the very same model
     by_factory = nearid.embed(nearid_encoder(model, processor, name="x", device="cpu"), rgb_images)
-    torch.testing.assert_close(nearid.embed(load_encoder(f"siglip2-map:{folder}", device="cpu"), rgb_images), by_factory)
+    torch.testing.assert_close(
+        nearid.embed(load_encoder(f"siglip2-map:{folder}", device="cpu"), rgb_images), by_factory
+    )
 
 
 def test_load_backbone_is_strict_and_offline_safe(clip_dir):
@@ -364,7 +407,9 @@ def test_load_backbone_is_strict_and_offline_safe(clip_dir):
         load_backbone(f"nearid:{folder}")
     with pytest.raises(ModelNotAvailableError, match=r"not a SiglipVisionModel checkpoint"):
         load_backbone(str(folder))  # a CLIP folder is no SigLIP backbone: no silent random tower
-    with pytest.raises(ModelNotAvailableError, match=r"google/siglip2-so400m-patch14-384.*not on this machine.*--local-dir"):
+    with pytest.raises(
+        ModelNotAvailableError, match=r"google/siglip2-so400m-patch14-384.*not on this machine.*--local-dir"
+    ):
         load_backbone("google/siglip2-so400m-patch14-384")
 
 
@@ -377,7 +422,8 @@ def test_tiny_backbone_is_the_tiny_encoder(rgb_images):
     torch.testing.assert_close(
         nearid.embed(nearid_encoder(model, processor, name="t", device="cpu"), rgb_images),
         nearid.embed(load_encoder("tiny:3", device="cpu"), rgb_images),
-        rtol=0, atol=0,
+        rtol=0,
+        atol=0,
     )
 
 
@@ -414,10 +460,16 @@ def test_nearid_encoders_command_imports_no_torch():
     import subprocess
     import sys
 
-    done = subprocess.run([sys.executable, "-X", "importtime", "-m", "nearid", "encoders"], capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "nearid", "encoders"], capture_output=True, text=True, timeout=120
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     assert "siglip2-map[:google/siglip2-so400m-patch14-384]" in done.stdout
-    imported = {line.rsplit("|", 1)[-1].strip().split(".")[0] for line in done.stderr.splitlines() if line.startswith("import time:")}
+    imported = {
+        line.rsplit("|", 1)[-1].strip().split(".")[0]
+        for line in done.stderr.splitlines()
+        if line.startswith("import time:")
+    }
     assert "nearid" in imported  # the probe sees the package's own imports
     assert "torch" not in imported and "transformers" not in imported
 
@@ -432,6 +484,9 @@ def test_auto_dtype_is_fp16_on_cuda_for_nearid_and_siglip(monkeypatch):
         assert resolve_dtype("auto", cuda, family) == torch.float16
         assert resolve_dtype("auto", cpu, family) == torch.float32
     assert resolve_dtype("auto", cuda, "clip") == resolve_dtype(None, cuda, "dinov2") == torch.bfloat16
-    assert resolve_dtype("bf16", cuda, "nearid") == torch.bfloat16 and resolve_dtype("fp32", cuda, "nearid") == torch.float32
+    assert (
+        resolve_dtype("bf16", cuda, "nearid") == torch.bfloat16
+        and resolve_dtype("fp32", cuda, "nearid") == torch.float32
+    )
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
     assert resolve_dtype("auto", cuda, "clip") == torch.float32

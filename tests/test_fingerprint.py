@@ -108,7 +108,10 @@ def test_encoder_fingerprints():
     model, processor = load_backbone("tiny:0")
     assert nearid_encoder(model, processor, name="x", device="cpu").fingerprint == tiny.fingerprint  # not the name
     model, processor = load_backbone("tiny:0")
-    assert nearid_encoder(model, processor, name="x", readout=mean_token_readout, device="cpu").fingerprint != tiny.fingerprint
+    assert (
+        nearid_encoder(model, processor, name="x", readout=mean_token_readout, device="cpu").fingerprint
+        != tiny.fingerprint
+    )
     model, processor = load_backbone("tiny:0")
     processor.image_mean = [0.4, 0.5, 0.5]
     assert nearid_encoder(model, processor, name="x", device="cpu").fingerprint != tiny.fingerprint  # preprocessing

@@ -15,7 +15,15 @@ import torch
 import torch.nn.functional as F
 
 from nearid.errors import NearIDError
-from nearid.losses import CircleExtLoss, CohesionLoss, CombinedLoss, InfoNCELoss, NearIDLoss, OracleRankLoss, SigLIPExtLoss
+from nearid.losses import (
+    CircleExtLoss,
+    CohesionLoss,
+    CombinedLoss,
+    InfoNCELoss,
+    NearIDLoss,
+    OracleRankLoss,
+    SigLIPExtLoss,
+)
 
 
 def batch(b=4, p=2, k=3, d=8, seed=0, dtype=torch.float64):
@@ -33,7 +41,7 @@ def batch(b=4, p=2, k=3, d=8, seed=0, dtype=torch.float64):
 
 def nearid_by_loops(anchor, positives, distractors, pos_mask, neg_mask, tau=0.07, alpha=0.5):
     """Paper Eq. 1-3 written out one anchor, one positive and one distractor at a time."""
-    unit = lambda v: v / v.norm()  # noqa: E731
+    unit = lambda v: v / v.norm()
     b, p_count, _ = positives.shape
     pool = [(j, q, unit(positives[j, q])) for j in range(b) for q in range(p_count) if pos_mask[j, q]]
     per_index = []
@@ -44,7 +52,11 @@ def nearid_by_loops(anchor, positives, distractors, pos_mask, neg_mask, tau=0.07
                 continue
             a = unit(anchor[i])
             denominator = sum(math.exp(float(a @ g) / tau) for _, _, g in pool)
-            denominator += sum(math.exp(float(a @ unit(distractors[i, k])) / tau) for k in range(distractors.shape[1]) if neg_mask[i, k])
+            denominator += sum(
+                math.exp(float(a @ unit(distractors[i, k])) / tau)
+                for k in range(distractors.shape[1])
+                if neg_mask[i, k]
+            )
             terms.append(-float(a @ unit(positives[i, p])) / tau + math.log(denominator))
         if terms:
             per_index.append(sum(terms) / len(terms))
@@ -74,7 +86,9 @@ def test_padded_slots_do_not_matter():
     garbage_p, garbage_r = positives.clone(), distractors.clone()
     garbage_p[1, 1] = 100.0  # invalid slots: any content (the code's grey padding images)
     garbage_r[1, 2] = -7.0
-    assert float(NearIDLoss()(anchor, garbage_p, garbage_r, pos_mask, neg_mask)) == pytest.approx(float(base), rel=1e-12)
+    assert float(NearIDLoss()(anchor, garbage_p, garbage_r, pos_mask, neg_mask)) == pytest.approx(
+        float(base), rel=1e-12
+    )
 
 
 def test_alpha_zero_is_the_discrimination_term_only():
@@ -84,7 +98,7 @@ def test_alpha_zero_is_the_discrimination_term_only():
 
 def test_nearid_gradients():
     anchor, positives, distractors, pos_mask, neg_mask = batch(b=3, d=4)
-    loss = lambda a, p, r: NearIDLoss(temperature=0.5)(a, p, r, pos_mask, neg_mask)  # noqa: E731
+    loss = lambda a, p, r: NearIDLoss(temperature=0.5)(a, p, r, pos_mask, neg_mask)
     params = tuple(t.clone().requires_grad_(True) for t in (anchor, positives, distractors))
     assert torch.autograd.gradcheck(loss, params)
 
@@ -105,16 +119,20 @@ def test_infonce_is_symmetric_clip_loss_with_one_positive():
 def test_cohesion_by_hand():
     """Table 9's beta term as the authors normalise it (spec 12.4): the sum over rows with >= 2 valid
     positives, divided by the valid positives of the whole batch, padded rows' included."""
-    positives = torch.tensor([
-        [[1.0, 0.0], [0.0, 1.0]],  # 90 degrees apart: prototype at 45, each 1 - cos 45
-        [[1.0, 0.0], [5.0, 5.0]],  # one valid positive: adds 0, counts 1
-        [[2.0, 0.0], [1.0, 3**0.5]],  # 60 degrees apart: prototype at 30, each 1 - cos 30
-        [[9.0, 9.0], [1.0, 2.0]],  # no valid positive: adds 0, counts 0
-    ])
+    positives = torch.tensor(
+        [
+            [[1.0, 0.0], [0.0, 1.0]],  # 90 degrees apart: prototype at 45, each 1 - cos 45
+            [[1.0, 0.0], [5.0, 5.0]],  # one valid positive: adds 0, counts 1
+            [[2.0, 0.0], [1.0, 3**0.5]],  # 60 degrees apart: prototype at 30, each 1 - cos 30
+            [[9.0, 9.0], [1.0, 2.0]],  # no valid positive: adds 0, counts 0
+        ]
+    )
     pos_mask = torch.tensor([[True, True], [True, False], [True, True], [False, False]])
     expected = (2 * (1 - math.cos(math.pi / 4)) + 2 * (1 - math.cos(math.pi / 6))) / 5
     assert float(CohesionLoss()(None, positives, None, pos_mask, None)) == pytest.approx(expected, rel=1e-6)
-    lonely = CohesionLoss()(None, positives.double().requires_grad_(True), None, torch.tensor([[True, False]] * 4), None)
+    lonely = CohesionLoss()(
+        None, positives.double().requires_grad_(True), None, torch.tensor([[True, False]] * 4), None
+    )
     assert float(lonely.detach()) == 0.0  # no row with two positives
     lonely.backward()  # still a graph: a run whose batch has none does not fail
 
@@ -135,9 +153,9 @@ def test_oracle_rank_prefers_the_milder_edit():
 def siglip_ext_by_loops(anchor, positives, distractors, pos_mask, neg_mask, tau=0.07, bias=-10.0, alpha=0.5):
     """Spec 5.2's extended SigLIP one logit at a time: BCE over anchor x valid pool, BCE of the valid
     distractors towards 0, alpha x -log sigma(l_r - LSE of the anchor's valid batch negatives)."""
-    unit = lambda v: v / v.norm()  # noqa: E731
-    logit = lambda u, v: float(unit(u) @ unit(v)) / tau + bias  # noqa: E731
-    bce = lambda x, y: -(y * math.log(1 / (1 + math.exp(-x))) + (1 - y) * math.log(1 - 1 / (1 + math.exp(-x))))  # noqa: E731
+    unit = lambda v: v / v.norm()
+    logit = lambda u, v: float(unit(u) @ unit(v)) / tau + bias
+    bce = lambda x, y: -(y * math.log(1 / (1 + math.exp(-x))) + (1 - y) * math.log(1 - 1 / (1 + math.exp(-x))))
     b, p_count, _ = positives.shape
     pool = [(j, q) for j in range(b) for q in range(p_count) if pos_mask[j, q]]
     pairs = [bce(logit(anchor[i], positives[j, q]), 1.0 if j == i else 0.0) for i in range(b) for j, q in pool]
@@ -153,10 +171,12 @@ def siglip_ext_by_loops(anchor, positives, distractors, pos_mask, neg_mask, tau=
     return sum(pairs) / len(pairs) + sum(distractor_bce) / len(distractor_bce) + alpha * sum(ranks) / len(ranks)
 
 
-def circle_ext_by_loops(anchor, positives, distractors, pos_mask, neg_mask, m=0.25, gamma=64.0, rank_weight=0.5, rank_margin=0.25):
+def circle_ext_by_loops(
+    anchor, positives, distractors, pos_mask, neg_mask, m=0.25, gamma=64.0, rank_weight=0.5, rank_margin=0.25
+):
     """Spec 5.2's extended Circle loss one similarity at a time (padded entries left out of every mean)."""
-    unit = lambda v: v / v.norm()  # noqa: E731
-    cos = lambda u, v: float(unit(u) @ unit(v))  # noqa: E731
+    unit = lambda v: v / v.norm()
+    cos = lambda u, v: float(unit(u) @ unit(v))
     b, p_count, _ = positives.shape
     circles, hinges = [], []
     for i in range(b):
@@ -176,7 +196,9 @@ def circle_ext_by_loops(anchor, positives, distractors, pos_mask, neg_mask, m=0.
 def test_siglip_ext_matches_loops(seed):
     inputs = batch(seed=seed, d=3)  # few dimensions: logits far from the -10 bias, every part matters
     assert float(SigLIPExtLoss()(*inputs)) == pytest.approx(siglip_ext_by_loops(*inputs), rel=1e-9)
-    assert float(SigLIPExtLoss(alpha=2.0, bias=-3.0)(*inputs)) == pytest.approx(siglip_ext_by_loops(*inputs, alpha=2.0, bias=-3.0), rel=1e-9)
+    assert float(SigLIPExtLoss(alpha=2.0, bias=-3.0)(*inputs)) == pytest.approx(
+        siglip_ext_by_loops(*inputs, alpha=2.0, bias=-3.0), rel=1e-9
+    )
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
@@ -217,8 +239,17 @@ def test_combined_spec():
     assert float(CombinedLoss("nearid:1+cohesion:0")(*inputs)) == float(NearIDLoss()(*inputs))  # a 0 term adds nothing
 
 
-TWO_PROCESS_SPECS = ["nearid:1.0", "nearid:1:alpha=0.0", "infonce:1", "infonce_rneg:1", "oracle_rank:1", "siglip_ext:1",
-                     "circle_ext:1", "cohesion:1", "nearid:1.0+cohesion:0.1"]
+TWO_PROCESS_SPECS = [
+    "nearid:1.0",
+    "nearid:1:alpha=0.0",
+    "infonce:1",
+    "infonce_rneg:1",
+    "oracle_rank:1",
+    "siglip_ext:1",
+    "circle_ext:1",
+    "cohesion:1",
+    "nearid:1.0+cohesion:0.1",
+]
 TWO_PROCESS_SIZES = [6, 5]  # equal shares (3 + 3) and the trainer's unequal ones (3 + 2)
 
 
@@ -228,9 +259,20 @@ def two_process_runs(tmp_path_factory):
     torchrun = shutil.which("torchrun", path=os.path.dirname(sys.executable))
     out = tmp_path_factory.mktemp("losses_torchrun") / "results.json"
     done = subprocess.run(
-        [torchrun, "--standalone", "--nproc_per_node", "2", str(Path(__file__).with_name("losses_torchrun.py")), str(out),
-         json.dumps(TWO_PROCESS_SPECS), json.dumps(TWO_PROCESS_SIZES)],
-        capture_output=True, text=True, timeout=300, cwd=Path(__file__).parent,
+        [
+            torchrun,
+            "--standalone",
+            "--nproc_per_node",
+            "2",
+            str(Path(__file__).with_name("losses_torchrun.py")),
+            str(out),
+            json.dumps(TWO_PROCESS_SPECS),
+            json.dumps(TWO_PROCESS_SIZES),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=Path(__file__).parent,
     )
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
     return json.loads(out.read_text())

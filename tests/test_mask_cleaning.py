@@ -137,7 +137,7 @@ def test_every_input_kind_gives_the_same_result(tmp_path):
     np.testing.assert_array_equal(np.asarray(clean_mask(boolean)), _reference(boolean.astype(np.uint8) * 255))
     with pytest.raises(NearIDError, match="float64"):
         clean_mask(grey.astype(np.float64))
-    with pytest.raises(NearIDError, match="missing.png"):
+    with pytest.raises(NearIDError, match=r"missing\.png"):
         clean_mask(tmp_path / "missing.png")
     with pytest.raises(NearIDError, match="not an image"):
         clean_mask(io.BytesIO(b"abc").getvalue())

@@ -52,8 +52,11 @@ def test_box_to_sam_in_the_folder_layout_that_load_folder_reads(models, photos, 
 def test_text_prompt_through_the_detector_in_the_score_layout(models, photos, tmp_path):
     detector, sam = models
     out = tmp_path / "masks" / "refs"
-    result = make_masks(MaskConfig(inputs=[str(photos)], out=str(out), prompt="a red mug", detector=str(detector),
-                                   sam=str(sam), threshold=0.0))
+    result = make_masks(
+        MaskConfig(
+            inputs=[str(photos)], out=str(out), prompt="a red mug", detector=str(detector), sam=str(sam), threshold=0.0
+        )
+    )
     images = find_images([str(photos)])
     assert len(result.written) + len(result.failures) == len(images) == 4
     for path, relative in images:
@@ -63,8 +66,16 @@ def test_text_prompt_through_the_detector_in_the_score_layout(models, photos, tm
         else:
             assert _read(target).shape == _read(path).shape[:2]  # MASKS/refs/<relative path> for `score --masks`
     # an impossible threshold finds nothing: every image is reported, none written
-    nothing = make_masks(MaskConfig(inputs=[str(photos / "cup")], out=str(tmp_path / "none"), prompt="a mug",
-                                    detector=str(detector), sam=str(sam), threshold=1.1))
+    nothing = make_masks(
+        MaskConfig(
+            inputs=[str(photos / "cup")],
+            out=str(tmp_path / "none"),
+            prompt="a mug",
+            detector=str(detector),
+            sam=str(sam),
+            threshold=1.1,
+        )
+    )
     assert not nothing.written and len(nothing.failures) == 2
     assert "lower --threshold" in next(iter(nothing.failures.values()))
 
@@ -78,7 +89,10 @@ def test_input_errors(photos, tmp_path, capsys):
         parse_box("5,0,1,9")
     assert main(["mask", str(tmp_path / "nowhere"), "--box", "0,0,4,4", "--out", str(tmp_path / "o")]) == 2
     assert "no such image or folder" in capsys.readouterr().err
-    assert main(["mask", str(photos), "--box", "0,0,4,4", "--sam", "facebook/sam-vit-base", "--out", str(tmp_path / "o")]) == 2
+    assert (
+        main(["mask", str(photos), "--box", "0,0,4,4", "--sam", "facebook/sam-vit-base", "--out", str(tmp_path / "o")])
+        == 2
+    )
     assert "hf download facebook/sam-vit-base" in capsys.readouterr().err
 
 

@@ -80,8 +80,16 @@ def test_pool_adds_counts_and_equals_concatenation_exactly():
 def test_score_counts_and_dict_layout_by_hand():
     score = DiscriminationScore(n_samples=4, n_all_win=1, n_trials=10, n_wins=7, n_mean_win=3)
     assert (score.ssr, score.pa, score.pa_published) == (25.0, 70.0, 100 * 10 / 14)
-    assert score.as_dict() == {"ssr": 25.0, "pa": 70.0, "pa_published": 100 * 10 / 14, "n_samples": 4, "n_all_win": 1,
-                               "n_trials": 10, "n_wins": 7, "n_mean_win": 3}
+    assert score.as_dict() == {
+        "ssr": 25.0,
+        "pa": 70.0,
+        "pa_published": 100 * 10 / 14,
+        "n_samples": 4,
+        "n_all_win": 1,
+        "n_trials": 10,
+        "n_wins": 7,
+        "n_mean_win": 3,
+    }
     assert DiscriminationScore.from_dict(score.as_dict()) == score
     assert np.isnan(DiscriminationScore.pool().ssr)  # nothing pooled: no identity, no figure
 
@@ -127,7 +135,7 @@ def test_pa_published_nan_trials_are_left_out_of_the_mean():
 def test_pa_published_pools_exactly():
     rng = np.random.default_rng(3)
     tables = [(rng.uniform(size=(n, 3)), rng.uniform(0.2, 1.0, size=(n, 3))) for n in (4, 11, 7)]
-    for pair, cross in tables:
+    for pair, _cross in tables:
         pair[rng.uniform(size=pair.shape) < 0.3] = nan
     parts = [nearid_scores(*t) for t in tables]
     concatenated = nearid_scores(np.concatenate([t[0] for t in tables]), np.concatenate([t[1] for t in tables]))

@@ -22,8 +22,11 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
     root = tmp_path_factory.mktemp("preset") / "synth"
-    generate(root, SynthConfig(identities=16, size=48, seed=7, val=2, test=6, mtg_train=0, mtg_test=4, workers=1),
-             progress=False)
+    generate(
+        root,
+        SynthConfig(identities=16, size=48, seed=7, val=2, test=6, mtg_train=0, mtg_test=4, workers=1),
+        progress=False,
+    )
     return root
 
 
@@ -46,8 +49,12 @@ def test_hub_ids_in_the_order_the_run_opens_them():
     ids = hub_ids(PRESETS["table1"].values())
     assert ids[0] == ("dataset", "Aleksandar/NearID") and ids[1] == ("dataset", "Aleksandar/NearID-Flux")
     assert ids[8] == ("dataset", "abdo-eldesokey/mtg-dataset")
-    assert ids[9:] == [("model", "Aleksandar/nearid-siglip2"), ("model", "google/siglip2-so400m-patch14-384"),
-                       ("model", "openai/clip-vit-large-patch14"), ("model", "facebook/dinov2-large")]
+    assert ids[9:] == [
+        ("model", "Aleksandar/nearid-siglip2"),
+        ("model", "google/siglip2-so400m-patch14-384"),
+        ("model", "openai/clip-vit-large-patch14"),
+        ("model", "facebook/dinov2-large"),
+    ]
     overridden = resolve("table1", {"data": "/local/NearID", "mtg": "/local/MTG", "encoders": ["histogram", "tiny"]})
     assert hub_ids(overridden) == []  # local folders and model-free encoders need no hub
 
@@ -75,8 +82,24 @@ def test_offline_the_preset_fails_fast_with_the_download_fix(tmp_path, capsys, m
     assert "`hf download Aleksandar/NearID --repo-type dataset`" in err
     assert not (tmp_path / "out").exists()  # nothing loaded, nothing embedded, nothing written
     # local data, hub models: the first missing model is named
-    assert main(["bench", "--preset", "table1", "--data", str(tmp_path), "--mtg", str(tmp_path),
-                 "--sources", "A=" + str(tmp_path), "--out", str(tmp_path / "out")]) == 2
+    assert (
+        main(
+            [
+                "bench",
+                "--preset",
+                "table1",
+                "--data",
+                str(tmp_path),
+                "--mtg",
+                str(tmp_path),
+                "--sources",
+                "A=" + str(tmp_path),
+                "--out",
+                str(tmp_path / "out"),
+            ]
+        )
+        == 2
+    )
     assert "model 'Aleksandar/nearid-siglip2' is not in the Hugging Face cache" in capsys.readouterr().err
 
 
@@ -91,8 +114,25 @@ def test_preset_machinery_on_synthetic_data(data, tmp_path, capsys):
     model = tmp_path / "tiny-nearid"
     build_tiny_model(0).save_pretrained(model)
     out = tmp_path / "out"
-    argv = ["bench", "--preset", "table1", "--data", str(data), "--sources", "Part", "--mtg", str(data / "MTG"),
-            "--encoder", f"nearid:{model}", "--encoder", "histogram", "--device", "cpu", "--out", str(out)]
+    argv = [
+        "bench",
+        "--preset",
+        "table1",
+        "--data",
+        str(data),
+        "--sources",
+        "Part",
+        "--mtg",
+        str(data / "MTG"),
+        "--encoder",
+        f"nearid:{model}",
+        "--encoder",
+        "histogram",
+        "--device",
+        "cpu",
+        "--out",
+        str(out),
+    ]
     assert main(argv) == 0
     printed = capsys.readouterr().out
     assert "Preset table1" in printed and "| PA (as published) |" in printed
@@ -104,7 +144,9 @@ def test_preset_machinery_on_synthetic_data(data, tmp_path, capsys):
     score = results.encoders[f"nearid:{model}"].nearid.groups["all sources"].score
     assert nearid["SSR"]["ours"] == score.ssr and nearid["SSR"]["published"] == 99.17
     assert nearid["SSR"]["difference"] == pytest.approx(score.ssr - 99.17)
-    assert nearid["PA (as published)"]["ours"] == score.pa_published and nearid["PA (as published)"]["published"] == 99.71
+    assert (
+        nearid["PA (as published)"]["ours"] == score.pa_published and nearid["PA (as published)"]["published"] == 99.71
+    )
     assert nearid["PA (definition)"]["ours"] == score.pa
     assert nearid["MTG M-O"]["ours"] == results.encoders[f"nearid:{model}"].mtg.m_o
     assert nearid["MTG M-O"]["published"] == 0.465

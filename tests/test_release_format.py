@@ -93,7 +93,7 @@ def test_release_loads_with_from_pretrained(release, pixel_batch):
 
 
 def test_release_loads_with_automodel_and_no_remote_code(release, pixel_batch):
-    folder, siglip, sentinel = release
+    folder, _siglip, sentinel = release
     model = AutoModel.from_pretrained(folder)
     assert type(model) is NearIDModel
     assert model.dtype == torch.float16  # transformers keeps the stored dtype unless told otherwise
@@ -105,10 +105,21 @@ def test_release_through_encoder_spec(release, rgb_images):
     encoder = nearid.load_encoder(f"nearid:{folder}", device="cpu")
     vectors = nearid.embed(encoder, rgb_images)
     # the release's preprocessor_config.json, by hand: bilinear (resample 2) to 32 x 32, x/255, mean = std = 0.5
-    pixels = torch.stack([
-        torch.from_numpy((np.asarray(Image.open(p).convert("RGB").resize((32, 32), Image.Resampling.BILINEAR), dtype=np.float32) / 255 - 0.5) / 0.5).permute(2, 0, 1)
-        for p in rgb_images
-    ])
+    pixels = torch.stack(
+        [
+            torch.from_numpy(
+                (
+                    np.asarray(
+                        Image.open(p).convert("RGB").resize((32, 32), Image.Resampling.BILINEAR), dtype=np.float32
+                    )
+                    / 255
+                    - 0.5
+                )
+                / 0.5
+            ).permute(2, 0, 1)
+            for p in rgb_images
+        ]
+    )
     torch.testing.assert_close(encoder.preprocess(rgb_images), pixels, rtol=0, atol=1e-5)
     with torch.no_grad():
         reference = F.normalize(siglip(pixel_values=pixels).pooler_output, dim=-1)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import itertools
 
 import numpy as np
 import pytest
@@ -57,10 +58,20 @@ def scene(seed: int):
 
 
 SPEC = ObjectSpec(
-    body_shape="capsule", body_aspect=0.7, body_color=(200, 30, 30), texture="hstripes",
-    texture_color=(30, 60, 200), texture_scale=0.25, cap_shape="round", cap_color=(240, 220, 40),
-    side_part="ring", side_color=(30, 160, 60), emblem_shape="star", emblem_color=(250, 250, 250),
-    base="legs", base_color=(60, 60, 60),
+    body_shape="capsule",
+    body_aspect=0.7,
+    body_color=(200, 30, 30),
+    texture="hstripes",
+    texture_color=(30, 60, 200),
+    texture_scale=0.25,
+    cap_shape="round",
+    cap_color=(240, 220, 40),
+    side_part="ring",
+    side_color=(30, 160, 60),
+    emblem_shape="star",
+    emblem_color=(250, 250, 250),
+    base="legs",
+    base_color=(60, 60, 60),
 )
 CENTRED = Placement(cx=0.5, cy=0.5, scale=0.6, rotation=10.0, flip=False)
 
@@ -152,7 +163,7 @@ def test_render_draws_only_the_object_and_its_shadow():
     outside = changed & ~mask
     ys, xs = np.nonzero(mask)
     near = np.zeros_like(mask)
-    near[ys.min() - 2:ys.max() + 8, xs.min() - 8:xs.max() + 9] = True  # anti-aliased rim and contact shadow
+    near[ys.min() - 2 : ys.max() + 8, xs.min() - 8 : xs.max() + 9] = True  # anti-aliased rim and contact shadow
     assert not (outside & ~near).any()
     shadow = outside & ~grown(mask)  # beyond the 1-px anti-aliased rim, pixels only get darker
     assert shadow.any()
@@ -235,7 +246,7 @@ def test_backgrounds_differ_and_are_not_flat():
     for background in backgrounds:
         assert background.shape == (SIZE, SIZE, 3) and background.dtype == np.uint8
         assert background.std() > 5
-    gaps = [np.abs(a.astype(int) - b.astype(int)).mean() for a, b in zip(backgrounds, backgrounds[1:])]
+    gaps = [np.abs(a.astype(int) - b.astype(int)).mean() for a, b in itertools.pairwise(backgrounds)]
     assert np.mean(np.array(gaps) > 15) > 0.8
     assert sample_background(np.random.default_rng(1), 256).shape == (256, 256, 3)
 

@@ -67,7 +67,10 @@ def test_remove_owned_deletes_only_marked_folders(tmp_path):
     mine = tmp_path / "mine"
     mine.mkdir()
     (mine / "thesis.tex").write_text("years of work")
-    with pytest.raises(OutputFolderError, match=r"mine: not made by nearid \(no \.nearid-output\.json\).*choose a new or empty folder, or delete it yourself"):
+    with pytest.raises(
+        OutputFolderError,
+        match=r"mine: not made by nearid \(no \.nearid-output\.json\).*choose a new or empty folder, or delete it yourself",
+    ):
         remove_owned(mine)
     assert (mine / "thesis.tex").read_text() == "years of work"
 
@@ -136,8 +139,27 @@ def test_synth_cli_overwrite_of_a_foreign_folder_is_one_line_exit_2(tmp_path, ca
     mine = tmp_path / "photos"
     mine.mkdir()
     (mine / "a.jpg").write_bytes(b"not really")
-    argv = ["synth", str(mine), "--identities", "6", "--size", "32", "--val", "1", "--test", "2",
-            "--mtg-train", "0", "--mtg-test", "1", "--workers", "1", "--sources", "part", "--overwrite"]
+    argv = [
+        "synth",
+        str(mine),
+        "--identities",
+        "6",
+        "--size",
+        "32",
+        "--val",
+        "1",
+        "--test",
+        "2",
+        "--mtg-train",
+        "0",
+        "--mtg-test",
+        "1",
+        "--workers",
+        "1",
+        "--sources",
+        "part",
+        "--overwrite",
+    ]
     assert main(argv) == 2
     assert "photos: not made by nearid" in one_error_line(capsys.readouterr().err)
     assert (mine / "a.jpg").read_bytes() == b"not really"
@@ -214,7 +236,9 @@ def test_constant_alpha_falls_back_to_the_colour_channels(alpha):
     rgba = np.zeros((2, 3, 4), np.uint8)
     rgba[..., 3] = alpha
     rgba[0, 1, 1] = 7
-    np.testing.assert_array_equal(load_mask(Image.fromarray(rgba, "RGBA")), [[False, True, False], [False, False, False]])
+    np.testing.assert_array_equal(
+        load_mask(Image.fromarray(rgba, "RGBA")), [[False, True, False], [False, False, False]]
+    )
     np.testing.assert_array_equal(load_mask(rgba), [[False, True, False], [False, False, False]])
 
 
@@ -230,7 +254,11 @@ def test_palette_mask_with_a_transparent_index():
 @pytest.fixture
 def local_bench(tmp_path, monkeypatch):
     """``data/NearID`` with sources A and B beside it; the working directory is ``tmp_path``."""
-    for name, dataset in {"NearID": positives_rows(), "NearID-A": distractor_rows(1), "NearID-B": distractor_rows(2)}.items():
+    for name, dataset in {
+        "NearID": positives_rows(),
+        "NearID-A": distractor_rows(1),
+        "NearID-B": distractor_rows(2),
+    }.items():
         DatasetDict({"train": dataset}).save_to_disk(tmp_path / "data" / name)
     monkeypatch.chdir(tmp_path)
     return tmp_path
@@ -260,7 +288,10 @@ def test_mistyped_local_data_folder(local_bench):
 @pytest.mark.parametrize("name, close", [("dta", "data"), ("dat/NearID", "data/NearID")])
 def test_hub_looking_typo_keeps_the_download_fix_and_names_a_close_local_folder(local_bench, name, close):
     # `dta` and `dat/NearID` are valid hub ids as well as typos: the message says both
-    with pytest.raises(DatasetError, match=rf"dataset '{name}' is not available.*hf download.*no local folder '{name}' either; did you mean '{close}'"):
+    with pytest.raises(
+        DatasetError,
+        match=rf"dataset '{name}' is not available.*hf download.*no local folder '{name}' either; did you mean '{close}'",
+    ):
         load_nearid(name, [])
 
 
@@ -298,9 +329,25 @@ def test_train_on_synthetic_data_with_the_default_sources_names_the_ones_there(t
 
 def test_bench_cli_missing_source_is_one_line_exit_2(local_bench):
     done = subprocess.run(
-        [sys.executable, "-m", "nearid", "bench", "--encoder", "histogram", "--data", "data", "--sources", "Flux",
-         "--out", "o"],
-        capture_output=True, text=True, timeout=300, cwd=local_bench, check=False,
+        [
+            sys.executable,
+            "-m",
+            "nearid",
+            "bench",
+            "--encoder",
+            "histogram",
+            "--data",
+            "data",
+            "--sources",
+            "Flux",
+            "--out",
+            "o",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=local_bench,
+        check=False,
         env={**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"},
     )
     assert done.returncode == 2, done.stderr
@@ -362,7 +409,9 @@ def test_pairs_csv_with_a_utf8_bom(tmp_path):
 
 def test_pairs_csv_not_in_utf8_is_one_line_naming_the_fix(tmp_path, capsys):
     (tmp_path / "pairs.csv").write_bytes("reference,generated\nréf.png,gen.png\n".encode("latin-1"))
-    assert main(["score", "--refs", str(tmp_path / "pairs.csv"), "--model", "tiny", "--out", str(tmp_path / "o.csv")]) == 2
+    assert (
+        main(["score", "--refs", str(tmp_path / "pairs.csv"), "--model", "tiny", "--out", str(tmp_path / "o.csv")]) == 2
+    )
     line = one_error_line(capsys.readouterr().err)
     assert "pairs.csv: not UTF-8 text" in line and "save it as UTF-8" in line
 

@@ -78,7 +78,9 @@ def test_check_writable(tmp_path, monkeypatch):
     check_writable(tmp_path / "new" / "deeper" / "x.csv")
     check_writable(tmp_path / "dir", folder=True)
     real_access = os.access
-    monkeypatch.setattr(os, "access", lambda p, mode: False if str(p) == str(tmp_path / "dir") else real_access(p, mode))
+    monkeypatch.setattr(
+        os, "access", lambda p, mode: False if str(p) == str(tmp_path / "dir") else real_access(p, mode)
+    )
     with pytest.raises(OutputError, match=r"the folder .*dir is not writable"):
         check_writable(tmp_path / "dir" / "x.csv")
 
@@ -91,8 +93,11 @@ def test_score_refuses_out_over_its_pairs_csv(tmp_path, capsys):
     before = pairs.read_bytes()
     one_line_exit_2(["score", "--refs", str(pairs), "--model", "tiny", "--out", str(pairs)], capsys, "is also an input")
     assert pairs.read_bytes() == before
-    one_line_exit_2(["score", "--refs", str(pairs), "--model", "tiny", "--out", str(tmp_path / "a.png")], capsys,
-                    "a.png: is also an input")
+    one_line_exit_2(
+        ["score", "--refs", str(pairs), "--model", "tiny", "--out", str(tmp_path / "a.png")],
+        capsys,
+        "a.png: is also an input",
+    )
 
 
 def test_score_refuses_out_inside_an_input_folder(folders, capsys):
@@ -115,15 +120,20 @@ def test_embed_refuses_out_over_an_image(tmp_path, capsys):
     image = draw(tmp_path / "a.png", 0)
     one_line_exit_2(["embed", str(image), "--model", "tiny", "--out", str(tmp_path)], capsys, "is a folder")
     os.symlink(image, tmp_path / "a.npz")
-    one_line_exit_2(["embed", str(image), "--model", "tiny", "--out", str(tmp_path / "a.npz")], capsys, "is also an input")
+    one_line_exit_2(
+        ["embed", str(image), "--model", "tiny", "--out", str(tmp_path / "a.npz")], capsys, "is also an input"
+    )
 
 
 def test_export_refuses_out_inside_the_checkpoint(tmp_path, capsys):
     checkpoint = tmp_path / "run" / "checkpoints" / "step-1"
     checkpoint.mkdir(parents=True)
     (checkpoint / "head.safetensors").write_bytes(b"x")
-    one_line_exit_2(["export", str(checkpoint), str(checkpoint / "model"), "--backbone", "tiny"], capsys,
-                    "lies inside the input folder")
+    one_line_exit_2(
+        ["export", str(checkpoint), str(checkpoint / "model"), "--backbone", "tiny"],
+        capsys,
+        "lies inside the input folder",
+    )
 
 
 # ------------------------------------------------------------------------------- item 9: side files
@@ -139,7 +149,9 @@ def test_side_files_derive_from_the_whole_output_name(folders):
 
 
 def test_format_contradicting_the_extension_is_refused(folders, capsys):
-    one_line_exit_2(score(folders, "--format", "jsonl", "--out", str(folders / "x.csv")), capsys, "--format jsonl", "x.csv")
+    one_line_exit_2(
+        score(folders, "--format", "jsonl", "--out", str(folders / "x.csv")), capsys, "--format jsonl", "x.csv"
+    )
     one_line_exit_2(score(folders, "--out", str(folders / "x.txt")), capsys, "x.txt", ".csv or .jsonl")
     assert not (folders / "x.csv").exists()
 
@@ -176,7 +188,9 @@ def test_ambiguous_automatic_pairing_is_refused(tmp_path, capsys):
             draw(tmp_path / "refs" / subject / f"{i}.png", i)
             draw(tmp_path / "gens" / subject / f"{i}.png", 5 + i)
     out = str(tmp_path / "o.csv")
-    one_line_exit_2(score(tmp_path, "--out", out), capsys, "--pairing paths", "--pairing subjects", "4 pairs", "8 pairs")
+    one_line_exit_2(
+        score(tmp_path, "--out", out), capsys, "--pairing paths", "--pairing subjects", "4 pairs", "8 pairs"
+    )
     assert main(score(tmp_path, "--out", out, "--pairing", "subjects")) == 0
     assert "pairing: subjects (given)" in capsys.readouterr().out
     assert json.loads((tmp_path / "o.csv.summary.json").read_text())["pairing"] == "subjects"
@@ -196,11 +210,15 @@ def test_dbpp_reads_the_folder_score_wrote(tmp_path, capsys):
         _write(ratings / "data_human_rating" / "merged_data" / group / "emu2-cp.json", values)
     keys = sorted(GROUP1)  # written below category subfolders: object/object_00_mug-0.png
     for i, key in enumerate(keys):
-        category = next(c for c in ("object", "live_subject_animal", "live_subject_human", "style") if key.startswith(c))
+        category = next(
+            c for c in ("object", "live_subject_animal", "live_subject_human", "style") if key.startswith(c)
+        )
         draw(tmp_path / "samples" / "src_image" / category / f"{key}.png", i)
         draw(tmp_path / "samples" / "tgt_image" / category / f"{key}.png", 50 + i)
     scores = tmp_path / "scores"
-    assert main(["score", "--refs", str(tmp_path / "samples"), "--model", "tiny", "--out", str(scores / "emu2.csv")]) == 0
+    assert (
+        main(["score", "--refs", str(tmp_path / "samples"), "--model", "tiny", "--out", str(scores / "emu2.csv")]) == 0
+    )
     capsys.readouterr()
     assert main(["dbpp", "--ratings", str(ratings), "--scores", str(scores), "--name", "mine"]) == 0
     out = capsys.readouterr().out
@@ -214,8 +232,12 @@ def test_dbpp_fails_when_no_key_pairs(tmp_path, capsys):
     for group, values in (("group1", GROUP1), ("group2", GROUP2)):
         _write(ratings / "data_human_rating" / "merged_data" / group / "emu2-cp.json", values)
     _write(tmp_path / "scores" / "emu2.json", {"unrelated-key": 1.0, "other": 2.0})
-    one_line_exit_2(["dbpp", "--ratings", str(ratings), "--scores", str(tmp_path / "scores"), "--name", "mine"], capsys,
-                    "no key", "mine")
+    one_line_exit_2(
+        ["dbpp", "--ratings", str(ratings), "--scores", str(tmp_path / "scores"), "--name", "mine"],
+        capsys,
+        "no key",
+        "mine",
+    )
 
 
 # ------------------------------------------------------------------------------- item 14: paths from anywhere
@@ -232,18 +254,21 @@ def test_report_thumbnails_with_relative_inputs_and_out_in_a_subfolder(folders, 
 
 
 # ------------------------------------------------------------------------------- items 15, 17, 18
-@pytest.mark.parametrize("case, needles", [
-    ("row_missing_field", ["line 3", "generated"]),
-    ("latin1", ["not UTF-8"]),
-    ("image_as_refs", ["is an image", "--refs"]),
-    ("csv_on_folder", ["--pairing csv", "folder"]),
-    ("out_is_dir", ["is a folder"]),
-    ("out_too_long", ["longer than the"]),
-    ("threshold_nan", ["--threshold nan"]),
-    ("calibration_alone", ["--calibration", "--threshold calibrated"]),
-    ("gens_with_csv", ["--gens", "pairs CSV"]),
-    ("batch_size_0", ["--batch-size", "at least 1"]),
-])
+@pytest.mark.parametrize(
+    "case, needles",
+    [
+        ("row_missing_field", ["line 3", "generated"]),
+        ("latin1", ["not UTF-8"]),
+        ("image_as_refs", ["is an image", "--refs"]),
+        ("csv_on_folder", ["--pairing csv", "folder"]),
+        ("out_is_dir", ["is a folder"]),
+        ("out_too_long", ["longer than the"]),
+        ("threshold_nan", ["--threshold nan"]),
+        ("calibration_alone", ["--calibration", "--threshold calibrated"]),
+        ("gens_with_csv", ["--gens", "pairs CSV"]),
+        ("batch_size_0", ["--batch-size", "at least 1"]),
+    ],
+)
 def test_bad_score_invocations_are_one_line_before_embedding(tmp_path, capsys, monkeypatch, case, needles):
     import nearid.score
 
@@ -261,7 +286,16 @@ def test_bad_score_invocations_are_one_line_before_embedding(tmp_path, capsys, m
         "row_missing_field": ["--refs", str(pairs), "--out", out],
         "latin1": ["--refs", str(pairs), "--out", out],
         "image_as_refs": ["--refs", str(tmp_path / "refs" / "0.png"), "--gens", str(tmp_path / "gens"), "--out", out],
-        "csv_on_folder": ["--refs", str(tmp_path / "refs"), "--gens", str(tmp_path / "gens"), "--pairing", "csv", "--out", out],
+        "csv_on_folder": [
+            "--refs",
+            str(tmp_path / "refs"),
+            "--gens",
+            str(tmp_path / "gens"),
+            "--pairing",
+            "csv",
+            "--out",
+            out,
+        ],
         "out_is_dir": ["--refs", str(pairs), "--out", str(tmp_path / "refs")],
         "out_too_long": ["--refs", str(pairs), "--out", str(tmp_path / ("x" * 300 + ".csv"))],
         "threshold_nan": ["--refs", str(pairs), "--out", out, "--threshold", "nan"],
@@ -280,8 +314,17 @@ def test_bad_score_invocations_are_one_line_before_embedding(tmp_path, capsys, m
 def test_same_files_as_references_and_generated_warn(tmp_path, capsys):
     for i in range(2):
         draw(tmp_path / "refs" / f"{i}.png", i)
-    argv = ["score", "--refs", str(tmp_path / "refs"), "--gens", str(tmp_path / "refs"), "--model", "tiny",
-            "--out", str(tmp_path / "o.csv")]
+    argv = [
+        "score",
+        "--refs",
+        str(tmp_path / "refs"),
+        "--gens",
+        str(tmp_path / "refs"),
+        "--model",
+        "tiny",
+        "--out",
+        str(tmp_path / "o.csv"),
+    ]
     assert main(argv) == 0
     assert "warning: references and generated images are the same 2 files" in capsys.readouterr().err
 
@@ -293,8 +336,15 @@ def test_all_bad_inputs_are_listed_in_one_message(folders, capsys, monkeypatch):
     for i in range(25):
         (folders / "gens" / f"bad{i:02d}.png").write_bytes(b"not an image")
         draw(folders / "refs" / f"bad{i:02d}.png", 100 + i)
-    err = one_line_exit_2(score(folders, "--out", str(folders / "o.csv")), capsys, "25 bad inputs", "bad00.png",
-                          "bad19.png", "and 5 more", "--skip-errors")
+    err = one_line_exit_2(
+        score(folders, "--out", str(folders / "o.csv")),
+        capsys,
+        "25 bad inputs",
+        "bad00.png",
+        "bad19.png",
+        "and 5 more",
+        "--skip-errors",
+    )
     assert "bad20.png" not in err
 
 
@@ -302,8 +352,11 @@ def test_bench_report_from_another_directory_finds_relative_data(tmp_path, monke
     """`nearid bench --data synth` (relative) records where the data is, so the report finds it from anywhere."""
     from nearid.data.synth import SynthConfig, generate
 
-    generate(tmp_path / "synth", SynthConfig(identities=8, size=32, seed=2, val=1, test=5, mtg_train=0, mtg_test=0,
-                                             workers=1), progress=False)
+    generate(
+        tmp_path / "synth",
+        SynthConfig(identities=8, size=32, seed=2, val=1, test=5, mtg_train=0, mtg_test=0, workers=1),
+        progress=False,
+    )
     monkeypatch.chdir(tmp_path)
     assert main(["bench", "--encoder", "histogram", "--data", "synth", "--sources", "Part", "--out", "runs/b"]) == 0
     results = json.loads((tmp_path / "runs" / "b" / "results.json").read_text())

@@ -29,8 +29,22 @@ from nearid.ownership import MARKER
 from nearid.results import BenchResults, read_results
 from nearid.training.trainer import TrainConfig, train
 
-TRAIN_ARGS = ["--sources", "Part", "--backbone", "tiny", "--batch-size", "4", "--warmup-steps", "1", "--lr", "1e-3",
-              "--save-steps", "2", "--log-steps", "100"]
+TRAIN_ARGS = [
+    "--sources",
+    "Part",
+    "--backbone",
+    "tiny",
+    "--batch-size",
+    "4",
+    "--warmup-steps",
+    "1",
+    "--lr",
+    "1e-3",
+    "--save-steps",
+    "2",
+    "--log-steps",
+    "100",
+]
 
 
 def one_error_line(err: str) -> str:
@@ -42,14 +56,29 @@ def one_error_line(err: str) -> str:
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
     root = tmp_path_factory.mktemp("runs") / "synth"
-    generate(root, SynthConfig(identities=16, size=32, seed=3, val=2, test=6, mtg_train=0, mtg_test=3, workers=1,
-                               sources=("Part", "Shape")), progress=False)
+    generate(
+        root,
+        SynthConfig(
+            identities=16, size=32, seed=3, val=2, test=6, mtg_train=0, mtg_test=3, workers=1, sources=("Part", "Shape")
+        ),
+        progress=False,
+    )
     return root
 
 
 def train_config(data, out, **overrides) -> TrainConfig:
-    values = dict(data=str(data), out=str(out), sources=["Part"], backbone="tiny", batch_size=4, epochs=2,
-                  warmup_steps=1, lr=1e-3, save_steps=2, log_steps=100)
+    values = dict(
+        data=str(data),
+        out=str(out),
+        sources=["Part"],
+        backbone="tiny",
+        batch_size=4,
+        epochs=2,
+        warmup_steps=1,
+        lr=1e-3,
+        save_steps=2,
+        log_steps=100,
+    )
     values.update(overrides)
     return TrainConfig(**values)
 
@@ -129,12 +158,12 @@ def test_resume_with_changed_settings_is_refused_naming_each(data, tmp_path, cap
     saved = (out / "config.json").read_text()
     argv = ["train", "--data", str(data), *TRAIN_ARGS, "--max-steps", "4", "--out", str(out), "--resume"]
     lr_at = argv.index("--lr") + 1
-    changed = [*argv[:lr_at], "0.5", *argv[lr_at + 1:]]
+    changed = [*argv[:lr_at], "0.5", *argv[lr_at + 1 :]]
     assert main(changed) == 2
     line = one_error_line(capsys.readouterr().err)
     assert "lr" in line and "0.5" in line and "batch_size" not in line
     batch_at = argv.index("--batch-size") + 1
-    assert main([*changed[:batch_at], "8", *changed[batch_at + 1:]]) == 2
+    assert main([*changed[:batch_at], "8", *changed[batch_at + 1 :]]) == 2
     line = one_error_line(capsys.readouterr().err)
     assert "lr" in line and "batch_size" in line
     assert (out / "config.json").read_text() == saved  # never rewritten by a refused resume
@@ -175,23 +204,47 @@ def _no_model(*args, **kwargs):
     raise AssertionError("a model was loaded before the settings were checked")
 
 
-@pytest.mark.parametrize("option, value", [
-    ("--epochs", "0"), ("--batch-size", "0"), ("--batch-size", "-1"), ("--lr", "0"), ("--lr", "-1e-4"), ("--lr", "nan"),
-    ("--save-steps", "0"), ("--max-steps", "0"), ("--warmup-steps", "-1"), ("--log-steps", "0"),
-])
+@pytest.mark.parametrize(
+    "option, value",
+    [
+        ("--epochs", "0"),
+        ("--batch-size", "0"),
+        ("--batch-size", "-1"),
+        ("--lr", "0"),
+        ("--lr", "-1e-4"),
+        ("--lr", "nan"),
+        ("--save-steps", "0"),
+        ("--max-steps", "0"),
+        ("--warmup-steps", "-1"),
+        ("--log-steps", "0"),
+    ],
+)
 def test_meaningless_settings_are_one_line_before_a_model_loads(data, tmp_path, capsys, monkeypatch, option, value):
     monkeypatch.setattr("nearid.backbones.load_backbone", _no_model)
     argv = ["train", "--data", str(data), *TRAIN_ARGS, "--out", str(tmp_path / "run"), f"{option}={value}"]
     assert main(argv) == 2
     line = one_error_line(capsys.readouterr().err)
     # the option's type refuses it (argparse) or TrainConfig does (a config file's value): either names it
-    assert line.startswith("nearid train: error: ") and (f"{option} must be" in line or f"argument {option}: " in line), line
+    assert line.startswith("nearid train: error: ") and (
+        f"{option} must be" in line or f"argument {option}: " in line
+    ), line
     assert not (tmp_path / "run").exists()
 
 
-@pytest.mark.parametrize("setting, value", [("lr", "fast"), ("epochs", 1.5), ("batch_size", "8"), ("epochs", True),
-                                            ("sources", "Part"), ("mask_probs", [0.5, 2.0, 0.1]), ("flip_prob", -0.1),
-                                            ("mixed_precision", "fp8"), ("cache_tokens", "yes")])
+@pytest.mark.parametrize(
+    "setting, value",
+    [
+        ("lr", "fast"),
+        ("epochs", 1.5),
+        ("batch_size", "8"),
+        ("epochs", True),
+        ("sources", "Part"),
+        ("mask_probs", [0.5, 2.0, 0.1]),
+        ("flip_prob", -0.1),
+        ("mixed_precision", "fp8"),
+        ("cache_tokens", "yes"),
+    ],
+)
 def test_meaningless_values_in_a_config_file(data, tmp_path, capsys, monkeypatch, setting, value):
     monkeypatch.setattr("nearid.backbones.load_backbone", _no_model)
     config = {"data": str(data), "out": str(tmp_path / "run"), "sources": ["Part"], "backbone": "tiny", setting: value}
@@ -210,13 +263,29 @@ def test_a_config_file_number_may_be_written_as_an_integer(data, tmp_path):
 
 # ------------------------------------------------------------------------------ bench: results.json merged per encoder
 def bench_argv(data, out, encoder: str, *more: str) -> list[str]:
-    return ["bench", "--encoder", encoder, "--data", str(data), "--sources", "Part", "Shape", "--mtg",
-            str(data / "MTG"), "--device", "cpu", "--out", str(out), *more]
+    return [
+        "bench",
+        "--encoder",
+        encoder,
+        "--data",
+        str(data),
+        "--sources",
+        "Part",
+        "Shape",
+        "--mtg",
+        str(data / "MTG"),
+        "--device",
+        "cpu",
+        "--out",
+        str(out),
+        *more,
+    ]
 
 
 def bench_config(data, out, encoders, **overrides) -> BenchConfig:
-    values = dict(encoders=encoders, data=str(data), sources=["Part", "Shape"], out=str(out), mtg=str(data / "MTG"),
-                  device="cpu")
+    values = dict(
+        encoders=encoders, data=str(data), sources=["Part", "Shape"], out=str(out), mtg=str(data / "MTG"), device="cpu"
+    )
     values.update(overrides)
     return BenchConfig(**values)
 
@@ -245,9 +314,16 @@ def test_rerunning_an_encoder_replaces_only_its_entry(data, tmp_path):
 
 def test_two_encoders_at_the_same_time_are_both_kept(data, tmp_path):
     out = tmp_path / "both"
-    runs = [subprocess.Popen([sys.executable, "-m", "nearid", *bench_argv(data, out, encoder)], stdout=subprocess.PIPE,
-                             stderr=subprocess.STDOUT, text=True, cwd=Path(__file__).parent)
-            for encoder in ("tiny", "histogram")]
+    runs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "nearid", *bench_argv(data, out, encoder)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            cwd=Path(__file__).parent,
+        )
+        for encoder in ("tiny", "histogram")
+    ]
     for run in runs:
         output, _ = run.communicate(timeout=300)
         assert run.returncode == 0, output[-3000:]
@@ -261,7 +337,9 @@ def test_two_encoders_at_the_same_time_are_both_kept(data, tmp_path):
 
 
 @pytest.mark.parametrize("more, field", [(["--split", "val"], "split"), (["--masks"], "condition")])
-def test_another_benchmark_into_the_same_out_is_refused_before_embedding(data, tmp_path, capsys, monkeypatch, more, field):
+def test_another_benchmark_into_the_same_out_is_refused_before_embedding(
+    data, tmp_path, capsys, monkeypatch, more, field
+):
     assert main(bench_argv(data, tmp_path, "histogram")) == 0
     saved = (tmp_path / "results.json").read_text()
     capsys.readouterr()

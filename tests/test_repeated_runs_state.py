@@ -28,7 +28,9 @@ SOURCES = ["Part"]
 
 def synth(root: Path, seed: int, **overrides) -> Path:
     """(Re)generate a tiny synthetic benchmark at ``root``: what a user regenerating data does."""
-    values = dict(identities=12, size=32, seed=seed, val=2, test=6, mtg_train=0, mtg_test=2, workers=1, sources=tuple(SOURCES))
+    values = dict(
+        identities=12, size=32, seed=seed, val=2, test=6, mtg_train=0, mtg_test=2, workers=1, sources=tuple(SOURCES)
+    )
     values.update(overrides)
     generate(root, SynthConfig(**values), overwrite=True, progress=False)
     return root
@@ -45,8 +47,15 @@ def export_tiny(folder: Path, seed: int) -> Path:
 
 
 def bench(data: Path, out: Path, encoders, **overrides):
-    values = dict(encoders=list(encoders), data=str(data), sources=SOURCES, out=str(out), mtg=str(data / "MTG"),
-                  device="cpu", batch_size=16)
+    values = dict(
+        encoders=list(encoders),
+        data=str(data),
+        sources=SOURCES,
+        out=str(out),
+        mtg=str(data / "MTG"),
+        device="cpu",
+        batch_size=16,
+    )
     values.update(overrides)
     return run_bench(BenchConfig(**values))
 
@@ -120,9 +129,23 @@ def test_token_cache_after_regenerating_the_data_gives_a_fresh_runs_head(tmp_pat
     from nearid.training.trainer import TrainConfig, train
 
     def run(out: Path, **options):
-        return train(TrainConfig(data=str(data), out=str(out), sources=SOURCES, mtg=None, backbone="tiny",
-                                 batch_size=4, epochs=1, max_steps=3, save_steps=3, warmup_steps=1, lr=1e-2,
-                                 log_steps=100), **options)
+        return train(
+            TrainConfig(
+                data=str(data),
+                out=str(out),
+                sources=SOURCES,
+                mtg=None,
+                backbone="tiny",
+                batch_size=4,
+                epochs=1,
+                max_steps=3,
+                save_steps=3,
+                warmup_steps=1,
+                lr=1e-2,
+                log_steps=100,
+            ),
+            **options,
+        )
 
     def head(out: Path) -> dict:
         return load_file(out / "checkpoints" / "step-3" / "head.safetensors")
@@ -153,8 +176,23 @@ def score_inputs(tmp_path):
 
 
 def score(spec: str, calibration: str) -> list[str]:
-    return ["score", "--refs", "refs", "--gens", "gens", "--model", spec, "--device", "cpu", "--out", "s.csv",
-            "--threshold", "calibrated", "--calibration", calibration]
+    return [
+        "score",
+        "--refs",
+        "refs",
+        "--gens",
+        "gens",
+        "--model",
+        spec,
+        "--device",
+        "cpu",
+        "--out",
+        "s.csv",
+        "--threshold",
+        "calibrated",
+        "--calibration",
+        calibration,
+    ]
 
 
 def test_calibrated_threshold_is_found_by_the_models_content_not_its_spelling(score_inputs, monkeypatch, capsys):
@@ -187,9 +225,22 @@ def test_resume_onto_regenerated_data_is_refused(tmp_path):
     from nearid.training.trainer import TrainConfig, train
 
     data = synth(tmp_path / "synth", seed=1, identities=16, test=2)
-    config = TrainConfig(data=str(data), out=str(tmp_path / "run"), sources=SOURCES, mtg=None, backbone="tiny",
-                         batch_size=4, epochs=1, max_steps=2, save_steps=2, warmup_steps=1, log_steps=100)
+    config = TrainConfig(
+        data=str(data),
+        out=str(tmp_path / "run"),
+        sources=SOURCES,
+        mtg=None,
+        backbone="tiny",
+        batch_size=4,
+        epochs=1,
+        max_steps=2,
+        save_steps=2,
+        warmup_steps=1,
+        log_steps=100,
+    )
     train(config)
     synth(data, seed=2, identities=16, test=2)
-    with pytest.raises(NearIDError, match=r"--resume onto other data than the run started on \(Part, positives changed"):
+    with pytest.raises(
+        NearIDError, match=r"--resume onto other data than the run started on \(Part, positives changed"
+    ):
         train(config, resume=True)

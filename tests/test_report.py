@@ -28,10 +28,16 @@ def bench(tmp_path_factory):
     """A small benchmark run with MTG: (results folder, results dict)."""
     root = tmp_path_factory.mktemp("report")
     data = root / "synth"
-    generate(data, SynthConfig(identities=16, size=48, seed=3, val=2, test=10, mtg_train=0, mtg_test=4, workers=1),
-             progress=False)
-    results = run_bench(BenchConfig(encoders=["histogram"], data=str(data), sources=SOURCES, out=str(root / "bench"),
-                                    mtg=str(data / "MTG")))
+    generate(
+        data,
+        SynthConfig(identities=16, size=48, seed=3, val=2, test=10, mtg_train=0, mtg_test=4, workers=1),
+        progress=False,
+    )
+    results = run_bench(
+        BenchConfig(
+            encoders=["histogram"], data=str(data), sources=SOURCES, out=str(root / "bench"), mtg=str(data / "MTG")
+        )
+    )
     return root / "bench", results
 
 
@@ -116,13 +122,16 @@ def test_report_without_the_data_still_renders(bench, tmp_path):
     assert f"<td>{first:.4f}</td>" in text  # the failures are still listed, as numbers
 
 
-@pytest.mark.parametrize("content, why", [
-    (None, "no such file; expected a `nearid bench` results.json or a `nearid score` summary"),
-    ("{not json", "not readable as JSON"),
-    ("[1, 2]", "not a nearid results file; expected a `nearid bench` results.json or a `nearid score` summary"),
-    ('{"kind": "bench"}', "bench results of schema version 1, this nearid reads version 2"),
-    ('{"kind": "demo", "schema_version": 2}', "holds demo results; expected a `nearid bench` results.json or a"),
-])
+@pytest.mark.parametrize(
+    "content, why",
+    [
+        (None, "no such file; expected a `nearid bench` results.json or a `nearid score` summary"),
+        ("{not json", "not readable as JSON"),
+        ("[1, 2]", "not a nearid results file; expected a `nearid bench` results.json or a `nearid score` summary"),
+        ('{"kind": "bench"}', "bench results of schema version 1, this nearid reads version 2"),
+        ('{"kind": "demo", "schema_version": 2}', "holds demo results; expected a `nearid bench` results.json or a"),
+    ],
+)
 def test_bad_results_file_is_a_one_line_error(tmp_path, content, why):
     path = tmp_path / "results.json"
     if content is not None:
@@ -146,8 +155,12 @@ def make_score_run(folder, threshold: float | None = 0.7):
             ImageDraw.Draw(image).ellipse((8 + 4 * i, 8, 40 + 4 * i, 40), fill=colour)
             image.save(folder / "images" / f"{kind}{i}.png")
         reference = f"images/ref{i}.png" if i % 2 else str(folder / "images" / f"ref{i}.png")  # relative or absolute
-        row = {"reference": reference, "generated": f"images/gen{i}.png", "subject": "dog" if i < 3 else "cat",
-               "similarity": f"{similarity:.6f}"}
+        row = {
+            "reference": reference,
+            "generated": f"images/gen{i}.png",
+            "subject": "dog" if i < 3 else "cat",
+            "similarity": f"{similarity:.6f}",
+        }
         if threshold is not None:
             row["same"] = int(similarity > threshold)
         rows.append(row)
@@ -157,15 +170,28 @@ def make_score_run(folder, threshold: float | None = 0.7):
         writer.writerows(rows)
     values = np.array(similarities)
     summary = {
-        "model": "histogram:8", "pairing": "csv", "n_pairs": len(rows), "unique_images_embedded": 12,
-        "similarity": {"mean": values.mean(), "median": float(np.median(values)), "std": values.std(),
-                       "min": values.min(), "max": values.max()},
-        "per_subject": {"dog": {"n": 3, "mean": float(values[:3].mean()), "median": float(np.median(values[:3]))},
-                        "cat": {"n": 3, "mean": float(values[3:].mean()), "median": float(np.median(values[3:]))}},
+        "model": "histogram:8",
+        "pairing": "csv",
+        "n_pairs": len(rows),
+        "unique_images_embedded": 12,
+        "similarity": {
+            "mean": values.mean(),
+            "median": float(np.median(values)),
+            "std": values.std(),
+            "min": values.min(),
+            "max": values.max(),
+        },
+        "per_subject": {
+            "dog": {"n": 3, "mean": float(values[:3].mean()), "median": float(np.median(values[:3]))},
+            "cat": {"n": 3, "mean": float(values[3:].mean()), "median": float(np.median(values[3:]))},
+        },
         "threshold": None if threshold is None else {"value": threshold, "source": "calibrated: results.json"},
-        "decisions": None if threshold is None else {"same": int((values > threshold).sum()),
-                                                     "different": int((values <= threshold).sum())},
-        "pairs_file": "scores.csv", "errors": 0, "errors_file": None,
+        "decisions": None
+        if threshold is None
+        else {"same": int((values > threshold).sum()), "different": int((values <= threshold).sum())},
+        "pairs_file": "scores.csv",
+        "errors": 0,
+        "errors_file": None,
     }
     return ScoreSummary(**summary).write(folder / "run.summary.json"), similarities
 
@@ -215,8 +241,16 @@ def test_bench_run_on_a_split_file_keeps_its_gallery(bench, tmp_path):
     _, results = bench
     data = results.benchmark.data
     split_file = f"{data}/splits/test.json"
-    run = run_bench(BenchConfig(encoders=["histogram"], data=data, sources=SOURCES, out=str(tmp_path / "bench"),
-                                split="all", split_file=split_file))
+    run = run_bench(
+        BenchConfig(
+            encoders=["histogram"],
+            data=data,
+            sources=SOURCES,
+            out=str(tmp_path / "bench"),
+            split="all",
+            split_file=split_file,
+        )
+    )
     assert (run.benchmark.split, run.benchmark.split_file) == (None, split_file)
     assert run.encoders[ENCODER].calibration.split_file == split_file
     assert run.encoders[ENCODER].nearid == results.encoders[ENCODER].nearid  # the same rows as --split test
@@ -237,10 +271,28 @@ def test_score_report_of_a_jsonl_run_beside_a_csv_run(tmp_path):
         for i in range(2):
             Image.new("RGB", (24, 24), (90 * i, 30, 200 if side == "refs" else 10)).save(tmp_path / side / f"{i}.png")
     for name in ("s.csv", "s.jsonl"):
-        assert main(["score", "--refs", str(tmp_path / "refs"), "--gens", str(tmp_path / "gens"), "--model", "tiny",
-                     "--threshold", "2", "--out", str(tmp_path / name)]) == 0
+        assert (
+            main(
+                [
+                    "score",
+                    "--refs",
+                    str(tmp_path / "refs"),
+                    "--gens",
+                    str(tmp_path / "gens"),
+                    "--model",
+                    "tiny",
+                    "--threshold",
+                    "2",
+                    "--out",
+                    str(tmp_path / name),
+                ]
+            )
+            == 0
+        )
     for name in ("s.csv", "s.jsonl"):
         out = tmp_path / f"{name}.html"
         assert main(["report", str(tmp_path / f"{name}.summary.json"), "--out", str(out)]) == 0
         page = out.read_text()
-        assert "Gallery unavailable" not in page and page.count("data:image/jpeg") == 4 and page.count(">different<") == 2
+        assert (
+            "Gallery unavailable" not in page and page.count("data:image/jpeg") == 4 and page.count(">different<") == 2
+        )

@@ -46,7 +46,9 @@ def test_paths_rule_matches_by_name_without_extension(tmp_path, tiny):
     for i, name in enumerate(["dog/1", "dog/2", "cat/1"]):
         draw(tmp_path / "refs" / f"{name}.png", i)
         draw(tmp_path / "gens" / f"{name}.jpg", 10 + i)
-    plan = plan_pairs(tmp_path / "refs", tmp_path / "gens", pairing="paths")  # subject folders, same names: auto refuses
+    plan = plan_pairs(
+        tmp_path / "refs", tmp_path / "gens", pairing="paths"
+    )  # subject folders, same names: auto refuses
     assert plan.rule == "paths" and len(plan.pairs) == 3
     result = score_pairs(tiny, plan)
     for pair, value in zip(plan.pairs, result.similarities):
@@ -62,7 +64,17 @@ def test_subjects_rule_aggregates_mean_and_max(tmp_path, tiny, capsys):
         for i in range(2):
             draw(tmp_path / "gens" / subject / f"sample{i}.png", hash((subject, "g", i)) % 1000)
     out = tmp_path / "out" / "scores.csv"
-    argv = ["score", "--refs", str(tmp_path / "refs"), "--gens", str(tmp_path / "gens"), "--model", "tiny", "--out", str(out)]
+    argv = [
+        "score",
+        "--refs",
+        str(tmp_path / "refs"),
+        "--gens",
+        str(tmp_path / "gens"),
+        "--model",
+        "tiny",
+        "--out",
+        str(out),
+    ]
     assert main(argv) == 0
     printed = capsys.readouterr().out
     assert "(subjects pairing)" in printed and "10 unique images embedded" in printed  # 6 refs + 4 gens, not 24
@@ -84,9 +96,14 @@ def test_csv_rule_and_jsonl(tmp_path, tiny):
     a, b, c = (draw(tmp_path / "img" / f"{n}.png", i) for i, n in enumerate("abc"))
     (tmp_path / "pairs.csv").write_text("reference,generated,subject\nimg/a.png,img/b.png,x\nimg/a.png,img/c.png,x\n")
     out = tmp_path / "s.jsonl"
-    assert main(["score", "--refs", str(tmp_path / "pairs.csv"), "--model", "tiny", "--out", str(out), "--format", "jsonl"]) == 0
+    assert (
+        main(
+            ["score", "--refs", str(tmp_path / "pairs.csv"), "--model", "tiny", "--out", str(out), "--format", "jsonl"]
+        )
+        == 0
+    )
     lines = [json.loads(line) for line in out.read_text().splitlines()]
-    assert [l["generated"] for l in lines] == [str(b), str(c)]
+    assert [row["generated"] for row in lines] == [str(b), str(c)]
     assert lines[1]["similarity"] == pytest.approx(cos(tiny, a, c), abs=1e-5)
 
 
@@ -99,9 +116,12 @@ def test_dreambench_layout_writes_dbpp_keys(tmp_path):
     keys = json.loads((tmp_path / "emu2.csv.dbpp.json").read_text())
     assert set(keys) == {"object-object_00_backpack-0", "object-object_00_backpack-1"}
     tiny = nearid.load_encoder("tiny", device="cpu")
-    for i, name in enumerate(["object_00_backpack-0", "object_00_backpack-1"]):
-        expected = 100 * cos(tiny, tmp_path / "samples" / "src_image" / "object" / f"{name}.jpg",
-                             tmp_path / "samples" / "tgt_image" / "object" / f"{name}.png")
+    for name in ["object_00_backpack-0", "object_00_backpack-1"]:
+        expected = 100 * cos(
+            tiny,
+            tmp_path / "samples" / "src_image" / "object" / f"{name}.jpg",
+            tmp_path / "samples" / "tgt_image" / "object" / f"{name}.png",
+        )
         assert keys[f"object-{name}"] == pytest.approx(expected, abs=1e-3)  # 100 x the pair's cosine (6 decimals kept)
     assert keys["object-object_00_backpack-0"] != pytest.approx(keys["object-object_00_backpack-1"], abs=1e-2)
     summary = read_results(tmp_path / "emu2.csv.summary.json")
@@ -114,7 +134,17 @@ def test_corrupt_generated_image_exit_2_and_no_output(tmp_path, capsys):
         draw(tmp_path / "gens" / f"{i}.png", 9 + i)
     (tmp_path / "gens" / "1.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
     out = tmp_path / "out" / "scores.csv"
-    argv = ["score", "--refs", str(tmp_path / "refs"), "--gens", str(tmp_path / "gens"), "--model", "tiny", "--out", str(out)]
+    argv = [
+        "score",
+        "--refs",
+        str(tmp_path / "refs"),
+        "--gens",
+        str(tmp_path / "gens"),
+        "--model",
+        "tiny",
+        "--out",
+        str(out),
+    ]
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "Traceback" not in err and "gens/1.png" in err
@@ -122,7 +152,9 @@ def test_corrupt_generated_image_exit_2_and_no_output(tmp_path, capsys):
     assert main([*argv, "--skip-errors"]) == 0
     assert len(rows(out)) == 2
     errors = rows(tmp_path / "out" / "scores.csv.errors.csv")
-    assert [e["path"] for e in errors] == [str(tmp_path / "gens" / "1.png")] and "not an image file" in errors[0]["error"]
+    assert [e["path"] for e in errors] == [str(tmp_path / "gens" / "1.png")] and "not an image file" in errors[0][
+        "error"
+    ]
     assert json.loads((tmp_path / "out" / "scores.csv.summary.json").read_text())["errors"] == 1
     assert not list((tmp_path / "out").glob("*.part"))
 
@@ -138,8 +170,17 @@ def test_corrupt_generated_image_exit_2_and_no_output(tmp_path, capsys):
 def test_input_errors(tmp_path, capsys, layout, message):
     draw(tmp_path / "refs" / "0.png", 0)
     (tmp_path / "gens").mkdir()
-    argv = ["score", "--refs", str(tmp_path / "refs"), "--gens", str(tmp_path / "gens"), "--model", "tiny",
-            "--out", str(tmp_path / "o.csv")]
+    argv = [
+        "score",
+        "--refs",
+        str(tmp_path / "refs"),
+        "--gens",
+        str(tmp_path / "gens"),
+        "--model",
+        "tiny",
+        "--out",
+        str(tmp_path / "o.csv"),
+    ]
     if layout != "empty":
         draw(tmp_path / "gens" / "0.png", 1)
     if layout == "unmatched":
@@ -169,8 +210,9 @@ def test_masks_are_applied(tmp_path, tiny):
     mask[8:30, 8:30] = 255
     (tmp_path / "m" / "refs").mkdir(parents=True)
     Image.fromarray(mask).save(tmp_path / "m" / "refs" / "0.png")
-    result = score_pairs(tiny, plan_pairs(tmp_path / "refs", tmp_path / "gens"), masks=tmp_path / "m",
-                         mask_cleaning="none")
+    result = score_pairs(
+        tiny, plan_pairs(tmp_path / "refs", tmp_path / "gens"), masks=tmp_path / "m", mask_cleaning="none"
+    )
     masked_ref = np.asarray(Image.open(ref)).copy()
     masked_ref[mask == 0] = 0
     vectors = nearid.embed(tiny, [masked_ref, gen])
@@ -217,8 +259,18 @@ def test_thresholds(tmp_path, capsys):
     encoder = EncoderResult("tiny", NearIDResult({}, {}), fingerprint=tiny.fingerprint, calibration=calibration)
     info = BenchInfo(data="d", sources=[], condition="full", identities=0, split="val")
     BenchResults(info, {"tiny:0 (untrained)": encoder}).write(tmp_path / "results.json")
-    model = lambda name, fingerprint=None: SimpleNamespace(name=name, fingerprint=fingerprint)  # noqa: E731
-    base = ["score", "--refs", str(tmp_path / "refs"), "--gens", str(tmp_path / "gens"), "--model", "tiny", "--out", str(tmp_path / "s.csv")]
+    model = lambda name, fingerprint=None: SimpleNamespace(name=name, fingerprint=fingerprint)
+    base = [
+        "score",
+        "--refs",
+        str(tmp_path / "refs"),
+        "--gens",
+        str(tmp_path / "gens"),
+        "--model",
+        "tiny",
+        "--out",
+        str(tmp_path / "s.csv"),
+    ]
     assert main([*base, "--threshold", "calibrated", "--calibration", str(tmp_path / "results.json")]) == 0
     assert "threshold 0.5000 (calibrated on val (results.json)): same 2, different 0" in capsys.readouterr().out
     assert [r["same"] for r in rows(tmp_path / "s.csv")] == ["1", "1"]
@@ -226,12 +278,17 @@ def test_thresholds(tmp_path, capsys):
     assert "--threshold calibrated needs --calibration FILE" in capsys.readouterr().err
     with pytest.raises(NearIDError, match="has no calibration for 'clip:x'"):
         resolve_threshold("calibrated", model("clip:x", "f" * 64), tmp_path / "results.json")
-    assert resolve_threshold("calibrated", model("any spelling", tiny.fingerprint), tmp_path / "results.json")["balanced_accuracy"] == 90.0
+    assert (
+        resolve_threshold("calibrated", model("any spelling", tiny.fingerprint), tmp_path / "results.json")[
+            "balanced_accuracy"
+        ]
+        == 90.0
+    )
     with pytest.raises(NearIDError, match="'tiny:0 \\(untrained\\)' was calibrated with other weights"):
         resolve_threshold("calibrated", model("tiny:0 (untrained)", "f" * 64), tmp_path / "results.json")
     encoder.fingerprint = None  # a results file from before fingerprints were recorded
     BenchResults(info, {"tiny:0 (untrained)": encoder}).write(tmp_path / "older.json")
-    with pytest.raises(NearIDError, match="older.json: records no model fingerprints"):
+    with pytest.raises(NearIDError, match=r"older\.json: records no model fingerprints"):
         resolve_threshold("calibrated", tiny, tmp_path / "older.json")
     (tmp_path / "value.json").write_text('{"value": 0.3}')
     assert resolve_threshold("calibrated", tiny, tmp_path / "value.json") == {"value": 0.3, "source": "value.json"}
@@ -264,8 +321,18 @@ def test_skip_errors_with_every_pair_bad_names_the_inputs(tmp_path, capsys):
     draw(tmp_path / "refs" / "0.png", 0)
     (tmp_path / "gens").mkdir()
     (tmp_path / "gens" / "0.png").write_bytes(b"not an image")
-    argv = ["score", "--refs", str(tmp_path / "refs"), "--gens", str(tmp_path / "gens"), "--model", "tiny",
-            "--out", str(tmp_path / "o.csv"), "--skip-errors"]
+    argv = [
+        "score",
+        "--refs",
+        str(tmp_path / "refs"),
+        "--gens",
+        str(tmp_path / "gens"),
+        "--model",
+        "tiny",
+        "--out",
+        str(tmp_path / "o.csv"),
+        "--skip-errors",
+    ]
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert "no pairs to score: every pair has a bad input" in err and "gens/0.png: not an image file" in err

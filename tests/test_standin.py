@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
 from transformers import SiglipVisionModel
@@ -16,7 +15,11 @@ from nearid.training.standin import StandInConfig, augment, foreground_targets, 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
     root = tmp_path_factory.mktemp("standin") / "synth"
-    generate(root, SynthConfig(identities=24, size=32, seed=5, val=2, test=6, mtg_train=0, mtg_test=1, workers=1), progress=False)
+    generate(
+        root,
+        SynthConfig(identities=24, size=32, seed=5, val=2, test=6, mtg_train=0, mtg_test=1, workers=1),
+        progress=False,
+    )
     return root
 
 
@@ -71,6 +74,7 @@ def test_pretraining_reads_only_train_views_and_saves_a_siglip_checkpoint(data, 
     import nearid.images as images
 
     real = images.load_image
+
     def recording(source, **kw):
         if hasattr(source, "key"):  # an ImageRef (it decodes itself through load_image again, as bytes)
             read.append(source.key)
@@ -78,6 +82,7 @@ def test_pretraining_reads_only_train_views_and_saves_a_siglip_checkpoint(data, 
 
     monkeypatch.setattr(images, "load_image", recording)
     real_mask = images.load_mask
+
     def recording_mask(source, **kw):
         if hasattr(source, "key"):  # as above: an ImageRef recurses once with its bytes
             read_masks.append(source.key)
@@ -86,8 +91,9 @@ def test_pretraining_reads_only_train_views_and_saves_a_siglip_checkpoint(data, 
     read_masks = []
     monkeypatch.setattr(images, "load_mask", recording_mask)
     bench = load_nearid(data, ["Part", "Shape"], split="train")
-    config = StandInConfig(image_size=32, patch_size=8, hidden_size=32, intermediate_size=64, layers=1, heads=2,
-                           epochs=6, batch_size=8)
+    config = StandInConfig(
+        image_size=32, patch_size=8, hidden_size=32, intermediate_size=64, layers=1, heads=2, epochs=6, batch_size=8
+    )
     logged = []
     out = pretrain_standin(bench, tmp_path / "backbone", config, log=logged.append)
     views = {v.image.key for identity in bench for v in identity.views if v is not None}

@@ -31,9 +31,16 @@ def test_layout_and_summary(synth_root):
     root, summary = synth_root
     assert sorted(p.name for p in root.iterdir()) == [
         ".nearid-output.json",  # the marker that lets --overwrite delete this folder later
-        "MTG", "NearID", "NearID-Instance", "NearID-Part", "NearID-Recolor", "NearID-Shape", "NearID-Texture",
+        "MTG",
+        "NearID",
+        "NearID-Instance",
+        "NearID-Part",
+        "NearID-Recolor",
+        "NearID-Shape",
+        "NearID-Texture",
         "contact_sheet.png",
-        "splits", "synth.json",
+        "splits",
+        "synth.json",
     ]
     assert summary["splits"] == {"train": 8, "val": 2, "test": 6}
     assert json.loads((root / "synth.json").read_text())["identities"] == 16
@@ -101,6 +108,7 @@ def test_parquet_with_two_workers_gives_the_same_images(synth_root, tmp_path):
 
 def _every_image(root) -> dict[str, bytes]:
     """The encoded bytes of every view, mask, distractor and MTG image, by ``ImageRef`` key."""
+
     def read(ref):
         fetched = ref.fetch()
         return fetched if isinstance(fetched, bytes) else open(fetched, "rb").read()
@@ -109,11 +117,21 @@ def _every_image(root) -> dict[str, bytes]:
     for identity in load_nearid(root, ["Part", "Recolor", "Texture", "Shape", "Instance"], split="all"):
         for j in identity.view_slots:
             refs.update({r.key: r for r in (identity.views[j].image, identity.views[j].mask)})
-            refs.update({r.key: r for r in (identity.distractor(s, j) for s in ("Part", "Recolor", "Texture", "Shape", "Instance"))})
+            refs.update(
+                {
+                    r.key: r
+                    for r in (identity.distractor(s, j) for s in ("Part", "Recolor", "Texture", "Shape", "Instance"))
+                }
+            )
     for split in ("train", "test"):
         for sample in load_mtg(root / "MTG", split=split):
             for k in (0, 1):
-                refs.update({r.key: r for r in (sample.originals[k], sample.edited[k], sample.part_masks[k], sample.object_masks[k])})
+                refs.update(
+                    {
+                        r.key: r
+                        for r in (sample.originals[k], sample.edited[k], sample.part_masks[k], sample.object_masks[k])
+                    }
+                )
     return {key: read(ref) for key, ref in refs.items()}
 
 
@@ -125,7 +143,9 @@ def test_seed_fixes_every_image_and_changes_every_image(tmp_path):
     a, b, c = (_every_image(tmp_path / name) for name in "abc")
     assert len(a) > 100 and a.keys() == b.keys()
     assert a == b  # the same seed: byte for byte, every image
-    pictures = [key for key in a.keys() & c.keys() if "mask" not in key.rsplit(".", 1)[-1]]  # (which rows have 3 views changes too)
+    pictures = [
+        key for key in a.keys() & c.keys() if "mask" not in key.rsplit(".", 1)[-1]
+    ]  # (which rows have 3 views changes too)
     assert len(pictures) > 60
     same = [key for key in pictures if a[key] == c[key]]
     assert not same, f"{len(same)} of {len(pictures)} images did not change with the seed, e.g. {same[:3]}"
@@ -135,5 +155,7 @@ def test_refuses_to_overwrite_and_unknown_sources(synth_root, tmp_path):
     root, _ = synth_root
     with pytest.raises(NearIDError, match=r"already exists and is not empty.*--overwrite"):
         generate(root, SMALL, progress=False)
-    with pytest.raises(NearIDError, match=r"unknown synthetic source 'Blur'; choose from Part, Recolor, Texture, Shape, Instance"):
+    with pytest.raises(
+        NearIDError, match=r"unknown synthetic source 'Blur'; choose from Part, Recolor, Texture, Shape, Instance"
+    ):
         generate(tmp_path / "x", SynthConfig(**{**SMALL.__dict__, "sources": ("Blur",)}), progress=False)

@@ -42,7 +42,11 @@ def test_fill_computes_each_key_once(tmp_path, nearid, encoder):
     cache = _cache(tmp_path / "cache", encoder)
     reported = []
     computed = fill(
-        cache, encoder.model, slots + slots[:5] + [None], encoder.preprocess, batch_size=16,
+        cache,
+        encoder.model,
+        slots + slots[:5] + [None],
+        encoder.preprocess,
+        batch_size=16,
         progress=lambda done, total: reported.append((done, total)),
     )
     assert computed == len(slots)

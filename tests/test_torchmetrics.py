@@ -58,7 +58,9 @@ def _paths(folder: Path) -> list[Path]:
 
 
 def _uint8(paths) -> torch.Tensor:
-    return torch.stack([torch.from_numpy(np.asarray(Image.open(p).convert("RGB")).copy()).permute(2, 0, 1) for p in paths])
+    return torch.stack(
+        [torch.from_numpy(np.asarray(Image.open(p).convert("RGB")).copy()).permute(2, 0, 1) for p in paths]
+    )
 
 
 def test_values_by_hand_with_one_and_several_references(folders, tiny):
@@ -124,7 +126,9 @@ def _tables(seed: int = 0, n: int = 40):
 def test_bench_score_counts_equal_metrics_module():
     pair_sims, own = _tables()
     expected = nearid_scores(pair_sims, own)
-    assert 0 < expected.n_all_win < expected.n_samples and expected.n_trials == 40 * 6 - 10 * 4  # own[::4, 2] only hides already-missing trials
+    assert (
+        0 < expected.n_all_win < expected.n_samples and expected.n_trials == 40 * 6 - 10 * 4
+    )  # own[::4, 2] only hides already-missing trials
     metric = NearIDBenchScore()
     metric.update(pair_sims[:13], own[:13])
     metric.update(torch.from_numpy(pair_sims[13:]), torch.from_numpy(own[13:]))
@@ -133,7 +137,9 @@ def test_bench_score_counts_equal_metrics_module():
     assert float(result["ssr"]) == pytest.approx(expected.ssr) and float(result["pa"]) == pytest.approx(expected.pa)
     assert float(result["pa_published"]) == pytest.approx(expected.pa_published)
     assert float(nearid_bench_score(pair_sims, own)["pa"]) == pytest.approx(expected.pa)
-    assert metric.score() == DiscriminationScore.pool(nearid_scores(pair_sims[:13], own[:13]), nearid_scores(pair_sims[13:], own[13:]))
+    assert metric.score() == DiscriminationScore.pool(
+        nearid_scores(pair_sims[:13], own[:13]), nearid_scores(pair_sims[13:], own[13:])
+    )
     with pytest.raises(NearIDError, match=r"must both be \[N, 3\]"):
         metric.update(pair_sims[:, :2], own[:, :2])
 
@@ -141,14 +147,27 @@ def test_bench_score_counts_equal_metrics_module():
 def test_two_processes_equal_one(folders, tiny, tmp_path):
     refs, refs2, gens = _paths(folders / "refs"), _paths(folders / "refs2"), _paths(folders / "gens")
     references = [[str(a), str(b)] for a, b in zip(refs, refs2)]
-    (tmp_path / "inputs.json").write_text(json.dumps({"generated": [str(g) for g in gens], "references": references, "split": 2}))
+    (tmp_path / "inputs.json").write_text(
+        json.dumps({"generated": [str(g) for g in gens], "references": references, "split": 2})
+    )
     pair_sims, own = _tables(1, 31)
     np.savez(tmp_path / "tables.npz", pair_sims=pair_sims, own_background=own, split=9)
     torchrun = shutil.which("torchrun", path=os.path.dirname(sys.executable))
     done = subprocess.run(
-        [torchrun, "--standalone", "--nproc_per_node", "2", str(Path(__file__).parent / "torchmetrics_torchrun.py"),
-         str(tmp_path), str(tmp_path / "out.json")],
-        check=False, capture_output=True, text=True, timeout=300, cwd=tmp_path,
+        [
+            torchrun,
+            "--standalone",
+            "--nproc_per_node",
+            "2",
+            str(Path(__file__).parent / "torchmetrics_torchrun.py"),
+            str(tmp_path),
+            str(tmp_path / "out.json"),
+        ],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
     )
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
     two = json.loads((tmp_path / "out.json").read_text())
@@ -158,15 +177,36 @@ def test_two_processes_equal_one(folders, tiny, tmp_path):
         one.update(gens, references)
         assert two[f"similarity_{reduction}"] == pytest.approx(float(one.compute()), abs=1e-12)
     expected = nearid_scores(pair_sims, own)
-    assert two["bench"] == pytest.approx({"ssr": expected.ssr, "pa": expected.pa, "pa_published": expected.pa_published})
+    assert two["bench"] == pytest.approx(
+        {"ssr": expected.ssr, "pa": expected.pa, "pa_published": expected.pa_published}
+    )
 
 
 def test_equals_nearid_score_mean(folders, tiny, tmp_path):
     out = tmp_path / "scores.csv"
     done = subprocess.run(
-        [sys.executable, "-m", "nearid", "score", "--refs", str(folders / "refs"), "--gens", str(folders / "gens"),
-         "--pairing", "paths", "--model", "tiny", "--device", "cpu", "--out", str(out)],
-        check=False, capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "nearid",
+            "score",
+            "--refs",
+            str(folders / "refs"),
+            "--gens",
+            str(folders / "gens"),
+            "--pairing",
+            "paths",
+            "--model",
+            "tiny",
+            "--device",
+            "cpu",
+            "--out",
+            str(out),
+        ],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert done.returncode == 0, done.stderr[-3000:]
     summary = json.loads(out.with_name("scores.csv.summary.json").read_text())

@@ -30,13 +30,28 @@ ARGS = ["--sources", "Part", "Shape", "--backbone", "tiny", "--batch-size", "8",
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
     root = tmp_path_factory.mktemp("train") / "synth"
-    generate(root, SynthConfig(identities=40, size=48, seed=2, val=4, test=8, mtg_train=8, mtg_test=2, workers=1), progress=False)
+    generate(
+        root,
+        SynthConfig(identities=40, size=48, seed=2, val=4, test=8, mtg_train=8, mtg_test=2, workers=1),
+        progress=False,
+    )
     return root
 
 
 def config(data, out, **overrides):
-    values = dict(data=str(data), out=str(out), sources=["Part", "Shape"], mtg=str(data / "MTG"), backbone="tiny",
-                  batch_size=8, epochs=2, warmup_steps=2, lr=1e-3, save_steps=4, log_steps=100)
+    values = dict(
+        data=str(data),
+        out=str(out),
+        sources=["Part", "Shape"],
+        mtg=str(data / "MTG"),
+        backbone="tiny",
+        batch_size=8,
+        epochs=2,
+        warmup_steps=2,
+        lr=1e-3,
+        save_steps=4,
+        log_steps=100,
+    )
     values.update(overrides)
     return TrainConfig(**values)
 
@@ -59,7 +74,9 @@ def rank_margin(model, processor, samples) -> float:
     teaches, measured by full forward passes (not by the loss code)."""
     slots = {slot.key: slot for sample in samples for slot in sample.slots if slot is not None}
     with torch.no_grad():
-        vectors = dict(zip(slots, model.get_image_features(pixel_values(list(slots.values()), preprocessor(processor)))))
+        vectors = dict(
+            zip(slots, model.get_image_features(pixel_values(list(slots.values()), preprocessor(processor))))
+        )
     margins = []
     for i, sample in enumerate(samples):
         anchor = vectors[sample.anchor.key]
@@ -82,7 +99,9 @@ def test_the_head_learns_a_fixed_batch(data):
     def tokens_of(slots):  # the trunk is frozen: compute each input once
         missing = [slot for slot in slots if slot.key not in tokens]
         if missing:
-            tokens.update(zip([s.key for s in missing], model.encode_tokens(pixel_values(missing, preprocessor(processor)))))
+            tokens.update(
+                zip([s.key for s in missing], model.encode_tokens(pixel_values(missing, preprocessor(processor))))
+            )
         return torch.stack([tokens[slot.key] for slot in slots])
 
     before = rank_margin(model, processor, samples)
@@ -117,8 +136,23 @@ def test_training_improves_a_training_batch_and_touches_only_the_head(data, tmp_
 
 def test_resume_after_sigkill_equals_an_uninterrupted_run(data, tmp_path):
     reference = train(config(data, tmp_path / "ref", epochs=12, save_steps=2))
-    argv = [sys.executable, "-m", "nearid", "train", "--data", str(data), "--mtg", str(data / "MTG"), *ARGS,
-            "--epochs", "12", "--save-steps", "2", "--out", str(tmp_path / "run")]
+    argv = [
+        sys.executable,
+        "-m",
+        "nearid",
+        "train",
+        "--data",
+        str(data),
+        "--mtg",
+        str(data / "MTG"),
+        *ARGS,
+        "--epochs",
+        "12",
+        "--save-steps",
+        "2",
+        "--out",
+        str(tmp_path / "run"),
+    ]
     process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=Path(__file__).parent)
     deadline = time.monotonic() + 120
     while not (tmp_path / "run" / "checkpoints" / "step-6" / "state.pt").exists():
@@ -138,9 +172,30 @@ def test_two_processes_match_one(data, tmp_path):
     torchrun = shutil.which("torchrun", path=os.path.dirname(sys.executable))
     one = train(config(data, tmp_path / "one", max_steps=4, mtg=None))
     done = subprocess.run(
-        [torchrun, "--standalone", "--nproc_per_node", "2", "-m", "nearid", "train", "--data", str(data), *ARGS,
-         "--epochs", "2", "--max-steps", "4", "--save-steps", "4", "--out", str(tmp_path / "two")],
-        capture_output=True, text=True, timeout=300, cwd=Path(__file__).parent,
+        [
+            torchrun,
+            "--standalone",
+            "--nproc_per_node",
+            "2",
+            "-m",
+            "nearid",
+            "train",
+            "--data",
+            str(data),
+            *ARGS,
+            "--epochs",
+            "2",
+            "--max-steps",
+            "4",
+            "--save-steps",
+            "4",
+            "--out",
+            str(tmp_path / "two"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=Path(__file__).parent,
     )
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
     assert "on 2 process(es)" in done.stdout
@@ -193,15 +248,28 @@ def test_validation_is_what_bench_reports_for_the_exported_model(data, tmp_path)
     from nearid.bench import BenchConfig, run_bench
     from nearid.training.trainer import export
 
-    train(config(data, tmp_path / "v", sources=["Instance"], mtg=None, epochs=20, max_steps=40, save_steps=40,
-                 eval_steps=20, val_split="test", lr=3e-2))
+    train(
+        config(
+            data,
+            tmp_path / "v",
+            sources=["Instance"],
+            mtg=None,
+            epochs=20,
+            max_steps=40,
+            save_steps=40,
+            eval_steps=20,
+            val_split="test",
+            lr=3e-2,
+        )
+    )
     lines = [json.loads(line) for line in (tmp_path / "v" / "validation.jsonl").read_text().splitlines()]
     assert [line["step"] for line in lines] == [20, 40]
     model = export(tmp_path / "v" / "checkpoints" / "step-40", tmp_path / "model")
 
     def bench(spec, name):
-        config = BenchConfig(encoders=[spec], data=str(data), sources=["Instance"], out=str(tmp_path / name),
-                             split="test", device="cpu")
+        config = BenchConfig(
+            encoders=[spec], data=str(data), sources=["Instance"], out=str(tmp_path / name), split="test", device="cpu"
+        )
         (result,) = run_bench(config).encoders.values()
         return result.nearid.groups["all sources"].score.as_dict()
 
@@ -231,8 +299,23 @@ def test_a_runs_config_file_repeats_it_with_overrides(data, tmp_path, capsys):
 def test_command_line_reaches_every_setting_it_names(data, tmp_path):
     import json
 
-    argv = ["train", "--data", str(data), *ARGS, "--epochs", "1", "--max-steps", "1", "--eval-steps", "1",
-            "--val-split", "test", "--uncached", "--out", str(tmp_path / "u")]
+    argv = [
+        "train",
+        "--data",
+        str(data),
+        *ARGS,
+        "--epochs",
+        "1",
+        "--max-steps",
+        "1",
+        "--eval-steps",
+        "1",
+        "--val-split",
+        "test",
+        "--uncached",
+        "--out",
+        str(tmp_path / "u"),
+    ]
     assert main(argv) == 0
     resolved = json.loads((tmp_path / "u" / "config.json").read_text())
     assert resolved["eval_steps"] == 1 and resolved["val_split"] == "test" and resolved["cache_tokens"] is False
@@ -266,7 +349,9 @@ def test_jitter_and_disalignment_train_through_the_trunk(data, tmp_path, monkeyp
     cached_keys = token_cache.TokenCache.for_model(tmp_path / "j" / "token_cache", *load_backbone("tiny")).keys()
     assert set(cached_keys) == {s.key for s in cacheable}
     # probabilities 0: the cache-only path of before, exactly
-    monkeypatch.setattr(token_cache, "slot_tokens", lambda slots, model, preprocess, cache: cache.load([s.key for s in slots]))
+    monkeypatch.setattr(
+        token_cache, "slot_tokens", lambda slots, model, preprocess, cache: cache.load([s.key for s in slots])
+    )
     before = train(config(data, tmp_path / "b", max_steps=3, save_steps=3))
     assert before["loss"] == plain["loss"]
     for name, tensor in head_of(tmp_path / "b").items():
@@ -284,8 +369,22 @@ def load_mtg_train(data):
 def test_augmentation_options_reach_the_config(data, tmp_path):
     import json
 
-    argv = ["train", "--data", str(data), *ARGS, "--max-steps", "1", "--jitter-prob", "0.25", "--affine-prob", "0.5",
-            "--mixed-precision", "no", "--out", str(tmp_path / "o")]
+    argv = [
+        "train",
+        "--data",
+        str(data),
+        *ARGS,
+        "--max-steps",
+        "1",
+        "--jitter-prob",
+        "0.25",
+        "--affine-prob",
+        "0.5",
+        "--mixed-precision",
+        "no",
+        "--out",
+        str(tmp_path / "o"),
+    ]
     assert main(argv) == 0
     saved = json.loads((tmp_path / "o" / "config.json").read_text())
     assert (saved["jitter_prob"], saved["affine_prob"], saved["mixed_precision"]) == (0.25, 0.5, "no")

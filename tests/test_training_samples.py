@@ -112,7 +112,9 @@ def test_distractor_source_drawn_only_among_sources_that_have_that_slot():
 
 def test_masks_only_where_the_mask_exists():
     identity = _identity(2, 2)
-    no_mask = Identity(identity.id, identity.row, (identity.views[0], View(identity.views[1].image, None), None), identity.distractors)
+    no_mask = Identity(
+        identity.id, identity.row, (identity.views[0], View(identity.views[1].image, None), None), identity.distractors
+    )
     recipe = SampleRecipe(mask_probs=(1.0, 1.0, 1.0), flip_prob=0.0)
     for epoch in range(10):
         item = nearid_sample(no_mask, SOURCES, recipe, epoch)
@@ -131,7 +133,9 @@ def test_masking_rates_follow_the_roles():
     for epoch in range(4):
         for identity in identities:
             item = nearid_sample(identity, SOURCES, recipe, epoch)
-            for slot, role in zip(item.slots, ("anchor", "positive", "positive", "distractor", "distractor", "distractor")):
+            for slot, role in zip(
+                item.slots, ("anchor", "positive", "positive", "distractor", "distractor", "distractor")
+            ):
                 counts[role][0] += slot.mask is not None
                 counts[role][1] += 1
                 flips[0] += slot.flip

@@ -12,7 +12,9 @@ import importlib
 from collections.abc import Callable
 
 
-def lazy_face(package: str, namespace: dict, names: dict[str, str], extra: dict[str, Callable[[], object]] | None = None):
+def lazy_face(
+    package: str, namespace: dict, names: dict[str, str], extra: dict[str, Callable[[], object]] | None = None
+):
     """``(__getattr__, __dir__)`` for ``package``: ``names`` maps a public name to the relative submodule
     defining it; ``extra`` maps a name to a function computing it (e.g. ``__version__``). A resolved
     name is stored in ``namespace`` (the package's globals), so later look-ups skip ``__getattr__``."""

@@ -67,7 +67,9 @@ def load_pretrained(
     model, info = _from_pretrained(model_class, folder, argument, allow_pickle, model_kwargs)
     if pooler_optional and _only_pooler_missing(model, info["missing_keys"]):
         # the class resolved above (AutoModel -> ViTModel), built without the pooler the checkpoint lacks
-        model, info = _from_pretrained(type(model), folder, argument, allow_pickle, {**model_kwargs, "add_pooling_layer": False})
+        model, info = _from_pretrained(
+            type(model), folder, argument, allow_pickle, {**model_kwargs, "add_pooling_layer": False}
+        )
     if info["missing_keys"]:
         missing = sorted(info["missing_keys"])
         raise _wrong_checkpoint(argument, model_class, f"{len(missing)} weights missing, e.g. {missing[0]}")

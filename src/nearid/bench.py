@@ -13,7 +13,6 @@ same time, into one ``--out`` all stay; another benchmark into that ``--out`` is
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -103,31 +102,50 @@ def run_bench(config: BenchConfig) -> BenchResults | None:
     state = _state(config.device)
     bench = load_data(config)
     mtg = load_mtg(config.mtg, split=config.mtg_split) if config.mtg else None
-    plan = plan_images(bench, bench.source_names, masks=config.masks, mtg=mtg, mask_cleaning=config.mask_cleaning,
-                       mask_dilate=config.mask_dilate)
+    plan = plan_images(
+        bench,
+        bench.source_names,
+        masks=config.masks,
+        mtg=mtg,
+        mask_cleaning=config.mask_cleaning,
+        mask_dilate=config.mask_dilate,
+    )
     ctx = RunContext(config, state, bench, mtg, plan, Path(config.out))
     ctx.say(f"NearID-bench: {bench.report.summary()}; sources: {', '.join(ctx.plan.sources)}; {ctx.condition} images")
     # local inputs recorded absolute, so the report opens them from any working directory
     from .outputs import recorded_path
 
-    results = BenchResults(BenchInfo(
-        data=recorded_path(config.data), split=config.split_name, split_file=recorded_path(config.split_file),
-        sources=ctx.plan.sources, condition=ctx.condition, identities=len(bench), load_report=bench.report.summary(),
-        mtg=recorded_path(config.mtg), mtg_split=config.mtg_split if mtg is not None else None,
-        mtg_samples=len(mtg) if mtg is not None else 0,
-        mask_cleaning=config.mask_cleaning if config.masks else None, mask_dilate=config.mask_dilate if config.masks else 0,
-        views_without_mask=bench.report.views_without_mask + plan.views_without_mask))
+    results = BenchResults(
+        BenchInfo(
+            data=recorded_path(config.data),
+            split=config.split_name,
+            split_file=recorded_path(config.split_file),
+            sources=ctx.plan.sources,
+            condition=ctx.condition,
+            identities=len(bench),
+            load_report=bench.report.summary(),
+            mtg=recorded_path(config.mtg),
+            mtg_split=config.mtg_split if mtg is not None else None,
+            mtg_samples=len(mtg) if mtg is not None else 0,
+            mask_cleaning=config.mask_cleaning if config.masks else None,
+            mask_dilate=config.mask_dilate if config.masks else 0,
+            views_without_mask=bench.report.views_without_mask + plan.views_without_mask,
+        )
+    )
     check_mergeable(ctx.out / "results.json", results.benchmark)  # another benchmark in --out: refused before embedding
     for spec in config.encoders:
         device = state.device if config.device == "auto" else config.device
         encoder = load_encoder(spec, device=device, dtype=config.dtype, allow_pickle=config.allow_pickle)
         fingerprint = getattr(encoder, "fingerprint", None)
-        store = EmbeddingStore(store_folder(ctx.out / "embeddings", encoder.name, fingerprint),
-                               encoder.name, encoder.dim, fingerprint)
+        store = EmbeddingStore(
+            store_folder(ctx.out / "embeddings", encoder.name, fingerprint), encoder.name, encoder.dim, fingerprint
+        )
         computed = _embed_missing(ctx, encoder, store)
         if state.is_main_process:
-            ctx.say(f"[{encoder.name}] unique images: {len(ctx.plan)}; embeddings computed: {computed}; "
-                    f"reused from the store: {len(ctx.plan) - computed}; processes: {state.num_processes}")
+            ctx.say(
+                f"[{encoder.name}] unique images: {len(ctx.plan)}; embeddings computed: {computed}; "
+                f"reused from the store: {len(ctx.plan) - computed}; processes: {state.num_processes}"
+            )
             results.encoders[encoder.name] = _score_encoder(ctx, encoder, spec, store, computed)
         state.wait_for_everyone()
     if not state.is_main_process:
@@ -161,22 +179,29 @@ def load_data(config: BenchConfig):
     selection is an error here, not a ``nan`` score later."""
     if is_folder_benchmark(config.data):
         if config.split_file:
-            raise NearIDError(f"--split-file: {config.data} is a folder benchmark; its split is each identity's "
-                              "meta.json \"split\" (default test): pass --split NAME or --split all")
+            raise NearIDError(
+                f"--split-file: {config.data} is a folder benchmark; its split is each identity's "
+                'meta.json "split" (default test): pass --split NAME or --split all'
+            )
         bench = load_folder(config.data, config.sources or None, split=config.split)
     else:
         if not config.sources:
             from .data.nearid_bench import bench_locations, sources_beside
 
             there = sources_beside(bench_locations(config.data, [])[0])
-            raise NearIDError(f"--sources is required for {config.data}: name its distractor sources "
-                              "(<data>-<Source>, or NAME=LOCATION)" + (f"; the sources there are {', '.join(there)}" if there else ""))
-        bench = load_nearid(config.data, config.sources, split=config.split, split_file=config.split_file,
-                            masks=config.masks)
+            raise NearIDError(
+                f"--sources is required for {config.data}: name its distractor sources "
+                "(<data>-<Source>, or NAME=LOCATION)" + (f"; the sources there are {', '.join(there)}" if there else "")
+            )
+        bench = load_nearid(
+            config.data, config.sources, split=config.split, split_file=config.split_file, masks=config.masks
+        )
     if not len(bench):
         which = f"the rows of {config.split_file}" if config.split_file else f"split '{config.split}'"
-        raise NearIDError(f"{config.data}: no identity with 2 or more views in {which} ({bench.report.summary()}); "
-                          "choose another --split (or --split all)")
+        raise NearIDError(
+            f"{config.data}: no identity with 2 or more views in {which} ({bench.report.summary()}); "
+            "choose another --split (or --split all)"
+        )
     return bench
 
 
@@ -191,8 +216,9 @@ def _embed_missing(ctx: RunContext, encoder, store: EmbeddingStore) -> int:
     mine = todo[state.process_index :: state.num_processes]
     for start in range(0, len(mine), CHUNK):
         rows = [row[key] for key in mine[start : start + CHUNK]]
-        vectors = embed(encoder, [plan.images[r] for r in rows], [plan.masks[r] for r in rows],
-                        batch_size=ctx.config.batch_size)
+        vectors = embed(
+            encoder, [plan.images[r] for r in rows], [plan.masks[r] for r in rows], batch_size=ctx.config.batch_size
+        )
         store.add([plan.keys[r] for r in rows], vectors, writer=str(state.process_index))
     ctx.say(f"[{encoder.name}] process {state.process_index}: embedded {len(mine)} images", every_process=True)
     state.wait_for_everyone()
@@ -218,10 +244,15 @@ def _score_encoder(ctx: RunContext, encoder, spec: str, store: EmbeddingStore, c
     for source, table in tables.items():
         write_nearid_csv(folder / f"{source}_{ctx.condition}.csv", table, ctx.plan.categories)
     result = EncoderResult(
-        spec=spec, fingerprint=store.fingerprint, nearid=score_tables(tables),
+        spec=spec,
+        fingerprint=store.fingerprint,
+        nearid=score_tables(tables),
         untrained=bool(getattr(encoder, "untrained", False)),
-        unique_images=len(ctx.plan), embeddings_computed=computed, sims_folder=str(folder.relative_to(ctx.out)),
-        calibration=calibration(tables, split=ctx.config.split_name, split_file=ctx.config.split_file))
+        unique_images=len(ctx.plan),
+        embeddings_computed=computed,
+        sims_folder=str(folder.relative_to(ctx.out)),
+        calibration=calibration(tables, split=ctx.config.split_name, split_file=ctx.config.split_file),
+    )
     if ctx.mtg is not None:
         if ctx.oracles is None:
             ctx.oracles = mtg_oracles(ctx.mtg)

@@ -74,20 +74,35 @@ def _positive_float(text: str) -> float:
 
 
 def _add_encoder_options(parser: argparse.ArgumentParser, default_model: str | None = "nearid") -> None:
-    parser.add_argument("--model", default=default_model, help=f"encoder spec (default: {default_model}); see `nearid encoders`")
+    parser.add_argument(
+        "--model", default=default_model, help=f"encoder spec (default: {default_model}); see `nearid encoders`"
+    )
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default: auto)")
-    parser.add_argument("--dtype", default="auto", help="auto | float32 | bfloat16 | float16 (auto: bf16 on GPU, fp32 on CPU)")
+    parser.add_argument(
+        "--dtype", default="auto", help="auto | float32 | bfloat16 | float16 (auto: bf16 on GPU, fp32 on CPU)"
+    )
     parser.add_argument("--batch-size", type=_positive_int, default=32)
-    parser.add_argument("--allow-pickle", action="store_true", help="allow loading pickled .bin weights (runs code in them)")
+    parser.add_argument(
+        "--allow-pickle", action="store_true", help="allow loading pickled .bin weights (runs code in them)"
+    )
 
 
 def _mask_cleaning_options(p, bench: bool = False) -> None:
     """``--mask-cleaning`` / ``--mask-dilate`` of bench and score (they act only with ``--masks``)."""
-    p.add_argument("--mask-cleaning", default=None if bench else "authors", choices=["authors", "none"],
-                   help="with --masks: clean each mask as the authors do (blur, threshold, close/open, largest "
-                        "contour; default) or use it raw (none)")
-    p.add_argument("--mask-dilate", type=int, default=0, metavar="K",
-                   help="with --masks: dilate the cleaned mask by an odd K x K max filter (default 0: off)")
+    p.add_argument(
+        "--mask-cleaning",
+        default=None if bench else "authors",
+        choices=["authors", "none"],
+        help="with --masks: clean each mask as the authors do (blur, threshold, close/open, largest "
+        "contour; default) or use it raw (none)",
+    )
+    p.add_argument(
+        "--mask-dilate",
+        type=int,
+        default=0,
+        metavar="K",
+        help="with --masks: dilate the cleaned mask by an odd K x K max filter (default 0: off)",
+    )
 
 
 def _encoder(args):
@@ -167,8 +182,16 @@ def cmd_bench(args) -> int:
     from .outputs import check_outputs
     from .tables import markdown
 
-    values = {"encoders": args.encoder, "data": args.data, "sources": args.sources, "split": args.split,
-              "masks": args.masks, "mask_cleaning": args.mask_cleaning, "mtg": args.mtg, "mtg_split": args.mtg_split}
+    values = {
+        "encoders": args.encoder,
+        "data": args.data,
+        "sources": args.sources,
+        "split": args.split,
+        "masks": args.masks,
+        "mask_cleaning": args.mask_cleaning,
+        "mtg": args.mtg,
+        "mtg_split": args.mtg_split,
+    }
     if args.preset:
         from .presets import check_available, resolve
 
@@ -211,14 +234,28 @@ def cmd_metrics(args) -> int:
     pooled = f"{len(args.tables)} table{'s' if len(args.tables) > 1 else ''} pooled"
     if args.json:
         extra = {"m_o": score.m_o, "m_opair": score.m_opair} if kind == "mtg" else {}
-        print(json.dumps({**extra, "ssr": score.ssr, "pa": score.pa, "pa_published": score.pa_published,
-                          "n_samples": score.n_samples, "n_trials": score.n_trials}))
+        print(
+            json.dumps(
+                {
+                    **extra,
+                    "ssr": score.ssr,
+                    "pa": score.pa,
+                    "pa_published": score.pa_published,
+                    "n_samples": score.n_samples,
+                    "n_trials": score.n_trials,
+                }
+            )
+        )
     elif kind == "mtg":
-        print(f"MTG  M-O {score.m_o:.4f}  M-Opair {score.m_opair:.4f}  SSR {score.ssr:.2f}  PA {score.pa:.2f}  "
-              f"PA as published {score.pa_published:.2f}  ({score.n_samples} samples, {score.n_trials} trials, {pooled})")
+        print(
+            f"MTG  M-O {score.m_o:.4f}  M-Opair {score.m_opair:.4f}  SSR {score.ssr:.2f}  PA {score.pa:.2f}  "
+            f"PA as published {score.pa_published:.2f}  ({score.n_samples} samples, {score.n_trials} trials, {pooled})"
+        )
     else:
-        print(f"SSR {score.ssr:.2f}  PA {score.pa:.2f}  PA as published {score.pa_published:.2f}  "
-              f"({score.n_samples} identities, {score.n_trials} trials, {pooled})")
+        print(
+            f"SSR {score.ssr:.2f}  PA {score.pa:.2f}  PA as published {score.pa_published:.2f}  "
+            f"({score.n_samples} identities, {score.n_trials} trials, {pooled})"
+        )
     return 0
 
 
@@ -234,8 +271,10 @@ def cmd_dbpp(args) -> int:
         print(format_table(result))
     if args.scores:
         info = result["_details"]["scorers"][args.name]
-        print(f"{args.name}: {info['keys_paired']} of {info['keys_total']} keys paired with human ratings",
-              file=sys.stderr if args.json else sys.stdout)
+        print(
+            f"{args.name}: {info['keys_paired']} of {info['keys_total']} keys paired with human ratings",
+            file=sys.stderr if args.json else sys.stdout,
+        )
     return 0
 
 
@@ -259,21 +298,34 @@ def cmd_score(args) -> int:
     check_options(threshold=args.threshold, calibration=args.calibration, batch_size=args.batch_size)
     plan = plan_pairs(args.refs, args.gens, args.pairing)
     prepare(plan, args.masks)
-    check_outputs(output_files(args.out, plan.rule), [args.refs, args.gens, args.masks, args.calibration, *plan.inputs()])
+    check_outputs(
+        output_files(args.out, plan.rule), [args.refs, args.gens, args.masks, args.calibration, *plan.inputs()]
+    )
     fmt = output_format(args.out, args.format)
     check_plan(plan, args.skip_errors)
     print(f"pairing: {plan.rule} ({plan.how}), {len(plan.pairs)} pairs")
     if same := same_files(plan):
-        print(f"nearid score: warning: references and generated images are the same {same} files "
-              f"({same} of {len(plan.pairs)} pairs score 1); check --refs and --gens", file=sys.stderr)
+        print(
+            f"nearid score: warning: references and generated images are the same {same} files "
+            f"({same} of {len(plan.pairs)} pairs score 1); check --refs and --gens",
+            file=sys.stderr,
+        )
     encoder = _encoder(args)
     threshold = resolve_threshold(args.threshold, encoder, args.calibration)  # by the encoder's fingerprint
-    result = score_pairs(encoder, plan, batch_size=args.batch_size, skip_errors=args.skip_errors,
-                         mask_cleaning=args.mask_cleaning, mask_dilate=args.mask_dilate)
+    result = score_pairs(
+        encoder,
+        plan,
+        batch_size=args.batch_size,
+        skip_errors=args.skip_errors,
+        mask_cleaning=args.mask_cleaning,
+        mask_dilate=args.mask_dilate,
+    )
     summary = write_outputs(result, args.out, threshold=threshold, fmt=fmt)
     stats = summary.similarity or {}
-    print(f"scored {summary.n_pairs} pairs ({plan.rule} pairing) with {encoder.name}; "
-          f"{result.embedded} unique images embedded" + (f", {result.masked} with a mask" if plan.masks else ""))
+    print(
+        f"scored {summary.n_pairs} pairs ({plan.rule} pairing) with {encoder.name}; "
+        f"{result.embedded} unique images embedded" + (f", {result.masked} with a mask" if plan.masks else "")
+    )
     if stats:
         print("similarity: " + "  ".join(f"{k} {v:.4f}" for k, v in stats.items()))
     for subject, values in list(summary.per_subject.items())[:20]:
@@ -314,7 +366,9 @@ def cmd_export(args) -> int:
     from .training.trainer import export
 
     check_outputs([], [args.checkpoint], folders=[args.out])
-    print(f"wrote {export(args.checkpoint, args.out, args.backbone)} (load with NearIDModel.from_pretrained or nearid:DIR)")
+    print(
+        f"wrote {export(args.checkpoint, args.out, args.backbone)} (load with NearIDModel.from_pretrained or nearid:DIR)"
+    )
     return 0
 
 
@@ -323,8 +377,11 @@ def cmd_demo(args) -> int:
     from .outputs import check_outputs
 
     check_outputs([], [], folders=[args.out])
-    overrides = {k: tuple(v) if isinstance(v, list) else v for k, v in vars(args).items()
-                 if k in DemoConfig.__dataclass_fields__ and v is not None}
+    overrides = {
+        k: tuple(v) if isinstance(v, list) else v
+        for k, v in vars(args).items()
+        if k in DemoConfig.__dataclass_fields__ and v is not None
+    }
     run_demo(args.out, DemoConfig(**overrides))
     return 0
 
@@ -347,11 +404,15 @@ def cmd_distract(args) -> int:
     if summary is not None:
         m = summary["measurements"]
         untrained = " (untrained)" if summary["untrained"] else ""
-        print(f"wrote {summary['distractors']} distractors of {summary['identities']} identities "
-              f"({summary['generator']}{untrained}; kept {summary['kept']}, filtered {summary['filtered']}; "
-              f"resumed {summary['resumed_identities']}) to {summary['out']}")
-        print(f"quality: {summary['quality']}; outside-mask mean abs difference {m['outside_mean_abs']}; "
-              f"{summary['seconds']['per_image']} s per image")
+        print(
+            f"wrote {summary['distractors']} distractors of {summary['identities']} identities "
+            f"({summary['generator']}{untrained}; kept {summary['kept']}, filtered {summary['filtered']}; "
+            f"resumed {summary['resumed_identities']}) to {summary['out']}"
+        )
+        print(
+            f"quality: {summary['quality']}; outside-mask mean abs difference {m['outside_mean_abs']}; "
+            f"{summary['seconds']['per_image']} s per image"
+        )
     return 0
 
 
@@ -374,7 +435,9 @@ class _Version(argparse.Action):
     """``--version``: argparse's own action needs the string when the parser is built; this looks the
     installed version up (importlib.metadata, ~50 ms) only when asked."""
 
-    def __init__(self, option_strings, dest=argparse.SUPPRESS, default=argparse.SUPPRESS, help="print the version and exit"):
+    def __init__(
+        self, option_strings, dest=argparse.SUPPRESS, default=argparse.SUPPRESS, help="print the version and exit"
+    ):
         super().__init__(option_strings, dest=dest, default=default, nargs=0, help=help)
 
     def __call__(self, parser, namespace, values, option_string=None):
@@ -408,7 +471,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = commands.add_parser("synth", help="write a synthetic matched-context benchmark in the hub schemas")
     p.add_argument("out", help="output folder (NearID/, NearID-<Source>/, MTG/, splits/)")
     p.add_argument("--identities", type=_positive_int, default=defaults.identities)
-    p.add_argument("--sources", nargs="+", default=list(SOURCES), help=f"distractor rules (default: {' '.join(SOURCES)})")
+    p.add_argument(
+        "--sources", nargs="+", default=list(SOURCES), help=f"distractor rules (default: {' '.join(SOURCES)})"
+    )
     p.add_argument("--size", type=_positive_int, default=defaults.size, help="image side in pixels")
     p.add_argument("--seed", type=int, default=defaults.seed)
     p.add_argument("--val", type=_nonnegative_int, help="validation identities (default: 5%%, at most 100)")
@@ -422,18 +487,34 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(run=cmd_synth)
 
     p = commands.add_parser("bench", help="NearID-bench (+ MTG) for one or more encoders")
-    p.add_argument("--preset", choices=["table1", "table7"],
-                   help="the paper's Table 1 (or Table 7, foreground only) in one run, printed beside the published "
-                        "values; the options below override the preset's")
-    p.add_argument("--encoder", action="append", help="encoder spec; repeat for a comparison table (required without --preset)")
-    p.add_argument("--data", help="positives: hub id, save_to_disk folder, parquet, a `nearid synth` folder, "
-                   "or a folder of <identity>/view1.png ... (nearid.data.folder); required without --preset")
-    p.add_argument("--sources", nargs="+", help="distractor sources (<data>-<Source>, or NAME=LOCATION; "
-                   "default for a folder benchmark: every source in it)")
+    p.add_argument(
+        "--preset",
+        choices=["table1", "table7"],
+        help="the paper's Table 1 (or Table 7, foreground only) in one run, printed beside the published "
+        "values; the options below override the preset's",
+    )
+    p.add_argument(
+        "--encoder", action="append", help="encoder spec; repeat for a comparison table (required without --preset)"
+    )
+    p.add_argument(
+        "--data",
+        help="positives: hub id, save_to_disk folder, parquet, a `nearid synth` folder, "
+        "or a folder of <identity>/view1.png ... (nearid.data.folder); required without --preset",
+    )
+    p.add_argument(
+        "--sources",
+        nargs="+",
+        help="distractor sources (<data>-<Source>, or NAME=LOCATION; "
+        "default for a folder benchmark: every source in it)",
+    )
     p.add_argument("--split", help="value of the split column, or 'all' (default: test)")
     p.add_argument("--split-file", help="JSON list of row positions (overrides --split)")
-    p.add_argument("--masks", action="store_true", default=None,
-                   help="foreground only: black out backgrounds with the views' masks")
+    p.add_argument(
+        "--masks",
+        action="store_true",
+        default=None,
+        help="foreground only: black out backgrounds with the views' masks",
+    )
     _mask_cleaning_options(p, bench=True)
     p.add_argument("--mtg", help="MTG dataset (hub id or folder) to add the MTG benchmark")
     p.add_argument("--mtg-split", help="MTG split to score (default: test, the paper's benchmark)")
@@ -444,11 +525,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--allow-pickle", action="store_true")
     p.set_defaults(run=cmd_bench)
 
-    p = commands.add_parser("metrics", help="SSR and PA (MTG: also M-O, M-Opair) from similarity tables in the authors' CSV layout")
-    p.add_argument("tables", nargs="+", help="CSV files: NearID-bench (sample_id, sim_01, sim_02, sim_12, cross_ij) "
-                   "or MTG (mtg_*.csv of nearid bench --mtg); pooled")
-    p.add_argument("--json", action="store_true",
-                   help='print {"ssr", "pa", "pa_published", "n_samples", "n_trials"} (MTG: also "m_o", "m_opair")')
+    p = commands.add_parser(
+        "metrics", help="SSR and PA (MTG: also M-O, M-Opair) from similarity tables in the authors' CSV layout"
+    )
+    p.add_argument(
+        "tables",
+        nargs="+",
+        help="CSV files: NearID-bench (sample_id, sim_01, sim_02, sim_12, cross_ij) "
+        "or MTG (mtg_*.csv of nearid bench --mtg); pooled",
+    )
+    p.add_argument(
+        "--json",
+        action="store_true",
+        help='print {"ssr", "pa", "pa_published", "n_samples", "n_trials"} (MTG: also "m_o", "m_opair")',
+    )
     p.set_defaults(run=cmd_metrics)
 
     p = commands.add_parser("dbpp", help="DreamBench++ metric-to-human alignment (M-H) per category")
@@ -464,11 +554,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pairing", default="auto", choices=["auto", "csv", "paths", "subjects", "dreambench"])
     p.add_argument("--masks", help="foreground masks: MASKS/refs/<relative path>, MASKS/gens/<relative path>")
     _mask_cleaning_options(p)
-    p.add_argument("--out", default="scores.csv", help="per-pair output (.csv or .jsonl); side files are <out>.summary.json, ...")
+    p.add_argument(
+        "--out", default="scores.csv", help="per-pair output (.csv or .jsonl); side files are <out>.summary.json, ..."
+    )
     p.add_argument("--format", choices=["csv", "jsonl"], help="per-pair format (default: from the --out extension)")
     p.add_argument("--threshold", help="a number, or 'calibrated' (with --calibration) for same/different decisions")
-    p.add_argument("--calibration", help="a `nearid bench` results.json (validation split) or {\"value\": x}")
-    p.add_argument("--skip-errors", action="store_true", help="score what can be scored; list failures in <out>.errors.csv")
+    p.add_argument("--calibration", help='a `nearid bench` results.json (validation split) or {"value": x}')
+    p.add_argument(
+        "--skip-errors", action="store_true", help="score what can be scored; list failures in <out>.errors.csv"
+    )
     _add_encoder_options(p, default_model="nearid")
     p.set_defaults(run=cmd_score)
 
@@ -477,13 +571,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="output HTML (default: report.html beside the results)")
     p.set_defaults(run=cmd_report)
 
-    p = commands.add_parser("train", help="train the NearID head on a frozen backbone (accelerate launch for N processes)")
+    p = commands.add_parser(
+        "train", help="train the NearID head on a frozen backbone (accelerate launch for N processes)"
+    )
     p.add_argument("--config", help="JSON training config; the options below override it")
     p.add_argument("--data", help="positives (hub id, folder, or a `nearid synth` folder)")
     p.add_argument("--sources", nargs="+", help="distractor sources (default: Flux Flux_1024 Qwen Qwen_1328)")
     p.add_argument("--mtg", help="MTG dataset mixed in (train split, repeated)")
     p.add_argument("--out", help="run folder: token_cache/, checkpoints/step-N/, config.json")
-    p.add_argument("--backbone", help="SigLIP checkpoint (default google/siglip2-so400m-patch14-384), tiny[:seed] or nearid:DIR")
+    p.add_argument(
+        "--backbone", help="SigLIP checkpoint (default google/siglip2-so400m-patch14-384), tiny[:seed] or nearid:DIR"
+    )
     p.add_argument("--loss", help="loss spec, e.g. nearid:1.0+cohesion:0.1 (default nearid:1.0)")
     p.add_argument("--lr", type=_positive_float)
     p.add_argument("--epochs", type=int)
@@ -493,14 +591,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--save-steps", type=_positive_int)
     p.add_argument("--log-steps", type=_positive_int)
     p.add_argument("--max-steps", type=_positive_int)
-    p.add_argument("--mixed-precision", choices=["auto", "no", "fp16", "bf16"],
-                   help="auto (default): fp16 on CUDA as the authors trained, no on the CPU; the frozen trunk then runs in half")
-    p.add_argument("--jitter-prob", type=float, help="per-slot colour jitter probability (default 0, as the authors' code)")
+    p.add_argument(
+        "--mixed-precision",
+        choices=["auto", "no", "fp16", "bf16"],
+        help="auto (default): fp16 on CUDA as the authors trained, no on the CPU; the frozen trunk then runs in half",
+    )
+    p.add_argument(
+        "--jitter-prob", type=float, help="per-slot colour jitter probability (default 0, as the authors' code)"
+    )
     p.add_argument("--affine-prob", type=float, help="per-slot translate + scale disalignment probability (default 0)")
-    p.add_argument("--eval-steps", type=_nonnegative_int, help="validation SSR/PA every N steps on --val-split (default: never)")
+    p.add_argument(
+        "--eval-steps", type=_nonnegative_int, help="validation SSR/PA every N steps on --val-split (default: never)"
+    )
     p.add_argument("--val-split", help="split validated on (default val)")
-    p.add_argument("--uncached", dest="cache_tokens", action="store_const", const=False,
-                   help="run the frozen trunk every step instead of reading the token cache")
+    p.add_argument(
+        "--uncached",
+        dest="cache_tokens",
+        action="store_const",
+        const=False,
+        help="run the frozen trunk every step instead of reading the token cache",
+    )
     p.add_argument("--resume", action="store_true", help="continue from the newest complete checkpoint in --out")
     p.add_argument("--overwrite", action="store_true", help="replace the run in --out (one nearid train made)")
     p.set_defaults(run=cmd_train)
@@ -514,7 +624,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = commands.add_parser("encoders", help="list the encoder specs")
     p.set_defaults(run=cmd_encoders)
 
-    p = commands.add_parser("demo", help="offline end-to-end run: synth data, stand-in backbone, baselines, NearID training (make demo)")
+    p = commands.add_parser(
+        "demo", help="offline end-to-end run: synth data, stand-in backbone, baselines, NearID training (make demo)"
+    )
     p.add_argument("--out", default="runs/demo", help="output folder (emptied first)")
     from .demo import DemoConfig
 
@@ -522,19 +634,34 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--identities", type=int, help=f"synthetic identities (default {d.identities})")
     p.add_argument("--test", type=int, help=f"test identities (default {d.test})")
     p.add_argument("--val", type=int, help=f"validation identities (default {d.val})")
-    p.add_argument("--standin-epochs", type=int, help=f"stand-in backbone pretraining epochs (default {d.standin_epochs})")
-    p.add_argument("--standin-foreground-weight", type=float,
-                   help=f"weight of the stand-in's dense foreground term; 0 = contrastive only (default {d.standin_foreground_weight})")
+    p.add_argument(
+        "--standin-epochs", type=int, help=f"stand-in backbone pretraining epochs (default {d.standin_epochs})"
+    )
+    p.add_argument(
+        "--standin-foreground-weight",
+        type=float,
+        help=f"weight of the stand-in's dense foreground term; 0 = contrastive only (default {d.standin_foreground_weight})",
+    )
     p.add_argument("--train-epochs", type=int, help=f"NearID head training epochs (default {d.train_epochs})")
-    p.add_argument("--sources", nargs="+", type=str, help=f"synthetic distractor sources (default {' '.join(d.sources)})")
-    p.add_argument("--headline-sources", nargs="+", type=str,
-                   help=f"sources that results.json's baseline/trained report (default {' '.join(d.headline_sources)})")
+    p.add_argument(
+        "--sources", nargs="+", type=str, help=f"synthetic distractor sources (default {' '.join(d.sources)})"
+    )
+    p.add_argument(
+        "--headline-sources",
+        nargs="+",
+        type=str,
+        help=f"sources that results.json's baseline/trained report (default {' '.join(d.headline_sources)})",
+    )
     p.add_argument("--seed", type=int)
     p.set_defaults(run=cmd_demo)
 
-    p = commands.add_parser("distract", help="inpaint near-identity distractors into each view's background (diffusers)")
+    p = commands.add_parser(
+        "distract", help="inpaint near-identity distractors into each view's background (diffusers)"
+    )
     p.add_argument("--list", action="store_true", help="list the generators, what they need and their licences")
-    p.add_argument("--data", help="positives: hub id, save_to_disk/parquet folder, a `nearid synth` root, or a folder layout")
+    p.add_argument(
+        "--data", help="positives: hub id, save_to_disk/parquet folder, a `nearid synth` root, or a folder layout"
+    )
     p.add_argument("--generator", help="flux-fill | sdxl-inpaint | qwen-image | tiny-flux-fill | tiny-sdxl-inpaint")
     p.add_argument("--source", help="name of the new source (bench --sources NAME reads <data>-NAME)")
     p.add_argument("--out", help="output (default: <data>-<source>; for a folder layout <folder>-nearid/)")
@@ -549,12 +676,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resolution", type=int, help="longer side of the generation canvas (paper: 512 or native)")
     p.add_argument("--dilate", type=int, help="mask dilation in pixels (default 8)")
     p.add_argument("--feather", type=int, help="blend ramp inside the dilated mask, pixels, <= --dilate (default 6)")
-    p.add_argument("--no-paste-back", dest="paste_back", action="store_const", const=False,
-                   help="keep the pipeline's pixels outside the mask (VAE round trip) instead of the original's")
+    p.add_argument(
+        "--no-paste-back",
+        dest="paste_back",
+        action="store_const",
+        const=False,
+        help="keep the pipeline's pixels outside the mask (VAE round trip) instead of the original's",
+    )
     p.add_argument("--seed", type=int)
     p.add_argument("--prompts", help='JSON {"<id>": "prompt" or ["view 1", "view 2", ...]} instead of retrieval')
     p.add_argument("--template", help="prompt template with {description} and {category} (default {description})")
-    p.add_argument("--band", nargs=2, type=float, metavar=("LOW", "HIGH"), help="TF-IDF similarity band (default 0.1 0.8)")
+    p.add_argument(
+        "--band", nargs=2, type=float, metavar=("LOW", "HIGH"), help="TF-IDF similarity band (default 0.1 0.8)"
+    )
     p.add_argument("--quality-encoder", help="encoder spec judging 'not the same object' (default: none)")
     p.add_argument("--change-threshold", type=float, help="least mean abs change inside the mask, 0-255 (default 2)")
     p.add_argument("--filter", action="store_true", help="drop distractors that fail the quality checks (slots kept)")
@@ -576,8 +710,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--detector", help="OWLv2 or Grounding DINO checkpoint (default google/owlv2-base-patch16-ensemble)")
     p.add_argument("--sam", help="SAM checkpoint (default facebook/sam-vit-base)")
     p.add_argument("--threshold", type=float, help="detector score threshold (default 0.1)")
-    p.add_argument("--layout", choices=["score", "folder"],
-                   help="score: OUT/<relative path>.png (score --masks); folder: OUT/<dir>/<stem>_mask.png (default score)")
+    p.add_argument(
+        "--layout",
+        choices=["score", "folder"],
+        help="score: OUT/<relative path>.png (score --masks); folder: OUT/<dir>/<stem>_mask.png (default score)",
+    )
     p.add_argument("--device")
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(run=cmd_mask)

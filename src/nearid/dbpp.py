@@ -135,8 +135,9 @@ def read_method_folder(folder: Path, suffix: str = "", *, score_outputs: bool = 
         if score_outputs:
             candidates += sorted(p for p in folder.glob(f"{glob.escape(m)}.*dbpp.json") if p.is_file())
         if len(candidates) > 1:
-            raise NearIDError(f"{folder}: {len(candidates)} score files for {m} ({', '.join(p.name for p in candidates)}); "
-                              "keep one")
+            raise NearIDError(
+                f"{folder}: {len(candidates)} score files for {m} ({', '.join(p.name for p in candidates)}); keep one"
+            )
         if candidates:
             found[m] = read_scores(candidates[0])
     return found
@@ -265,7 +266,10 @@ def alignment(ratings_dir, scores_dir=None, name: str | None = None) -> dict:
             }
         details["scorers"][scorer] = info
     per_method[HUMAN] = {m: method_correlations(*(f.scores for f in ratings.human[m])) for m in methods}
-    details["scorers"][HUMAN] = {"missing_methods": [], "methods": {m: {"categories": per_method[HUMAN][m]} for m in methods}}
+    details["scorers"][HUMAN] = {
+        "missing_methods": [],
+        "methods": {m: {"categories": per_method[HUMAN][m]} for m in methods},
+    }
     if added is not None:
         _check_paired(details, added, scores_dir)
     result = aggregate(per_method)
@@ -282,9 +286,11 @@ def _check_paired(details: dict, name: str, scores_dir) -> None:
     info["keys_paired"], info["keys_total"] = paired, total
     if paired == 0:
         examples = [e for m in info["methods"].values() for e in m["unpaired"]["examples"]][:2]
-        raise NearIDError(f"{scores_dir}: no key of {name}'s scores paired with the human ratings (e.g. "
-                          f"{', '.join(map(repr, examples))}); keys must read <category>_<nn>_<concept>-<prompt>, as "
-                          "`nearid score` writes for the DreamBench++ samples layout")
+        raise NearIDError(
+            f"{scores_dir}: no key of {name}'s scores paired with the human ratings (e.g. "
+            f"{', '.join(map(repr, examples))}); keys must read <category>_<nn>_<concept>-<prompt>, as "
+            "`nearid score` writes for the DreamBench++ samples layout"
+        )
 
 
 def aggregate(per_method: dict) -> dict:
@@ -297,7 +303,13 @@ def aggregate(per_method: dict) -> dict:
     return result
 
 
-_COLUMNS = (("object", "object"), ("live_subject_animal", "animal"), ("live_subject_human", "human-subj"), ("style", "style"), ("all", "all"))
+_COLUMNS = (
+    ("object", "object"),
+    ("live_subject_animal", "animal"),
+    ("live_subject_human", "human-subj"),
+    ("style", "style"),
+    ("all", "all"),
+)
 
 
 def alignment_json(result: dict) -> dict:
@@ -316,7 +328,11 @@ def alignment_json(result: dict) -> dict:
 def format_table(result: dict) -> str:
     """Scorers best-first on object M-H (the paper's headline column), NaN last."""
     scorers = sorted(result["object"], key=lambda s: _sort_key(result["object"][s]))
-    missing = {s: v["missing_methods"] for s, v in result.get("_details", {}).get("scorers", {}).items() if v["missing_methods"]}
+    missing = {
+        s: v["missing_methods"]
+        for s, v in result.get("_details", {}).get("scorers", {}).items()
+        if v["missing_methods"]
+    }
     labels = {s: s + (" *" if s in missing else "") for s in scorers}
     width = max([len("scorer"), *map(len, labels.values())])
     lines = ["scorer".ljust(width) + "".join(f"{title:>12}" for _, title in _COLUMNS)]
@@ -326,7 +342,9 @@ def format_table(result: dict) -> str:
     n_methods = len(result.get("_details", {}).get("methods", METHODS))
     for s in scorers:
         if s in missing:
-            lines.append(f"* {s}: averaged over {n_methods - len(missing[s])} of {n_methods} methods (missing: {', '.join(missing[s])})")
+            lines.append(
+                f"* {s}: averaged over {n_methods - len(missing[s])} of {n_methods} methods (missing: {', '.join(missing[s])})"
+            )
     return "\n".join(lines)
 
 

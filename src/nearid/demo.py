@@ -69,20 +69,40 @@ def run_demo(out_dir: str | Path = "runs/demo", config: DemoConfig = DemoConfig(
     remove_owned(out)  # a demo run starts clean, but deletes only an earlier nearid output (nearid.ownership)
     create_owned(out, "demo")
     started = time.perf_counter()
-    clock = lambda: f"[{time.perf_counter() - started:5.0f} s]"  # noqa: E731
+    clock = lambda: f"[{time.perf_counter() - started:5.0f} s]"
 
-    log(f"{clock()} 1/5 synthetic NearID-bench: {config.identities} identities x {len(sources)} distractor "
-        f"sources at {config.image_size} px (test {config.test}, val {config.val})")
+    log(
+        f"{clock()} 1/5 synthetic NearID-bench: {config.identities} identities x {len(sources)} distractor "
+        f"sources at {config.image_size} px (test {config.test}, val {config.val})"
+    )
     data = out / "data"
-    generate(data, SynthConfig(identities=config.identities, sources=tuple(sources), size=config.image_size,
-                               seed=config.seed, test=config.test, val=config.val, mtg_train=0, mtg_test=1),
-             progress=False)
+    generate(
+        data,
+        SynthConfig(
+            identities=config.identities,
+            sources=tuple(sources),
+            size=config.image_size,
+            seed=config.seed,
+            test=config.test,
+            val=config.val,
+            mtg_train=0,
+            mtg_test=1,
+        ),
+        progress=False,
+    )
 
     log(f"{clock()} 2/5 stand-in backbone (replaces SigLIP2 offline), train split only")
-    backbone = pretrain_standin(load_nearid(data, sources, split="train"), out / "backbone",
-                                StandInConfig(image_size=config.image_size, epochs=config.standin_epochs, seed=config.seed,
-                                              foreground_weight=config.standin_foreground_weight),
-                                log=log)
+    backbone = pretrain_standin(
+        load_nearid(data, sources, split="train"),
+        out / "backbone",
+        StandInConfig(
+            image_size=config.image_size,
+            epochs=config.standin_epochs,
+            seed=config.seed,
+            foreground_weight=config.standin_foreground_weight,
+        ),
+        log=log,
+    )
 
     log(f"{clock()} 3/5 frozen baselines on the test split")
     encoders = ["histogram", f"siglip2-mean:{backbone}", f"siglip2-map:{backbone}"]
@@ -90,19 +110,35 @@ def run_demo(out_dir: str | Path = "runs/demo", config: DemoConfig = DemoConfig(
     frozen = run_bench(BenchConfig(encoders=encoders, out=str(out / "bench"), **bench_config))
     for r in frozen.encoders.values():
         h, a = _pooled(r, headline), _pooled(r, sources)
-        log(f"    {r.spec.split(':')[0]:14s} {', '.join(headline)}: SSR {h['ssr']:5.1f}  PA {h['pa']:5.1f}   "
-            f"all sources: SSR {a['ssr']:5.1f}  PA {a['pa']:5.1f}")
+        log(
+            f"    {r.spec.split(':')[0]:14s} {', '.join(headline)}: SSR {h['ssr']:5.1f}  PA {h['pa']:5.1f}   "
+            f"all sources: SSR {a['ssr']:5.1f}  PA {a['pa']:5.1f}"
+        )
 
     log(f"{clock()} 4/5 NearID head training on the frozen backbone (token cache)")
     run = out / "train"
-    trained = train(TrainConfig(data=str(data), out=str(run), sources=sources, backbone=str(backbone),
-                                epochs=config.train_epochs, batch_size=config.train_batch_size, lr=config.train_lr,
-                                warmup_steps=config.warmup_steps, seed=config.seed, save_steps=10**9,
-                                log_steps=50, eval_steps=config.eval_steps))
+    trained = train(
+        TrainConfig(
+            data=str(data),
+            out=str(run),
+            sources=sources,
+            backbone=str(backbone),
+            epochs=config.train_epochs,
+            batch_size=config.train_batch_size,
+            lr=config.train_lr,
+            warmup_steps=config.warmup_steps,
+            seed=config.seed,
+            save_steps=10**9,
+            log_steps=50,
+            eval_steps=config.eval_steps,
+        )
+    )
     model = export(trained["checkpoint"], out / "model")
 
     log(f"{clock()} 5/5 the trained model on the same test split")
-    results_bench = run_bench(BenchConfig(encoders=[*encoders, f"nearid:{model}"], out=str(out / "bench"), **bench_config))
+    results_bench = run_bench(
+        BenchConfig(encoders=[*encoders, f"nearid:{model}"], out=str(out / "bench"), **bench_config)
+    )
     report = write_report(out / "bench" / "results.json", out / "report.html")
 
     encoders_run = results_bench.encoders.values()
@@ -114,22 +150,31 @@ def run_demo(out_dir: str | Path = "runs/demo", config: DemoConfig = DemoConfig(
         trained=scores[trained_name],
         gain=_gain(scores[baseline_name], scores[trained_name]),
         headline_sources=headline,
-        all_sources={"baseline": everything[baseline_name], "trained": everything[trained_name],
-                     "gain": _gain(everything[baseline_name], everything[trained_name]), "sources": sources},
+        all_sources={
+            "baseline": everything[baseline_name],
+            "trained": everything[trained_name],
+            "gain": _gain(everything[baseline_name], everything[trained_name]),
+            "sources": sources,
+        },
         encoders=scores,
         encoders_all_sources=everything,
         per_source={r.spec: {s: _percent(v) for s, v in r.nearid.per_source.items()} for r in encoders_run},
-        setup={**config.__dict__, "sources": sources, "headline_sources": headline,
-               "test_identities": results_bench.benchmark.identities,
-               "baseline": "frozen stand-in backbone with its pretrained MAP head (siglip2-map)",
-               "trained": "the same frozen backbone, MAP head retrained with L_NearID"},
+        setup={
+            **config.__dict__,
+            "sources": sources,
+            "headline_sources": headline,
+            "test_identities": results_bench.benchmark.identities,
+            "baseline": "frozen stand-in backbone with its pretrained MAP head (siglip2-map)",
+            "trained": "the same frozen backbone, MAP head retrained with L_NearID",
+        },
         seconds=round(time.perf_counter() - started, 1),
         outputs={"tables": str(out / "bench" / "results.md"), "report": str(report), "model": str(model)},
     )
     results.write(out / "results.json")
     log("\n" + comparison_table(results))
-    log(f"\n{clock()} done. results: {out / 'results.json'}   tables: {out / 'bench' / 'results.md'}   "
-        f"report: {report}")
+    log(
+        f"\n{clock()} done. results: {out / 'results.json'}   tables: {out / 'bench' / 'results.md'}   report: {report}"
+    )
     return results
 
 
@@ -150,8 +195,10 @@ def comparison_table(results: DemoSummary) -> str:
     """The printed summary: every encoder on the headline source(s) and on all sources, per source for
     the baseline and the trained head, and the gain."""
     headline = ", ".join(results.headline_sources)
-    rows = [f"| encoder | SSR ({headline}) | PA ({headline}) | SSR (all sources) | PA (all sources) |",
-            "|---|---:|---:|---:|---:|"]
+    rows = [
+        f"| encoder | SSR ({headline}) | PA ({headline}) | SSR (all sources) | PA (all sources) |",
+        "|---|---:|---:|---:|---:|",
+    ]
     for name, s in results.encoders.items():
         a = results.encoders_all_sources[name]
         rows.append(f"| {name.split(':')[0]} | {s['ssr']:.1f} | {s['pa']:.1f} | {a['ssr']:.1f} | {a['pa']:.1f} |")
@@ -159,9 +206,15 @@ def comparison_table(results: DemoSummary) -> str:
     rows += ["", "| SSR / PA per source | " + " | ".join(sources) + " |", "|---|" + "---:|" * len(sources)]
     for name, s in results.per_source.items():
         if name.startswith(("siglip2-map", "nearid")):
-            rows.append(f"| {name.split(':')[0]} | " + " | ".join(f"{s[x]['ssr']:.1f} / {s[x]['pa']:.1f}" for x in sources) + " |")
+            rows.append(
+                f"| {name.split(':')[0]} | "
+                + " | ".join(f"{s[x]['ssr']:.1f} / {s[x]['pa']:.1f}" for x in sources)
+                + " |"
+            )
     gain, b, t = results.gain, results.baseline, results.trained
-    rows.append(f"\nNearID head vs frozen MAP head (baseline), {headline}: SSR {b['ssr']:.1f} -> {t['ssr']:.1f} "
-                f"({gain['ssr']:+.1f}), PA {b['pa']:.1f} -> {t['pa']:.1f} ({gain['pa']:+.1f}); all sources: SSR "
-                f"{results.all_sources['gain']['ssr']:+.1f}, PA {results.all_sources['gain']['pa']:+.1f}")
+    rows.append(
+        f"\nNearID head vs frozen MAP head (baseline), {headline}: SSR {b['ssr']:.1f} -> {t['ssr']:.1f} "
+        f"({gain['ssr']:+.1f}), PA {b['pa']:.1f} -> {t['pa']:.1f} ({gain['pa']:+.1f}); all sources: SSR "
+        f"{results.all_sources['gain']['ssr']:+.1f}, PA {results.all_sources['gain']['pa']:+.1f}"
+    )
     return "\n".join(rows)

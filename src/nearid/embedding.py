@@ -115,10 +115,14 @@ def image_files(arguments: Sequence[str | os.PathLike], *, masks: bool = False) 
             files.append(os.fspath(argument))
             continue
         if masks:
-            raise NearIDError(f"{argument}: is a folder; pass --masks as mask files, one per image in the images' order")
+            raise NearIDError(
+                f"{argument}: is a folder; pass --masks as mask files, one per image in the images' order"
+            )
         found = list_images(argument)
         if not found:
-            raise NearIDError(f"{argument}: a folder with no images in it (looked for png, jpg, webp, bmp, tif, gif below it)")
+            raise NearIDError(
+                f"{argument}: a folder with no images in it (looked for png, jpg, webp, bmp, tif, gif below it)"
+            )
         files.extend(str(path) for path in found)
     return files
 

@@ -52,7 +52,9 @@ class Encoder(Protocol):
     #: what stores and calibrations are keyed by, so re-exported weights are never matched by name.
     fingerprint: str
 
-    def preprocess(self, images: Sequence[ImageInput], masks: Sequence[ImageInput | None] | None = None) -> torch.Tensor:
+    def preprocess(
+        self, images: Sequence[ImageInput], masks: Sequence[ImageInput | None] | None = None
+    ) -> torch.Tensor:
         """Load, mask (black background) and convert images to one ``pixel_values`` batch."""
 
     def embed(self, pixel_values: torch.Tensor) -> torch.Tensor:
@@ -66,7 +68,16 @@ class TransformersEncoder:
     """A transformers vision model, its image processor and a readout that picks the embedding."""
 
     def __init__(
-        self, name: str, model: torch.nn.Module, processor, readout: Readout, *, device, dtype, dim=None, untrained=False
+        self,
+        name: str,
+        model: torch.nn.Module,
+        processor,
+        readout: Readout,
+        *,
+        device,
+        dtype,
+        dim=None,
+        untrained=False,
     ):
         self.name = name
         self.untrained = untrained
@@ -93,13 +104,15 @@ class TransformersEncoder:
 
             config = getattr(self.model, "config", None)
             processor = self.processor.to_dict() if hasattr(self.processor, "to_dict") else repr(self.processor)
-            self._fingerprint = of_json({
-                "weights": of_tensors(self.model.state_dict()),
-                "config": _semantic_config(config.to_dict()) if config is not None else None,
-                "processor": _semantic_config(processor) if isinstance(processor, dict) else processor,
-                "readout": f"{self.readout.__module__}.{getattr(self.readout, '__qualname__', repr(self.readout))}",
-                "dtype": str(self.dtype),
-            })
+            self._fingerprint = of_json(
+                {
+                    "weights": of_tensors(self.model.state_dict()),
+                    "config": _semantic_config(config.to_dict()) if config is not None else None,
+                    "processor": _semantic_config(processor) if isinstance(processor, dict) else processor,
+                    "readout": f"{self.readout.__module__}.{getattr(self.readout, '__qualname__', repr(self.readout))}",
+                    "dtype": str(self.dtype),
+                }
+            )
         return self._fingerprint
 
     def __repr__(self) -> str:
@@ -126,8 +139,11 @@ _NON_SEMANTIC = {"transformers_version", "architectures", "auto_map", "dtype", "
 
 def _semantic_config(values: dict) -> dict:
     """A config or processor dict without provenance (``_name_or_path``, versions), recursively."""
-    return {k: _semantic_config(v) if isinstance(v, dict) else v
-            for k, v in values.items() if k not in _NON_SEMANTIC and not str(k).startswith("_")}
+    return {
+        k: _semantic_config(v) if isinstance(v, dict) else v
+        for k, v in values.items()
+        if k not in _NON_SEMANTIC and not str(k).startswith("_")
+    }
 
 
 # --------------------------------------------------------------------------------------- readouts
@@ -226,9 +242,12 @@ def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
 
 
 _DTYPES = {
-    "float32": torch.float32, "fp32": torch.float32,
-    "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
-    "float16": torch.float16, "fp16": torch.float16,
+    "float32": torch.float32,
+    "fp32": torch.float32,
+    "bfloat16": torch.bfloat16,
+    "bf16": torch.bfloat16,
+    "float16": torch.float16,
+    "fp16": torch.float16,
 }
 
 
@@ -263,7 +282,9 @@ def load_encoder(
     if build is None:
         raise EncoderSpecError(f"encoder '{spec}' is listed but has no loader; register one with register_encoder")
     resolved = resolve_device(device)
-    options = LoadOptions(device=resolved, dtype=resolve_dtype(dtype, resolved, parsed.family), allow_pickle=allow_pickle)
+    options = LoadOptions(
+        device=resolved, dtype=resolve_dtype(dtype, resolved, parsed.family), allow_pickle=allow_pickle
+    )
     return build(parsed.argument, options)
 
 
@@ -282,8 +303,14 @@ def nearid_encoder(
     cast in place, not copied: an encoder over a model being trained sees its current head."""
     resolved = resolve_device(device)
     return TransformersEncoder(
-        name, model, processor, readout or nearid_readout,
-        device=resolved, dtype=resolve_dtype(dtype, resolved), dim=model.config.embed_dim, untrained=untrained,
+        name,
+        model,
+        processor,
+        readout or nearid_readout,
+        device=resolved,
+        dtype=resolve_dtype(dtype, resolved),
+        dim=model.config.embed_dim,
+        untrained=untrained,
     )
 
 
@@ -293,7 +320,9 @@ def _encoder(name, model, processor, readout, options: LoadOptions, **kw) -> Tra
 
 def _backbone_encoder(spec: EncoderSpec, backbone: BackboneSpec, readout: Readout, options: LoadOptions, **kw):
     model, processor = load_backbone(backbone, allow_pickle=options.allow_pickle)
-    return nearid_encoder(model, processor, name=str(spec), readout=readout, device=options.device, dtype=options.dtype, **kw)
+    return nearid_encoder(
+        model, processor, name=str(spec), readout=readout, device=options.device, dtype=options.dtype, **kw
+    )
 
 
 @_builder("nearid")
@@ -304,19 +333,25 @@ def _nearid(argument: str, options: LoadOptions):
 @_builder("siglip2-map")
 def _siglip2_map(argument: str, options: LoadOptions):
     # NearID's initial head *is* SigLIP's pretrained MAP head, so its raw output is SigLIP's pooler_output
-    return _backbone_encoder(EncoderSpec("siglip2-map", argument), BackboneSpec("siglip", argument), nearid_readout, options)
+    return _backbone_encoder(
+        EncoderSpec("siglip2-map", argument), BackboneSpec("siglip", argument), nearid_readout, options
+    )
 
 
 @_builder("siglip2-mean")
 def _siglip2_mean(argument: str, options: LoadOptions):
-    return _backbone_encoder(EncoderSpec("siglip2-mean", argument), BackboneSpec("siglip", argument), mean_token_readout, options)
+    return _backbone_encoder(
+        EncoderSpec("siglip2-mean", argument), BackboneSpec("siglip", argument), mean_token_readout, options
+    )
 
 
 @_builder("tiny")
 def _tiny(argument: str, options: LoadOptions):
     seed = integer_argument(EncoderSpec("tiny", argument))
     model, processor = load_backbone(BackboneSpec("tiny", str(seed)))
-    return nearid_encoder(model, processor, name=f"tiny:{seed} (untrained)", device=options.device, dtype=options.dtype, untrained=True)
+    return nearid_encoder(
+        model, processor, name=f"tiny:{seed} (untrained)", device=options.device, dtype=options.dtype, untrained=True
+    )
 
 
 def _clip_encoder(family: str, argument: str, options: LoadOptions):
@@ -324,7 +359,9 @@ def _clip_encoder(family: str, argument: str, options: LoadOptions):
 
     folder, model = load_pretrained(CLIPVisionModelWithProjection, argument, allow_pickle=options.allow_pickle)
     processor = load_processor(folder, clip_processor())
-    return _encoder(f"{family}:{argument}", model, processor, image_embeds_readout, options, dim=model.config.projection_dim)
+    return _encoder(
+        f"{family}:{argument}", model, processor, image_embeds_readout, options, dim=model.config.projection_dim
+    )
 
 
 @_builder("clip")

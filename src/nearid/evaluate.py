@@ -37,8 +37,13 @@ SOURCE_GROUPS = {
     "canny sources (2)": ("FluxC", "FluxC_1024"),
 }
 #: MTG's five similarities: (name, first image, second image) with images 0 = 1, 1 = 2, 2 = 1', 3 = 2'.
-MTG_PAIRS = (("mtg_sim_1_2", 0, 1), ("mtg_sim_1_1p", 0, 2), ("mtg_sim_1_2p", 0, 3), ("mtg_sim_2_2p", 1, 3),
-             ("mtg_sim_2_1p", 1, 2))
+MTG_PAIRS = (
+    ("mtg_sim_1_2", 0, 1),
+    ("mtg_sim_1_1p", 0, 2),
+    ("mtg_sim_1_2p", 0, 3),
+    ("mtg_sim_2_2p", 1, 3),
+    ("mtg_sim_2_1p", 1, 2),
+)
 _FIRST, _SECOND = np.array([a for a, _ in VIEW_PAIRS]), np.array([b for _, b in VIEW_PAIRS])
 
 
@@ -113,8 +118,15 @@ def image_key(image: ImageRef, mask: ImageRef | None) -> str:
     return image.cache_key if mask is None else f"{image.cache_key}|mask={mask.cache_key}"
 
 
-def plan_images(bench, sources: Sequence[str], *, masks: bool = False, mtg=None, mask_cleaning: str = "authors",
-                mask_dilate: int = 0) -> ImagePlan:
+def plan_images(
+    bench,
+    sources: Sequence[str],
+    *,
+    masks: bool = False,
+    mtg=None,
+    mask_cleaning: str = "authors",
+    mask_dilate: int = 0,
+) -> ImagePlan:
     """Walk ``bench`` (and ``mtg``) once and plan every view and distractor, each unique key once.
 
     With ``masks`` the distractor in view j's background is cut with view j's mask (the paper: a
@@ -153,10 +165,17 @@ def plan_images(bench, sources: Sequence[str], *, masks: bool = False, mtg=None,
     if mtg is not None:
         rows = []
         for sample in mtg:
-            object_masks = [evaluation_mask(sample.object_masks[k], mask_cleaning, mask_dilate) if masks else None
-                            for k in (0, 1)]
-            rows.append([plan.add(sample.originals[0], object_masks[0]), plan.add(sample.originals[1], object_masks[1]),
-                         plan.add(sample.edited[0], object_masks[0]), plan.add(sample.edited[1], object_masks[1])])
+            object_masks = [
+                evaluation_mask(sample.object_masks[k], mask_cleaning, mask_dilate) if masks else None for k in (0, 1)
+            ]
+            rows.append(
+                [
+                    plan.add(sample.originals[0], object_masks[0]),
+                    plan.add(sample.originals[1], object_masks[1]),
+                    plan.add(sample.edited[0], object_masks[0]),
+                    plan.add(sample.edited[1], object_masks[1]),
+                ]
+            )
         plan.mtg = np.array(rows, dtype=np.int64).reshape(-1, 4)
     return plan
 
@@ -191,8 +210,10 @@ def mtg_similarities(plan: ImagePlan, matrix: np.ndarray) -> dict[str, np.ndarra
 
 def mtg_oracles(mtg) -> tuple[np.ndarray, np.ndarray]:
     """Per sample the oracles o1, o2 (the share of each object the edit left untouched; decodes masks)."""
-    return (np.array([sample.oracle(0) for sample in mtg], dtype=np.float64),
-            np.array([sample.oracle(1) for sample in mtg], dtype=np.float64))
+    return (
+        np.array([sample.oracle(0) for sample in mtg], dtype=np.float64),
+        np.array([sample.oracle(1) for sample in mtg], dtype=np.float64),
+    )
 
 
 def source_groups(sources: Sequence[str]) -> dict[str, tuple[str, ...]]:
@@ -207,8 +228,10 @@ def source_groups(sources: Sequence[str]) -> dict[str, tuple[str, ...]]:
 def score_tables(tables: dict[str, SimilarityTable]) -> NearIDResult:
     """Per-source SSR / PA and every group's, pooled from the per-source counts."""
     per_source = {source: table.scores() for source, table in tables.items()}
-    groups = {name: SourceGroup(list(members), DiscriminationScore.pool(*(per_source[m] for m in members)))
-              for name, members in source_groups(list(tables)).items()}
+    groups = {
+        name: SourceGroup(list(members), DiscriminationScore.pool(*(per_source[m] for m in members)))
+        for name, members in source_groups(list(tables)).items()
+    }
     return NearIDResult(per_source, groups)
 
 

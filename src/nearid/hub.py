@@ -120,7 +120,9 @@ def check_model_folder(folder: Path) -> None:
     ``config.json`` beside its weights.
     """
     if (folder / "checkpoints").is_dir() and any((folder / "checkpoints").glob("step-*")):
-        steps = sorted((p for p in (folder / "checkpoints").glob("step-*") if p.name[5:].isdigit()), key=lambda p: int(p.name[5:]))
+        steps = sorted(
+            (p for p in (folder / "checkpoints").glob("step-*") if p.name[5:].isdigit()), key=lambda p: int(p.name[5:])
+        )
         newest = steps[-1] if steps else folder / "checkpoints" / "step-N"
         raise ModelNotAvailableError(
             f"'{folder}' is a training run folder, not a model; export a checkpoint first "

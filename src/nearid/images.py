@@ -21,7 +21,6 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from .errors import ImageError, MaskError
 
 
-
 @dataclass(frozen=True)
 class ImageRef:
     """An image decoded only when needed: a stable ``key`` (what errors and caches call it) and how to
@@ -33,7 +32,7 @@ class ImageRef:
     messages use ``key``."""
 
     key: str
-    fetch: Callable[[], Union[bytes, str, os.PathLike]] = field(compare=False, repr=False)
+    fetch: Callable[[], bytes | str | os.PathLike] = field(compare=False, repr=False)
     version: str | None = field(default=None, compare=False)
 
     @property
@@ -42,7 +41,7 @@ class ImageRef:
         return self.key if self.version is None else f"{self.key}@{self.version}"
 
     @classmethod
-    def of_file(cls, path: str | os.PathLike, key: str | None = None) -> "ImageRef":
+    def of_file(cls, path: str | os.PathLike, key: str | None = None) -> ImageRef:
         """A file's ref, versioned by its resolved path, size and modification time (read now): the key
         stays the path as given (for messages), the cache key names this file's current content."""
         from .fingerprint import SHORT, of_files
@@ -50,7 +49,7 @@ class ImageRef:
         return cls(os.fspath(path) if key is None else key, lambda: path, version=of_files([path])[:SHORT])
 
 
-ImageInput = Union[str, os.PathLike, Image.Image, np.ndarray, bytes, ImageRef]
+ImageInput = Union[str, os.PathLike, Image.Image, np.ndarray, bytes, ImageRef]  # noqa: UP007 (a runtime alias on 3.10)
 
 #: Refuse images above this many pixels before decoding them (100 megapixels).
 MAX_PIXELS = 100_000_000
@@ -175,7 +174,7 @@ def to_rgb(image: Image.Image) -> Image.Image:
         return Image.fromarray(gray, mode="L").convert("RGB")
     if mode in {"RGBA", "LA", "PA", "La", "RGBa"} or (mode == "P" and "transparency" in image.info):
         rgba = image.convert("RGBA")
-        background = Image.new("RGBA", rgba.size, ALPHA_BACKGROUND + (255,))
+        background = Image.new("RGBA", rgba.size, (*ALPHA_BACKGROUND, 255))
         return Image.alpha_composite(background, rgba).convert("RGB")
     return image.convert("RGB")  # L, 1, P, CMYK, YCbCr, LAB, HSV
 
@@ -244,4 +243,6 @@ def load_masked(image: ImageInput, mask: ImageInput | None) -> Image.Image:
     return rgb if mask is None else apply_mask(rgb, mask, name=_name(mask))
 
 
-from .mask_cleaning import clean_mask, dilate_mask  # noqa: E402
+# re-exported: `nearid.images.clean_mask` is the documented name (the implementation needs OpenCV, lazily)
+from .mask_cleaning import clean_mask as clean_mask  # noqa: E402
+from .mask_cleaning import dilate_mask as dilate_mask  # noqa: E402

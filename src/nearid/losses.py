@@ -84,7 +84,9 @@ class LossBatch:
     Inputs a loss does not read may be ``None`` (cohesion reads only positives)."""
 
     def __init__(self, anchor, positives, distractors, pos_mask, neg_mask, oracle=None):
-        self.anchor, self.positives, self.distractors = (_unit(x) if x is not None else None for x in (anchor, positives, distractors))
+        self.anchor, self.positives, self.distractors = (
+            _unit(x) if x is not None else None for x in (anchor, positives, distractors)
+        )
         self.pos_mask = pos_mask.bool() if pos_mask is not None else None
         self.neg_mask = neg_mask.bool() if neg_mask is not None else None
         self.oracle = oracle
@@ -125,7 +127,9 @@ class LossBatch:
     @cached_property
     def own_columns(self) -> torch.Tensor:
         """``[B, M]``: True at each anchor's own positives' columns."""
-        return torch.zeros(self.own.shape[0], self.pool.shape[0], dtype=torch.bool, device=self.own.device).scatter_(1, self.own, True)
+        return torch.zeros(self.own.shape[0], self.pool.shape[0], dtype=torch.bool, device=self.own.device).scatter_(
+            1, self.own, True
+        )
 
 
 # --- unreduced terms and the one reducer --------------------------------------------------------------
@@ -172,7 +176,11 @@ def reduce(terms: list[Terms]) -> torch.Tensor:
     for t, count in zip(terms, counts):
         valid = t.valid.expand_as(t.values)
         if t.by_column:
-            columns = [_mean(t.values[:, c][valid[:, c]], count[c], world, t.counted is None) for c in range(t.values.shape[1]) if count[c] > 0]
+            columns = [
+                _mean(t.values[:, c][valid[:, c]], count[c], world, t.counted is None)
+                for c in range(t.values.shape[1])
+                if count[c] > 0
+            ]
             part = torch.stack(columns).mean() if columns else None
         else:
             part = _mean(t.values[valid], count[0], world, t.counted is None) if count[0] > 0 else None
@@ -222,7 +230,9 @@ class NearIDLoss(Loss):
         self.temperature, self.alpha = float(temperature), float(alpha)
 
     def terms(self, batch):
-        batch_logits = (batch.anchor @ batch.pool.T / self.temperature).masked_fill(~batch.pool_valid, NEG_INF)  # [B, M]
+        batch_logits = (batch.anchor @ batch.pool.T / self.temperature).masked_fill(
+            ~batch.pool_valid, NEG_INF
+        )  # [B, M]
         distractor_logits = torch.einsum("bd,bkd->bk", batch.anchor, batch.distractors) / self.temperature
         distractor_logits = distractor_logits.masked_fill(~batch.neg_mask, NEG_INF)  # [B, K]
         log_denominator = torch.logsumexp(torch.cat([batch_logits, distractor_logits], dim=1), dim=1)  # [B]
@@ -263,13 +273,19 @@ class InfoNCELoss(Loss):
         backward = (positive @ all_anchors.T / self.temperature).masked_fill(absent, NEG_INF)
         if self.include_negatives:
             invalid = ~batch.neg_mask
-            extra = (torch.einsum("bd,bkd->bk", anchor, batch.distractors) / self.temperature).masked_fill(invalid, NEG_INF)
-            extra_back = (torch.einsum("bd,bkd->bk", positive, batch.distractors) / self.temperature).masked_fill(invalid, NEG_INF)
+            extra = (torch.einsum("bd,bkd->bk", anchor, batch.distractors) / self.temperature).masked_fill(
+                invalid, NEG_INF
+            )
+            extra_back = (torch.einsum("bd,bkd->bk", positive, batch.distractors) / self.temperature).masked_fill(
+                invalid, NEG_INF
+            )
             forward, backward = torch.cat([forward, extra], 1), torch.cat([backward, extra_back], 1)
         target = batch.offset + mine
         rows = batch.pos_mask.any(dim=1)
-        return [Terms(F.cross_entropy(forward, target, reduction="none"), rows, weight=0.5),
-                Terms(F.cross_entropy(backward, target, reduction="none"), rows, weight=0.5)]
+        return [
+            Terms(F.cross_entropy(forward, target, reduction="none"), rows, weight=0.5),
+            Terms(F.cross_entropy(backward, target, reduction="none"), rows, weight=0.5),
+        ]
 
 
 class OracleRankLoss(Loss):
@@ -304,8 +320,11 @@ class SigLIPExtLoss(Loss):
         r_bce = F.binary_cross_entropy_with_logits(r_logits, torch.zeros_like(r_logits), reduction="none")
         negatives = logits.masked_fill(batch.own_columns | ~batch.pool_valid[None, :], NEG_INF)
         lse = torch.logsumexp(negatives, dim=1, keepdim=True)
-        return [Terms(bce, batch.pool_valid[None, :]), Terms(r_bce, batch.neg_mask),
-                Terms(F.softplus(lse - r_logits), batch.neg_mask, weight=self.alpha)]
+        return [
+            Terms(bce, batch.pool_valid[None, :]),
+            Terms(r_bce, batch.neg_mask),
+            Terms(F.softplus(lse - r_logits), batch.neg_mask, weight=self.alpha),
+        ]
 
 
 class CircleExtLoss(Loss):
@@ -313,7 +332,12 @@ class CircleExtLoss(Loss):
     the batch negatives on average by ``rank_margin`` (weight 0.5); masked entries are left out."""
 
     def __init__(self, m: float = 0.25, gamma: float = 64.0, rank_weight: float = 0.5, rank_margin: float = 0.25):
-        self.m, self.gamma, self.rank_weight, self.rank_margin = float(m), float(gamma), float(rank_weight), float(rank_margin)
+        self.m, self.gamma, self.rank_weight, self.rank_margin = (
+            float(m),
+            float(gamma),
+            float(rank_weight),
+            float(rank_margin),
+        )
 
     def terms(self, batch):
         s_pool = batch.anchor @ batch.pool.T

@@ -162,7 +162,9 @@ def evaluation_mask(mask, cleaning: str = "authors", dilate: int = 0):
     if cleaning not in MASK_CLEANINGS:
         raise NearIDError(f"mask cleaning '{cleaning}' is not one of {', '.join(MASK_CLEANINGS)}")
     if dilate and cleaning == "none":
-        raise MaskDilationError(f"--mask-dilate {dilate} dilates the cleaned mask; drop it or use --mask-cleaning authors")
+        raise MaskDilationError(
+            f"--mask-dilate {dilate} dilates the cleaned mask; drop it or use --mask-cleaning authors"
+        )
     if mask is None or cleaning == "none":
         return mask
     return cleaned_mask_ref(mask, dilate=dilate)

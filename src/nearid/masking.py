@@ -121,7 +121,9 @@ class Detector:
 
             self.processor = GroundingDinoProcessor(image_processor, tokenizer)
         else:
-            raise ModelNotAvailableError(f"detector '{model}' is a {kind} model; use an OWLv2 or Grounding DINO checkpoint")
+            raise ModelNotAvailableError(
+                f"detector '{model}' is a {kind} model; use an OWLv2 or Grounding DINO checkpoint"
+            )
         self.kind = kind
         self.model = AutoModelForZeroShotObjectDetection.from_pretrained(folder).to(device).eval()
         self.device = device
@@ -139,7 +141,9 @@ class Detector:
                 outputs, inputs["input_ids"], threshold=threshold, text_threshold=threshold, target_sizes=sizes
             )[0]
         else:
-            result = self.processor.post_process_grounded_object_detection(outputs, threshold=threshold, target_sizes=sizes)[0]
+            result = self.processor.post_process_grounded_object_detection(
+                outputs, threshold=threshold, target_sizes=sizes
+            )[0]
         if len(result["scores"]) == 0:
             return None
         best = int(torch.argmax(result["scores"]))
@@ -179,7 +183,7 @@ def make_masks(config: MaskConfig) -> MaskResult:
     from .encoders import resolve_device
 
     if (config.prompt is None) == (config.box is None):
-        raise MaskingError("give exactly one of --prompt \"the object\" or --box x0,y0,x1,y1")
+        raise MaskingError('give exactly one of --prompt "the object" or --box x0,y0,x1,y1')
     if config.layout not in {"score", "folder"}:
         raise MaskingError(f"--layout {config.layout}: use score or folder")
     box = parse_box(config.box) if config.box else None
@@ -200,7 +204,9 @@ def make_masks(config: MaskConfig) -> MaskResult:
         image = load_image(path)
         image_box = box if box is not None else detector.best_box(image, config.prompt, config.threshold)
         if image_box is None:
-            result.failures[str(path)] = f"no box for '{config.prompt}' above threshold {config.threshold}; lower --threshold or give --box"
+            result.failures[str(path)] = (
+                f"no box for '{config.prompt}' above threshold {config.threshold}; lower --threshold or give --box"
+            )
             continue
         mask = segmenter.mask(image, image_box)
         if not mask.any():
@@ -229,27 +235,56 @@ def build_tiny_models(folder: str | os.PathLike, *, seed: int = 0) -> tuple[Path
     folder = Path(folder)
     torch.manual_seed(seed)
     tokenizer = tiny_clip_tokenizer()
-    owl = Owlv2ForObjectDetection(Owlv2Config(
-        text_config=dict(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=37, num_hidden_layers=2,
-                         num_attention_heads=4, max_position_embeddings=16, bos_token_id=len(tokenizer) - 2,
-                         eos_token_id=len(tokenizer) - 1, pad_token_id=len(tokenizer) - 1),
-        vision_config=dict(hidden_size=32, intermediate_size=37, num_hidden_layers=2, num_attention_heads=4,
-                           image_size=64, patch_size=16),
-        projection_dim=32,
-    ))
+    owl = Owlv2ForObjectDetection(
+        Owlv2Config(
+            text_config=dict(
+                vocab_size=len(tokenizer),
+                hidden_size=32,
+                intermediate_size=37,
+                num_hidden_layers=2,
+                num_attention_heads=4,
+                max_position_embeddings=16,
+                bos_token_id=len(tokenizer) - 2,
+                eos_token_id=len(tokenizer) - 1,
+                pad_token_id=len(tokenizer) - 1,
+            ),
+            vision_config=dict(
+                hidden_size=32,
+                intermediate_size=37,
+                num_hidden_layers=2,
+                num_attention_heads=4,
+                image_size=64,
+                patch_size=16,
+            ),
+            projection_dim=32,
+        )
+    )
     tokenizer.model_max_length = 16
     detector = folder / "tiny-owlv2"
     owl.save_pretrained(detector)
     tokenizer.save_pretrained(detector)
     Owlv2ImageProcessorPil(size={"height": 64, "width": 64}).save_pretrained(detector)
-    sam = SamModel(SamConfig(
-        vision_config=dict(hidden_size=32, intermediate_size=37, num_hidden_layers=2, num_attention_heads=4,
-                           image_size=64, patch_size=16, output_channels=16, global_attn_indexes=[1],
-                           window_size=2, num_pos_feats=8, mlp_dim=37),
-        prompt_encoder_config=dict(hidden_size=16, image_size=64, patch_size=16, mask_input_channels=4),
-        mask_decoder_config=dict(hidden_size=16, mlp_dim=32, num_hidden_layers=2, num_attention_heads=2,
-                                 iou_head_hidden_dim=16),
-    ))
+    sam = SamModel(
+        SamConfig(
+            vision_config=dict(
+                hidden_size=32,
+                intermediate_size=37,
+                num_hidden_layers=2,
+                num_attention_heads=4,
+                image_size=64,
+                patch_size=16,
+                output_channels=16,
+                global_attn_indexes=[1],
+                window_size=2,
+                num_pos_feats=8,
+                mlp_dim=37,
+            ),
+            prompt_encoder_config=dict(hidden_size=16, image_size=64, patch_size=16, mask_input_channels=4),
+            mask_decoder_config=dict(
+                hidden_size=16, mlp_dim=32, num_hidden_layers=2, num_attention_heads=2, iou_head_hidden_dim=16
+            ),
+        )
+    )
     segmenter = folder / "tiny-sam"
     sam.save_pretrained(segmenter)
     SamImageProcessorPil(size={"longest_edge": 64}, pad_size={"height": 64, "width": 64}).save_pretrained(segmenter)

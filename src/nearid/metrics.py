@@ -72,7 +72,12 @@ class DiscriminationScore:
 
     def as_dict(self) -> dict:
         """``ssr``, ``pa``, ``pa_published`` (percent) and every count: the layout of ``results.json``."""
-        return {"ssr": self.ssr, "pa": self.pa, "pa_published": self.pa_published, **{f.name: getattr(self, f.name) for f in fields(self)}}
+        return {
+            "ssr": self.ssr,
+            "pa": self.pa,
+            "pa_published": self.pa_published,
+            **{f.name: getattr(self, f.name) for f in fields(self)},
+        }
 
     @classmethod
     def from_dict(cls, values: dict) -> DiscriminationScore:
@@ -105,8 +110,11 @@ def discrimination(margins: np.ndarray) -> DiscriminationScore:
     mean = np.where(valid, margins, 0.0).sum(axis=1) / np.maximum(n_valid, 1)
     mean_win = has_trial & (mean > 0)  # a mean of exactly 0 loses, like a tied trial
     return DiscriminationScore(
-        n_samples=int(has_trial.sum()), n_all_win=int(all_win.sum()), n_trials=int(valid.sum()),
-        n_wins=int(wins.sum()), n_mean_win=int(mean_win.sum())
+        n_samples=int(has_trial.sum()),
+        n_all_win=int(all_win.sum()),
+        n_trials=int(valid.sum()),
+        n_wins=int(wins.sum()),
+        n_mean_win=int(mean_win.sum()),
     )
 
 
@@ -176,14 +184,21 @@ class MTGScore:
 
     def as_dict(self) -> dict:
         """``m_o``, ``m_opair``, the discrimination's ``ssr``, ``pa`` and counts, ``correlations``."""
-        return {"m_o": self.m_o, "m_opair": self.m_opair, **self.discrimination.as_dict(),
-                "correlations": list(self.correlations)}
+        return {
+            "m_o": self.m_o,
+            "m_opair": self.m_opair,
+            **self.discrimination.as_dict(),
+            "correlations": list(self.correlations),
+        }
 
     @classmethod
     def from_dict(cls, values: dict) -> MTGScore:
-        return cls(m_o=float(values["m_o"]), m_opair=float(values["m_opair"]),
-                   correlations=tuple(float(r) for r in values["correlations"]),
-                   discrimination=DiscriminationScore.from_dict(values))
+        return cls(
+            m_o=float(values["m_o"]),
+            m_opair=float(values["m_opair"]),
+            correlations=tuple(float(r) for r in values["correlations"]),
+            discrimination=DiscriminationScore.from_dict(values),
+        )
 
 
 def mtg_scores(s_12, s_11p, s_12p, s_22p, s_21p, oracle_1, oracle_2) -> MTGScore:

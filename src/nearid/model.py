@@ -62,7 +62,7 @@ class NearIDConfig(PretrainedConfig):
     """Configuration of a NearID model; the default is the paper's SigLIP2-SO400M/14 at 384 px."""
 
     model_type = "nearid"
-    sub_configs = {"vision_config": SiglipVisionConfig}
+    sub_configs = {"vision_config": SiglipVisionConfig}  # noqa: RUF012 (transformers' class attribute)
 
     def __init__(self, vision_config=None, embed_dim: int | None = None, normalize_embeddings: bool = True, **kwargs):
         # The release's auto_map points at remote code; we never use it, so we never write it back.
@@ -100,7 +100,7 @@ class NearIDModel(PreTrainedModel):
     input_modalities = ("image",)
     _supports_sdpa = True
     _supports_flash_attn = True
-    _no_split_modules = ["SiglipVisionEmbeddings", "SiglipEncoderLayer", "SiglipMultiheadAttentionPoolingHead"]
+    _no_split_modules = ["SiglipVisionEmbeddings", "SiglipEncoderLayer", "SiglipMultiheadAttentionPoolingHead"]  # noqa: RUF012
 
     def __init__(self, config: NearIDConfig):
         super().__init__(config)

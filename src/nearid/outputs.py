@@ -80,8 +80,10 @@ def check_writable(path: PathLike, *, folder: bool = False) -> None:
     for part in target.relative_to(existing).parts if target != existing else ():
         extra = ATOMIC_EXTRA if (not folder and part == target.name) else 0
         if len(part.encode()) + extra > limit:
-            raise OutputError(f"{given}: the name '{part[:40]}…' is {len(part.encode())} bytes, longer than the "
-                              f"{limit - extra} this file system allows here; choose a shorter name")
+            raise OutputError(
+                f"{given}: the name '{part[:40]}…' is {len(part.encode())} bytes, longer than the "
+                f"{limit - extra} this file system allows here; choose a shorter name"
+            )
     if not folder and target.is_dir():
         raise OutputError(f"{given}: is a folder, but a file is written here; give a file name (e.g. {given / 'out'}…)")
     if folder and target.exists() and not target.is_dir():
@@ -89,15 +91,20 @@ def check_writable(path: PathLike, *, folder: bool = False) -> None:
     if target != existing or not folder:
         parent = existing if target != existing else existing.parent
         if not parent.is_dir():
-            raise OutputError(f"{given}: {parent} is a file, so nothing can be created inside it; choose another location")
+            raise OutputError(
+                f"{given}: {parent} is a file, so nothing can be created inside it; choose another location"
+            )
         if not os.access(parent, os.W_OK | os.X_OK):
-            raise OutputError(f"{given}: the folder {parent} is not writable; choose another location or fix its permissions")
+            raise OutputError(
+                f"{given}: the folder {parent} is not writable; choose another location or fix its permissions"
+            )
     elif not os.access(target, os.W_OK | os.X_OK):
         raise OutputError(f"{given}: the folder is not writable; choose another location or fix its permissions")
 
 
-def check_outputs(outputs: Iterable[PathLike | None], inputs: Iterable[PathLike | None], *,
-                  folders: Iterable[PathLike | None] = ()) -> None:
+def check_outputs(
+    outputs: Iterable[PathLike | None], inputs: Iterable[PathLike | None], *, folders: Iterable[PathLike | None] = ()
+) -> None:
     """Refuse outputs that are, or lie inside, an input; then check each is writable.
 
     ``outputs`` are files the command writes, ``folders`` output folders it creates or writes into,
@@ -116,11 +123,14 @@ def check_outputs(outputs: Iterable[PathLike | None], inputs: Iterable[PathLike 
         target = _resolve(given)
         for name, source in read:
             if _same(target, source):
-                raise OutputError(f"{given}: is also an input of this command ({name}); writing would replace it, "
-                                  "choose another output")
+                raise OutputError(
+                    f"{given}: is also an input of this command ({name}); writing would replace it, "
+                    "choose another output"
+                )
             if source.is_dir() and target.is_relative_to(source):
-                raise OutputError(f"{given}: lies inside the input folder {name}, which is being read; "
-                                  "choose an output outside it")
+                raise OutputError(
+                    f"{given}: lies inside the input folder {name}, which is being read; choose an output outside it"
+                )
         check_writable(given, folder=is_folder)
 
 

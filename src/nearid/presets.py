@@ -66,10 +66,19 @@ SETTINGS = ("encoders", "data", "sources", "split", "masks", "mask_cleaning", "m
 
 TABLE1_ENCODERS = ("nearid", "siglip2-map", "clip", "dinov2")
 PRESETS = {
-    "table1": Preset("table1", "the paper's Table 1: 4 encoders, 7 fill sources (test split), MTG test, full images",
-                     TABLE1_ENCODERS, published="table1"),
-    "table7": Preset("table7", "the paper's Table 7, foreground only: Table 1's run with the views' masks, cleaned as "
-                     "the authors clean them", TABLE1_ENCODERS, masks=True, published="table7"),
+    "table1": Preset(
+        "table1",
+        "the paper's Table 1: 4 encoders, 7 fill sources (test split), MTG test, full images",
+        TABLE1_ENCODERS,
+        published="table1",
+    ),
+    "table7": Preset(
+        "table7",
+        "the paper's Table 7, foreground only: Table 1's run with the views' masks, cleaned as the authors clean them",
+        TABLE1_ENCODERS,
+        masks=True,
+        published="table7",
+    ),
 }
 
 
@@ -167,8 +176,16 @@ def comparison_rows(results, preset: Preset) -> list[dict]:
             ours = float(ours_of(group, result.mtg))
             theirs = paper.get(key)
             theirs = math.nan if theirs is None else float(theirs)
-            rows.append({"encoder": name, "metric": label, "ours": ours, "published": theirs,
-                         "difference": ours - theirs, "source": paper.get("source", "")})
+            rows.append(
+                {
+                    "encoder": name,
+                    "metric": label,
+                    "ours": ours,
+                    "published": theirs,
+                    "difference": ours - theirs,
+                    "source": paper.get("source", ""),
+                }
+            )
     return rows
 
 
@@ -181,10 +198,17 @@ def _fmt(value: float, metric: str) -> str:
 def comparison_markdown(results, preset: Preset) -> str:
     rows = comparison_rows(results, preset)
     source = published_values()["tables"][preset.published]["source"]
-    lines = [f"Preset {preset.name}: {preset.description}.", f"Published: {source}.",
-             ("The paper's PA counts one more trial per identity (its mean margin > 0): compare it with "
-              "'PA (as published)'."), "",
-             "| encoder | metric | ours | published | ours - published |", "|---|---|---|---|---|"]
+    lines = [
+        f"Preset {preset.name}: {preset.description}.",
+        f"Published: {source}.",
+        (
+            "The paper's PA counts one more trial per identity (its mean margin > 0): compare it with "
+            "'PA (as published)'."
+        ),
+        "",
+        "| encoder | metric | ours | published | ours - published |",
+        "|---|---|---|---|---|",
+    ]
     for row in rows:
         m = row["metric"]
         diff = row["difference"]
@@ -211,5 +235,16 @@ def write_comparison(results, preset: Preset, out: str | os.PathLike) -> Path:
     return path
 
 
-__all__ = ["PRESETS", "Preset", "PresetError", "check_available", "comparison_markdown", "comparison_rows",
-           "get_preset", "hub_ids", "published_values", "resolve", "write_comparison"]
+__all__ = [
+    "PRESETS",
+    "Preset",
+    "PresetError",
+    "check_available",
+    "comparison_markdown",
+    "comparison_rows",
+    "get_preset",
+    "hub_ids",
+    "published_values",
+    "resolve",
+    "write_comparison",
+]

@@ -83,8 +83,13 @@ class DinoEvalProcessor:
 
     def to_dict(self) -> dict:
         """Every setting, as transformers' processors give theirs (what an encoder's fingerprint hashes)."""
-        return {"processor": "DinoEvalProcessor", "resize": self.resize, "crop": self.crop,
-                "mean": self.mean.ravel().tolist(), "std": self.std.ravel().tolist()}
+        return {
+            "processor": "DinoEvalProcessor",
+            "resize": self.resize,
+            "crop": self.crop,
+            "mean": self.mean.ravel().tolist(),
+            "std": self.std.ravel().tolist(),
+        }
 
     def transform(self, image: Image.Image) -> np.ndarray:
         image = image.convert("RGB")

@@ -72,10 +72,13 @@ def write_report(results_path: str | os.PathLike, out_path: str | os.PathLike | 
         read = [r.sims_folder for r in results.encoders.values()]
     check_outputs([out], [path, *(path.parent / name for name in read if name)])  # never over what it reads
     title, body = (_score_page if isinstance(results, ScoreSummary) else _bench_page)(results, path)
-    write_text_atomic(out, f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><meta name="viewport" '
-                      f'content="width=device-width, initial-scale=1"><title>{_e(title)}</title><style>{CSS}</style>'
-                      f'</head><body><main>{body}<p class="lead">Made by <code>nearid report</code> from '
-                      f"{_e(path.name)}; re-make it at any time, nothing is re-embedded.</p></main></body></html>\n")
+    write_text_atomic(
+        out,
+        f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><meta name="viewport" '
+        f'content="width=device-width, initial-scale=1"><title>{_e(title)}</title><style>{CSS}</style>'
+        f'</head><body><main>{body}<p class="lead">Made by <code>nearid report</code> from '
+        f"{_e(path.name)}; re-make it at any time, nothing is re-embedded.</p></main></body></html>\n",
+    )
     return out
 
 
@@ -89,14 +92,25 @@ def _note(text: str) -> str:
 
 
 def _facts(items) -> str:
-    return '<dl class="facts">' + "".join(f"<dt>{_e(k)}</dt><dd>{_e(v)}</dd>" for k, v in items if v not in (None, "")) + "</dl>"
+    return (
+        '<dl class="facts">'
+        + "".join(f"<dt>{_e(k)}</dt><dd>{_e(v)}</dd>" for k, v in items if v not in (None, ""))
+        + "</dl>"
+    )
 
 
 def _table(header, rows, head: str | None = None) -> str:
     """``rows`` hold HTML already (callers escape); the first column is a label, the rest numbers."""
     head = head or "<tr>" + "".join(f"<th>{_e(h)}</th>" for h in header) + "</tr>"
-    body = "".join("<tr>" + "".join(f"<td>{c}</td>" if NUMBER.fullmatch(str(c)) or i == 0 else f'<td class="t">{c}</td>'
-                                    for i, c in enumerate(row)) + "</tr>" for row in rows)
+    body = "".join(
+        "<tr>"
+        + "".join(
+            f"<td>{c}</td>" if NUMBER.fullmatch(str(c)) or i == 0 else f'<td class="t">{c}</td>'
+            for i, c in enumerate(row)
+        )
+        + "</tr>"
+        for row in rows
+    )
     return f'<div class="scroll"><table><thead>{head}</thead><tbody>{body}</tbody></table></div>'
 
 
@@ -105,21 +119,29 @@ def _plot(panels: list, draw, caption: str, alt: str, height: float = 2.7, max_c
     import matplotlib
     from matplotlib.figure import Figure
 
-    style = {"font.size": 8.5, "axes.titlesize": 9.5, "axes.spines.top": False, "axes.spines.right": False,
-             "legend.frameon": False, "legend.fontsize": 7.5}
+    style = {
+        "font.size": 8.5,
+        "axes.titlesize": 9.5,
+        "axes.spines.top": False,
+        "axes.spines.right": False,
+        "legend.frameon": False,
+        "legend.fontsize": 7.5,
+    }
     cols = min(len(panels), max_cols)
     with matplotlib.rc_context(style):
         fig = Figure(figsize=(min(11.0, 4.6 * cols), height * math.ceil(len(panels) / cols)), layout="constrained")
         axes = fig.subplots(math.ceil(len(panels) / cols), cols, squeeze=False).ravel()
         for ax, panel in zip(axes, panels):
             draw(ax, panel)
-        for ax in axes[len(panels):]:
+        for ax in axes[len(panels) :]:
             ax.set_visible(False)
         buffer = io.BytesIO()
         fig.savefig(buffer, format="png", dpi=DPI)
     data = base64.b64encode(buffer.getvalue()).decode("ascii")
-    return (f'<figure class="plot"><img alt="{_e(alt)}" width="{round(fig.get_figwidth() * 96)}" '
-            f'src="data:image/png;base64,{data}"><figcaption>{caption}</figcaption></figure>')
+    return (
+        f'<figure class="plot"><img alt="{_e(alt)}" width="{round(fig.get_figwidth() * 96)}" '
+        f'src="data:image/png;base64,{data}"><figcaption>{caption}</figcaption></figure>'
+    )
 
 
 def _thumb(image_input) -> str:
@@ -128,7 +150,7 @@ def _thumb(image_input) -> str:
 
     try:
         image = load_image(image_input)
-    except Exception as exc:  # noqa: BLE001 - anything unreadable becomes a placeholder
+    except Exception as exc:
         return f'<div class="missing" title="{_e(exc)}">image unavailable</div>'
     image.thumbnail((THUMB, THUMB))
     buffer = io.BytesIO()
@@ -156,13 +178,33 @@ def _bench_page(results: BenchResults, path: Path) -> tuple[str, str]:
     bench = results.benchmark
     sims = {name: _read_sims(path.parent, result, bench) for name, result in results.encoders.items()}
     mtg = bench.mtg and f"{bench.mtg} ({bench.mtg_split} split, {bench.mtg_samples} samples)"
-    parts = ["<h1>NearID-bench report</h1>", _facts([
-        ("data", bench.data), ("split", bench.split), ("split file", bench.split_file),
-        ("identities", bench.identities), ("sources", ", ".join(bench.sources)), ("images", bench.condition),
-        ("loaded", bench.load_report), ("mask cleaning", bench.mask_cleaning and
-                                         bench.mask_cleaning + (f", dilate {bench.mask_dilate}" if bench.mask_dilate else "")),
-        ("MTG", mtg), ("results", path.name)])]
-    parts += ["<h2>Metrics</h2>", _metrics_table(results), "<h2>Similarities and margins</h2>", *_bench_plots(results, sims)]
+    parts = [
+        "<h1>NearID-bench report</h1>",
+        _facts(
+            [
+                ("data", bench.data),
+                ("split", bench.split),
+                ("split file", bench.split_file),
+                ("identities", bench.identities),
+                ("sources", ", ".join(bench.sources)),
+                ("images", bench.condition),
+                ("loaded", bench.load_report),
+                (
+                    "mask cleaning",
+                    bench.mask_cleaning
+                    and bench.mask_cleaning + (f", dilate {bench.mask_dilate}" if bench.mask_dilate else ""),
+                ),
+                ("MTG", mtg),
+                ("results", path.name),
+            ]
+        ),
+    ]
+    parts += [
+        "<h2>Metrics</h2>",
+        _metrics_table(results),
+        "<h2>Similarities and margins</h2>",
+        *_bench_plots(results, sims),
+    ]
     parts += ["<h2>Worst failures</h2>", _failures_section(bench, sims)]
     return "NearID-bench report", "\n".join(parts)
 
@@ -170,24 +212,46 @@ def _bench_page(results: BenchResults, path: Path) -> tuple[str, str]:
 def _metrics_table(results: BenchResults) -> str:
     """``tables.table_rows`` (the same numbers as results.md), with a two-row header to stay narrow."""
     header, rows = table_rows(results)
-    cells = [[_e(row[0].replace(" (untrained)", "")) + ('<span class="badge">untrained</span>' if r.untrained else "")]
-             + [_e(_fmt(v, c)) for v, c in zip(row[1:], header[1:])] for row, r in zip(rows, results.encoders.values())]
+    cells = [
+        [_e(row[0].replace(" (untrained)", "")) + ('<span class="badge">untrained</span>' if r.untrained else "")]
+        + [_e(_fmt(v, c)) for v, c in zip(row[1:], header[1:])]
+        for row, r in zip(rows, results.encoders.values())
+    ]
     primary = primary_group(results)
     groups = [(h.rpartition(" ")[0] or f"pooled: {primary}", h.rpartition(" ")[2]) for h in header[1:]]
-    head = (f'<tr><th rowspan="2">{_e(header[0])}</th>' + "".join(f'<th colspan="{len(list(g))}" class="group">{_e(name)}</th>'
-            for name, g in itertools.groupby(groups, key=lambda g: g[0])) + "</tr><tr>"
-            + "".join(f"<th>{_e(metric)}</th>" for _, metric in groups) + "</tr>")
-    out = _table(header, cells, head) + ('<p class="lead">SSR and PA in percent (SSR: identities whose trials all win; '
-                                         "PA: winning trials; PA-pub: PA as the paper's tables count it, one more trial per "
-                                         "identity, won when its mean margin is &gt; 0). MTG M-O / M-Opair are correlations. Untrained encoders "
-                                         "have random weights: a floor, not a baseline.</p>")
+    head = (
+        f'<tr><th rowspan="2">{_e(header[0])}</th>'
+        + "".join(
+            f'<th colspan="{len(list(g))}" class="group">{_e(name)}</th>'
+            for name, g in itertools.groupby(groups, key=lambda g: g[0])
+        )
+        + "</tr><tr>"
+        + "".join(f"<th>{_e(metric)}</th>" for _, metric in groups)
+        + "</tr>"
+    )
+    out = _table(header, cells, head) + (
+        '<p class="lead">SSR and PA in percent (SSR: identities whose trials all win; '
+        "PA: winning trials; PA-pub: PA as the paper's tables count it, one more trial per "
+        "identity, won when its mean margin is &gt; 0). MTG M-O / M-Opair are correlations. Untrained encoders "
+        "have random weights: a floor, not a baseline.</p>"
+    )
     keys = (("value", 4), ("balanced_accuracy", 1), ("true_positive_rate", 1), ("true_negative_rate", 1))
-    calibration = [[_e(name)] + [f"{getattr(r.calibration.threshold, k):.{d}f}" for k, d in keys]
-                   for name, r in results.encoders.items() if r.calibration is not None]
+    calibration = [
+        [_e(name)] + [f"{getattr(r.calibration.threshold, k):.{d}f}" for k, d in keys]
+        for name, r in results.encoders.items()
+        if r.calibration is not None
+    ]
     if calibration:
         out += "<h3>Same/different threshold calibrated on this split</h3>" + _table(
-            ["encoder", "threshold", "balanced accuracy %", "true pairs called same %", "distractors called different %"],
-            calibration)
+            [
+                "encoder",
+                "threshold",
+                "balanced accuracy %",
+                "true pairs called same %",
+                "distractors called different %",
+            ],
+            calibration,
+        )
     return out
 
 
@@ -214,18 +278,27 @@ def _read_sims(folder: Path, result: EncoderResult, bench: BenchInfo) -> dict:
 def _all_sources(tables: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """True-pair similarities (each pair once: sources share views), distractor similarities, margins."""
     pairs = {(i, k): v for t in tables.values() for i, row in zip(t["ids"], t["pair"]) for k, v in enumerate(row)}
-    finite = lambda a: a[np.isfinite(a)]  # noqa: E731
-    return (finite(np.array(list(pairs.values()), dtype=float)),
-            finite(np.concatenate([t["own"].ravel() for t in tables.values()])),
-            finite(np.concatenate([t["margins"].ravel() for t in tables.values()])))
+    finite = lambda a: a[np.isfinite(a)]
+    return (
+        finite(np.array(list(pairs.values()), dtype=float)),
+        finite(np.concatenate([t["own"].ravel() for t in tables.values()])),
+        finite(np.concatenate([t["margins"].ravel() for t in tables.values()])),
+    )
 
 
 def _similarity_panel(ax, item) -> None:
     name, (pos, neg, _) = item
     bins = _hist_bins(np.concatenate([pos, neg]))
     for values, colour, label in ((pos, COLOURS[0], "true pairs"), (neg, COLOURS[4], "distractors")):
-        ax.hist(values, bins, weights=np.full(len(values), 1 / max(len(values), 1)), histtype="step", lw=1.6,
-                color=colour, label=f"{label} (n={len(values)})")
+        ax.hist(
+            values,
+            bins,
+            weights=np.full(len(values), 1 / max(len(values), 1)),
+            histtype="step",
+            lw=1.6,
+            color=colour,
+            label=f"{label} (n={len(values)})",
+        )
     ax.set(title=name, xlabel="cosine similarity", ylabel="share")
     ax.legend(loc="upper left")
 
@@ -236,21 +309,37 @@ def _margin_panel(ax, item) -> None:
     ax.hist(m[m > 0], bins, color=COLOURS[2], label="win (margin > 0)")
     ax.hist(m[m <= 0], bins, color=COLOURS[4], label="loss (margin ≤ 0)")
     ax.axvline(0, color="#1f2328", lw=1, ls="--")
-    ax.set(title=f"{name}: {100 * np.mean(m > 0):.1f}% of {m.size} trials win", xlabel="directed margin", ylabel="trials")
+    ax.set(
+        title=f"{name}: {100 * np.mean(m > 0):.1f}% of {m.size} trials win", xlabel="directed margin", ylabel="trials"
+    )
     ax.legend(loc="best")
 
 
 def _mtg_panel(ax, item) -> None:
     name, s = item
     sims, (o1, o2) = s["mtg"]
-    ax.scatter(np.r_[o1, o2], np.r_[sims["mtg_sim_1_1p"], sims["mtg_sim_2_2p"]], s=12, color=COLOURS[0],
-               label="same background: s(1, 1′), s(2, 2′)")
-    ax.scatter(np.r_[o2, o1], np.r_[sims["mtg_sim_1_2p"], sims["mtg_sim_2_1p"]], s=12, color=COLOURS[1],
-               marker="^", label="other background: s(1, 2′), s(2, 1′)")
+    ax.scatter(
+        np.r_[o1, o2],
+        np.r_[sims["mtg_sim_1_1p"], sims["mtg_sim_2_2p"]],
+        s=12,
+        color=COLOURS[0],
+        label="same background: s(1, 1′), s(2, 2′)",
+    )
+    ax.scatter(
+        np.r_[o2, o1],
+        np.r_[sims["mtg_sim_1_2p"], sims["mtg_sim_2_1p"]],
+        s=12,
+        color=COLOURS[1],
+        marker="^",
+        label="other background: s(1, 2′), s(2, 1′)",
+    )
     score = s["mtg_score"]
     m_o, m_opair = (score.m_o, score.m_opair) if score is not None else (np.nan, np.nan)
-    ax.set(title=f"{name}: M-O {m_o:.3f}, M-Opair {m_opair:.3f}",
-           xlabel="oracle (share of the object untouched)", ylabel="similarity to the edited image")
+    ax.set(
+        title=f"{name}: M-O {m_o:.3f}, M-Opair {m_opair:.3f}",
+        xlabel="oracle (share of the object untouched)",
+        ylabel="similarity to the edited image",
+    )
     ax.legend(loc="best")
 
 
@@ -258,22 +347,42 @@ def _bench_plots(results: BenchResults, sims: dict) -> list[str]:
     out = [_note(f"{name}: {m}") for name, s in sims.items() for m in s["missing"]]
     have = [(name, _all_sources(s["tables"])) for name, s in sims.items() if s["tables"]]
     if have:
-        out.append(_plot(have, _similarity_panel, "<b>Similarity distributions</b>, all sources pooled: true pairs (two "
-                         "views of one object, different backgrounds) against matched-context distractors (a view "
-                         "against a similar object inpainted into that view's own background). A good encoder puts "
-                         "true pairs to the right; a context-dominated encoder puts distractors to the right of true "
-                         "pairs.", "similarity histograms"))
-        out.append(_plot(have, _margin_panel, "<b>Directed margins</b> s(p<sub>a</sub>, p<sub>b</sub>) − s(p<sub>a</sub>,"
-                         " n<sub>a</sub>), every trial of every source. Everything right of the dashed 0 line is a win "
-                         "(a tie loses); mass far to the left means the background, not the object, drives the score.",
-                         "margin histograms"))
+        out.append(
+            _plot(
+                have,
+                _similarity_panel,
+                "<b>Similarity distributions</b>, all sources pooled: true pairs (two "
+                "views of one object, different backgrounds) against matched-context distractors (a view "
+                "against a similar object inpainted into that view's own background). A good encoder puts "
+                "true pairs to the right; a context-dominated encoder puts distractors to the right of true "
+                "pairs.",
+                "similarity histograms",
+            )
+        )
+        out.append(
+            _plot(
+                have,
+                _margin_panel,
+                "<b>Directed margins</b> s(p<sub>a</sub>, p<sub>b</sub>) − s(p<sub>a</sub>,"
+                " n<sub>a</sub>), every trial of every source. Everything right of the dashed 0 line is a win "
+                "(a tie loses); mass far to the left means the background, not the object, drives the score.",
+                "margin histograms",
+            )
+        )
     out.append(_source_bars(results))
     mtg = [(name, s) for name, s in sims.items() if s["mtg"] is not None]
     if mtg:
-        out.append(_plot(mtg, _mtg_panel, "<b>Mind-the-Glitch</b>: every edited image against its oracle (share of "
-                         "the object the part edit left untouched). Similarity should rise with the oracle: a small edit "
-                         "should cost little, a large one a lot. M-O is the Fisher-z mean of these four correlations, "
-                         "M-Opair of the two same-background ones.", "MTG similarity against oracle"))
+        out.append(
+            _plot(
+                mtg,
+                _mtg_panel,
+                "<b>Mind-the-Glitch</b>: every edited image against its oracle (share of "
+                "the object the part edit left untouched). Similarity should rise with the oracle: a small edit "
+                "should cost little, a large one a lot. M-O is the Fisher-z mean of these four correlations, "
+                "M-Opair of the two same-background ones.",
+                "MTG similarity against oracle",
+            )
+        )
     return out
 
 
@@ -285,24 +394,38 @@ def _source_bars(results: BenchResults) -> str:
         for e, name in enumerate(names):
             per = results.encoders[name].nearid.per_source
             x = np.arange(len(sources)) + (e - (len(names) - 1) / 2) * width
-            bars = ax.bar(x, [getattr(per[s], metric) if s in per else np.nan for s in sources], width,
-                          color=COLOURS[e % len(COLOURS)], label=name)
+            bars = ax.bar(
+                x,
+                [getattr(per[s], metric) if s in per else np.nan for s in sources],
+                width,
+                color=COLOURS[e % len(COLOURS)],
+                label=name,
+            )
             if len(sources) * len(names) <= 28:
                 ax.bar_label(bars, fmt="%.0f", fontsize=6.5, padding=1)
         ax.set(title=f"{metric.upper()} per source", ylabel=f"{metric.upper()} %", ylim=(0, 108))
         ax.set_xticks(np.arange(len(sources)), sources, rotation=30 if len(sources) > 5 else 0)
         ax.legend(loc="upper right", fontsize=7)
 
-    return _plot(["ssr", "pa"], draw, "<b>Per source</b>: SSR (every trial of an identity wins) and PA (share of "
-                 "winning trials), one bar per encoder. A source where every encoder is low is a hard kind of "
-                 "distractor; one encoder lower everywhere is fooled by context.", "SSR and PA per source", max_cols=2)
+    return _plot(
+        ["ssr", "pa"],
+        draw,
+        "<b>Per source</b>: SSR (every trial of an identity wins) and PA (share of "
+        "winning trials), one bar per encoder. A source where every encoder is low is a hard kind of "
+        "distractor; one encoder lower everywhere is fooled by context.",
+        "SSR and PA per source",
+        max_cols=2,
+    )
 
 
 def _worst(tables: dict, n: int = GALLERY) -> list[dict]:
     """The ``n`` identities with the most negative directed margins over all sources, each by its worst
     trial: the same object failing on every source would otherwise fill the whole gallery."""
-    trials = sorted((float(t["margins"].flat[j]), source, j) for source, t in tables.items()
-                    for j in np.flatnonzero(np.isfinite(t["margins"])))
+    trials = sorted(
+        (float(t["margins"].flat[j]), source, j)
+        for source, t in tables.items()
+        for j in np.flatnonzero(np.isfinite(t["margins"]))
+    )
     found, seen = [], set()
     for margin, source, j in trials:
         t = tables[source]
@@ -311,8 +434,17 @@ def _worst(tables: dict, n: int = GALLERY) -> list[dict]:
             continue
         seen.add(t["ids"][i])
         anchor, positive = VIEW_PAIRS[k] if d == 0 else VIEW_PAIRS[k][::-1]
-        found.append({"margin": margin, "source": source, "id": t["ids"][i], "anchor": anchor, "positive": positive,
-                      "s_pos": float(t["pair"][i, k]), "s_neg": float(t["own"][i, anchor])})
+        found.append(
+            {
+                "margin": margin,
+                "source": source,
+                "id": t["ids"][i],
+                "anchor": anchor,
+                "positive": positive,
+                "s_pos": float(t["pair"][i, k]),
+                "s_neg": float(t["own"][i, anchor]),
+            }
+        )
         if len(found) == n:
             break
     return found
@@ -323,65 +455,130 @@ def _open_identities(bench: BenchInfo) -> tuple[dict | None, str | None]:
     from .data import load_nearid
 
     try:
-        data = load_nearid(bench.data, bench.sources, split=bench.split, split_file=bench.split_file,
-                           masks=bench.condition == "foreground")
+        data = load_nearid(
+            bench.data,
+            bench.sources,
+            split=bench.split,
+            split_file=bench.split_file,
+            masks=bench.condition == "foreground",
+        )
         return {str(identity.id): identity for identity in data}, None
-    except Exception as exc:  # noqa: BLE001 - a moved dataset costs the gallery, never the report
+    except Exception as exc:
         return None, f"{type(exc).__name__}: {exc}".splitlines()[0]
 
 
 def _failures_section(bench: BenchInfo, sims: dict) -> str:
     worst = {name: _worst(s["tables"]) for name, s in sims.items() if s["tables"]}
     identities, why = _open_identities(bench) if any(worst.values()) else ({}, None)
-    parts = ['<p class="lead">Per encoder, the identities with the most negative directed margins over all sources, '
-             "each by its worst trial: the anchor view, the other view of the same object (it should be closer), and "
-             "the distractor in the anchor's own background that beat it.</p>"]
+    parts = [
+        '<p class="lead">Per encoder, the identities with the most negative directed margins over all sources, '
+        "each by its worst trial: the anchor view, the other view of the same object (it should be closer), and "
+        "the distractor in the anchor's own background that beat it.</p>"
+    ]
     if identities is None:
-        parts.append(_note(f"Gallery unavailable: the benchmark data at {bench.data} cannot be opened any more "
-                           f"({why}). The numbers below come from the similarity tables."))
+        parts.append(
+            _note(
+                f"Gallery unavailable: the benchmark data at {bench.data} cannot be opened any more "
+                f"({why}). The numbers below come from the similarity tables."
+            )
+        )
     for name, failures in worst.items():
         parts.append(f"<h3>{_e(name)}</h3>")
         if identities is None:
-            parts.append(_table(["identity", "source", "anchor → positive", "s(anchor, positive)", "s(anchor, distractor)",
-                                 "margin"], [[_e(f["id"]), _e(f["source"]), f"view {f['anchor']} → view {f['positive']}",
-                                              f"{f['s_pos']:.4f}", f"{f['s_neg']:.4f}", f"{f['margin']:.4f}"] for f in failures]))
+            parts.append(
+                _table(
+                    [
+                        "identity",
+                        "source",
+                        "anchor → positive",
+                        "s(anchor, positive)",
+                        "s(anchor, distractor)",
+                        "margin",
+                    ],
+                    [
+                        [
+                            _e(f["id"]),
+                            _e(f["source"]),
+                            f"view {f['anchor']} → view {f['positive']}",
+                            f"{f['s_pos']:.4f}",
+                            f"{f['s_neg']:.4f}",
+                            f"{f['margin']:.4f}",
+                        ]
+                        for f in failures
+                    ],
+                )
+            )
         else:
-            parts.append('<div class="gallery">' + "".join(_failure_card(f, identities.get(f["id"])) for f in failures)
-                         + "</div>")
+            parts.append(
+                '<div class="gallery">'
+                + "".join(_failure_card(f, identities.get(f["id"])) for f in failures)
+                + "</div>"
+            )
     return "\n".join(parts)
 
 
 def _failure_card(f: dict, identity) -> str:
     views = identity.views if identity is not None else ()
-    image = lambda slot: views[slot].image if slot < len(views) and views[slot] is not None else None  # noqa: E731
+    image = lambda slot: views[slot].image if slot < len(views) and views[slot] is not None else None
     distractor = identity.distractor(f["source"], f["anchor"]) if identity is not None else None
-    caption = (f"<b>identity {_e(f['id'])}</b> · {_e(f['source'])} · margin <span class=\"neg\">{f['margin']:.4f}</span>"
-               f"<br>s(anchor, positive) {f['s_pos']:.4f} · s(anchor, distractor) {f['s_neg']:.4f}")
-    return _card([(f"anchor · view {f['anchor']}", image(f["anchor"])), (f"positive · view {f['positive']}",
-                  image(f["positive"])), (f"distractor · {f['source']}", distractor)], caption, f["margin"])
+    caption = (
+        f'<b>identity {_e(f["id"])}</b> · {_e(f["source"])} · margin <span class="neg">{f["margin"]:.4f}</span>'
+        f"<br>s(anchor, positive) {f['s_pos']:.4f} · s(anchor, distractor) {f['s_neg']:.4f}"
+    )
+    return _card(
+        [
+            (f"anchor · view {f['anchor']}", image(f["anchor"])),
+            (f"positive · view {f['positive']}", image(f["positive"])),
+            (f"distractor · {f['source']}", distractor),
+        ],
+        caption,
+        f["margin"],
+    )
 
 
 # ------------------------------------------------------------------------------------ score page
 def _score_page(summary: ScoreSummary, path: Path) -> tuple[str, str]:
     sim, threshold, decisions = summary.similarity, summary.threshold, summary.decisions
     errors = f"{summary.errors}" + (f" (see {summary.errors_file})" if summary.errors_file else "")
-    parts = ["<h1>Score report</h1>", _facts([
-        ("model", summary.model), ("pairing", summary.pairing), ("pairs scored", summary.n_pairs),
-        ("threshold", threshold and f"{threshold['value']:.4f} ({threshold.get('source', '')})"),
-        ("decisions", decisions and f"{decisions.get('same', 0)} same, {decisions.get('different', 0)} different"),
-        ("errors", errors), ("summary", path.name)])]
+    parts = [
+        "<h1>Score report</h1>",
+        _facts(
+            [
+                ("model", summary.model),
+                ("pairing", summary.pairing),
+                ("pairs scored", summary.n_pairs),
+                ("threshold", threshold and f"{threshold['value']:.4f} ({threshold.get('source', '')})"),
+                (
+                    "decisions",
+                    decisions and f"{decisions.get('same', 0)} same, {decisions.get('different', 0)} different",
+                ),
+                ("errors", errors),
+                ("summary", path.name),
+            ]
+        ),
+    ]
     parts.append("<h2>Similarity</h2>")
-    parts.append(_table(["", "mean", "median", "std", "min", "max"],
-                        [["all pairs"] + [f"{sim[k]:.4f}" for k in ("mean", "median", "std", "min", "max")]])
-                 if sim else _note("No pair could be scored."))
+    parts.append(
+        _table(
+            ["", "mean", "median", "std", "min", "max"],
+            [["all pairs"] + [f"{sim[k]:.4f}" for k in ("mean", "median", "std", "min", "max")]],
+        )
+        if sim
+        else _note("No pair could be scored.")
+    )
     pairs, why = _read_pairs(path.parent / summary.pairs_file) if summary.pairs_file else (None, "no pairs file")
     if pairs:
         parts.append(_score_histogram(pairs, threshold))
     subjects = sorted((summary.per_subject or {}).items(), key=lambda item: item[1].get("mean", 0))
     if subjects:
-        parts += ["<h2>Per subject</h2>", '<p class="lead">Lowest mean first.</p>', _table(
-            ["subject", "pairs", "mean", "median"],
-            [[_e(s), _e(v.get("n", "")), f"{v['mean']:.4f}", f"{v['median']:.4f}"] for s, v in subjects])]
+        parts += [
+            "<h2>Per subject</h2>",
+            '<p class="lead">Lowest mean first.</p>',
+            _table(
+                ["subject", "pairs", "mean", "median"],
+                [[_e(s), _e(v.get("n", "")), f"{v['mean']:.4f}", f"{v['median']:.4f}"] for s, v in subjects],
+            ),
+        ]
     parts.append("<h2>Lowest-scoring pairs</h2>")
     if pairs is None:
         parts.append(_note(f"Gallery unavailable: {why}."))
@@ -416,12 +613,17 @@ def _score_histogram(pairs: list[dict], threshold: dict | None) -> str:
     def draw(ax, _):
         ax.hist(values, _hist_bins(values, n=min(40, max(5, len(values) // 2))), color=COLOURS[0])
         if threshold:
-            ax.axvline(threshold["value"], color=COLOURS[4], ls="--", lw=1.2, label=f"threshold {threshold['value']:.3f}")
+            ax.axvline(
+                threshold["value"], color=COLOURS[4], ls="--", lw=1.2, label=f"threshold {threshold['value']:.3f}"
+            )
             ax.legend(loc="best")
         ax.set(xlabel="cosine similarity", ylabel="pairs", title=f"{len(values)} pairs")
 
-    caption = ("<b>Similarity of every pair.</b> " + ("Pairs left of the dashed threshold are called a different "
-               "object. " if threshold else "") + "A long left tail means some generations lost the subject's identity.")
+    caption = (
+        "<b>Similarity of every pair.</b> "
+        + ("Pairs left of the dashed threshold are called a different object. " if threshold else "")
+        + "A long left tail means some generations lost the subject's identity."
+    )
     return _plot([None], draw, caption, "similarity histogram", height=2.6)
 
 

@@ -61,26 +61,46 @@ class BenchInfo:
         return self.split_file or str(self.split)
 
     #: What makes two runs the same benchmark, so their encoders may share one results.json.
-    SAME_BENCHMARK: ClassVar[tuple[str, ...]] = ("data", "split", "split_file", "sources", "condition", "identities",
-                                                  "mtg", "mtg_split", "mtg_samples")
+    SAME_BENCHMARK: ClassVar[tuple[str, ...]] = (
+        "data",
+        "split",
+        "split_file",
+        "sources",
+        "condition",
+        "identities",
+        "mtg",
+        "mtg_split",
+        "mtg_samples",
+    )
 
     def differences(self, other: BenchInfo) -> list[str]:
         """``field: mine -> other's`` for each field of :data:`SAME_BENCHMARK` that differs."""
-        return [f"{name}: {getattr(self, name)!r} -> {getattr(other, name)!r}" for name in self.SAME_BENCHMARK
-                if getattr(self, name) != getattr(other, name)]
+        return [
+            f"{name}: {getattr(self, name)!r} -> {getattr(other, name)!r}"
+            for name in self.SAME_BENCHMARK
+            if getattr(self, name) != getattr(other, name)
+        ]
 
     def to_dict(self) -> dict:
         return dict(self.__dict__)
 
     @classmethod
     def from_dict(cls, values: dict) -> BenchInfo:
-        return cls(data=str(values["data"]), sources=[str(s) for s in values["sources"]],
-                   condition=str(values["condition"]), identities=int(values["identities"]),
-                   split=values.get("split"), split_file=values.get("split_file"),
-                   load_report=str(values.get("load_report", "")), mtg=values.get("mtg"),
-                   mtg_split=values.get("mtg_split"), mtg_samples=int(values.get("mtg_samples", 0)),
-                   mask_cleaning=values.get("mask_cleaning"), mask_dilate=int(values.get("mask_dilate", 0)),
-                   views_without_mask=int(values.get("views_without_mask", 0)))
+        return cls(
+            data=str(values["data"]),
+            sources=[str(s) for s in values["sources"]],
+            condition=str(values["condition"]),
+            identities=int(values["identities"]),
+            split=values.get("split"),
+            split_file=values.get("split_file"),
+            load_report=str(values.get("load_report", "")),
+            mtg=values.get("mtg"),
+            mtg_split=values.get("mtg_split"),
+            mtg_samples=int(values.get("mtg_samples", 0)),
+            mask_cleaning=values.get("mask_cleaning"),
+            mask_dilate=int(values.get("mask_dilate", 0)),
+            views_without_mask=int(values.get("views_without_mask", 0)),
+        )
 
 
 @dataclass
@@ -106,13 +126,17 @@ class NearIDResult:
     groups: dict[str, SourceGroup]
 
     def to_dict(self) -> dict:
-        return {"per_source": {s: score.as_dict() for s, score in self.per_source.items()},
-                "groups": {name: group.to_dict() for name, group in self.groups.items()}}
+        return {
+            "per_source": {s: score.as_dict() for s, score in self.per_source.items()},
+            "groups": {name: group.to_dict() for name, group in self.groups.items()},
+        }
 
     @classmethod
     def from_dict(cls, values: dict) -> NearIDResult:
-        return cls(per_source={str(s): DiscriminationScore.from_dict(v) for s, v in values["per_source"].items()},
-                   groups={str(g): SourceGroup.from_dict(v) for g, v in values["groups"].items()})
+        return cls(
+            per_source={str(s): DiscriminationScore.from_dict(v) for s, v in values["per_source"].items()},
+            groups={str(g): SourceGroup.from_dict(v) for g, v in values["groups"].items()},
+        )
 
 
 @dataclass
@@ -132,10 +156,14 @@ class Calibration:
 
     @classmethod
     def from_dict(cls, values: dict) -> Calibration:
-        threshold = Threshold(value=float(values["value"]), balanced_accuracy=float(values["balanced_accuracy"]),
-                              true_positive_rate=float(values["true_positive_rate"]),
-                              true_negative_rate=float(values["true_negative_rate"]),
-                              n_positive=int(values["n_positive"]), n_negative=int(values["n_negative"]))
+        threshold = Threshold(
+            value=float(values["value"]),
+            balanced_accuracy=float(values["balanced_accuracy"]),
+            true_positive_rate=float(values["true_positive_rate"]),
+            true_negative_rate=float(values["true_negative_rate"]),
+            n_positive=int(values["n_positive"]),
+            n_negative=int(values["n_negative"]),
+        )
         return cls(threshold, split=values.get("split"), split_file=values.get("split_file"))
 
 
@@ -156,10 +184,16 @@ class EncoderResult:
     mtg: MTGScore | None = None
 
     def to_dict(self) -> dict:
-        out = {"spec": self.spec, "fingerprint": self.fingerprint, "untrained": self.untrained, "unique_images": self.unique_images,
-               "embeddings_computed": self.embeddings_computed, "sims_folder": self.sims_folder,
-               "nearid": self.nearid.to_dict(),
-               "calibration": self.calibration.to_dict() if self.calibration is not None else None}
+        out = {
+            "spec": self.spec,
+            "fingerprint": self.fingerprint,
+            "untrained": self.untrained,
+            "unique_images": self.unique_images,
+            "embeddings_computed": self.embeddings_computed,
+            "sims_folder": self.sims_folder,
+            "nearid": self.nearid.to_dict(),
+            "calibration": self.calibration.to_dict() if self.calibration is not None else None,
+        }
         if self.mtg is not None:
             out["mtg"] = self.mtg.as_dict()
         return out
@@ -168,13 +202,17 @@ class EncoderResult:
     def from_dict(cls, values: dict) -> EncoderResult:
         calibration, mtg = values.get("calibration"), values.get("mtg")
         fingerprint = values.get("fingerprint")
-        return cls(spec=str(values["spec"]), nearid=NearIDResult.from_dict(values["nearid"]),
-                   fingerprint=str(fingerprint) if fingerprint is not None else None,
-                   untrained=bool(values.get("untrained", False)), unique_images=int(values.get("unique_images", 0)),
-                   embeddings_computed=int(values.get("embeddings_computed", 0)),
-                   sims_folder=str(values.get("sims_folder", "")),
-                   calibration=Calibration.from_dict(calibration) if calibration is not None else None,
-                   mtg=MTGScore.from_dict(mtg) if mtg is not None else None)
+        return cls(
+            spec=str(values["spec"]),
+            nearid=NearIDResult.from_dict(values["nearid"]),
+            fingerprint=str(fingerprint) if fingerprint is not None else None,
+            untrained=bool(values.get("untrained", False)),
+            unique_images=int(values.get("unique_images", 0)),
+            embeddings_computed=int(values.get("embeddings_computed", 0)),
+            sims_folder=str(values.get("sims_folder", "")),
+            calibration=Calibration.from_dict(calibration) if calibration is not None else None,
+            mtg=MTGScore.from_dict(mtg) if mtg is not None else None,
+        )
 
 
 class _Document:
@@ -208,16 +246,19 @@ class BenchResults(_Document):
     log: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict:
-        return {"benchmark": self.benchmark.to_dict(),
-                "encoders": {name: result.to_dict() for name, result in self.encoders.items()},
-                "log": list(self.log)}
+        return {
+            "benchmark": self.benchmark.to_dict(),
+            "encoders": {name: result.to_dict() for name, result in self.encoders.items()},
+            "log": list(self.log),
+        }
 
     @classmethod
     def from_dict(cls, values: dict) -> BenchResults:
-        return cls(benchmark=BenchInfo.from_dict(values["benchmark"]),
-                   encoders={str(n): EncoderResult.from_dict(r) for n, r in values["encoders"].items()},
-                   log=[str(line) for line in values.get("log", [])])
-
+        return cls(
+            benchmark=BenchInfo.from_dict(values["benchmark"]),
+            encoders={str(n): EncoderResult.from_dict(r) for n, r in values["encoders"].items()},
+            log=[str(line) for line in values.get("log", [])],
+        )
 
     def merged(self, run: BenchResults) -> BenchResults:
         """These results with ``run``'s encoders added or replaced (same benchmark; see :func:`merge_bench_results`)."""
@@ -244,8 +285,9 @@ def check_mergeable(path: str | os.PathLike, benchmark: BenchInfo) -> BenchResul
         raise ResultsError(f"{exc}; or use another --out (this run's results would be merged into it)") from None
     differences = existing.benchmark.differences(benchmark)
     if differences:
-        raise BenchMismatchError(f"{path}: holds results of another benchmark ({'; '.join(differences)}); "
-                                 "use another --out for this one")
+        raise BenchMismatchError(
+            f"{path}: holds results of another benchmark ({'; '.join(differences)}); use another --out for this one"
+        )
     return existing
 
 
@@ -261,8 +303,10 @@ def results_lock(folder: str | os.PathLike, timeout: float = 600):
         with FileLock(folder / ".results.lock", timeout=timeout):
             yield
     except Timeout:
-        raise ResultsError(f"{folder}: another nearid bench has held the results lock for {timeout:.0f} s; "
-                           f"wait for it, or delete {folder / '.results.lock'} if no run is writing there") from None
+        raise ResultsError(
+            f"{folder}: another nearid bench has held the results lock for {timeout:.0f} s; "
+            f"wait for it, or delete {folder / '.results.lock'} if no run is writing there"
+        ) from None
 
 
 def merge_bench_results(path: str | os.PathLike, run: BenchResults) -> BenchResults:
@@ -372,8 +416,10 @@ def _parse(text: str, path: Path, kinds: tuple[type, ...]):
         raise ResultsError(f"{path}: not a nearid results file; {_expected(kinds)}")
     version = values.get("schema_version", 1)
     if version != SCHEMA_VERSION:
-        raise ResultsError(f"{path}: {kind} results of schema version {version}, this nearid reads version "
-                           f"{SCHEMA_VERSION}; re-make the file with this nearid (`nearid {kind}`)")
+        raise ResultsError(
+            f"{path}: {kind} results of schema version {version}, this nearid reads version "
+            f"{SCHEMA_VERSION}; re-make the file with this nearid (`nearid {kind}`)"
+        )
     cls = by_kind[kind]
     if cls not in kinds:
         raise ResultsError(f"{path}: holds {kind} results; {_expected(kinds)}")
@@ -381,12 +427,17 @@ def _parse(text: str, path: Path, kinds: tuple[type, ...]):
         return cls.from_dict({k: v for k, v in values.items() if k not in ("kind", "schema_version")})
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         what = f"missing field {exc}" if isinstance(exc, KeyError) else _line(exc)
-        raise ResultsError(f"{path}: malformed {kind} results ({what}); re-make the file with `nearid {kind}`") from None
+        raise ResultsError(
+            f"{path}: malformed {kind} results ({what}); re-make the file with `nearid {kind}`"
+        ) from None
 
 
 def _expected(kinds: tuple[type, ...]) -> str:
-    names = {BenchResults: "a `nearid bench` results.json", ScoreSummary: "a `nearid score` summary",
-             DemoSummary: "a `make demo` results.json"}
+    names = {
+        BenchResults: "a `nearid bench` results.json",
+        ScoreSummary: "a `nearid score` summary",
+        DemoSummary: "a `make demo` results.json",
+    }
     return "expected " + " or ".join(names[k] for k in kinds)
 
 

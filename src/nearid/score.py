@@ -104,7 +104,9 @@ def _match(refs: Path, gens: Path, rule: str) -> PairPlan:
         if s in ref_images
     ]
     unmatched = [(str(gen_images[s]), "no reference with this name") for s in sorted(set(gen_images) - set(ref_images))]
-    unmatched += [(str(ref_images[s]), "no generated image with this name") for s in sorted(set(ref_images) - set(gen_images))]
+    unmatched += [
+        (str(ref_images[s]), "no generated image with this name") for s in sorted(set(ref_images) - set(gen_images))
+    ]
     return PairPlan(rule, pairs, unmatched, {"refs": refs, "gens": gens})
 
 
@@ -129,12 +131,14 @@ def _csv(path: Path) -> PairPlan:
         with open(path, newline="", encoding="utf-8-sig") as handle:
             reader = csv.DictReader(handle)
             if not reader.fieldnames or not {"reference", "generated"} <= set(reader.fieldnames):
-                raise PairingError(f"{path}: a pairs CSV needs the columns reference,generated (and optionally subject)")
+                raise PairingError(
+                    f"{path}: a pairs CSV needs the columns reference,generated (and optionally subject)"
+                )
             rows = list(reader)
     except UnicodeDecodeError as exc:
         raise PairingError(
             f"{path}: not UTF-8 text (byte 0x{exc.object[exc.start]:02x}, e.g. Latin-1 or Windows-1252); "
-            "save it as UTF-8 (in Excel: \"CSV UTF-8\")"
+            'save it as UTF-8 (in Excel: "CSV UTF-8")'
         ) from None
     if not rows:
         raise PairingError(f"{path}: no pairs listed")
@@ -143,7 +147,9 @@ def _csv(path: Path) -> PairPlan:
     for line, row in enumerate(rows, start=2):
         empty = [name for name in ("reference", "generated") if not (row.get(name) or "").strip()]
         if empty:
-            unmatched.append((f"{path}:{line}", f"line {line} has no '{empty[0]}' field; give both columns on every row"))
+            unmatched.append(
+                (f"{path}:{line}", f"line {line} has no '{empty[0]}' field; give both columns on every row")
+            )
             continue
         reference, generated = (base / row["reference"].strip(), base / row["generated"].strip())
         missing = [p for p in (reference, generated) if not p.is_file()]
@@ -161,14 +167,19 @@ def plan_pairs(refs: str | os.PathLike, gens: str | os.PathLike | None = None, p
     if not refs.exists():
         raise PairingError(f"{refs}: no such file or folder")
     if refs.is_file() and refs.suffix.lower() in IMAGE_SUFFIXES:
-        raise PairingError(f"{refs}: is an image; --refs takes a folder of references, a pairs CSV or a DreamBench++ folder")
+        raise PairingError(
+            f"{refs}: is an image; --refs takes a folder of references, a pairs CSV or a DreamBench++ folder"
+        )
     if gens is not None and not gens.is_dir():
         raise PairingError(f"{gens}: no such folder")
     if gens is not None and refs.is_file():
-        raise PairingError(f"--gens {gens} cannot go with a pairs CSV ({refs}), which names the generated images itself; "
-                           "drop --gens")
+        raise PairingError(
+            f"--gens {gens} cannot go with a pairs CSV ({refs}), which names the generated images itself; drop --gens"
+        )
     if pairing == "csv" and not refs.is_file():
-        raise PairingError(f"--pairing csv needs a pairs CSV file, but {refs} is a folder; give the CSV or another --pairing")
+        raise PairingError(
+            f"--pairing csv needs a pairs CSV file, but {refs} is a folder; give the CSV or another --pairing"
+        )
     if pairing in ("paths", "subjects", "dreambench") and not refs.is_dir():
         raise PairingError(f"--pairing {pairing} needs --refs to be a folder, but {refs} is a file")
     how = "given"
@@ -194,9 +205,11 @@ def _choose(refs: Path, gens: Path | None) -> tuple[str, str]:
     if not _same_relative_files(refs, gens):
         return "subjects", "chosen automatically: subject folders whose file names differ"
     by_path, by_subject = len(_plan(refs, gens, "paths").pairs), len(_plan(refs, gens, "subjects").pairs)
-    raise PairingError(f"{refs} and {gens} hold subject folders with files of the same names, which fits two rules: "
-                       f"--pairing paths ({by_path} pairs, same name against same name) or --pairing subjects "
-                       f"({by_subject} pairs, every generated image against every reference of its subject); pass one")
+    raise PairingError(
+        f"{refs} and {gens} hold subject folders with files of the same names, which fits two rules: "
+        f"--pairing paths ({by_path} pairs, same name against same name) or --pairing subjects "
+        f"({by_subject} pairs, every generated image against every reference of its subject); pass one"
+    )
 
 
 def _plan(refs: Path, gens: Path | None, pairing: str) -> PairPlan:
@@ -221,8 +234,9 @@ def _same_relative_files(refs: Path, gens: Path) -> bool:
         return False
 
 
-def check_options(*, threshold: str | None = None, calibration: str | os.PathLike | None = None,
-                  batch_size: int = 32) -> None:
+def check_options(
+    *, threshold: str | None = None, calibration: str | os.PathLike | None = None, batch_size: int = 32
+) -> None:
     """The score options that mean nothing, refused before anything is read or loaded."""
     if batch_size < 1:
         raise NearIDError(f"--batch-size {batch_size}: give a batch size of at least 1")
@@ -232,9 +246,13 @@ def check_options(*, threshold: str | None = None, calibration: str | os.PathLik
         except ValueError:
             raise NearIDError(f"--threshold {threshold}: give a number or 'calibrated'") from None
         if not np.isfinite(value):
-            raise NearIDError(f"--threshold {threshold}: not a finite number; give a number such as 0.5, or 'calibrated'")
+            raise NearIDError(
+                f"--threshold {threshold}: not a finite number; give a number such as 0.5, or 'calibrated'"
+            )
     if calibration is not None and threshold != "calibrated":
-        raise NearIDError(f"--calibration {calibration} is only read with --threshold calibrated; add it or drop --calibration")
+        raise NearIDError(
+            f"--calibration {calibration} is only read with --threshold calibrated; add it or drop --calibration"
+        )
 
 
 def output_format(out: str | os.PathLike, fmt: str | None = None) -> str:
@@ -243,8 +261,10 @@ def output_format(out: str | os.PathLike, fmt: str | None = None) -> str:
     inferred = OUTPUT_FORMATS.get(suffix)
     if fmt is None:
         if inferred is None:
-            raise NearIDError(f"{out}: cannot tell the output format from '{suffix or '(no extension)'}'; "
-                              "name the file .csv or .jsonl (or pass --format)")
+            raise NearIDError(
+                f"{out}: cannot tell the output format from '{suffix or '(no extension)'}'; "
+                "name the file .csv or .jsonl (or pass --format)"
+            )
         return inferred
     if inferred is not None and inferred != fmt:
         raise NearIDError(f"--format {fmt} contradicts the extension of {out}; name the file .{fmt} or drop --format")
@@ -285,8 +305,10 @@ def _attach_masks(plan: PairPlan, masks: Path) -> None:
         raise PairingError(f"--masks {masks}: no such folder; give the folder holding refs/ and gens/ masks")
     sides = [side for side in ("refs", "gens") if (masks / side).is_dir()]
     if not sides:
-        raise PairingError(f"--masks {masks}: holds no refs/ or gens/ folder; masks go to "
-                           f"{masks}/refs/<relative path> and {masks}/gens/<relative path>")
+        raise PairingError(
+            f"--masks {masks}: holds no refs/ or gens/ folder; masks go to "
+            f"{masks}/refs/<relative path> and {masks}/gens/<relative path>"
+        )
     plan.masks = masks
     missing: dict[str, str] = {}
     for pair in plan.pairs:
@@ -333,13 +355,15 @@ def prepare(plan: PairPlan, masks: str | os.PathLike | None = None) -> PairPlan:
     to ``plan.unmatched`` (so all of them can be listed at once). Idempotent."""
     if plan.prepared:
         if masks and (plan.masks is None or Path(masks) != plan.masks):
-            raise NearIDError(f"masks {masks}: the plan was prepared with masks {plan.masks}; prepare it once, with the masks")
+            raise NearIDError(
+                f"masks {masks}: the plan was prepared with masks {plan.masks}; prepare it once, with the masks"
+            )
         return plan
     if masks:
         _attach_masks(plan, Path(masks))
     bad = {path for path, _ in plan.unmatched}
     files = {p: None for pair in plan.pairs for p in (pair.reference, pair.generated)}
-    files.update({m: None for m in plan.mask_of.values()})
+    files.update(dict.fromkeys(plan.mask_of.values()))
     for path in files:
         if str(path) not in bad and (why := _header_problem(path)) is not None:
             plan.unmatched.append((str(path), why))
@@ -357,10 +381,14 @@ def check_plan(plan: PairPlan, skip_errors: bool = False) -> None:
         if len(problems) == 1:
             path, why = problems[0]
             raise PairingError(f"{path}: {why}; fix the inputs or pass --skip-errors")
-        raise PairingError(f"{len(problems)} bad inputs: {listed}{more}; fix them or pass --skip-errors to score the rest")
+        raise PairingError(
+            f"{len(problems)} bad inputs: {listed}{more}; fix them or pass --skip-errors to score the rest"
+        )
     if not any(_usable(pair, plan) for pair in plan.pairs):
-        raise PairingError("no pairs to score" + (f": every pair has a bad input ({len(problems)}: {listed}{more})"
-                                                  if plan.pairs else ""))
+        raise PairingError(
+            "no pairs to score"
+            + (f": every pair has a bad input ({len(problems)}: {listed}{more})" if plan.pairs else "")
+        )
 
 
 def _usable(pair: Pair, plan: PairPlan) -> bool:
@@ -370,6 +398,7 @@ def _usable(pair: Pair, plan: PairPlan) -> bool:
 
 def same_files(plan: PairPlan) -> int:
     """Pairs whose reference and generated image are the same file: a mistake in --refs / --gens."""
+
     def same(a: Path, b: Path) -> bool:
         try:
             return os.path.samefile(a, b)
@@ -391,9 +420,17 @@ class ScoreResult:
     mask_dilate: int = 0
 
 
-def score_pairs(encoder, plan: PairPlan, *, masks: str | os.PathLike | None = None, batch_size: int = 32,
-                skip_errors: bool = False, progress: bool | None = None, mask_cleaning: str = "authors",
-                mask_dilate: int = 0) -> ScoreResult:
+def score_pairs(
+    encoder,
+    plan: PairPlan,
+    *,
+    masks: str | os.PathLike | None = None,
+    batch_size: int = 32,
+    skip_errors: bool = False,
+    progress: bool | None = None,
+    mask_cleaning: str = "authors",
+    mask_dilate: int = 0,
+) -> ScoreResult:
     """Cosine similarity of every planned pair; each unique (image, mask) is embedded once. Masks are
     cleaned as the authors clean them (``mask_cleaning="authors"``, spec 12.2) unless ``"none"``.
 
@@ -423,8 +460,9 @@ def score_pairs(encoder, plan: PairPlan, *, masks: str | os.PathLike | None = No
         index.append(tuple(rows))
     failures_by_index: dict[int, str] | None = {} if skip_errors else None
     cut_with = [evaluation_mask(mask, mask_cleaning, mask_dilate) for _, mask in keys]  # cleaned: its own key
-    vectors = embed(encoder, [k[0] for k in keys], cut_with, batch_size=batch_size,
-                    progress=progress, failures=failures_by_index)
+    vectors = embed(
+        encoder, [k[0] for k in keys], cut_with, batch_size=batch_size, progress=progress, failures=failures_by_index
+    )
     similarities = np.full(len(plan.pairs), np.nan)
     for i, rows in enumerate(index):
         if rows is not None:
@@ -432,15 +470,32 @@ def score_pairs(encoder, plan: PairPlan, *, masks: str | os.PathLike | None = No
     failures = {str(path): why for path, why in plan.unmatched}
     failures.update({str(keys[i][0]): message for i, message in (failures_by_index or {}).items()})
     masked = len({k for k in keys if k[1] is not None})
-    return ScoreResult(plan, encoder.name, similarities, failures, len(keys), masked,
-                       mask_cleaning=mask_cleaning if masked else None, mask_dilate=mask_dilate if masked else 0)
+    return ScoreResult(
+        plan,
+        encoder.name,
+        similarities,
+        failures,
+        len(keys),
+        masked,
+        mask_cleaning=mask_cleaning if masked else None,
+        mask_dilate=mask_dilate if masked else 0,
+    )
 
 
 # ------------------------------------------------------------------------------------- outputs
 def summarise(result: ScoreResult, threshold: dict | None) -> ScoreSummary:
     sims = result.similarities[np.isfinite(result.similarities)]
-    stats = lambda x: {"mean": float(np.mean(x)), "median": float(np.median(x)), "std": float(np.std(x)),  # noqa: E731
-                       "min": float(np.min(x)), "max": float(np.max(x))} if len(x) else None
+    stats = lambda x: (
+        {
+            "mean": float(np.mean(x)),
+            "median": float(np.median(x)),
+            "std": float(np.std(x)),
+            "min": float(np.min(x)),
+            "max": float(np.max(x)),
+        }
+        if len(x)
+        else None
+    )
     per_subject = defaultdict(list)
     for pair, value in zip(result.plan.pairs, result.similarities):
         if pair.subject and np.isfinite(value):
@@ -452,10 +507,13 @@ def summarise(result: ScoreResult, threshold: dict | None) -> ScoreSummary:
     return ScoreSummary(
         model=result.model,
         pairing=result.plan.rule,
-        n_pairs=int(len(sims)),
+        n_pairs=len(sims),
         unique_images_embedded=result.embedded,
         similarity=stats(sims),
-        per_subject={s: {"n": len(v), "mean": float(np.mean(v)), "median": float(np.median(v))} for s, v in sorted(per_subject.items())},
+        per_subject={
+            s: {"n": len(v), "mean": float(np.mean(v)), "median": float(np.median(v))}
+            for s, v in sorted(per_subject.items())
+        },
         threshold=threshold,
         decisions=decisions,
         errors=len(result.failures),
@@ -467,7 +525,9 @@ def summarise(result: ScoreResult, threshold: dict | None) -> ScoreSummary:
     )
 
 
-def write_outputs(result: ScoreResult, out: str | os.PathLike, *, threshold: dict | None, fmt: str | None = None) -> ScoreSummary:
+def write_outputs(
+    result: ScoreResult, out: str | os.PathLike, *, threshold: dict | None, fmt: str | None = None
+) -> ScoreSummary:
     """Per-pair file (csv or jsonl, by :func:`output_format`) and its side files, named from the whole
     output name: ``<out>.summary.json``, for subjects ``<out>.per_generated.csv``, for DreamBench++
     ``<out>.dbpp.json``; failed inputs go to ``<out>.errors.csv``. Image paths are written absolute, so
@@ -478,8 +538,12 @@ def write_outputs(result: ScoreResult, out: str | os.PathLike, *, threshold: dic
     for pair, value in zip(result.plan.pairs, result.similarities):
         if not np.isfinite(value):
             continue
-        row = {"reference": os.path.abspath(pair.reference), "generated": os.path.abspath(pair.generated),
-               "subject": pair.subject, "similarity": round(float(value), 6)}
+        row = {
+            "reference": os.path.abspath(pair.reference),
+            "generated": os.path.abspath(pair.generated),
+            "subject": pair.subject,
+            "similarity": round(float(value), 6),
+        }
         if result.plan.rule == "dreambench":
             row["key"] = pair.key
         if threshold is not None:
@@ -489,7 +553,9 @@ def write_outputs(result: ScoreResult, out: str | os.PathLike, *, threshold: dic
         if fmt == "jsonl":
             handle.writelines(json.dumps(row) + "\n" for row in rows)
         else:
-            writer = csv.DictWriter(handle, fieldnames=list(rows[0]) if rows else ["reference", "generated", "similarity"])
+            writer = csv.DictWriter(
+                handle, fieldnames=list(rows[0]) if rows else ["reference", "generated", "similarity"]
+            )
             writer.writeheader()
             writer.writerows(rows)
     summary = summarise(result, threshold)
@@ -504,7 +570,9 @@ def write_outputs(result: ScoreResult, out: str | os.PathLike, *, threshold: dic
     if result.plan.rule == "subjects":
         summary.per_generated_file = _write_per_generated(result, side_file(out, "per_generated.csv"))
     if result.plan.rule == "dreambench":  # DreamBench++ layout: feeds `nearid dbpp --scores DIR --name ...`
-        write_text_atomic(side_file(out, "dbpp.json"), json.dumps({r["key"]: 100 * r["similarity"] for r in rows}, indent=0))
+        write_text_atomic(
+            side_file(out, "dbpp.json"), json.dumps({r["key"]: 100 * r["similarity"] for r in rows}, indent=0)
+        )
     summary.write(side_file(out, "summary.json"))
     return summary
 
@@ -519,7 +587,15 @@ def _write_per_generated(result: ScoreResult, path: Path) -> str:
         writer = csv.writer(handle)
         writer.writerow(["generated", "subject", "n_references", "mean", "max"])
         for (subject, generated), values in sorted(groups.items()):
-            writer.writerow([os.path.abspath(generated), subject, len(values), round(float(np.mean(values)), 6), round(float(np.max(values)), 6)])
+            writer.writerow(
+                [
+                    os.path.abspath(generated),
+                    subject,
+                    len(values),
+                    round(float(np.mean(values)), 6),
+                    round(float(np.max(values)), 6),
+                ]
+            )
     return path.name
 
 
@@ -537,8 +613,10 @@ def resolve_threshold(threshold: str | None, encoder, calibration: str | os.Path
         except ValueError:
             raise NearIDError(f"--threshold {threshold}: give a number or 'calibrated'") from None
     if calibration is None:
-        raise NearIDError("--threshold calibrated needs --calibration FILE: a `nearid bench` results.json "
-                          "(run on a validation split) or a JSON file {\"value\": x}")
+        raise NearIDError(
+            "--threshold calibrated needs --calibration FILE: a `nearid bench` results.json "
+            '(run on a validation split) or a JSON file {"value": x}'
+        )
     path = Path(calibration)
     try:
         data = json.loads(path.read_text())
@@ -548,12 +626,14 @@ def resolve_threshold(threshold: str | None, encoder, calibration: str | os.Path
     if not is_results:
         if isinstance(data, dict) and isinstance(data.get("value"), (int, float)):
             return {"value": float(data["value"]), "source": path.name}
-        raise NearIDError(f"{path}: not a calibration file (expected a bench results.json or {{\"value\": x}})")
+        raise NearIDError(f'{path}: not a calibration file (expected a bench results.json or {{"value": x}})')
     results = read_results(path, (BenchResults,))
     entry = _calibrated_entry(results, encoder, path)
-    return {"value": entry.calibration.threshold.value,
-            "source": f"calibrated on {entry.calibration.split_label} ({path.name})",
-            "balanced_accuracy": entry.calibration.threshold.balanced_accuracy}
+    return {
+        "value": entry.calibration.threshold.value,
+        "source": f"calibrated on {entry.calibration.split_label} ({path.name})",
+        "balanced_accuracy": entry.calibration.threshold.balanced_accuracy,
+    }
 
 
 def _calibrated_entry(results, encoder, path: Path):
@@ -568,10 +648,14 @@ def _calibrated_entry(results, encoder, path: Path):
         raise NearIDError(f"{path}: records '{matches[0].spec}' (this model) without a calibration; {rerun}")
     same_name = results.encoders.get(name)
     if same_name is not None and same_name.fingerprint is None:
-        raise NearIDError(f"{path}: records no model fingerprints (written by an older nearid), so it cannot "
-                          f"show that '{name}' is the model it calibrated; {rerun}")
+        raise NearIDError(
+            f"{path}: records no model fingerprints (written by an older nearid), so it cannot "
+            f"show that '{name}' is the model it calibrated; {rerun}"
+        )
     if same_name is not None:
-        raise NearIDError(f"{path}: '{name}' was calibrated with other weights or preprocessing than the model "
-                          f"loaded now (fingerprint {same_name.fingerprint[:12]}, now {str(fingerprint)[:12]}); {rerun}")
+        raise NearIDError(
+            f"{path}: '{name}' was calibrated with other weights or preprocessing than the model "
+            f"loaded now (fingerprint {same_name.fingerprint[:12]}, now {str(fingerprint)[:12]}); {rerun}"
+        )
     known = ", ".join(results.encoders) or "none"
     raise NearIDError(f"{path}: has no calibration for '{name}' (it has: {known}); {rerun}")

@@ -39,7 +39,9 @@ def write_nearid_csv(path: str | os.PathLike, table, categories: list[str] | Non
             n_pos = _views_in_pairs(table.pair[i])  # every view of a >= 2-view identity is in a pair
             n_neg = int(np.isfinite(cross).any(axis=0).sum())
             category = categories[i] if categories else ""
-            writer.writerow([sample_id, category, n_pos, n_neg, *map(_cell, table.pair[i]), *map(_cell, cross.reshape(-1))])
+            writer.writerow(
+                [sample_id, category, n_pos, n_neg, *map(_cell, table.pair[i]), *map(_cell, cross.reshape(-1))]
+            )
 
 
 def _views_in_pairs(pair_row: np.ndarray) -> int:
@@ -54,7 +56,9 @@ def _read(path: Path, required: tuple[str, ...]) -> tuple[list[dict], list[str]]
     columns = table_columns(path)
     missing = [c for c in required if c not in columns]
     if missing:
-        raise NearIDError(f"{path}: missing column '{missing[0]}'; expected the authors' layout ({', '.join(required)})")
+        raise NearIDError(
+            f"{path}: missing column '{missing[0]}'; expected the authors' layout ({', '.join(required)})"
+        )
     with _open(path) as handle:
         try:
             rows = list(csv.DictReader(handle))
@@ -124,8 +128,10 @@ def score_nearid_csvs(paths) -> DiscriminationScore:
     Tables without a single valid trial (every similarity empty) are an error, not ``SSR nan``."""
     score = DiscriminationScore.pool(*(nearid_scores(*read_nearid_csv(path)) for path in paths))
     if not score.n_trials:
-        raise NearIDError(f"{', '.join(map(str, paths))}: no valid trial (every view-pair or own-background "
-                          "similarity is empty); nothing to score")
+        raise NearIDError(
+            f"{', '.join(map(str, paths))}: no valid trial (every view-pair or own-background "
+            "similarity is empty); nothing to score"
+        )
     return score
 
 
@@ -144,7 +150,9 @@ def score_tables(paths) -> tuple[str, object]:
     kinds = {path: is_mtg_table(path) for path in paths}
     if len(set(kinds.values())) > 1:
         mtg = [str(p) for p, k in kinds.items() if k]
-        raise NearIDError(f"{', '.join(mtg)}: MTG table(s) mixed with NearID-bench tables; score each layout on its own")
+        raise NearIDError(
+            f"{', '.join(mtg)}: MTG table(s) mixed with NearID-bench tables; score each layout on its own"
+        )
     if not kinds[paths[0]]:
         return "nearid", score_nearid_csvs(paths)
     tables = [read_mtg_csv(path) for path in paths]
@@ -152,7 +160,9 @@ def score_tables(paths) -> tuple[str, object]:
     oracles = tuple(np.concatenate([t[1][k] for t in tables]) for k in (0, 1))
     score = mtg_scores(*(sims[c] for c in MTG_SIM_COLUMNS), *oracles)
     if not score.n_trials:
-        raise NearIDError(f"{', '.join(map(str, paths))}: no valid MTG trial (every similarity is empty); nothing to score")
+        raise NearIDError(
+            f"{', '.join(map(str, paths))}: no valid MTG trial (every similarity is empty); nothing to score"
+        )
     return "mtg", score
 
 
@@ -160,19 +170,38 @@ def write_mtg_csv(path: str | os.PathLike, sims: dict[str, np.ndarray], oracles:
     """Write the MTG table: five similarities per sample, oracles, margins and wins."""
     margin_1 = sims["mtg_sim_1_2"] - sims["mtg_sim_1_1p"]
     margin_2 = sims["mtg_sim_1_2"] - sims["mtg_sim_2_2p"]
-    header = ["sample_id", "mtg_oracle_1", "mtg_oracle_2", *MTG_SIM_COLUMNS, "mtg_margin_1", "mtg_margin_2",
-              "mtg_win_1", "mtg_win_2", "mtg_overall_win"]
+    header = [
+        "sample_id",
+        "mtg_oracle_1",
+        "mtg_oracle_2",
+        *MTG_SIM_COLUMNS,
+        "mtg_margin_1",
+        "mtg_margin_2",
+        "mtg_win_1",
+        "mtg_win_2",
+        "mtg_overall_win",
+    ]
     with atomic_path(path) as tmp, open(tmp, "w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(header)
         for i in range(len(margin_1)):
             wins = [int(margin_1[i] > 0), int(margin_2[i] > 0)]
-            writer.writerow([i, _cell(oracles[0][i]), _cell(oracles[1][i]), *(_cell(sims[c][i]) for c in MTG_SIM_COLUMNS),
-                             _cell(margin_1[i]), _cell(margin_2[i]), *wins, int(all(wins))])
+            writer.writerow(
+                [
+                    i,
+                    _cell(oracles[0][i]),
+                    _cell(oracles[1][i]),
+                    *(_cell(sims[c][i]) for c in MTG_SIM_COLUMNS),
+                    _cell(margin_1[i]),
+                    _cell(margin_2[i]),
+                    *wins,
+                    int(all(wins)),
+                ]
+            )
 
 
 def read_mtg_csv(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], tuple[np.ndarray, np.ndarray]]:
     path = Path(path)
     rows, _ = _read(path, ("sample_id", "mtg_oracle_1", "mtg_oracle_2", *MTG_SIM_COLUMNS))
-    column = lambda c: np.array([_number(path, n + 2, c, row[c]) for n, row in enumerate(rows)])  # noqa: E731
+    column = lambda c: np.array([_number(path, n + 2, c, row[c]) for n, row in enumerate(rows)])
     return {c: column(c) for c in MTG_SIM_COLUMNS}, (column("mtg_oracle_1"), column("mtg_oracle_2"))

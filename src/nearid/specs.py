@@ -68,7 +68,11 @@ FP16_FAMILIES = ("nearid", "siglip2-map", "siglip2-mean", "tiny")
 
 
 def register_family(
-    name: str, *, default: str | None = None, help: str = "", integer: str | None = None,
+    name: str,
+    *,
+    default: str | None = None,
+    help: str = "",
+    integer: str | None = None,
     bounds: tuple[int | None, int | None] = (None, None),
 ) -> Family:
     """Add (or replace) a family's name, default argument and description."""
@@ -89,11 +93,21 @@ for _family in (
     Family("hf", None, "any transformers image model: hf:<folder or hub id>"),
     # B bins per channel make B**3 dimensions: 64 is already 262,144 floats per image, and 8-bit
     # channels cannot fill more than 256 bins anyway; 0 or fewer bins is no histogram.
-    Family("histogram", "8", "joint RGB colour histogram (no model; context-dominated floor)",
-           "a number of bins per channel", (1, 64)),
+    Family(
+        "histogram",
+        "8",
+        "joint RGB colour histogram (no model; context-dominated floor)",
+        "a number of bins per channel",
+        (1, 64),
+    ),
     # the range torch.manual_seed accepts
-    Family("tiny", "0", "tiny NearID model with random weights (UNTRAINED; tests, demos)", "an integer seed",
-           (-(2**63), 2**64 - 1)),
+    Family(
+        "tiny",
+        "0",
+        "tiny NearID model with random weights (UNTRAINED; tests, demos)",
+        "an integer seed",
+        (-(2**63), 2**64 - 1),
+    ),
 ):
     _FAMILIES[_family.name] = _family
 
@@ -141,8 +155,14 @@ def _integer(family: Family, argument: str) -> int:
         raise EncoderSpecError(f"{family.name} encoder takes {family.integer}, got '{argument}'") from None
     low, high = family.bounds
     if (low is not None and value < low) or (high is not None and value > high):
-        span = f"from {low} to {high}" if low is not None and high is not None else (f"of at least {low}" if low is not None else f"of at most {high}")
-        raise EncoderSpecError(f"{family.name}:{argument}: {family.name} takes {family.integer} {span}, e.g. {family.name}:{family.default}")
+        span = (
+            f"from {low} to {high}"
+            if low is not None and high is not None
+            else (f"of at least {low}" if low is not None else f"of at most {high}")
+        )
+        raise EncoderSpecError(
+            f"{family.name}:{argument}: {family.name} takes {family.integer} {span}, e.g. {family.name}:{family.default}"
+        )
     return value
 
 
@@ -172,8 +192,9 @@ def parse_backbone(spec: str) -> BackboneSpec:
     """
     spec = str(spec)
     if not spec.strip():
-        raise EncoderSpecError(f"empty backbone; pass a SigLIP folder or hub id (default {DEFAULT_BACKBONE}), "
-                               "tiny[:SEED] or nearid[:DIR]")
+        raise EncoderSpecError(
+            f"empty backbone; pass a SigLIP folder or hub id (default {DEFAULT_BACKBONE}), tiny[:SEED] or nearid[:DIR]"
+        )
     name = spec.partition(":")[0]
     if name in ("tiny", "nearid"):
         parsed = parse_encoder_spec(spec)

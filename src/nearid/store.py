@@ -32,9 +32,13 @@ def store_folder(root: str | os.PathLike, encoder_name: str, fingerprint: str) -
     ``histogram``; the spec text before ``:``) is only for people; the rest of the spec is left out so
     that two spellings of one model's path (``nearid:./m``, ``nearid:m``) share one store."""
     if not fingerprint:
-        raise NearIDError(f"encoder '{encoder_name}' has no fingerprint; give it a `fingerprint` attribute "
-                          "(a hash of its weights and preprocessing) so its stored embeddings can be trusted")
-    slug = "".join(c if c.isalnum() or c in "-_." else "_" for c in (encoder_name.split(":")[0].split() or ["encoder"])[0])[:32]
+        raise NearIDError(
+            f"encoder '{encoder_name}' has no fingerprint; give it a `fingerprint` attribute "
+            "(a hash of its weights and preprocessing) so its stored embeddings can be trusted"
+        )
+    slug = "".join(
+        c if c.isalnum() or c in "-_." else "_" for c in (encoder_name.split(":")[0].split() or ["encoder"])[0]
+    )[:32]
     return Path(root) / f"{slug}-{fingerprint[:SHORT]}"
 
 
@@ -47,8 +51,10 @@ class EmbeddingStore:
         if manifest.is_file():
             found = json.loads(manifest.read_text())
             if {k: found.get(k) for k in expected} != expected:
-                raise NearIDError(f"{self.folder}: holds embeddings of another encoder ({found.get('encoder')}, "
-                                  f"fingerprint {str(found.get('fingerprint'))[:SHORT]}); use another --out")
+                raise NearIDError(
+                    f"{self.folder}: holds embeddings of another encoder ({found.get('encoder')}, "
+                    f"fingerprint {str(found.get('fingerprint'))[:SHORT]}); use another --out"
+                )
         else:  # the first spelling that made it, for people; the fingerprint is what is checked
             write_text_atomic(manifest, json.dumps({"encoder": encoder_name, **expected}) + "\n")
         self.dim = int(dim)

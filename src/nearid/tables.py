@@ -80,16 +80,22 @@ def markdown(results: BenchResults) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(_fmt(v, c) for v, c in zip(row, header)) + " |" for row in rows]
     bench = results.benchmark
-    caption = (f"NearID-bench on {bench.data} ({bench.split_label}, {bench.identities} identities, "
-               f"{bench.condition} images); SSR/PA pooled over {primary_group(results)}, in percent; "
-               f"{PA_PUBLISHED}: PA as the paper's tables count it (+1 trial per identity: mean margin > 0).")
+    caption = (
+        f"NearID-bench on {bench.data} ({bench.split_label}, {bench.identities} identities, "
+        f"{bench.condition} images); SSR/PA pooled over {primary_group(results)}, in percent; "
+        f"{PA_PUBLISHED}: PA as the paper's tables count it (+1 trial per identity: mean margin > 0)."
+    )
     return caption + "\n\n" + "\n".join(lines) + "\n"
 
 
 def latex(results: BenchResults) -> str:
     header, rows = table_rows(results)
-    lines = [r"\begin{tabular}{l" + "r" * (len(header) - 1) + "}", r"\toprule",
-             " & ".join(_fmt(h, h, True) for h in header) + r" \\", r"\midrule"]
+    lines = [
+        r"\begin{tabular}{l" + "r" * (len(header) - 1) + "}",
+        r"\toprule",
+        " & ".join(_fmt(h, h, True) for h in header) + r" \\",
+        r"\midrule",
+    ]
     lines += [" & ".join(_fmt(v, c, True) for v, c in zip(row, header)) + r" \\" for row in rows]
     lines += [r"\bottomrule", r"\end{tabular}"]
     return "\n".join(lines) + "\n"

@@ -76,14 +76,18 @@ def _reference_groups(references, n: int) -> list[list]:
             several = isinstance(item, (list, tuple)) or (isinstance(item, torch.Tensor) and item.ndim == 4)
             groups.append(_images(item) if several else [_to_image(item)])
     if len(groups) != n:
-        raise NearIDError(f"{n} generated images but references for {len(groups)}; give one reference "
-                          "(or one list of references) per generated image")
+        raise NearIDError(
+            f"{n} generated images but references for {len(groups)}; give one reference "
+            "(or one list of references) per generated image"
+        )
     if any(not group for group in groups):
         raise NearIDError("a generated image has an empty list of references; give at least one")
     return groups
 
 
-def pair_similarities(encoder: Encoder, generated, references, reduction: str = "mean", *, batch_size: int = 32) -> torch.Tensor:
+def pair_similarities(
+    encoder: Encoder, generated, references, reduction: str = "mean", *, batch_size: int = 32
+) -> torch.Tensor:
     """Per generated image, the cosine similarity to its reference(s) (``reduction`` over several):
     float64 ``[B]``. Each similarity is the float32 dot product of unit embeddings, as ``nearid score``."""
     from nearid.embedding import embed
@@ -105,7 +109,9 @@ def pair_similarities(encoder: Encoder, generated, references, reduction: str = 
     return torch.stack(out)
 
 
-def identity_similarity(encoder: Encoder, generated, references, reduction: str = "mean", *, batch_size: int = 32) -> torch.Tensor:
+def identity_similarity(
+    encoder: Encoder, generated, references, reduction: str = "mean", *, batch_size: int = 32
+) -> torch.Tensor:
     """The functional :class:`IdentitySimilarity`: mean over generated images (a float64 scalar)."""
     return pair_similarities(encoder, generated, references, reduction, batch_size=batch_size).mean()
 
@@ -122,8 +128,10 @@ def nearid_bench_counts(pair_sims, own_background) -> DiscriminationScore:
     NaN marks a missing value (a 2-view identity); ties lose."""
     pair_sims, own_background = _as_array(pair_sims), _as_array(own_background)
     if pair_sims.ndim != 2 or pair_sims.shape[1] != 3 or own_background.shape != pair_sims.shape:
-        raise NearIDError(f"pair_sims and own_background must both be [N, 3], got {list(pair_sims.shape)} "
-                          f"and {list(own_background.shape)}")
+        raise NearIDError(
+            f"pair_sims and own_background must both be [N, 3], got {list(pair_sims.shape)} "
+            f"and {list(own_background.shape)}"
+        )
     return nearid_scores(pair_sims, own_background)
 
 
@@ -146,12 +154,25 @@ class IdentitySimilarity(Metric):
     higher_is_better = True
     full_state_update = False
 
-    def __init__(self, model: str | Encoder = "nearid", reduction: str = "mean", *, device="auto", dtype="auto",
-                 batch_size: int = 32, allow_pickle: bool = False, **kwargs):
+    def __init__(
+        self,
+        model: str | Encoder = "nearid",
+        reduction: str = "mean",
+        *,
+        device="auto",
+        dtype="auto",
+        batch_size: int = 32,
+        allow_pickle: bool = False,
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         if reduction not in REDUCTIONS:
             raise NearIDError(f"reduction '{reduction}': use one of {', '.join(REDUCTIONS)}")
-        self.encoder = load_encoder(model, device=device, dtype=dtype, allow_pickle=allow_pickle) if isinstance(model, str) else model
+        self.encoder = (
+            load_encoder(model, device=device, dtype=dtype, allow_pickle=allow_pickle)
+            if isinstance(model, str)
+            else model
+        )
         self.reduction = reduction
         self.batch_size = batch_size
         self.add_state("similarity_sum", default=torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")

@@ -81,7 +81,9 @@ def is_folder_benchmark(location: str | os.PathLike) -> bool:
         return True
 
 
-def load_folder(root: str | os.PathLike, sources: list[str] | None = None, *, split: str | None = None) -> FolderBenchmark:
+def load_folder(
+    root: str | os.PathLike, sources: list[str] | None = None, *, split: str | None = None
+) -> FolderBenchmark:
     """Read ``root`` (see the module docstring); ``sources=None`` takes every source found."""
     root = Path(root).expanduser()
     if not root.is_dir():
@@ -93,8 +95,14 @@ def load_folder(root: str | os.PathLike, sources: list[str] | None = None, *, sp
     wanted = found_sources if sources is None else list(sources)
     unknown = [name for name in wanted if name not in found_sources]
     if unknown:
-        there = f"the sources there are {', '.join(found_sources)}" if found_sources else "it has no <identity>/distractors/<source>/ folder"
-        raise DatasetError(f"{root}: no distractor source '{unknown[0]}' in any <identity>/distractors/ folder; {there}")
+        there = (
+            f"the sources there are {', '.join(found_sources)}"
+            if found_sources
+            else "it has no <identity>/distractors/<source>/ folder"
+        )
+        raise DatasetError(
+            f"{root}: no distractor source '{unknown[0]}' in any <identity>/distractors/ folder; {there}"
+        )
     report = LoadReport()
     identities = []
     for folder in folders:
@@ -112,7 +120,11 @@ def load_folder(root: str | os.PathLike, sources: list[str] | None = None, *, sp
         )
         distractors = {}
         for source in wanted:
-            found = _slots(folder / "distractors" / source, masks=False) if (folder / "distractors" / source).is_dir() else {}
+            found = (
+                _slots(folder / "distractors" / source, masks=False)
+                if (folder / "distractors" / source).is_dir()
+                else {}
+            )
             report.dropped_distractors[source] += sum(1 for j in found if j not in images)
             distractors[source] = tuple(_file_ref(found[j]) if j in found and j in images else None for j in range(3))
         identities.append(
@@ -140,5 +152,5 @@ def _meta(folder: Path) -> dict:
     except json.JSONDecodeError as exc:
         raise DatasetError(f"{path}: not valid JSON ({exc})") from None
     if not isinstance(meta, dict):
-        raise DatasetError(f"{path}: must be a JSON object like {{\"split\": \"test\"}}")
+        raise DatasetError(f'{path}: must be a JSON object like {{"split": "test"}}')
     return meta

@@ -85,8 +85,9 @@ class Table:
         """A lazy reference to the image in ``row``/``column``; its key names dataset, row and column."""
         from ..fingerprint import SHORT
 
-        return ImageRef(f"{self.label}[row {row}].{column}", lambda: self._encoded(row, column),
-                        version=self.fingerprint[:SHORT])
+        return ImageRef(
+            f"{self.label}[row {row}].{column}", lambda: self._encoded(row, column), version=self.fingerprint[:SHORT]
+        )
 
     def _encoded(self, row: int, column: str):
         cell = self.arrow.column(column)[row].as_py()

@@ -56,7 +56,10 @@ class LoadReport:
         parts += [f"skipped {n} rows ({why})" for why, n in sorted(self.skipped_rows.items())]
         if self.views_without_mask:
             parts.append(f"dropped {self.views_without_mask} views without a mask, with their distractors")
-        parts += [f"dropped {n} {source} distractors whose view is missing" for source, n in sorted(self.dropped_distractors.items())]
+        parts += [
+            f"dropped {n} {source} distractors whose view is missing"
+            for source, n in sorted(self.dropped_distractors.items())
+        ]
         if self.n_images_disagrees:
             parts.append(f"{self.n_images_disagrees} rows whose n_images disagrees with their views (views counted)")
         return "; ".join(parts)
@@ -89,8 +92,12 @@ class NearIDBenchmark(Sequence):
         n_views = self._all_views[selected].sum(axis=1)
         n_usable = self._views[selected].sum(axis=1)
         keep = n_usable >= 2
-        report.skipped_rows = Counter({"fewer than 2 views": int((n_views < 2).sum()),
-                                       "fewer than 2 views with a mask": int(((n_views >= 2) & ~keep).sum())})
+        report.skipped_rows = Counter(
+            {
+                "fewer than 2 views": int((n_views < 2).sum()),
+                "fewer than 2 views with a mask": int(((n_views >= 2) & ~keep).sum()),
+            }
+        )
         report.skipped_rows -= Counter()  # no zero counts
         report.views_without_mask = int((self._all_views & ~self._views)[selected].sum())
         n_images = np.asarray(self.positives.values("n_images"), dtype=object)[selected]
@@ -173,7 +180,9 @@ def check_sources_exist(positives: str, located: dict[str, str], explicit: set[s
     """
     if not Path(positives).expanduser().is_dir():
         return  # hub positives: their sources are hub ids too
-    missing = [name for name, location in located.items() if name not in explicit and not Path(location).expanduser().exists()]
+    missing = [
+        name for name, location in located.items() if name not in explicit and not Path(location).expanduser().exists()
+    ]
     if not missing:
         return
     first, others = missing[0], missing[1:]

@@ -16,6 +16,7 @@ import colorsys
 import dataclasses
 import functools
 import importlib.util
+import itertools
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,26 +35,40 @@ DISTRACTOR_RULES: tuple[str, ...] = ("part", "recolor", "texture", "shape", "ins
 PART_NAMES: tuple[str, ...] = ("cap", "side", "emblem", "texture", "base")
 # The fields each part owns: editing a part changes some of these and nothing else.
 PART_FIELDS: dict[str, tuple[str, ...]] = {
-    "cap": ("cap_shape", "cap_color"), "side": ("side_part", "side_color"),
-    "emblem": ("emblem_shape", "emblem_color"), "texture": ("texture", "texture_color", "texture_scale"),
+    "cap": ("cap_shape", "cap_color"),
+    "side": ("side_part", "side_color"),
+    "emblem": ("emblem_shape", "emblem_color"),
+    "texture": ("texture", "texture_color", "texture_scale"),
     "base": ("base", "base_color"),
 }
-_CHOICES = {"cap_shape": CAP_SHAPES, "side_part": SIDE_PARTS, "emblem_shape": EMBLEM_SHAPES, "base": BASES,
-            "texture": TEXTURES}
+_CHOICES = {
+    "cap_shape": CAP_SHAPES,
+    "side_part": SIDE_PARTS,
+    "emblem_shape": EMBLEM_SHAPES,
+    "base": BASES,
+    "texture": TEXTURES,
+}
 # Similar silhouettes, so that a 'shape' distractor stays a near miss rather than another kind of thing.
-_SIMILAR = {"capsule": ("bottle", "barrel"), "bottle": ("capsule", "vase"), "box": ("jar", "barrel"),
-            "jar": ("box", "barrel"), "cone": ("bell", "vase"), "barrel": ("capsule", "jar"),
-            "vase": ("bottle", "bell"), "bell": ("cone", "vase")}
+_SIMILAR = {
+    "capsule": ("bottle", "barrel"),
+    "bottle": ("capsule", "vase"),
+    "box": ("jar", "barrel"),
+    "jar": ("box", "barrel"),
+    "cone": ("bell", "vase"),
+    "barrel": ("capsule", "jar"),
+    "vase": ("bottle", "bell"),
+    "bell": ("cone", "vase"),
+}
 # Half-width of the body (1 = widest) from its top (t=0) to its bottom (t=1).
 _PROFILES = {
-    "capsule": ((0, .35), (.04, .75), (.1, .93), (.18, 1), (.82, 1), (.9, .93), (.96, .75), (1, .35)),
-    "bottle": ((0, .42), (.16, .42), (.26, .7), (.36, .95), (.42, 1), (.95, 1), (1, .9)),
-    "box": ((0, .94), (.02, 1), (.98, 1), (1, .94)),
-    "jar": ((0, .72), (.07, .72), (.1, .92), (.16, 1), (.92, 1), (1, .85)),
-    "cone": ((0, .38), (1, 1)),
-    "barrel": ((0, .68), (.15, .86), (.35, .98), (.5, 1), (.65, .98), (.85, .86), (1, .68)),
-    "vase": ((0, .62), (.08, .55), (.22, .5), (.45, .85), (.62, 1), (.8, .9), (1, .6)),
-    "bell": ((0, .25), (.08, .5), (.25, .66), (.6, .8), (.85, .92), (1, 1)),
+    "capsule": ((0, 0.35), (0.04, 0.75), (0.1, 0.93), (0.18, 1), (0.82, 1), (0.9, 0.93), (0.96, 0.75), (1, 0.35)),
+    "bottle": ((0, 0.42), (0.16, 0.42), (0.26, 0.7), (0.36, 0.95), (0.42, 1), (0.95, 1), (1, 0.9)),
+    "box": ((0, 0.94), (0.02, 1), (0.98, 1), (1, 0.94)),
+    "jar": ((0, 0.72), (0.07, 0.72), (0.1, 0.92), (0.16, 1), (0.92, 1), (1, 0.85)),
+    "cone": ((0, 0.38), (1, 1)),
+    "barrel": ((0, 0.68), (0.15, 0.86), (0.35, 0.98), (0.5, 1), (0.65, 0.98), (0.85, 0.86), (1, 0.68)),
+    "vase": ((0, 0.62), (0.08, 0.55), (0.22, 0.5), (0.45, 0.85), (0.62, 1), (0.8, 0.9), (1, 0.6)),
+    "bell": ((0, 0.25), (0.08, 0.5), (0.25, 0.66), (0.6, 0.8), (0.85, 0.92), (1, 1)),
 }
 # The object frame: u across (0 on the axis), v down (0 at the top of the object, 1 at its bottom).
 BODY_TOP, BODY_BOTTOM, BASE_BOTTOM = 0.20, 0.84, 0.975
@@ -96,9 +111,11 @@ class ObjectSpec:
         text, extras = _a(f"{size}{_name(self.body_color)} {self.body_shape}"), []
         if self.texture != "solid":
             extras.append(_TEXTURE_WORDS[self.texture].format(_name(self.texture_color)))
-        for shape, colour, words in ((self.cap_shape, self.cap_color, _CAP_WORDS),
-                                     (self.side_part, self.side_color, _SIDE_WORDS),
-                                     (self.emblem_shape, self.emblem_color, _EMBLEM_WORDS)):
+        for shape, colour, words in (
+            (self.cap_shape, self.cap_color, _CAP_WORDS),
+            (self.side_part, self.side_color, _SIDE_WORDS),
+            (self.emblem_shape, self.emblem_color, _EMBLEM_WORDS),
+        ):
             if shape != "none":
                 extras.append(_a(words[shape].format(_name(colour))))
         if extras:
@@ -106,12 +123,29 @@ class ObjectSpec:
         return text + (f", on {_a(f'{_name(self.base_color)} {self.base}')}" if self.base != "none" else "")
 
 
-_TEXTURE_WORDS = {"hstripes": "{} horizontal stripes", "vstripes": "{} vertical stripes", "dots": "{} dots",
-                  "checker": "a {} checker pattern", "diagonal": "{} diagonal stripes", "waves": "{} wavy stripes"}
-_CAP_WORDS = {"round": "round {} cap", "square": "square {} cap", "triangle": "pointed {} cap",
-              "knob": "{} knob on top", "flat": "flat {} lid", "crown": "{} crown-shaped cap"}
-_SIDE_WORDS = {"ring": "{} ring handle", "wing": "{} wing", "fin": "{} fin", "spout": "{} spout",
-               "button": "{} side button"}
+_TEXTURE_WORDS = {
+    "hstripes": "{} horizontal stripes",
+    "vstripes": "{} vertical stripes",
+    "dots": "{} dots",
+    "checker": "a {} checker pattern",
+    "diagonal": "{} diagonal stripes",
+    "waves": "{} wavy stripes",
+}
+_CAP_WORDS = {
+    "round": "round {} cap",
+    "square": "square {} cap",
+    "triangle": "pointed {} cap",
+    "knob": "{} knob on top",
+    "flat": "flat {} lid",
+    "crown": "{} crown-shaped cap",
+}
+_SIDE_WORDS = {
+    "ring": "{} ring handle",
+    "wing": "{} wing",
+    "fin": "{} fin",
+    "spout": "{} spout",
+    "button": "{} side button",
+}
 _EMBLEM_WORDS = {shape: "{} " + shape + " emblem" for shape in EMBLEM_SHAPES}
 
 
@@ -134,12 +168,25 @@ class Placement:
 
 # ---------------------------------------------------------------- colours
 
+
 def _name(rgb: Colour) -> str:
     h, s, v = colorsys.rgb_to_hsv(*(c / 255 for c in rgb))
     if s < 0.2 or v < 0.2:
         return "black" if v < 0.3 else "grey" if v < 0.75 else "white"
-    names = ((15, "red"), (40, "orange"), (68, "yellow"), (95, "lime"), (155, "green"), (185, "teal"),
-             (205, "cyan"), (250, "blue"), (285, "purple"), (330, "magenta"), (345, "pink"), (361, "red"))
+    names = (
+        (15, "red"),
+        (40, "orange"),
+        (68, "yellow"),
+        (95, "lime"),
+        (155, "green"),
+        (185, "teal"),
+        (205, "cyan"),
+        (250, "blue"),
+        (285, "purple"),
+        (330, "magenta"),
+        (345, "pink"),
+        (361, "red"),
+    )
     word = next(name for limit, name in names if h * 360 < limit)
     if word in ("orange", "red") and v < 0.6:
         return "brown" if word == "orange" else "dark red"
@@ -147,7 +194,7 @@ def _name(rgb: Colour) -> str:
 
 
 def _rgb(h: float, s: float, v: float) -> Colour:
-    return tuple(int(round(c * 255)) for c in colorsys.hsv_to_rgb(h % 1.0, s, v))
+    return tuple(round(c * 255) for c in colorsys.hsv_to_rgb(h % 1.0, s, v))
 
 
 def _dist(a: Colour, b: Colour) -> float:
@@ -185,8 +232,10 @@ def _shift_colour(rgb: Colour, rng: np.random.Generator, avoid: tuple[Colour, ..
 
 # ---------------------------------------------------------------- identities and distractors
 
+
 def sample_object(rng: np.random.Generator) -> ObjectSpec:
     """A random identity; continuous colours and proportions make repeats practically impossible."""
+
     def pick(options, none_p):
         return options[0] if rng.random() < none_p else options[1 + rng.integers(len(options) - 1)]
 
@@ -195,12 +244,18 @@ def sample_object(rng: np.random.Generator) -> ObjectSpec:
     return ObjectSpec(
         body_shape=BODY_SHAPES[rng.integers(len(BODY_SHAPES))],
         body_aspect=round(float(rng.uniform(0.5, 0.85)), 3),
-        body_color=body, texture=pick(TEXTURES, 0.25), texture_color=texture_color,
+        body_color=body,
+        texture=pick(TEXTURES, 0.25),
+        texture_color=texture_color,
         texture_scale=round(float(rng.uniform(0.2, 0.34)), 3),
-        cap_shape=pick(CAP_SHAPES, 0.2), cap_color=_sample_colour(rng, (body,)),
-        side_part=pick(SIDE_PARTS, 0.35), side_color=_sample_colour(rng, (body,)),
-        emblem_shape=pick(EMBLEM_SHAPES, 0.3), emblem_color=_sample_colour(rng, (body, texture_color), 100),
-        base=pick(BASES, 0.4), base_color=_sample_colour(rng, (body,)),
+        cap_shape=pick(CAP_SHAPES, 0.2),
+        cap_color=_sample_colour(rng, (body,)),
+        side_part=pick(SIDE_PARTS, 0.35),
+        side_color=_sample_colour(rng, (body,)),
+        emblem_shape=pick(EMBLEM_SHAPES, 0.3),
+        emblem_color=_sample_colour(rng, (body, texture_color), 100),
+        base=pick(BASES, 0.4),
+        base_color=_sample_colour(rng, (body,)),
     )
 
 
@@ -229,8 +284,9 @@ def near_identity(spec: ObjectSpec, rule: str, rng: np.random.Generator) -> Obje
     if rule == "part":
         return _swap(spec, ("cap_shape", "side_part", "emblem_shape", "base")[rng.integers(4)], rng)
     if rule == "recolor":
-        regions = ["body_color"] + [f for f, shape in (("cap_color", spec.cap_shape), ("side_color", spec.side_part))
-                                    if shape != "none"]
+        regions = ["body_color"] + [
+            f for f, shape in (("cap_color", spec.cap_shape), ("side_color", spec.side_part)) if shape != "none"
+        ]
         return _recolour(spec, regions[rng.integers(len(regions))], rng)
     if rule == "texture":  # a swap between look-alike patterns would not be visible at 64-128 px
         options = [t for t in TEXTURES if t != spec.texture and t not in _LOOK_ALIKE_TEXTURES.get(spec.texture, ())]
@@ -239,8 +295,9 @@ def near_identity(spec: ObjectSpec, rule: str, rng: np.random.Generator) -> Obje
         similar = _SIMILAR[spec.body_shape]
         return dataclasses.replace(spec, body_shape=similar[rng.integers(len(similar))])
     if rule == "instance":  # the paper's kind: another object of the same category in the same region
-        while (other := dataclasses.replace(sample_object(rng), body_shape=spec.body_shape,
-                                            body_aspect=spec.body_aspect)) == spec:
+        while (
+            other := dataclasses.replace(sample_object(rng), body_shape=spec.body_shape, body_aspect=spec.body_aspect)
+        ) == spec:
             pass
         return other
     raise ValueError(f"unknown distractor rule {rule!r}; expected one of {DISTRACTOR_RULES}")
@@ -259,13 +316,17 @@ def sample_placement(rng: np.random.Generator) -> Placement:
     """A pose that keeps the object in the frame while varying its size, position and roll."""
     scale = float(rng.uniform(0.45, 0.75))
     margin_x, margin_y = 0.3 * scale + 0.03, 0.5 * scale + 0.02
-    return Placement(cx=round(float(rng.uniform(margin_x, 1 - margin_x)), 4),
-                     cy=round(float(rng.uniform(margin_y, 1 - margin_y)), 4),
-                     scale=round(scale, 4), rotation=round(float(rng.uniform(-25, 25)), 2),
-                     flip=bool(rng.random() < 0.5))
+    return Placement(
+        cx=round(float(rng.uniform(margin_x, 1 - margin_x)), 4),
+        cy=round(float(rng.uniform(margin_y, 1 - margin_y)), 4),
+        scale=round(scale, 4),
+        rotation=round(float(rng.uniform(-25, 25)), 2),
+        flip=bool(rng.random() < 0.5),
+    )
 
 
 # ---------------------------------------------------------------- geometry, in the object frame
+
 
 @functools.cache
 def _profile(shape: str) -> tuple[np.ndarray, np.ndarray]:
@@ -314,41 +375,64 @@ def _cap(spec, kind, wb):
     w, b = max(_edge(spec, 0.04)[0] * 1.1 + 0.03, 0.27 * wb), BODY_TOP + 0.025  # half-width, bottom
     if kind == "knob":
         return [_box(-w, b - 0.035, w, b), _box(-0.25 * w, b - 0.09, 0.25 * w, b), _ellipse(0, b - 0.11, 0.05, 0.045)]
-    return {"round": [_ellipse(0, b, w, 0.13, 180, 360)], "square": [_box(-w, b - 0.11, w, b)],
-            "triangle": [_poly((-w, b), (0, b - 0.16), (w, b))], "flat": [_box(-1.2 * w, b - 0.05, 1.2 * w, b)],
-            "crown": [_poly((-w, b), (-w, b - .14), (-w / 2, b - .07), (0, b - .15), (w / 2, b - .07),
-                            (w, b - .14), (w, b))],
-            }.get(kind, [])
+    return {
+        "round": [_ellipse(0, b, w, 0.13, 180, 360)],
+        "square": [_box(-w, b - 0.11, w, b)],
+        "triangle": [_poly((-w, b), (0, b - 0.16), (w, b))],
+        "flat": [_box(-1.2 * w, b - 0.05, 1.2 * w, b)],
+        "crown": [
+            _poly((-w, b), (-w, b - 0.14), (-w / 2, b - 0.07), (0, b - 0.15), (w / 2, b - 0.07), (w, b - 0.14), (w, b))
+        ],
+    }.get(kind, [])
 
 
 def _side(spec, kind, wb):
     if kind == "none":
         return []
     (e2, v2), (e3, v3), (e5, v5), (e6, v6), (e9, v9) = (_edge(spec, t) for t in (0.2, 0.3, 0.5, 0.6, 0.9))
-    return {"ring": [_ellipse(e5 + 0.05, v5 - 0.04, 0.12, 0.17), _ellipse(e5 + 0.05, v5 - 0.04, 0.075, 0.125)],
-            "wing": [_poly((e3, v3), (e3 + 0.22, v3 - 0.14), (e3 + 0.17, v5 + 0.02), (e6, v6))],
-            "fin": [_poly((e5, v5), (e5 + 0.16, v9 + 0.03), (e9, v9))],
-            "spout": [_poly((e6, v6), (e3, v3), (e2 + 0.2, v2 - 0.04), (e2 + 0.23, v2 + 0.04))],
-            "button": [_ellipse(e5 + 0.06, v5, 0.065, 0.065)]}[kind]
+    return {
+        "ring": [_ellipse(e5 + 0.05, v5 - 0.04, 0.12, 0.17), _ellipse(e5 + 0.05, v5 - 0.04, 0.075, 0.125)],
+        "wing": [_poly((e3, v3), (e3 + 0.22, v3 - 0.14), (e3 + 0.17, v5 + 0.02), (e6, v6))],
+        "fin": [_poly((e5, v5), (e5 + 0.16, v9 + 0.03), (e9, v9))],
+        "spout": [_poly((e6, v6), (e3, v3), (e2 + 0.2, v2 - 0.04), (e2 + 0.23, v2 + 0.04))],
+        "button": [_ellipse(e5 + 0.06, v5, 0.065, 0.065)],
+    }[kind]
 
 
 def _emblem(spec, kind, wb):
-    unit = {"star": [_STAR], "circle": [_ellipse(0, 0, 0.9, 0.9)], "square": [_box(-0.8, -0.8, 0.8, 0.8)],
-            "diamond": [_poly((0, -1.15), (0.8, 0), (0, 1.15), (-0.8, 0))],
-            "cross": [_box(-0.35, -1, 0.35, 1), _box(-1, -0.35, 1, 0.35)],
-            "triangle": [_poly((0, -1.05), (1, 0.75), (-1, 0.75))]}.get(kind, [])
+    unit = {
+        "star": [_STAR],
+        "circle": [_ellipse(0, 0, 0.9, 0.9)],
+        "square": [_box(-0.8, -0.8, 0.8, 0.8)],
+        "diamond": [_poly((0, -1.15), (0.8, 0), (0, 1.15), (-0.8, 0))],
+        "cross": [_box(-0.35, -1, 0.35, 1), _box(-1, -0.35, 1, 0.35)],
+        "triangle": [_poly((0, -1.05), (1, 0.75), (-1, 0.75))],
+    }.get(kind, [])
     return [p * (0.2 * wb) + (0, BODY_TOP + 0.5 * _BODY_H) for p in unit]
 
 
 def _base(spec, kind, wb):
     top, b, x = BODY_BOTTOM - 0.08, BASE_BOTTOM, 0.3 * wb
-    return {"legs": [_poly((s * x - 0.03, top), (s * x + 0.03, top), (s * x + 0.03 + 0.03 * s, b),
-                           (s * x - 0.03 + 0.03 * s, b)) for s in (-1, 1)],
-            "stand": [_poly((-.12 * wb, top), (.12 * wb, top), (.12 * wb, b - .04), (.42 * wb, b - .02), (.42 * wb, b),
-                            (-.42 * wb, b), (-.42 * wb, b - .02), (-.12 * wb, b - .04))],
-            "wheels": [_ellipse(s * x, b - 0.065, 0.065, 0.065) for s in (-1, 1)],
-            "plinth": [_poly((-.58 * wb, top + .07), (.58 * wb, top + .07), (.52 * wb, b), (-.52 * wb, b))],
-            }.get(kind, [])
+    return {
+        "legs": [
+            _poly((s * x - 0.03, top), (s * x + 0.03, top), (s * x + 0.03 + 0.03 * s, b), (s * x - 0.03 + 0.03 * s, b))
+            for s in (-1, 1)
+        ],
+        "stand": [
+            _poly(
+                (-0.12 * wb, top),
+                (0.12 * wb, top),
+                (0.12 * wb, b - 0.04),
+                (0.42 * wb, b - 0.02),
+                (0.42 * wb, b),
+                (-0.42 * wb, b),
+                (-0.42 * wb, b - 0.02),
+                (-0.12 * wb, b - 0.04),
+            )
+        ],
+        "wheels": [_ellipse(s * x, b - 0.065, 0.065, 0.065) for s in (-1, 1)],
+        "plinth": [_poly((-0.58 * wb, top + 0.07), (0.58 * wb, top + 0.07), (0.52 * wb, b), (-0.52 * wb, b))],
+    }.get(kind, [])
 
 
 @dataclass(frozen=True)
@@ -366,20 +450,25 @@ class _Geometry:
 @functools.lru_cache(maxsize=4096)  # a spec is drawn for several views and edits
 def _geometry(spec: ObjectSpec) -> _Geometry:
     wb, layers = spec.body_aspect * _BODY_H, []
-    for label, make, kind in ((_SIDE, _side, spec.side_part), (_BASE, _base, spec.base),
-                              (_BODY, _body, spec.body_shape), (_CAP, _cap, spec.cap_shape),
-                              (_EMBLEM, _emblem, spec.emblem_shape)):
+    for label, make, kind in (
+        (_SIDE, _side, spec.side_part),
+        (_BASE, _base, spec.base),
+        (_BODY, _body, spec.body_shape),
+        (_CAP, _cap, spec.cap_shape),
+        (_EMBLEM, _emblem, spec.emblem_shape),
+    ):
         # a ring's second polygon is its hole
         layers += [(_BG if label == _SIDE and i else label, p) for i, p in enumerate(make(spec, kind, wb))]
     ground, width = (BASE_BOTTOM if spec.base != "none" else BODY_BOTTOM + 0.01), 0.75 * wb + 0.04
     ends = np.cumsum([0] + [len(p) for _, p in layers]).tolist()
-    spans = tuple(zip(ends[:-1], ends[1:]))
+    spans = tuple(itertools.pairwise(ends))
     points = np.concatenate([p for _, p in layers] + [_ellipse(0, ground, width, _SHADOW_H)])
     body = spans[[label for label, _ in layers].index(_BODY)]
     return _Geometry(tuple(label for label, _ in layers), spans, points, body, ground, width)
 
 
 # ---------------------------------------------------------------- rasterising
+
 
 @dataclass(frozen=True)
 class _Pose:
@@ -395,13 +484,20 @@ class _Pose:
     @classmethod
     def of(cls, placement: Placement, height: int, width: int) -> _Pose:
         a = np.radians(placement.rotation)
-        return cls(2 * placement.scale * min(height, width), 2 * placement.cx * width, 2 * placement.cy * height,
-                   float(np.cos(a)), float(np.sin(a)), -1.0 if placement.flip else 1.0)
+        return cls(
+            2 * placement.scale * min(height, width),
+            2 * placement.cx * width,
+            2 * placement.cy * height,
+            float(np.cos(a)),
+            float(np.sin(a)),
+            -1.0 if placement.flip else 1.0,
+        )
 
     def apply(self, pts: np.ndarray) -> np.ndarray:
         u, b = pts[:, 0] * self.mirror, pts[:, 1] - 0.5
-        return np.stack([self.x + self.px * (u * self.cos + b * self.sin),
-                         self.y + self.px * (b * self.cos - u * self.sin)], 1)
+        return np.stack(
+            [self.x + self.px * (u * self.cos + b * self.sin), self.y + self.px * (b * self.cos - u * self.sin)], 1
+        )
 
     def grid(self, xs: np.ndarray, ys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Frame coordinates (u as seen, so unmirrored; v) of the 2x image points ``xs`` x ``ys``."""
@@ -451,8 +547,9 @@ def _contour(labels: np.ndarray) -> np.ndarray:
 def _paint_texture(spec, pose, labels, body, origin) -> None:
     (bx0, by0), (bx1, by1) = np.maximum(body.min(0).astype(int), 0), body.max(0).astype(int) + 2
     window = labels[by0:by1, bx0:bx1]  # only the body's box: the pattern is the costliest field
-    u, v = pose.grid(np.arange(window.shape[1]) + (bx0 + 0.5 + origin[0]),
-                     np.arange(window.shape[0]) + (by0 + 0.5 + origin[1]))
+    u, v = pose.grid(
+        np.arange(window.shape[1]) + (bx0 + 0.5 + origin[0]), np.arange(window.shape[0]) + (by0 + 0.5 + origin[1])
+    )
     pattern = _texture(spec.texture, u * pose.mirror, v, spec.texture_scale * spec.body_aspect * _BODY_H)
     window[(window == _BODY) & pattern] = _TEX
 
@@ -469,8 +566,12 @@ def _texture(kind: str, u: np.ndarray, v: np.ndarray, period: float) -> np.ndarr
         return du * du + dv * dv < 0.09
     if kind == "checker":
         return (np.floor(u + 0.5) + np.floor(v)).astype(np.int32) & 1 == 0
-    phase = {"hstripes": lambda: v, "vstripes": lambda: u + 0.25, "diagonal": lambda: u + v,
-             "waves": lambda: v + 0.25 * np.sin(np.float32(2 * np.pi) * u)}[kind]()
+    phase = {
+        "hstripes": lambda: v,
+        "vstripes": lambda: u + 0.25,
+        "diagonal": lambda: u + v,
+        "waves": lambda: v + 0.25 * np.sin(np.float32(2 * np.pi) * u),
+    }[kind]()
     return _frac(phase) < 0.5
 
 
@@ -486,15 +587,26 @@ def _sprite(spec: ObjectSpec, pose: _Pose, labels: np.ndarray, box) -> tuple[np.
     Sharp edges are resolved at 2x (PIL's palette lookup and box filter do that work in C); the
     smooth shading and shadow are computed afterwards, on a quarter of the pixels.
     """
-    colours = np.array([(0, 0, 0), spec.body_color, spec.cap_color, spec.side_color, spec.emblem_color,
-                        spec.base_color, spec.texture_color, (0, 0, 0)], np.uint8)
+    colours = np.array(
+        [
+            (0, 0, 0),
+            spec.body_color,
+            spec.cap_color,
+            spec.side_color,
+            spec.emblem_color,
+            spec.base_color,
+            spec.texture_color,
+            (0, 0, 0),
+        ],
+        np.uint8,
+    )
     image = Image.fromarray(labels)
     image.putpalette(np.concatenate([colours, colours // 2]).tobytes())
     rgb, cover = np.asarray(image.convert("RGB").reduce(2), np.float32), _reduce(labels > 0)
     x0, y0, x1, y1 = box
     u, v = pose.grid(np.arange(x0, x1) * 2 + 1.0, np.arange(y0, y1) * 2 + 1.0)
     un = np.clip(u * np.float32(2 / (spec.body_aspect * _BODY_H)), -1.2, 1.2)  # lit from the upper left
-    shade = (0.8 + 0.32 * np.exp(-((un + 0.35) * 2) ** 2) - 0.14 * un * un) * (1.05 - 0.14 * np.clip(v, 0, 1))
+    shade = (0.8 + 0.32 * np.exp(-(((un + 0.35) * 2) ** 2)) - 0.14 * un * un) * (1.05 - 0.14 * np.clip(v, 0, 1))
     rgb *= shade[..., None]
     geometry = _geometry(spec)
     du, dv = u * np.float32(1 / geometry.shadow_width), (v - np.float32(geometry.ground)) * np.float32(1 / _SHADOW_H)
@@ -575,7 +687,7 @@ def _photo(rng: np.random.Generator, size: int) -> np.ndarray:
     levels = photos[rng.integers(len(photos))]
     level = levels[rng.integers(len(levels))]
     y, x = rng.integers(level.shape[1] - size + 1), rng.integers(level.shape[2] - size + 1)
-    crop = level[:, y:y + size, x:x + size]
+    crop = level[:, y : y + size, x : x + size]
     if rng.random() < 0.5:
         crop = crop[:, :, ::-1]
     return crop * (rng.uniform(0.88, 1.12, 3) * rng.uniform(0.85, 1.1)).astype(np.float32)[:, None, None]

@@ -24,7 +24,7 @@ def read_split_file(path: str | os.PathLike, n_rows: int) -> list[int]:
         raise DatasetError(f"{path}: cannot read the split file ({exc})") from None
     indices = data.get("indices") if isinstance(data, dict) else data
     if not isinstance(indices, list) or not all(isinstance(i, int) and not isinstance(i, bool) for i in indices):
-        raise DatasetError(f"{path}: a split file is a JSON list of row positions or {{\"indices\": [...]}}")
+        raise DatasetError(f'{path}: a split file is a JSON list of row positions or {{"indices": [...]}}')
     if not indices:
         raise DatasetError(f"{path}: the split file lists no rows; list the 0-based row positions of the split")
     repeated = [index for index, count in Counter(indices).items() if count > 1]

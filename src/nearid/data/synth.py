@@ -74,9 +74,13 @@ class SynthConfig:
         masks can come out empty; above 4096 px one identity's images take gigabytes to encode.
         """
         checks = [
-            ("--identities", self.identities, 1, None), ("--size", self.size, 16, 4096), ("--workers", self.workers, 1, None),
-            ("--val", self.val, 0, None), ("--test", self.test, 1, None),
-            ("--mtg-train", self.mtg_train, 0, None), ("--mtg-test", self.mtg_test, 0, None),
+            ("--identities", self.identities, 1, None),
+            ("--size", self.size, 16, 4096),
+            ("--workers", self.workers, 1, None),
+            ("--val", self.val, 0, None),
+            ("--test", self.test, 1, None),
+            ("--mtg-train", self.mtg_train, 0, None),
+            ("--mtg-test", self.mtg_test, 0, None),
         ]
         for option, value, low, high in checks:
             if value is None:
@@ -141,7 +145,7 @@ def _identity(args) -> dict:
         images.append(_encode(rgb, config.image_format))
         masks.append(_mask(mask))
     distractors = {}
-    for number, source in enumerate(config.sources):
+    for _number, source in enumerate(config.sources):
         source_rng = np.random.default_rng([config.seed, index, 1000 + list(SOURCES).index(source)])
         other = render.near_identity(spec, SOURCES[source], source_rng)
         distractors[source] = {
@@ -268,11 +272,22 @@ def generate(out: str | os.PathLike, config: SynthConfig, *, overwrite: bool = F
     split_of[order[test : test + val]] = "val"
 
     jobs = [(config, i) for i in range(config.identities)]
-    mtg_jobs = [(config, "train", i) for i in range(config.mtg_train)] + [(config, "test", i) for i in range(config.mtg_test)]
+    mtg_jobs = [(config, "train", i) for i in range(config.mtg_train)] + [
+        (config, "test", i) for i in range(config.mtg_test)
+    ]
     chunk = max(1, len(jobs) // (8 * max(1, config.workers)))
     with ProcessPoolExecutor(max_workers=config.workers) if config.workers > 1 else _Inline() as pool:
-        items = list(tqdm(pool.map(_identity, jobs, chunksize=chunk), total=len(jobs), desc="identities", disable=not progress))
-        mtg_rows = list(tqdm(pool.map(_mtg_sample, mtg_jobs, chunksize=max(1, chunk // 2)), total=len(mtg_jobs), desc="MTG", disable=not progress))
+        items = list(
+            tqdm(pool.map(_identity, jobs, chunksize=chunk), total=len(jobs), desc="identities", disable=not progress)
+        )
+        mtg_rows = list(
+            tqdm(
+                pool.map(_mtg_sample, mtg_jobs, chunksize=max(1, chunk // 2)),
+                total=len(mtg_jobs),
+                desc="MTG",
+                disable=not progress,
+            )
+        )
     rendered = time.perf_counter()
 
     remove_owned(partial)  # a crashed run's leftovers

@@ -93,6 +93,7 @@ def _build_qwen_image(model: str, dtype, *, controlnet: str | None = None, lora:
 
 QWEN_INPAINT_CONTROLNET = "InstantX/Qwen-Image-ControlNet-Inpainting"
 
+
 # ------------------------------------------------------------------------------------- tiny pipelines
 def _bytes_to_unicode() -> dict[int, str]:
     """GPT-2/CLIP's reversible byte -> printable character table."""
@@ -137,9 +138,17 @@ def _tiny_clip_text(vocab_size: int, projection: bool):
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
     config = CLIPTextConfig(
-        vocab_size=vocab_size, bos_token_id=vocab_size - 2, eos_token_id=vocab_size - 1, pad_token_id=vocab_size - 1,
-        hidden_size=32, intermediate_size=37, num_attention_heads=4, num_hidden_layers=2, projection_dim=32,
-        max_position_embeddings=77, hidden_act="gelu",
+        vocab_size=vocab_size,
+        bos_token_id=vocab_size - 2,
+        eos_token_id=vocab_size - 1,
+        pad_token_id=vocab_size - 1,
+        hidden_size=32,
+        intermediate_size=37,
+        num_attention_heads=4,
+        num_hidden_layers=2,
+        projection_dim=32,
+        max_position_embeddings=77,
+        hidden_act="gelu",
     )
     return (CLIPTextModelWithProjection if projection else CLIPTextModel)(config)
 
@@ -151,23 +160,46 @@ def _build_tiny_sdxl_inpaint(model: str, dtype, *, seed: int = 0, **_):
     torch.manual_seed(seed)  # random weights, but the same ones every time
     tokenizer = tiny_clip_tokenizer()
     unet = UNet2DConditionModel(
-        block_out_channels=(16, 32), layers_per_block=1, sample_size=32, in_channels=9, out_channels=4,
-        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
-        attention_head_dim=(2, 4), use_linear_projection=True, addition_embed_type="text_time",
-        addition_time_embed_dim=8, transformer_layers_per_block=(1, 1), projection_class_embeddings_input_dim=80,
-        cross_attention_dim=64, norm_num_groups=8,
+        block_out_channels=(16, 32),
+        layers_per_block=1,
+        sample_size=32,
+        in_channels=9,
+        out_channels=4,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        attention_head_dim=(2, 4),
+        use_linear_projection=True,
+        addition_embed_type="text_time",
+        addition_time_embed_dim=8,
+        transformer_layers_per_block=(1, 1),
+        projection_class_embeddings_input_dim=80,
+        cross_attention_dim=64,
+        norm_num_groups=8,
     )
     vae = AutoencoderKL(
-        block_out_channels=[8, 16], in_channels=3, out_channels=3, latent_channels=4, sample_size=64,
-        down_block_types=["DownEncoderBlock2D"] * 2, up_block_types=["UpDecoderBlock2D"] * 2, norm_num_groups=4,
+        block_out_channels=[8, 16],
+        in_channels=3,
+        out_channels=3,
+        latent_channels=4,
+        sample_size=64,
+        down_block_types=["DownEncoderBlock2D"] * 2,
+        up_block_types=["UpDecoderBlock2D"] * 2,
+        norm_num_groups=4,
     )
     scheduler = EulerDiscreteScheduler(
         beta_start=0.00085, beta_end=0.012, steps_offset=1, beta_schedule="scaled_linear", timestep_spacing="leading"
     )
     pipe = StableDiffusionXLInpaintPipeline(
-        vae=vae, unet=unet, scheduler=scheduler, tokenizer=tokenizer, tokenizer_2=tokenizer,
-        text_encoder=_tiny_clip_text(len(tokenizer), False), text_encoder_2=_tiny_clip_text(len(tokenizer), True),
-        requires_aesthetics_score=False, force_zeros_for_empty_prompt=True, add_watermarker=False,
+        vae=vae,
+        unet=unet,
+        scheduler=scheduler,
+        tokenizer=tokenizer,
+        tokenizer_2=tokenizer,
+        text_encoder=_tiny_clip_text(len(tokenizer), False),
+        text_encoder_2=_tiny_clip_text(len(tokenizer), True),
+        requires_aesthetics_score=False,
+        force_zeros_for_empty_prompt=True,
+        add_watermarker=False,
     )
     return _evaluation_mode(pipe).to(dtype=dtype)
 
@@ -189,22 +221,53 @@ def _build_tiny_flux_fill(model: str, dtype, *, seed: int = 0, **_):
     clip, t5 = tiny_clip_tokenizer(), tiny_t5_tokenizer()
     latent, scale = 4, 2  # latent channels; VAE downscale (2 blocks)
     vae = AutoencoderKL(
-        block_out_channels=(4, 8), in_channels=3, out_channels=3, latent_channels=latent, sample_size=32,
-        down_block_types=["DownEncoderBlock2D"] * 2, up_block_types=["UpDecoderBlock2D"] * 2, layers_per_block=1,
-        norm_num_groups=1, use_quant_conv=False, use_post_quant_conv=False, shift_factor=0.0609, scaling_factor=1.5035,
+        block_out_channels=(4, 8),
+        in_channels=3,
+        out_channels=3,
+        latent_channels=latent,
+        sample_size=32,
+        down_block_types=["DownEncoderBlock2D"] * 2,
+        up_block_types=["UpDecoderBlock2D"] * 2,
+        layers_per_block=1,
+        norm_num_groups=1,
+        use_quant_conv=False,
+        use_post_quant_conv=False,
+        shift_factor=0.0609,
+        scaling_factor=1.5035,
     )
     transformer = FluxTransformer2DModel(  # packed latents + packed masked-image latents + packed mask
-        patch_size=1, in_channels=8 * latent + 4 * scale * scale, out_channels=4 * latent, num_layers=1,
-        num_single_layers=1, attention_head_dim=16, num_attention_heads=2, joint_attention_dim=32,
-        pooled_projection_dim=32, axes_dims_rope=[4, 4, 8],
+        patch_size=1,
+        in_channels=8 * latent + 4 * scale * scale,
+        out_channels=4 * latent,
+        num_layers=1,
+        num_single_layers=1,
+        attention_head_dim=16,
+        num_attention_heads=2,
+        joint_attention_dim=32,
+        pooled_projection_dim=32,
+        axes_dims_rope=[4, 4, 8],
     )
-    text_2 = T5EncoderModel(T5Config(
-        vocab_size=len(t5), d_model=32, d_kv=8, d_ff=37, num_layers=2, num_heads=4, pad_token_id=0, eos_token_id=1,
-        decoder_start_token_id=0,
-    ))
+    text_2 = T5EncoderModel(
+        T5Config(
+            vocab_size=len(t5),
+            d_model=32,
+            d_kv=8,
+            d_ff=37,
+            num_layers=2,
+            num_heads=4,
+            pad_token_id=0,
+            eos_token_id=1,
+            decoder_start_token_id=0,
+        )
+    )
     pipe = FluxFillPipeline(
-        scheduler=FlowMatchEulerDiscreteScheduler(), vae=vae, transformer=transformer, text_encoder=_tiny_clip_text(len(clip), False),
-        tokenizer=clip, text_encoder_2=text_2, tokenizer_2=t5,
+        scheduler=FlowMatchEulerDiscreteScheduler(),
+        vae=vae,
+        transformer=transformer,
+        text_encoder=_tiny_clip_text(len(clip), False),
+        tokenizer=clip,
+        text_encoder_2=text_2,
+        tokenizer_2=t5,
     )
     return _evaluation_mode(pipe).to(dtype=dtype)
 
@@ -214,36 +277,49 @@ GENERATORS: dict[str, GeneratorSpec] = {
     spec.name: spec
     for spec in (
         GeneratorSpec(
-            "flux-fill", "FluxFillPipeline", "black-forest-labs/FLUX.1-Fill-dev",
+            "flux-fill",
+            "FluxFillPipeline",
+            "black-forest-labs/FLUX.1-Fill-dev",
             GeneratorSettings(steps=50, guidance=30.0, resolution=512, max_sequence_length=512),
             "~34 GB of weights (bf16, ~24 GB VRAM with CPU offload of the T5); FLUX.1 [dev] Non-Commercial License",
             _build_flux_fill,
         ),
         GeneratorSpec(
-            "sdxl-inpaint", "StableDiffusionXLInpaintPipeline", "diffusers/stable-diffusion-xl-1.0-inpainting-0.1",
+            "sdxl-inpaint",
+            "StableDiffusionXLInpaintPipeline",
+            "diffusers/stable-diffusion-xl-1.0-inpainting-0.1",
             GeneratorSettings(steps=30, guidance=8.0, resolution=512, strength=0.99, negative_prompt=SDXL_NEGATIVE),
             "~7 GB of weights (fp16, ~10 GB VRAM); CreativeML Open RAIL++-M License",
             _build_sdxl_inpaint,
         ),
         GeneratorSpec(
-            "qwen-image", "QwenImageControlNetInpaintPipeline", "Qwen/Qwen-Image",
-            GeneratorSettings(steps=8, guidance=1.0, resolution=512, true_cfg=1.0, conditioning_scale=1.0,
-                              negative_prompt=" "),
+            "qwen-image",
+            "QwenImageControlNetInpaintPipeline",
+            "Qwen/Qwen-Image",
+            GeneratorSettings(
+                steps=8, guidance=1.0, resolution=512, true_cfg=1.0, conditioning_scale=1.0, negative_prompt=" "
+            ),
             "~58 GB of weights (bf16, a 80 GB GPU, or CPU offload) + the InstantX inpainting ControlNet; "
             "Apache-2.0 (model, ControlNet and Lightning LoRA); --lora lightx2v/Qwen-Image-Lightning needs peft",
             _build_qwen_image,
         ),
         GeneratorSpec(
-            "tiny-flux-fill", "FluxFillPipeline", "tiny",
+            "tiny-flux-fill",
+            "FluxFillPipeline",
+            "tiny",
             GeneratorSettings(steps=4, guidance=30.0, resolution=64, max_sequence_length=32),
-            "random weights built from a config, no download (tests, offline example); makes noise", _build_tiny_flux_fill,
+            "random weights built from a config, no download (tests, offline example); makes noise",
+            _build_tiny_flux_fill,
             untrained=True,
         ),
         GeneratorSpec(
-            "tiny-sdxl-inpaint", "StableDiffusionXLInpaintPipeline", "tiny",
+            "tiny-sdxl-inpaint",
+            "StableDiffusionXLInpaintPipeline",
+            "tiny",
             GeneratorSettings(steps=4, guidance=8.0, resolution=64, strength=0.99, negative_prompt=SDXL_NEGATIVE),
             "random weights built from a config, no download (tests, offline example); makes noise",
-            _build_tiny_sdxl_inpaint, untrained=True,
+            _build_tiny_sdxl_inpaint,
+            untrained=True,
         ),
     )
 }
@@ -259,7 +335,7 @@ def generator_spec(name: str) -> GeneratorSpec:
 def generation_size(width: int, height: int, resolution: int) -> tuple[int, int]:
     """The canvas for an image of ``width`` x ``height``: longer side ``resolution``, sides multiples of 16."""
     scale = resolution / max(width, height)
-    return tuple(max(16, int(round(side * scale / 16)) * 16) for side in (width, height))
+    return tuple(max(16, round(side * scale / 16) * 16) for side in (width, height))
 
 
 def view_seed(seed: int, identity, slot: int, source: str) -> int:
@@ -295,11 +371,21 @@ class Generator:
         canvas = image.resize((width, height), Image.Resampling.LANCZOS)
         mask_image = Image.fromarray(mask.astype(np.uint8) * 255).resize((width, height), Image.Resampling.NEAREST)
         s = self.settings
-        kwargs = dict(prompt=prompt, height=height, width=width, num_inference_steps=s.steps,
-                      generator=torch.Generator("cpu").manual_seed(seed))
+        kwargs = dict(
+            prompt=prompt,
+            height=height,
+            width=width,
+            num_inference_steps=s.steps,
+            generator=torch.Generator("cpu").manual_seed(seed),
+        )
         if self.spec.pipeline == "QwenImageControlNetInpaintPipeline":
-            kwargs.update(control_image=canvas, control_mask=mask_image, true_cfg_scale=s.true_cfg,
-                          controlnet_conditioning_scale=s.conditioning_scale, negative_prompt=s.negative_prompt)
+            kwargs.update(
+                control_image=canvas,
+                control_mask=mask_image,
+                true_cfg_scale=s.true_cfg,
+                controlnet_conditioning_scale=s.conditioning_scale,
+                negative_prompt=s.negative_prompt,
+            )
         else:
             kwargs.update(image=canvas, mask_image=mask_image, guidance_scale=s.guidance)
             if s.strength is not None:
@@ -345,7 +431,9 @@ def load_generator(
         raise TypeError(f"unknown generator settings {sorted(unknown)}")
     settings = GeneratorSettings(**{**asdict(spec.defaults), **{k: v for k, v in overrides.items() if v is not None}})
     if settings.steps < 1 or settings.resolution < 16:
-        raise GeneratorError(f"{name}: steps must be >= 1 and resolution >= 16 (got {settings.steps}, {settings.resolution})")
+        raise GeneratorError(
+            f"{name}: steps must be >= 1 and resolution >= 16 (got {settings.steps}, {settings.resolution})"
+        )
     target = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, target)
     model = model or spec.model

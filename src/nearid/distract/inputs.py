@@ -22,7 +22,7 @@ from ..data.splits import rows_of_split
 from ..hub import looks_like_local_path
 from ..images import ImageRef
 
-MASK_FIX = "make masks for your photos with `nearid mask IMAGES --prompt \"the object\" --out DIR`"
+MASK_FIX = 'make masks for your photos with `nearid mask IMAGES --prompt "the object" --out DIR`'
 
 
 class MissingMasksError(DatasetError):
@@ -68,9 +68,9 @@ def is_folder_layout(location: str) -> bool:
     path = Path(location).expanduser()
     if not path.is_dir() or (path / "NearID").is_dir():
         return False
-    if (path / "dataset_dict.json").is_file() or (path / "state.json").is_file() or any(path.rglob("*.parquet")):
-        return False
-    return True
+    return not (
+        (path / "dataset_dict.json").is_file() or (path / "state.json").is_file() or any(path.rglob("*.parquet"))
+    )
 
 
 def open_inputs(data: str | os.PathLike, *, split: str | None = "all", split_file=None) -> Inputs:
@@ -89,10 +89,15 @@ def _nearid_inputs(data: str, split, split_file) -> Inputs:
     table.require(POSITIVES_REQUIRED, "NearID positives")
     rows = rows_of_split(table.values("split"), split, split_file, len(table), label)
     inputs = Inputs(
-        kind="nearid", location=location, label=label, ids=table.values("id"),
+        kind="nearid",
+        location=location,
+        label=label,
+        ids=table.values("id"),
         categories=[c or "" for c in table.values("category", "")],
         descriptions=[d or "" for d in table.values("category_description", "")],
-        assets=table.values("objaverse_id"), n_images=table.values("n_images"), rows=list(rows),
+        assets=table.values("objaverse_id"),
+        n_images=table.values("n_images"),
+        rows=list(rows),
     )
     present = {j: (table.present(image_column(j)), table.present(mask_column(j))) for j in VIEW_SLOTS}
     for row in rows:
@@ -115,10 +120,15 @@ def _folder_inputs(root: str, split) -> Inputs:
     if not identities:
         raise DatasetError(f"{root}: no identity with at least 2 views")
     inputs = Inputs(
-        kind="folder", location=str(Path(root).expanduser()), label=Path(root).name,
-        ids=list(range(len(identities))), categories=[i.category or "" for i in identities],
-        descriptions=[i.description or "" for i in identities], assets=[str(i.id) for i in identities],
-        n_images=[len(i.view_slots) for i in identities], rows=list(range(len(identities))),
+        kind="folder",
+        location=str(Path(root).expanduser()),
+        label=Path(root).name,
+        ids=list(range(len(identities))),
+        categories=[i.category or "" for i in identities],
+        descriptions=[i.description or "" for i in identities],
+        assets=[str(i.id) for i in identities],
+        n_images=[len(i.view_slots) for i in identities],
+        rows=list(range(len(identities))),
         folder_identities=identities,
     )
     for row, identity in enumerate(identities):

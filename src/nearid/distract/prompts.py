@@ -95,7 +95,9 @@ def apply_template(template: str, description: str, category: str) -> str:
     try:
         return template.format(description=description, category=category)
     except (KeyError, IndexError) as exc:
-        raise NearIDError(f"--template '{template}': unknown field {exc}; use {{description}} and {{category}}") from None
+        raise NearIDError(
+            f"--template '{template}': unknown field {exc}; use {{description}} and {{category}}"
+        ) from None
 
 
 def choose_prompts(
@@ -122,8 +124,10 @@ def choose_prompts(
             for j in row_slots:
                 if not per_view[j]:
                     raise NearIDError(f"--prompts {prompts_file}: id {key} has no prompt for view {j + 1}")
-            prompts = tuple(apply_template(template, per_view[j], categories[row] or "") if j in row_slots else None
-                            for j in range(3))
+            prompts = tuple(
+                apply_template(template, per_view[j], categories[row] or "") if j in row_slots else None
+                for j in range(3)
+            )
             choices[row] = PromptChoice(prompts, "file")
         return choices
     retrieved = retrieve(descriptions, assets, list(slots), band=band)

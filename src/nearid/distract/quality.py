@@ -32,9 +32,9 @@ class Verdict:
     def label(self) -> str:
         if self.changed < self.change_threshold:
             return UNCHANGED
-        if self.distractor_similarity is not None and self.view_similarity is not None:
-            if self.distractor_similarity >= self.view_similarity:
-                return SAME
+        known = self.distractor_similarity is not None and self.view_similarity is not None
+        if known and self.distractor_similarity >= self.view_similarity:
+            return SAME
         return OK
 
     @property

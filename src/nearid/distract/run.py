@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import shutil
 import time
 from collections import Counter
@@ -105,8 +104,12 @@ def _generator_fingerprint(config: DistractConfig) -> dict:
     """The generator's identity and settings without loading it (to find finished shards first)."""
     spec = generator_spec(config.generator)
     overrides = {
-        "steps": config.steps, "guidance": config.guidance, "strength": config.strength,
-        "negative_prompt": config.negative_prompt, "true_cfg": config.true_cfg, "resolution": config.resolution,
+        "steps": config.steps,
+        "guidance": config.guidance,
+        "strength": config.strength,
+        "negative_prompt": config.negative_prompt,
+        "true_cfg": config.true_cfg,
+        "resolution": config.resolution,
     }
     settings = {**asdict(spec.defaults), **{k: v for k, v in overrides.items() if v is not None}}
     options = {"controlnet": config.controlnet, "lora": config.lora} if spec.name == "qwen-image" else {}
@@ -123,10 +126,16 @@ def generate_row(generator, config: DistractConfig, inputs: Inputs, row: int, ch
         if mask.shape != (view.height, view.width):
             mask = np.asarray(Image.fromarray(mask).resize(view.size, Image.Resampling.NEAREST))
         if not mask.any():
-            raise NearIDError(f"{mask_ref.key}: the mask is empty, so there is nothing to inpaint; fix or drop the view")
+            raise NearIDError(
+                f"{mask_ref.key}: the mask is empty, so there is nothing to inpaint; fix or drop the view"
+            )
         region = compositing.dilate(mask, config.dilate)
         started = time.perf_counter()
-        raw = np.asarray(generator.inpaint(view, region, choice.prompts[slot], view_seed(config.seed, inputs.ids[row], slot, config.source)))
+        raw = np.asarray(
+            generator.inpaint(
+                view, region, choice.prompts[slot], view_seed(config.seed, inputs.ids[row], slot, config.source)
+            )
+        )
         seconds = time.perf_counter() - started
         original = np.asarray(view)
         weights = compositing.blend_weights(region, config.feather)
@@ -139,8 +148,12 @@ def generate_row(generator, config: DistractConfig, inputs: Inputs, row: int, ch
             "seam": compositing.seam_strength(original, final, region),
             "outside_without_paste_back": compositing.outside_difference(original, raw, region),
             "seam_without_paste_back": compositing.seam_strength(original, raw, region),
-            "outside_with_paste_back": compositing.outside_difference(original, compositing.paste_back(original, raw, weights), region),
-            "seam_with_paste_back": compositing.seam_strength(original, compositing.paste_back(original, raw, weights), region),
+            "outside_with_paste_back": compositing.outside_difference(
+                original, compositing.paste_back(original, raw, weights), region
+            ),
+            "seam_with_paste_back": compositing.seam_strength(
+                original, compositing.paste_back(original, raw, weights), region
+            ),
         }
     return {"images": images, "info": info}
 
@@ -159,7 +172,12 @@ class ShardFolder:
         from safetensors.numpy import save_file
 
         tensors = {f"slot{j}": np.frombuffer(data, dtype=np.uint8) for j, data in result["images"].items()}
-        meta = {"row": row, "key": key, "prompts": list(prompts), "info": {str(j): v for j, v in result["info"].items()}}
+        meta = {
+            "row": row,
+            "key": key,
+            "prompts": list(prompts),
+            "info": {str(j): v for j, v in result["info"].items()},
+        }
         with atomic_path(self.path(row, key)) as tmp:
             save_file(tensors, str(tmp), metadata={"nearid": json.dumps(meta)})
 
@@ -168,7 +186,7 @@ class ShardFolder:
 
         with safe_open(self.path(row, key), "np") as handle:
             meta = json.loads(handle.metadata()["nearid"])
-            images = {int(name[4:]): handle.get_tensor(name).tobytes() for name in handle.keys()}
+            images = {int(name[4:]): handle.get_tensor(name).tobytes() for name in handle.keys()}  # noqa: SIM118 (safe_open is not iterable)
         return {"images": images, "info": {int(j): v for j, v in meta["info"].items()}, "prompts": meta["prompts"]}
 
 
@@ -182,7 +200,9 @@ def resolve_out(config: DistractConfig, inputs: Inputs) -> Path:
         if not config.overwrite:
             raise NearIDError(f"{out}: already exists and is not empty; choose another --out or pass --overwrite")
         if not marker.is_file():
-            raise NearIDError(f"{out}: was not written by nearid distract, so it will not be replaced; choose another --out")
+            raise NearIDError(
+                f"{out}: was not written by nearid distract, so it will not be replaced; choose another --out"
+            )
     return out
 
 
@@ -208,28 +228,59 @@ def distract(config: DistractConfig) -> dict | None:
     state = _state(config.device)
     slots = {row: sorted(inputs.views[row]) for row in rows}
     choices = choose_prompts(
-        inputs.ids, inputs.descriptions, inputs.categories, inputs.assets, slots,
-        band=config.band, template=config.template, prompts_file=config.prompts,
+        inputs.ids,
+        inputs.descriptions,
+        inputs.categories,
+        inputs.assets,
+        slots,
+        band=config.band,
+        template=config.template,
+        prompts_file=config.prompts,
     )
     base = _settings_payload(config, _generator_fingerprint(config))
-    keys = {row: settings_key({**base, "row": row, "id": str(inputs.ids[row]), "prompts": choices[row].prompts,
-                                "input": inputs.fingerprint(row)}) for row in rows}
+    keys = {
+        row: settings_key(
+            {
+                **base,
+                "row": row,
+                "id": str(inputs.ids[row]),
+                "prompts": choices[row].prompts,
+                "input": inputs.fingerprint(row),
+            }
+        )
+        for row in rows
+    }
     shards = ShardFolder(out.parent / f".{out.name}.shards")
     todo = [row for row in rows if not shards.path(row, keys[row]).is_file()]
     mine = todo[state.process_index :: state.num_processes]
     started = time.perf_counter()
     if mine:
         generator = load_generator(
-            config.generator, model=config.model, device=str(state.device) if config.device == "auto" else config.device,
-            dtype=config.dtype, offload=config.offload, controlnet=config.controlnet, lora=config.lora,
-            steps=config.steps, guidance=config.guidance, strength=config.strength,
-            negative_prompt=config.negative_prompt, true_cfg=config.true_cfg, resolution=config.resolution,
+            config.generator,
+            model=config.model,
+            device=str(state.device) if config.device == "auto" else config.device,
+            dtype=config.dtype,
+            offload=config.offload,
+            controlnet=config.controlnet,
+            lora=config.lora,
+            steps=config.steps,
+            guidance=config.guidance,
+            strength=config.strength,
+            negative_prompt=config.negative_prompt,
+            true_cfg=config.true_cfg,
+            resolution=config.resolution,
         )
-        bar = tqdm(mine, desc=f"distract {config.source}", unit="identity",
-                   disable=not (config.progress and state.is_main_process))
+        bar = tqdm(
+            mine,
+            desc=f"distract {config.source}",
+            unit="identity",
+            disable=not (config.progress and state.is_main_process),
+        )
         with quiet():  # no per-call truncation warnings (long prompts are cut to the text encoders' length)
             for row in bar:
-                shards.write(row, keys[row], generate_row(generator, config, inputs, row, choices[row]), choices[row].prompts)
+                shards.write(
+                    row, keys[row], generate_row(generator, config, inputs, row, choices[row]), choices[row].prompts
+                )
     if state.num_processes > 1:
         print(f"process {state.process_index}: generated {len(mine)} identities", flush=True)
     state.wait_for_everyone()
@@ -286,15 +337,24 @@ def _assemble(config, inputs: Inputs, rows, keys, choices, shards: ShardFolder, 
     side = target
     _contact_sheet(config, inputs, rows, results, verdicts, choices, spec, side / "contact_sheet.png")
     write_text_atomic(side / "quality.md", _quality_markdown(summary))
-    with atomic_path(side / "prompts.jsonl") as tmp:
-        with open(tmp, "w", encoding="utf-8") as handle:
-            for row in rows:
-                c = choices[row]
-                handle.write(json.dumps({
-                    "row": row, "id": inputs.ids[row], "prompt": next(p for p in c.prompts if p), "how": c.source,
-                    "from_row": c.donor_row, "from_id": None if c.donor_row is None else inputs.ids[c.donor_row],
-                    "similarity": None if c.similarity is None else round(c.similarity, 4),
-                }, default=str) + "\n")
+    with atomic_path(side / "prompts.jsonl") as tmp, open(tmp, "w", encoding="utf-8") as handle:
+        for row in rows:
+            c = choices[row]
+            handle.write(
+                json.dumps(
+                    {
+                        "row": row,
+                        "id": inputs.ids[row],
+                        "prompt": next(p for p in c.prompts if p),
+                        "how": c.source,
+                        "from_row": c.donor_row,
+                        "from_id": None if c.donor_row is None else inputs.ids[c.donor_row],
+                        "similarity": None if c.similarity is None else round(c.similarity, 4),
+                    },
+                    default=str,
+                )
+                + "\n"
+            )
     if out.exists():
         shutil.rmtree(out)
     partial.rename(out)
@@ -368,8 +428,14 @@ def _summary(config, inputs: Inputs, rows, results, verdicts, choices, kept, spe
         "prompts": dict(Counter(choices[row].source for row in rows)),
         "measurements": {
             "changed_inside_mask": mean("changed"),
-            "outside_mean_abs": {"with_paste_back": mean("outside_with_paste_back"), "without_paste_back": mean("outside_without_paste_back")},
-            "seam": {"with_paste_back": mean("seam_with_paste_back"), "without_paste_back": mean("seam_without_paste_back")},
+            "outside_mean_abs": {
+                "with_paste_back": mean("outside_with_paste_back"),
+                "without_paste_back": mean("outside_without_paste_back"),
+            },
+            "seam": {
+                "with_paste_back": mean("seam_with_paste_back"),
+                "without_paste_back": mean("seam_without_paste_back"),
+            },
         },
         "seconds": {"per_image": mean("seconds"), "generation": round(sum(i["seconds"] for i in infos), 2)},
     }
@@ -379,17 +445,25 @@ def _quality_markdown(summary: dict) -> str:
     m = summary["measurements"]
     title = f"{summary['generator']}{' (untrained: random weights, noise not objects)' if summary['untrained'] else ''}"
     lines = [
-        f"# Distractors {summary['config']['source']} from {summary['input']}", "",
-        f"generator: {title}", "",
+        f"# Distractors {summary['config']['source']} from {summary['input']}",
+        "",
+        f"generator: {title}",
+        "",
         f"{summary['identities']} identities, {summary['distractors']} distractors; kept {summary['kept']}, "
-        f"filtered {summary['filtered']}", "",
-        "| verdict | count |", "|---|---|",
-        *[f"| {k} | {v} |" for k, v in summary["quality"].items()], "",
-        "| measurement (0-255) | with paste-back | without |", "|---|---|---|",
+        f"filtered {summary['filtered']}",
+        "",
+        "| verdict | count |",
+        "|---|---|",
+        *[f"| {k} | {v} |" for k, v in summary["quality"].items()],
+        "",
+        "| measurement (0-255) | with paste-back | without |",
+        "|---|---|---|",
         f"| mean abs difference outside the dilated mask | {m['outside_mean_abs']['with_paste_back']} | {m['outside_mean_abs']['without_paste_back']} |",
         f"| seam (excess step across the mask border) | {m['seam']['with_paste_back']} | {m['seam']['without_paste_back']} |",
-        "", f"mean change inside the mask: {m['changed_inside_mask']}; seconds per image: {summary['seconds']['per_image']}",
-        f"prompts: {summary['prompts']}", "",
+        "",
+        f"mean change inside the mask: {m['changed_inside_mask']}; seconds per image: {summary['seconds']['per_image']}",
+        f"prompts: {summary['prompts']}",
+        "",
     ]
     return "\n".join(lines)
 
@@ -421,7 +495,7 @@ def _contact_sheet(config, inputs: Inputs, rows, results, verdicts, choices, spe
                 lines.append(line)
                 line = ""
             line += word + " "
-        lines = (lines + [line])[:7] + [f"id {inputs.ids[row]} view {j + 1}: {judged.get((row, j), '')}"]
+        lines = [*([*lines, line])[:7], f"id {inputs.ids[row]} view {j + 1}: {judged.get((row, j), '')}"]
         draw.multiline_text((3 * tile + 4, y + 2), "\n".join(lines), fill=(0, 0, 0))
     with atomic_path(path) as tmp:
         sheet.save(tmp, format="PNG")
@@ -437,14 +511,24 @@ def _write_folder_positives(inputs: Inputs, target: Path) -> None:
     columns: dict[str, list] = {name: [] for name in features}
     for row, identity in enumerate(inputs.folder_identities):
         values = {
-            "id": row, "category": inputs.categories[row], "category_description": inputs.descriptions[row],
-            "n_images": len(identity.view_slots), "objaverse_id": str(identity.id), "dino_01": None, "dino_02": None,
-            "dino_12": None, "quality": None, "id_safe": None, "split": identity.split or "test",
+            "id": row,
+            "category": inputs.categories[row],
+            "category_description": inputs.descriptions[row],
+            "n_images": len(identity.view_slots),
+            "objaverse_id": str(identity.id),
+            "dino_01": None,
+            "dino_02": None,
+            "dino_12": None,
+            "quality": None,
+            "id_safe": None,
+            "split": identity.split or "test",
         }
         for j in range(3):
             view = identity.views[j]
             present = view is not None
-            values[image_column(j)] = {"bytes": Path(view.image.fetch()).read_bytes(), "path": None} if present else None
+            values[image_column(j)] = (
+                {"bytes": Path(view.image.fetch()).read_bytes(), "path": None} if present else None
+            )
             values[mask_column(j)] = (
                 {"bytes": Path(view.mask.fetch()).read_bytes(), "path": None} if present and view.mask else None
             )

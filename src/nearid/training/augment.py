@@ -163,4 +163,14 @@ def apply(image: Image.Image, params: Augment | None) -> Image.Image:
     return image
 
 
-__all__ = ["Augment", "adjust_hue", "affine_matrix", "affine_params", "apply", "color_jitter", "combine", "disalign", "jitter_params"]
+__all__ = [
+    "Augment",
+    "adjust_hue",
+    "affine_matrix",
+    "affine_params",
+    "apply",
+    "color_jitter",
+    "combine",
+    "disalign",
+    "jitter_params",
+]

@@ -154,7 +154,9 @@ class SampleRecipe:
         if not 0 <= self.seed < 2**63:
             raise ValueError(f"seed must be in [0, 2**63), got {self.seed}")
         if len(self.mask_probs) != 3 or not all(0.0 <= p <= 1.0 for p in self.mask_probs):
-            raise ValueError(f"mask_probs must be 3 probabilities (anchor, positive, distractor), got {self.mask_probs}")
+            raise ValueError(
+                f"mask_probs must be 3 probabilities (anchor, positive, distractor), got {self.mask_probs}"
+            )
         for name in ("flip_prob", "jitter_prob", "affine_prob"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be a probability, got {getattr(self, name)}")
@@ -222,7 +224,9 @@ def _assemble(
     return tuple(slots)
 
 
-def nearid_sample(identity: Identity, sources: Sequence[str], recipe: SampleRecipe = SampleRecipe(), epoch: int = 0) -> TrainingSample:
+def nearid_sample(
+    identity: Identity, sources: Sequence[str], recipe: SampleRecipe = SampleRecipe(), epoch: int = 0
+) -> TrainingSample:
     """The training sample of one NearID identity in ``epoch`` (see the module docstring)."""
     valid = identity.view_slots
     if len(valid) < 2:

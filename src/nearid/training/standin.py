@@ -59,22 +59,27 @@ class StandInConfig:
         from transformers import SiglipVisionConfig
 
         return SiglipVisionConfig(
-            hidden_size=self.hidden_size, intermediate_size=self.intermediate_size,
-            num_hidden_layers=self.layers, num_attention_heads=self.heads,
-            image_size=self.image_size, patch_size=self.patch_size,
-            hidden_act="gelu_pytorch_tanh", layer_norm_eps=1e-6,
+            hidden_size=self.hidden_size,
+            intermediate_size=self.intermediate_size,
+            num_hidden_layers=self.layers,
+            num_attention_heads=self.heads,
+            image_size=self.image_size,
+            patch_size=self.patch_size,
+            hidden_act="gelu_pytorch_tanh",
+            layer_norm_eps=1e-6,
         )
 
 
-def augment(pixels: torch.Tensor, generator: torch.Generator, min_area: float = 0.25,
-            masks: torch.Tensor | None = None) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+def augment(
+    pixels: torch.Tensor, generator: torch.Generator, min_area: float = 0.25, masks: torch.Tensor | None = None
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """Random resized crop + flip (one affine resampling per image), then brightness/contrast jitter.
 
     ``masks`` ``[N, 1, H, W]`` (optional) follow the same crop and flip, without jitter; then
     ``(pixels, masks)`` is returned.
     """
     n = pixels.shape[0]
-    u = lambda lo, hi: torch.empty(n).uniform_(lo, hi, generator=generator)  # noqa: E731
+    u = lambda lo, hi: torch.empty(n).uniform_(lo, hi, generator=generator)
     side = u(min_area, 1.0).sqrt()
     aspect = torch.exp(u(-0.2, 0.2))
     sx, sy = (side * aspect).clamp(max=1.0), side
@@ -127,7 +132,8 @@ def pretrain_standin(bench, out: str | os.PathLike, config: StandInConfig = Stan
         torch.manual_seed(config.seed)
         model = SiglipVisionModel(config.vision_config())
         projection = torch.nn.Sequential(
-            torch.nn.Linear(config.hidden_size, 2 * config.hidden_size), torch.nn.GELU(),
+            torch.nn.Linear(config.hidden_size, 2 * config.hidden_size),
+            torch.nn.GELU(),
             torch.nn.Linear(2 * config.hidden_size, config.hidden_size // 2),
         )
         foreground_probe = torch.nn.Linear(config.hidden_size, 1)
@@ -138,8 +144,10 @@ def pretrain_standin(bench, out: str | os.PathLike, config: StandInConfig = Stan
     scheduler = get_scheduler("cosine", optimizer, num_warmup_steps=max(1, total // 10), num_training_steps=total)
     rng = np.random.default_rng(config.seed)
     generator = torch.Generator().manual_seed(config.seed)
-    log(f"pretraining the stand-in backbone: {len(refs)} train views, {config.epochs} epochs x {per_epoch} steps "
-        f"(instance discrimination + foreground tokens; no distractor, no pairing of an identity's views)")
+    log(
+        f"pretraining the stand-in backbone: {len(refs)} train views, {config.epochs} epochs x {per_epoch} steps "
+        f"(instance discrimination + foreground tokens; no distractor, no pairing of an identity's views)"
+    )
     model.train()
     started = time.perf_counter()
     for epoch in range(config.epochs):
@@ -158,10 +166,15 @@ def pretrain_standin(bench, out: str | os.PathLike, config: StandInConfig = Stan
             target = torch.arange(n)
             info_nce = (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target)) / 2
             weight = has_mask[twice].float()[:, None].expand(-1, output.last_hidden_state.shape[1])
-            foreground = F.binary_cross_entropy_with_logits(
-                foreground_probe(output.last_hidden_state).squeeze(-1),
-                foreground_targets(batch_masks, config.patch_size), weight=weight,
-            ) if has_mask.any() else info_nce.new_zeros(())
+            foreground = (
+                F.binary_cross_entropy_with_logits(
+                    foreground_probe(output.last_hidden_state).squeeze(-1),
+                    foreground_targets(batch_masks, config.patch_size),
+                    weight=weight,
+                )
+                if has_mask.any()
+                else info_nce.new_zeros(())
+            )
             loss = info_nce + config.foreground_weight * foreground
             optimizer.zero_grad()
             loss.backward()
@@ -170,8 +183,10 @@ def pretrain_standin(bench, out: str | os.PathLike, config: StandInConfig = Stan
             scheduler.step()
             contrastive.append(info_nce.item())
             dense.append(foreground.item())
-        log(f"  epoch {epoch + 1}/{config.epochs}: InfoNCE {np.mean(contrastive):.3f}  foreground BCE "
-            f"{np.mean(dense):.3f} ({time.perf_counter() - started:.0f} s)")
+        log(
+            f"  epoch {epoch + 1}/{config.epochs}: InfoNCE {np.mean(contrastive):.3f}  foreground BCE "
+            f"{np.mean(dense):.3f} ({time.perf_counter() - started:.0f} s)"
+        )
     model.eval()
     out = Path(out)
     model.save_pretrained(out)

@@ -136,12 +136,25 @@ def _npy_header(path: Path) -> tuple[tuple[int, ...], np.dtype, bool]:
 class TokenCache:
     """Float16 trunk tokens by ``Slot.key``, in memory-mapped shards (see the module docstring)."""
 
-    def __init__(self, folder: str | os.PathLike, model_signature: str, n_tokens: int, hidden: int, *, max_open: int | None = None):
+    def __init__(
+        self,
+        folder: str | os.PathLike,
+        model_signature: str,
+        n_tokens: int,
+        hidden: int,
+        *,
+        max_open: int | None = None,
+    ):
         self.folder = Path(folder)
         self.folder.mkdir(parents=True, exist_ok=True)
         self.signature = str(model_signature)
         self.n_tokens, self.hidden = int(n_tokens), int(hidden)
-        expected = {"format": FORMAT, "signature": self.signature, "shape": [self.n_tokens, self.hidden], "dtype": DTYPE}
+        expected = {
+            "format": FORMAT,
+            "signature": self.signature,
+            "shape": [self.n_tokens, self.hidden],
+            "dtype": DTYPE,
+        }
         manifest = self.folder / MANIFEST
         if manifest.is_file():
             try:
@@ -237,8 +250,12 @@ class TokenCache:
         finite = np.isfinite(array).reshape(len(keys), -1).all(axis=1)
         if not finite.all():
             bad = keys[int(np.flatnonzero(~finite)[0])]
-            raise ValueError(f"tokens of {bad} are not finite in float16 ({int((~finite).sum())} inputs); nothing was written")
-        base = f"shard-{time.time_ns():020d}-{os.getpid()}-{next(_SHARD_COUNTER)}" + (f"-{writer}" if writer is not None else "")
+            raise ValueError(
+                f"tokens of {bad} are not finite in float16 ({int((~finite).sum())} inputs); nothing was written"
+            )
+        base = f"shard-{time.time_ns():020d}-{os.getpid()}-{next(_SHARD_COUNTER)}" + (
+            f"-{writer}" if writer is not None else ""
+        )
         path = self.folder / f"{base}.npy"
         write_text_atomic(_keys_path(path), json.dumps(keys))  # keys first ...
         with atomic_path(path) as tmp, open(tmp, "wb") as handle:  # ... the array last: it makes the shard count
@@ -263,7 +280,9 @@ class TokenCache:
         """``[len(keys), N_tokens, hidden]`` float16 tokens, in the order of ``keys``."""
         missing = [k for k in keys if k not in self._index]
         if missing:
-            raise KeyError(f"{len(missing)} input(s) not in the token cache {self.folder}, e.g. {missing[0]!r}; run fill() first")
+            raise KeyError(
+                f"{len(missing)} input(s) not in the token cache {self.folder}, e.g. {missing[0]!r}; run fill() first"
+            )
         out = np.empty((len(keys), self.n_tokens, self.hidden), dtype=np.float16)
         by_shard: dict[int, list[tuple[int, int]]] = {}
         for position, key in enumerate(keys):

@@ -52,7 +52,9 @@ class TrainConfig:
     mtg_repeat: int = 4
     save_steps: int = 100
     log_steps: int = 10
-    mixed_precision: str = "auto"  # auto: fp16 on CUDA (the authors' config, spec 12.3), "no" on the CPU; or no/fp16/bf16
+    mixed_precision: str = (
+        "auto"  # auto: fp16 on CUDA (the authors' config, spec 12.3), "no" on the CPU; or no/fp16/bf16
+    )
     jitter_prob: float = 0.0  # per-slot colour jitter probability (the authors' default 0; spec 12.5)
     affine_prob: float = 0.0  # per-slot translate + scale "disalignment" probability (default 0)
     split: str = "train"
@@ -98,7 +100,9 @@ class TrainConfig:
         values.update(options)
         missing = [name for name in ("data", "out") if values.get(name) is None]
         if missing:
-            where = f"neither {config_file} nor the options set it" if config_file is not None else "or give --config FILE"
+            where = (
+                f"neither {config_file} nor the options set it" if config_file is not None else "or give --config FILE"
+            )
             raise NearIDError(f"--{missing[0]} is required ({where})")
         try:
             _check_settings(values)
@@ -116,8 +120,17 @@ class _SettingError(Exception):
 
 
 #: integer settings and their least meaningful value (max_steps may also be None: run every epoch)
-_INTS = {"epochs": 1, "batch_size": 1, "save_steps": 1, "log_steps": 1, "max_steps": 1, "warmup_steps": 0,
-         "eval_steps": 0, "mtg_repeat": 0, "seed": 0}
+_INTS = {
+    "epochs": 1,
+    "batch_size": 1,
+    "save_steps": 1,
+    "log_steps": 1,
+    "max_steps": 1,
+    "warmup_steps": 0,
+    "eval_steps": 0,
+    "mtg_repeat": 0,
+    "seed": 0,
+}
 _TEXTS = ("data", "out", "backbone", "loss", "split", "val_split")
 _MIXED_PRECISION = ("auto", "no", "fp16", "bf16")
 
@@ -168,13 +181,19 @@ def _check_settings(values: dict) -> None:
             raise _SettingError("sources", f"must be a non-empty list of source names, not {sources!r}")
         values["sources"] = list(sources)
     if "mixed_precision" in values and values["mixed_precision"] not in _MIXED_PRECISION:
-        raise _SettingError("mixed_precision", f"must be one of {', '.join(_MIXED_PRECISION)}, not {values['mixed_precision']!r}")
+        raise _SettingError(
+            "mixed_precision", f"must be one of {', '.join(_MIXED_PRECISION)}, not {values['mixed_precision']!r}"
+        )
     if "cache_tokens" in values and not isinstance(values["cache_tokens"], bool):
         raise _SettingError("cache_tokens", f"must be true or false, not {values['cache_tokens']!r}")
 
 
 def _latest_checkpoint(out: Path) -> Path | None:
-    done = [p for p in (out / "checkpoints").glob("step-*") if (p / "state.pt").is_file() and (p / "head.safetensors").is_file()]
+    done = [
+        p
+        for p in (out / "checkpoints").glob("step-*")
+        if (p / "state.pt").is_file() and (p / "head.safetensors").is_file()
+    ]
     return max(done, key=lambda p: int(p.name.split("-")[1]), default=None)
 
 
@@ -202,8 +221,12 @@ def _same(name: str, old, new) -> bool:
         return True
     if name in _LOCAL_PATHS and isinstance(old, str) and isinstance(new, str):
         old_path, new_path = Path(old.removeprefix("nearid:")), Path(new.removeprefix("nearid:"))
-        return (old.startswith("nearid:") == new.startswith("nearid:") and old_path.exists()
-                and new_path.exists() and old_path.resolve() == new_path.resolve())
+        return (
+            old.startswith("nearid:") == new.startswith("nearid:")
+            and old_path.exists()
+            and new_path.exists()
+            and old_path.resolve() == new_path.resolve()
+        )
     return False
 
 
@@ -214,14 +237,19 @@ def _resume_differences(out: Path, config: TrainConfig) -> list[str]:
         if not isinstance(saved, dict):
             raise ValueError("not a JSON object")
     except FileNotFoundError:
-        raise NearIDError(f"{out}: holds checkpoints but no config.json, so a resume cannot be checked against "
-                          "the run's settings; start a new run in another --out") from None
+        raise NearIDError(
+            f"{out}: holds checkpoints but no config.json, so a resume cannot be checked against "
+            "the run's settings; start a new run in another --out"
+        ) from None
     except (OSError, ValueError) as exc:
         raise NearIDError(f"{out}/config.json: not readable ({exc}); start a new run in another --out") from None
     now = json.loads(json.dumps(dataclasses.asdict(config)))  # as config.json holds it (tuples as lists)
     default = json.loads(json.dumps(dataclasses.asdict(TrainConfig(data="-", out="-"))))
-    return [f"{name}: {saved.get(name, default[name])!r} -> {value!r}" for name, value in now.items()
-            if name not in RESUME_FREE and not _same(name, saved.get(name, default[name]), value)]
+    return [
+        f"{name}: {saved.get(name, default[name])!r} -> {value!r}"
+        for name, value in now.items()
+        if name not in RESUME_FREE and not _same(name, saved.get(name, default[name]), value)
+    ]
 
 
 def check_run_folder(config: TrainConfig, *, resume: bool = False, overwrite: bool = False) -> str:
@@ -244,24 +272,32 @@ def check_run_folder(config: TrainConfig, *, resume: bool = False, overwrite: bo
     if overwrite:
         if contents and not ours:
             check_removable(out)  # a folder without nearid's marker: its one-line refusal
-            raise NearIDError(f"{out}: made by `nearid {owned_by(out)}`, not by `nearid train`, so --overwrite "
-                              "will not delete it; choose another --out")
+            raise NearIDError(
+                f"{out}: made by `nearid {owned_by(out)}`, not by `nearid train`, so --overwrite "
+                "will not delete it; choose another --out"
+            )
         return "overwrite"
     if resume and holds_run:
         differences = _resume_differences(out, config)
         if differences:
-            raise NearIDError(f"{out}: --resume with settings that differ from the run's config.json "
-                              f"({'; '.join(differences)}); resume with the run's settings, or train into "
-                              "another --out (or --overwrite)")
+            raise NearIDError(
+                f"{out}: --resume with settings that differ from the run's config.json "
+                f"({'; '.join(differences)}); resume with the run's settings, or train into "
+                "another --out (or --overwrite)"
+            )
         latest = _latest_checkpoint(out)
         at = int(latest.name.split("-")[1]) if latest is not None else 0
         if config.max_steps is not None and config.max_steps < at:
-            raise NearIDError(f"{out}: the run is at step {at}, past --max-steps {config.max_steps}; "
-                              f"pass a --max-steps of at least {at}")
+            raise NearIDError(
+                f"{out}: the run is at step {at}, past --max-steps {config.max_steps}; "
+                f"pass a --max-steps of at least {at}"
+            )
         return "resume"
     if holds_run:
-        raise NearIDError(f"{out}: holds a training run (config.json, checkpoints/); pass --resume to continue "
-                          "it, --overwrite to replace it, or choose another --out")
+        raise NearIDError(
+            f"{out}: holds a training run (config.json, checkpoints/); pass --resume to continue "
+            "it, --overwrite to replace it, or choose another --out"
+        )
     if contents and not (ours and contents == [MARKER]):
         raise NearIDError(f"{out}: not empty and not a run folder made by nearid; choose a new or empty --out")
     return "new"
@@ -338,8 +374,14 @@ def train(config: TrainConfig, *, resume: bool = False, overwrite: bool = False)
     accelerator.wait_for_everyone()
     model = model.to(accelerator.device)
     preprocess = preprocessor(processor)
-    recipe = SampleRecipe(seed=config.seed, mask_probs=tuple(config.mask_probs), flip_prob=config.flip_prob,
-                          mtg_repeat=config.mtg_repeat, jitter_prob=config.jitter_prob, affine_prob=config.affine_prob)
+    recipe = SampleRecipe(
+        seed=config.seed,
+        mask_probs=tuple(config.mask_probs),
+        flip_prob=config.flip_prob,
+        mtg_repeat=config.mtg_repeat,
+        jitter_prob=config.jitter_prob,
+        affine_prob=config.affine_prob,
+    )
     training_set = TrainingSet(bench, config.sources, mtg, recipe)
     batches_per_epoch = len(training_set.batches(0, config.batch_size))
     total_steps = config.epochs * batches_per_epoch
@@ -360,9 +402,9 @@ def train(config: TrainConfig, *, resume: bool = False, overwrite: bool = False)
         computed = fill(cache, model, mine, preprocess, progress=False)
         accelerator.wait_for_everyone()
         cache.refresh()
-        tokens_of = lambda slots: slot_tokens(slots, model, preprocess, cache)  # noqa: E731
+        tokens_of = lambda slots: slot_tokens(slots, model, preprocess, cache)
     else:
-        tokens_of = lambda slots: model.encode_tokens(pixel_values(slots, preprocess).to(accelerator.device))  # noqa: E731
+        tokens_of = lambda slots: model.encode_tokens(pixel_values(slots, preprocess).to(accelerator.device))
 
     head = model.head
     optimizer = torch.optim.AdamW(head.parameters(), lr=config.lr, weight_decay=config.weight_decay)
@@ -377,9 +419,12 @@ def train(config: TrainConfig, *, resume: bool = False, overwrite: bool = False)
     head, optimizer = accelerator.prepare(head, optimizer)
     if accelerator.is_main_process:
         write_text_atomic(out / INPUTS_FILE, json.dumps(inputs, indent=2) + "\n")
-        print(f"training {len(training_set)} items x {config.epochs} epochs = {total_steps} steps on "
-              f"{accelerator.num_processes} process(es); {computed} trunk inputs cached by this process"
-              + (f"; resuming at step {step}" if step else ""), flush=True)
+        print(
+            f"training {len(training_set)} items x {config.epochs} epochs = {total_steps} steps on "
+            f"{accelerator.num_processes} process(es); {computed} trunk inputs cached by this process"
+            + (f"; resuming at step {step}" if step else ""),
+            flush=True,
+        )
 
     last_loss = float("nan")
     head.train()
@@ -400,14 +445,20 @@ def train(config: TrainConfig, *, resume: bool = False, overwrite: bool = False)
             step += 1
             last_loss = float(accelerator.reduce(loss.detach(), reduction="mean"))
             if accelerator.is_main_process and step % config.log_steps == 0:
-                print(f"step {step}/{total_steps} epoch {epoch} loss {last_loss:.4f} lr {scheduler.get_last_lr()[0]:.2e}", flush=True)
+                print(
+                    f"step {step}/{total_steps} epoch {epoch} loss {last_loss:.4f} lr {scheduler.get_last_lr()[0]:.2e}",
+                    flush=True,
+                )
             if step % config.save_steps == 0 or step == total_steps:
                 _save(accelerator, head, optimizer, scheduler, step, out, save_file)
             if validation is not None and step % config.eval_steps == 0:
                 head.eval()
                 if accelerator.is_main_process:
                     score = validation()
-                    print(f"step {step} validation ({config.val_split}): SSR {score.ssr:.2f} PA {score.pa:.2f}", flush=True)
+                    print(
+                        f"step {step} validation ({config.val_split}): SSR {score.ssr:.2f} PA {score.pa:.2f}",
+                        flush=True,
+                    )
                     with open(out / "validation.jsonl", "a") as handle:
                         handle.write(json.dumps({"step": step, **score.as_dict()}) + "\n")
                 accelerator.wait_for_everyone()
@@ -438,8 +489,10 @@ def _check_same_inputs(out: Path, inputs: dict) -> None:
     before = json.loads(path.read_text()).get("data", {})
     changed = sorted(name for name in set(before) | set(inputs["data"]) if before.get(name) != inputs["data"].get(name))
     if changed:
-        raise NearIDError(f"{out}: --resume onto other data than the run started on ({', '.join(changed)} changed "
-                          f"since, see {INPUTS_FILE}); start a new run in another --out")
+        raise NearIDError(
+            f"{out}: --resume onto other data than the run started on ({', '.join(changed)} changed "
+            f"since, see {INPUTS_FILE}); start a new run in another --out"
+        )
 
 
 def mixed_precision(setting: str, *, cuda: bool) -> str:
@@ -490,7 +543,9 @@ def _validation(config: TrainConfig, model, processor, device):
 
 def _step_loss(head, loss_fn, samples, tokens_of, device) -> torch.Tensor:
     """Embed the present slots of ``samples`` (cached or fresh trunk tokens) and apply the loss."""
-    present = [(b, s, slot) for b, sample in enumerate(samples) for s, slot in enumerate(sample.slots) if slot is not None]
+    present = [
+        (b, s, slot) for b, sample in enumerate(samples) for s, slot in enumerate(sample.slots) if slot is not None
+    ]
     tokens = tokens_of([slot for _, _, slot in present]).to(device=device, dtype=torch.float32)
     pooled = F.normalize(head(tokens), dim=-1)
     embeddings = pooled.new_zeros(len(samples), 6, pooled.shape[-1])
@@ -531,9 +586,13 @@ def _check_checkpoint(checkpoint: Path) -> None:
             what = "a run folder" if folder is runs[0] else "a run's checkpoints folder"
             raise NearIDError(f"{checkpoint}: is {what}; pass one checkpoint in it, e.g. the newest: {newest}")
     if (checkpoint / "config.json").is_file() and any(checkpoint.glob("*.safetensors")):
-        raise NearIDError(f"{checkpoint}: is a model folder, not a training checkpoint; a model is used as it is "
-                          f"(nearid:{checkpoint}, or --backbone for training): pass RUN/checkpoints/step-N to export")
-    raise NearIDError(f"{checkpoint}: no head.safetensors; pass a RUN/checkpoints/step-N folder written by nearid train")
+        raise NearIDError(
+            f"{checkpoint}: is a model folder, not a training checkpoint; a model is used as it is "
+            f"(nearid:{checkpoint}, or --backbone for training): pass RUN/checkpoints/step-N to export"
+        )
+    raise NearIDError(
+        f"{checkpoint}: no head.safetensors; pass a RUN/checkpoints/step-N folder written by nearid train"
+    )
 
 
 def _check_head_fits(weights: dict, head, checkpoint: Path, backbone: str) -> None:
@@ -549,8 +608,10 @@ def _check_head_fits(weights: dict, head, checkpoint: Path, backbone: str) -> No
     missing, unexpected = sorted(set(expected) - set(weights)), sorted(set(weights) - set(expected))
     if missing or unexpected:
         detail = f"missing {missing[0]}" if missing else f"unexpected {unexpected[0]}"
-        raise NearIDError(f"{checkpoint}: its head does not fit backbone '{backbone}' ({detail}); "
-                          "export onto the backbone the run trained on")
+        raise NearIDError(
+            f"{checkpoint}: its head does not fit backbone '{backbone}' ({detail}); "
+            "export onto the backbone the run trained on"
+        )
 
 
 def export(checkpoint: str | os.PathLike, out: str | os.PathLike, backbone: str | None = None) -> Path:
@@ -569,8 +630,10 @@ def export(checkpoint: str | os.PathLike, out: str | os.PathLike, backbone: str 
     config_file = checkpoint.parent.parent / "config.json"
     if backbone is None:
         if not config_file.is_file():
-            raise NearIDError(f"{checkpoint}: its run folder {checkpoint.parent.parent} has no config.json naming the "
-                              "backbone it trained on; pass --backbone (the run's --backbone)")
+            raise NearIDError(
+                f"{checkpoint}: its run folder {checkpoint.parent.parent} has no config.json naming the "
+                "backbone it trained on; pass --backbone (the run's --backbone)"
+            )
         backbone = json.loads(config_file.read_text())["backbone"]
     head = load_file(checkpoint / "head.safetensors")
     model, processor = load_backbone(backbone)
