@@ -267,6 +267,13 @@ def test_library_face_is_lazy(tmp_path):
 # ----------------------------------------------------------------------------- Ctrl-C, pipes
 
 
+def _default_sigint() -> None:
+    """In the child, before exec: SIGINT handled by default, as under a terminal. A shell starts
+    background jobs (and CI may start the suite) with SIGINT ignored; Python then installs no
+    KeyboardInterrupt handler, and a Ctrl-C test would wait for a signal that can never arrive."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def interrupt_while_reading(tmp_path: Path, *argv: str) -> subprocess.CompletedProcess:
     """Run ``nearid *argv`` whose input is a FIFO; once the command has opened it (so it is past its
     start-up and blocked in a read), send SIGINT as Ctrl-C does."""
@@ -274,7 +281,11 @@ def interrupt_while_reading(tmp_path: Path, *argv: str) -> subprocess.CompletedP
     os.mkfifo(fifo)
     argv = [str(fifo) if a == "FIFO" else a for a in argv]
     process = subprocess.Popen(
-        [sys.executable, "-m", "nearid", *argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        [sys.executable, "-m", "nearid", *argv],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=_default_sigint,
     )
     deadline = time.monotonic() + 120
     writer = None
@@ -289,6 +300,9 @@ def interrupt_while_reading(tmp_path: Path, *argv: str) -> subprocess.CompletedP
     try:
         process.send_signal(signal.SIGINT)
         out, err = process.communicate(timeout=120)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        pytest.fail(f"no exit within 120 s of SIGINT: {process.communicate()}")
     finally:
         os.close(writer)
     return subprocess.CompletedProcess(process.args, process.returncode, out, err)
@@ -314,7 +328,11 @@ def test_ctrl_c_during_start_up_is_one_line_and_130(tmp_path, rgb_images):
         "runpy.run_module('nearid', run_name='__main__', alter_sys=True)"
     )
     process = subprocess.Popen(
-        [sys.executable, "-c", launcher, str(rgb_images[0])], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        [sys.executable, "-c", launcher, str(rgb_images[0])],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=_default_sigint,
     )
     assert process.stdout.readline() == "ready\n"
     time.sleep(0.3)
