@@ -27,25 +27,15 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image, ImageDraw
-from transformers import SiglipVisionConfig
 
-from nearid.model import NearIDConfig, NearIDModel, build_tiny_model
+from nearid.model import NearIDConfig, NearIDModel, build_tiny_model, siglip2_so400m_vision_config
 from nearid.processors import preprocess_images, siglip_processor
 from nearid.training.trainer import half_trunk
 
 
 def so400m(seed: int = 0) -> NearIDModel:
     """The paper's architecture (spec 2.1) with random weights."""
-    vision = SiglipVisionConfig(
-        hidden_size=1152,
-        intermediate_size=4304,
-        num_hidden_layers=27,
-        num_attention_heads=16,
-        image_size=384,
-        patch_size=14,
-        hidden_act="gelu_pytorch_tanh",
-        layer_norm_eps=1e-6,
-    )
+    vision = siglip2_so400m_vision_config()
     torch.manual_seed(seed)
     return NearIDModel(NearIDConfig(vision_config=vision)).eval()
 

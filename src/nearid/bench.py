@@ -162,13 +162,13 @@ def run_bench(config: BenchConfig) -> BenchResults | None:
 def check_config(config: BenchConfig) -> None:
     """The settings' own errors, before any data is read or model loaded: every encoder spec (a typo
     in the second one must not wait for the first one's embeddings), the batch size, and ``--out``."""
+    from .embedding import check_batch_size
     from .outputs import check_writable
     from .specs import parse_encoder_spec
 
     for spec in config.encoders:
         parse_encoder_spec(spec)
-    if isinstance(config.batch_size, bool) or not isinstance(config.batch_size, int) or config.batch_size < 1:
-        raise NearIDError(f"batch size {config.batch_size!r}: give a batch size of at least 1")
+    check_batch_size(config.batch_size, "batch size")
     check_writable(config.out, folder=True)  # a writable folder (or one that can be made), before any work
 
 

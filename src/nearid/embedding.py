@@ -86,14 +86,20 @@ def embed(
     return torch.cat(outputs)
 
 
+def check_batch_size(batch_size, what: str = "batch_size") -> None:
+    """The one batch-size rule of every command and library entry point: an integer of at least 1
+    (``what`` is how the message names the setting, e.g. ``--batch-size``)."""
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise NearIDError(f"{what} {batch_size!r}: give a batch size of at least 1")
+
+
 def check_inputs(images: Sequence, masks: Sequence | None = None, batch_size: int = 32) -> None:
     """:func:`embed`'s argument checks, as :class:`NearIDError`; callable before a model is loaded.
 
     A command calls this first so that a wrong mask count or batch size fails in a moment instead of
     after loading the weights.
     """
-    if batch_size < 1:
-        raise NearIDError(f"batch_size {batch_size}: give a batch size of at least 1")
+    check_batch_size(batch_size)
     if masks is not None and len(masks) != len(images):
         raise NearIDError(f"{len(images)} images but {len(masks)} masks: give one mask per image (None for no mask)")
 

@@ -34,7 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .embedding import embed
+from .embedding import check_batch_size, embed
 from .errors import NearIDError
 from .images import MAX_PIXELS
 from .io import atomic_path, write_text_atomic
@@ -238,8 +238,7 @@ def check_options(
     *, threshold: str | None = None, calibration: str | os.PathLike | None = None, batch_size: int = 32
 ) -> None:
     """The score options that mean nothing, refused before anything is read or loaded."""
-    if batch_size < 1:
-        raise NearIDError(f"--batch-size {batch_size}: give a batch size of at least 1")
+    check_batch_size(batch_size, "--batch-size")
     if threshold is not None and threshold != "calibrated":
         try:
             value = float(threshold)
@@ -438,8 +437,7 @@ def score_pairs(
     and their inputs are listed in ``failures`` (without ``skip_errors`` they stop the run first)."""
     from .mask_cleaning import evaluation_mask
 
-    if batch_size < 1:
-        raise NearIDError(f"batch_size {batch_size}: give a batch size of at least 1")
+    check_batch_size(batch_size)
     evaluation_mask(None, mask_cleaning, mask_dilate)  # a bad setting fails before any image is read
     prepare(plan, masks)
     check_plan(plan, skip_errors)

@@ -354,7 +354,7 @@ def train(config: TrainConfig, *, resume: bool = False, overwrite: bool = False)
     from ..losses import CombinedLoss
     from ..processors import preprocessor
     from .samples import SampleRecipe, TrainingSet
-    from .token_cache import TokenCache, fill, model_signature, pixel_values, slot_tokens
+    from .token_cache import TokenCache, fill, model_signature, pixel_values, slot_tokens, token_shape
 
     action = check_run_folder(config, resume=resume, overwrite=overwrite)  # every process, before any changes
     precision = mixed_precision(config.mixed_precision, cuda=torch.cuda.is_available())
@@ -391,10 +391,11 @@ def train(config: TrainConfig, *, resume: bool = False, overwrite: bool = False)
     half_trunk(model, precision)
     computed = 0
     if config.cache_tokens:  # fill the token cache once: each process computes its share, then all read everything
+        signature = model_signature(model, processor)  # hashes the trunk's weights: once
         if action == "overwrite" and accelerator.is_main_process:
-            _replace_foreign_cache(out / TOKEN_CACHE, model_signature(model, processor))
+            _replace_foreign_cache(out / TOKEN_CACHE, signature)
         accelerator.wait_for_everyone()
-        cache = TokenCache.for_model(out / TOKEN_CACHE, model, processor)
+        cache = TokenCache(out / TOKEN_CACHE, signature, *token_shape(model))
         inputs["trunk"] = cache.signature
         # jittered / disaligned slots are drawn afresh per (epoch, item, slot): they run the trunk when used
         slots = sorted(training_set.slots(range(config.epochs), cacheable_only=True), key=lambda s: s.key)
