@@ -32,6 +32,7 @@ from .evaluate import (
     score_tables,
 )
 from .results import BenchInfo, BenchResults, EncoderResult, check_mergeable, merge_bench_results, results_lock
+from .shards import partial_entry, shard_option, shard_plan, write_record
 from .simtables import write_mtg_csv, write_nearid_csv
 from .store import EmbeddingStore, store_folder
 
@@ -55,6 +56,8 @@ class BenchConfig:
     device: str = "auto"
     dtype: str = "auto"
     allow_pickle: bool = False
+    num_shards: int | None = None  # rendezvous-free shards (nearid.shards): this run is one share
+    shard_index: int | None = None
     log: list[str] = field(default_factory=list)
 
     @property
@@ -133,6 +136,7 @@ def run_bench(config: BenchConfig) -> BenchResults | None:
         )
     )
     check_mergeable(ctx.out / "results.json", results.benchmark)  # another benchmark in --out: refused before embedding
+    shard, partial = _select_shard(ctx), []
     for spec in config.encoders:
         device = state.device if config.device == "auto" else config.device
         encoder = load_encoder(spec, device=device, dtype=config.dtype, allow_pickle=config.allow_pickle)
@@ -146,9 +150,16 @@ def run_bench(config: BenchConfig) -> BenchResults | None:
                 f"[{encoder.name}] unique images: {len(ctx.plan)}; embeddings computed: {computed}; "
                 f"reused from the store: {len(ctx.plan) - computed}; processes: {state.num_processes}"
             )
-            results.encoders[encoder.name] = _score_encoder(ctx, encoder, spec, store, computed)
+            if shard is None:
+                results.encoders[encoder.name] = _score_encoder(ctx, encoder, spec, store, computed)
+            else:
+                partial.append(partial_entry(ctx.plan, encoder, spec, store, computed))
         state.wait_for_everyone()
     if not state.is_main_process:
+        return None
+    if shard is not None:  # a share: a partial record, never results.json (`nearid merge` finishes)
+        path = write_record(ctx.out, shard, config, results.benchmark, partial, config.log)
+        print(f"{shard.name}: partial record {path}; when every shard is done: nearid merge {ctx.out}", flush=True)
         return None
     from .tables import write_tables
 
@@ -169,6 +180,7 @@ def check_config(config: BenchConfig) -> None:
     for spec in config.encoders:
         parse_encoder_spec(spec)
     check_batch_size(config.batch_size, "batch size")
+    shard_option(config.num_shards, config.shard_index)  # a bad shard index fails here, before any work
     check_writable(config.out, folder=True)  # a writable folder (or one that can be made), before any work
 
 
@@ -205,12 +217,22 @@ def load_data(config: BenchConfig):
     return bench
 
 
+def _select_shard(ctx: RunContext):
+    """With ``--num-shards``: keep this shard's share of the plan (identities and MTG samples)."""
+    shard = shard_option(ctx.config.num_shards, ctx.config.shard_index)
+    if shard is not None:
+        identities = len(ctx.plan.ids)
+        ctx.plan, ctx.mtg = shard_plan(ctx.plan, ctx.mtg, shard)
+        ctx.say(f"{shard.name}: identities {len(ctx.plan.ids)} of {identities}, images {len(ctx.plan)}")
+    return shard
+
+
 def _embed_missing(ctx: RunContext, encoder, store: EmbeddingStore) -> int:
     """Embed the planned keys not in ``store``, this process's share of them; returns how many in all."""
     from .embedding import embed
 
     state, plan = ctx.state, ctx.plan
-    todo = sorted(set(plan.keys) - store.keys())
+    todo = sorted(store.missing(plan.keys))
     state.wait_for_everyone()  # every process must see the store as it was before anyone writes to it
     row = {key: r for r, key in enumerate(plan.keys)}
     mine = todo[state.process_index :: state.num_processes]
@@ -226,15 +248,9 @@ def _embed_missing(ctx: RunContext, encoder, store: EmbeddingStore) -> int:
 
 
 def _matrix(ctx: RunContext, store: EmbeddingStore) -> np.ndarray:
-    """The planned keys' vectors from the store, in plan order, as one float64 matrix."""
-    vectors = store.load()
-    missing = [key for key in ctx.plan.keys if key not in vectors]
-    if missing:
-        raise RuntimeError(f"{len(missing)} planned images are not in the store {store.folder}, e.g. {missing[0]}")
-    matrix = np.empty((len(ctx.plan), store.dim), dtype=np.float64)
-    for r, key in enumerate(ctx.plan.keys):
-        matrix[r] = vectors[key].double().numpy()
-    return matrix
+    """The planned keys' vectors from the store, in plan order, as one float64 matrix (memory-mapped:
+    the store is never loaded whole)."""
+    return store.matrix(ctx.plan.keys, dtype=np.float64)
 
 
 def _score_encoder(ctx: RunContext, encoder, spec: str, store: EmbeddingStore, computed: int) -> EncoderResult:

@@ -213,6 +213,8 @@ def cmd_bench(args) -> int:
         device=args.device,
         dtype=args.dtype,
         allow_pickle=args.allow_pickle,
+        num_shards=args.num_shards,
+        shard_index=args.shard_index,
     )
     results = run_bench(config)
     if results is not None:
@@ -293,9 +295,11 @@ def cmd_score(args) -> int:
         side_file,
         write_outputs,
     )
+    from .shards import run_score_shard, shard_option
 
     # Everything that needs no model first: options, pairing, masks, image headers, output locations.
     check_options(threshold=args.threshold, calibration=args.calibration, batch_size=args.batch_size)
+    shard = shard_option(args.num_shards, args.shard_index)  # before anything is read
     plan = plan_pairs(args.refs, args.gens, args.pairing)
     prepare(plan, args.masks)
     check_outputs(
@@ -312,6 +316,22 @@ def cmd_score(args) -> int:
         )
     encoder = _encoder(args)
     threshold = resolve_threshold(args.threshold, encoder, args.calibration)  # by the encoder's fingerprint
+    if shard is not None:  # one share of the pairs; `nearid merge OUT` writes the outputs
+        options = {"mask_cleaning": args.mask_cleaning, "mask_dilate": args.mask_dilate}
+        settings = {"refs": args.refs, "gens": args.gens, "pairing": args.pairing, "masks": args.masks, **options}
+        settings.update(skip_errors=args.skip_errors, format=fmt, threshold=threshold)
+        path = run_score_shard(
+            encoder,
+            plan,
+            shard,
+            out=args.out,
+            settings=settings,
+            batch_size=args.batch_size,
+            skip_errors=args.skip_errors,
+            **options,
+        )
+        print(f"{shard.name}: partial record {path}; when every shard is done: nearid merge {args.out}")
+        return 0
     result = score_pairs(
         encoder,
         plan,
@@ -339,6 +359,21 @@ def cmd_score(args) -> int:
     if not summary.n_pairs:
         print("nearid score: error: no pair could be scored; see the errors file", file=sys.stderr)
         return 2
+    return 0
+
+
+def cmd_merge(args) -> int:
+    from .merge import merge
+    from .results import BenchResults
+
+    merged = merge(args.out)
+    if isinstance(merged, BenchResults):
+        from .tables import markdown
+
+        print("\n" + markdown(merged))
+        print(f"results: {Path(args.out) / 'results.json'} (+ results.md, results.csv, results.tex, sims/)")
+    else:
+        print(f"merged {merged.n_pairs} pairs into {args.out} and its side files")
     return 0
 
 
@@ -447,6 +482,17 @@ class _Version(argparse.Action):
         parser.exit()
 
 
+def _shard_options(parser: argparse.ArgumentParser, what: str) -> None:
+    """``--num-shards`` / ``--shard-index`` of bench and score (nearid.shards; finished by ``nearid merge``)."""
+    parser.add_argument(
+        "--num-shards",
+        type=_positive_int,
+        help=f"split the work into this many independent jobs by {what} (SLURM arrays, Kubernetes jobs); "
+        "each writes a partial record, `nearid merge` finishes",
+    )
+    parser.add_argument("--shard-index", type=_nonnegative_int, help="this job's shard, 0 .. --num-shards - 1")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="nearid", description="Identity-aware image embeddings (NearID).")
     parser.add_argument("--version", action=_Version)
@@ -523,6 +569,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto")
     p.add_argument("--dtype", default="auto")
     p.add_argument("--allow-pickle", action="store_true")
+    _shard_options(p, "identity")
     p.set_defaults(run=cmd_bench)
 
     p = commands.add_parser(
@@ -564,12 +611,17 @@ def build_parser() -> argparse.ArgumentParser:
         "--skip-errors", action="store_true", help="score what can be scored; list failures in <out>.errors.csv"
     )
     _add_encoder_options(p, default_model="nearid")
+    _shard_options(p, "pair")
     p.set_defaults(run=cmd_score)
 
     p = commands.add_parser("report", help="a self-contained HTML report from bench or score results")
     p.add_argument("results", help="results.json of `nearid bench`, or <out>.summary.json of `nearid score`")
     p.add_argument("--out", help="output HTML (default: report.html beside the results)")
     p.set_defaults(run=cmd_report)
+
+    p = commands.add_parser("merge", help="finish a run split with --num-shards: the tables of a one-process run")
+    p.add_argument("out", help="the --out of the sharded `nearid bench` (a folder) or `nearid score` (a file)")
+    p.set_defaults(run=cmd_merge)
 
     p = commands.add_parser(
         "train", help="train the NearID head on a frozen backbone (accelerate launch for N processes)"

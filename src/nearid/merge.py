@@ -1,0 +1,91 @@
+"""``nearid merge OUT``: finish a run that was split into rendezvous-free shards (:mod:`nearid.shards`).
+
+Bench shards (``OUT/shards/shard-I-of-S.json``): the records are checked (every shard of one run,
+same settings, same encoders and fingerprints; :func:`nearid.shards.read_records`), the benchmark is
+planned whole again from the recorded settings (no model is loaded), each encoder's vectors are read
+from the shared store, and the tables are filled and scored by bench's own
+:func:`nearid.bench._score_encoder`: the merged ``results.json``, tables and sims CSVs are those of a
+one-process run over the same vectors, not a sum of rounded shares. ``embeddings_computed`` is the
+shards' sum. Score shards (``<out>.shard-I-of-S.json`` of ``nearid score``) are concatenated in pair
+order and written by score's own writer (:func:`nearid.shards.merge_score_shards`).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from types import SimpleNamespace
+
+from .errors import NearIDError
+from .shards import SHARDS_FOLDER, ShardError, read_records
+
+
+def merge(out: str | os.PathLike):
+    """Merge the shards found at ``out``: a bench ``--out`` folder, or a score ``--out`` file."""
+    out = Path(out)
+    if out.is_dir() and (out / SHARDS_FOLDER).is_dir():
+        return merge_bench(out)
+    from .shards import merge_score_shards, score_records
+
+    if score_records(out):
+        return merge_score_shards(out)
+    raise ShardError(
+        f"{out}: no shards to merge (a bench --out folder with {SHARDS_FOLDER}/, or a score --out with "
+        f"{out.name}.shard-I-of-S.json beside it); run the shards first with --num-shards S --shard-index I"
+    )
+
+
+def merge_bench(out: str | os.PathLike):
+    """The merged :class:`~nearid.results.BenchResults`, written to ``out`` as a one-process run writes them."""
+    from .bench import BenchConfig, RunContext, _score_encoder, load_data
+    from .data import load_mtg
+    from .evaluate import plan_images
+    from .results import BenchInfo, BenchResults, merge_bench_results, results_lock
+    from .store import EmbeddingStore
+    from .tables import write_tables
+
+    out = Path(out)
+    records = read_records(out)
+    first = records[0]
+    config = BenchConfig(encoders=[e["spec"] for e in first["encoders"]], out=str(out), **first["settings"])
+    bench = load_data(config)
+    mtg = load_mtg(config.mtg, split=config.mtg_split) if config.mtg else None
+    plan = plan_images(
+        bench,
+        bench.source_names,
+        masks=config.masks,
+        mtg=mtg,
+        mask_cleaning=config.mask_cleaning,
+        mask_dilate=config.mask_dilate,
+    )
+    benchmark = BenchInfo.from_dict(first["benchmark"])
+    if len(bench) != benchmark.identities or len(plan.ids) != benchmark.identities:
+        raise ShardError(
+            f"{config.data}: has {len(bench)} identities now, the shards planned {benchmark.identities}; "
+            "the data changed since the shards ran: run them again"
+        )
+    ctx = RunContext(config, None, bench, mtg, plan, out)
+    results = BenchResults(benchmark)
+    log = [line for record in records for line in record.get("log", [])]
+    for index, entry in enumerate(first["encoders"]):
+        store = EmbeddingStore(out / "embeddings" / entry["store"], entry["name"], entry["dim"], entry["fingerprint"])
+        missing = store.missing(plan.keys)
+        if missing:
+            raise NearIDError(
+                f"{store.folder}: {len(missing)} of the {len(plan)} images of {entry['name']} are not in the "
+                f"store (e.g. {missing[0]}); a shard did not finish or wrote elsewhere: run it again, then merge"
+            )
+        computed = sum(record["encoders"][index]["embeddings_computed"] for record in records)
+        line = (
+            f"[{entry['name']}] merged {len(records)} shards: unique images {len(plan)}; "
+            f"embeddings computed by the shards: {computed}"
+        )
+        print(line, flush=True)
+        log.append(line)
+        encoder = SimpleNamespace(name=entry["name"], untrained=entry["untrained"])
+        results.encoders[entry["name"]] = _score_encoder(ctx, encoder, entry["spec"], store, computed)
+    results.log = log
+    with results_lock(out):
+        merged = merge_bench_results(out / "results.json", results)
+        write_tables(merged, out)
+    return merged
