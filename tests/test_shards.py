@@ -238,3 +238,10 @@ def test_score_shards_then_merge_equal_one_process(tmp_path, monkeypatch, capsys
     assert main(["merge", "scores.csv"]) == 2
     err = capsys.readouterr().err
     assert "shard 2 of 3 is missing" in err and "--num-shards 3 --shard-index 2" in err and err.count("\n") == 1
+
+
+def test_score_shard_index_out_of_range_fails_before_anything_is_read(tmp_path, capsys):
+    argv = ["score", "--refs", str(tmp_path / "no-refs"), "--gens", str(tmp_path / "no-gens")]
+    assert main([*argv, "--model", "nearid:/no/such/model", "--num-shards", "2", "--shard-index", "5"]) == 2
+    err = capsys.readouterr().err
+    assert "--shard-index 5: out of range for --num-shards 2 (0 to 1)" in err and err.count("\n") == 1, err
