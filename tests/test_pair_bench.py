@@ -201,7 +201,7 @@ def test_a_repeated_run_asks_nothing_and_an_interrupted_one_resumes(data, tmp_pa
     import nearid.bench as bench_module
 
     made, made_kw, _ = judge
-    monkeypatch.setattr(bench_module, "JUDGE_CHUNK", 8)  # flush often, so an interruption keeps something
+    monkeypatch.setattr(bench_module, "JUDGE_CHUNK", 10_000)  # no flush but the one on the way out
     made_kw.update(quantise=True, fail_after=4)
     with pytest.raises(KeyboardInterrupt):
         run_bench(config(data, tmp_path, encoders=["judge:2"], mtg=None))
@@ -211,8 +211,9 @@ def test_a_repeated_run_asks_nothing_and_an_interrupted_one_resumes(data, tmp_pa
     resumed = run_bench(config(data, tmp_path, encoders=["judge:2"], mtg=None)).encoders["judge(tiny:2 (untrained))"]
     second = made[-1].asked
     stored = set(JudgmentStore(next((tmp_path / "judgments").iterdir()), "x", made[-1].fingerprint).keys())
-    assert not set(second) & {pair for pair in first if pair_key(*pair) in stored}  # nothing stored is asked again
-    assert len(second) == resumed.judgments.computed < resumed.judgments.pairs
+    assert {pair_key(*pair) for pair in first} <= stored  # what the interrupted run judged was kept ...
+    assert not set(first) & set(second)  # ... and not asked again
+    assert len(first) + len(second) == resumed.judgments.pairs and len(second) == resumed.judgments.computed
     again = run_bench(config(data, tmp_path, encoders=["judge:2"], mtg=None)).encoders["judge(tiny:2 (untrained))"]
     assert made[-1].asked == [] and again.judgments.computed == 0
     assert again.nearid == resumed.nearid

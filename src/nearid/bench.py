@@ -296,25 +296,27 @@ def _judge_missing(ctx: RunContext, scorer, store, pairs) -> int:
     pending: list[np.ndarray] = []
     flushed = time.monotonic()
     done = 0
-    for group in mine:
-        rows = pairs.rows[group]
-        scores = np.asarray(
-            scorer.score_pairs(
-                [(plan.images[a], plan.images[b]) for a, b in rows],
-                [(plan.masks[a], plan.masks[b]) for a, b in rows],
-            ),
-            dtype=np.float64,
-        ).reshape(-1)
-        if len(scores) != len(group):
-            raise RuntimeError(f"{scorer.name}: score_pairs returned {len(scores)} scores for {len(group)} pairs")
-        pending_keys += [keys[p] for p in group]
-        pending.append(scores)
-        done += len(group)
-        if len(pending_keys) >= JUDGE_CHUNK or time.monotonic() - flushed > FLUSH_SECONDS:
+    try:
+        for group in mine:
+            rows = pairs.rows[group]
+            scores = np.asarray(
+                scorer.score_pairs(
+                    [(plan.images[a], plan.images[b]) for a, b in rows],
+                    [(plan.masks[a], plan.masks[b]) for a, b in rows],
+                ),
+                dtype=np.float64,
+            ).reshape(-1)
+            if len(scores) != len(group):
+                raise RuntimeError(f"{scorer.name}: score_pairs returned {len(scores)} scores for {len(group)} pairs")
+            pending_keys += [keys[p] for p in group]
+            pending.append(scores)
+            done += len(group)
+            if len(pending_keys) >= JUDGE_CHUNK or time.monotonic() - flushed > FLUSH_SECONDS:
+                store.add(pending_keys, np.concatenate(pending), writer=str(state.process_index))
+                pending_keys, pending, flushed = [], [], time.monotonic()
+    finally:  # also on Ctrl-C or an error: the identities judged so far are kept (each one is complete)
+        if pending_keys:
             store.add(pending_keys, np.concatenate(pending), writer=str(state.process_index))
-            pending_keys, pending, flushed = [], [], time.monotonic()
-    if pending_keys:
-        store.add(pending_keys, np.concatenate(pending), writer=str(state.process_index))
     ctx.say(f"[{scorer.name}] process {state.process_index}: judged {done} pairs", every_process=True)
     state.wait_for_everyone()
     return sum(len(group) for group in todo)
