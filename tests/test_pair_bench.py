@@ -261,6 +261,9 @@ def test_report_of_a_bench_with_a_judge(data, tmp_path, judge):
         assert nearid_scores(*table) == judged.nearid.per_source[source]
     html = write_report(tmp_path / "results.json").read_text()
     assert "judge(tiny:5 (untrained))" in html and "tiny:5" in html
+    counts = judged.judgments
+    assert "<h3>Pair scorers (judges)</h3>" in html
+    assert f"<td>{counts.pairs}</td><td>{counts.full_table}</td><td>{counts.computed}</td><td>0</td>" in html
     assert 'class="note"' not in html  # every sims table was read back
 
 

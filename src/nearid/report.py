@@ -235,6 +235,20 @@ def _metrics_table(results: BenchResults) -> str:
         "identity, won when its mean margin is &gt; 0). MTG M-O / M-Opair are correlations. Untrained encoders "
         "have random weights: a floor, not a baseline.</p>"
     )
+    judged = [
+        [_e(name), r.judgments.pairs, r.judgments.full_table, r.judgments.computed, r.judgments.no_answer]
+        for name, r in results.encoders.items()
+        if r.judgments is not None
+    ]
+    if judged:
+        out += "<h3>Pair scorers (judges)</h3>" + _table(
+            ["scorer", "pairs asked", "a full table", "judged in the last run", "no answer"], judged
+        )
+        out += (
+            '<p class="lead">A judge is asked only the pairs the metrics read: the view pairs and each view '
+            "against the distractor in its own background (MTG: its five pairs). A pair without an answer is "
+            "no trial.</p>"
+        )
     keys = (("value", 4), ("balanced_accuracy", 1), ("true_positive_rate", 1), ("true_negative_rate", 1))
     calibration = [
         [_e(name)] + [f"{getattr(r.calibration.threshold, k):.{d}f}" for k, d in keys]
