@@ -25,9 +25,12 @@ from .evaluate import (
     ImagePlan,
     calibration,
     fill_tables,
+    fill_tables_from_judgments,
     mtg_oracles,
     mtg_similarities,
+    mtg_similarities_from_judgments,
     plan_images,
+    plan_judged_pairs,
     score_mtg,
     score_tables,
 )
@@ -58,6 +61,7 @@ class BenchConfig:
     allow_pickle: bool = False
     num_shards: int | None = None  # rendezvous-free shards (nearid.shards): this run is one share
     shard_index: int | None = None
+    judge_options: dict | None = None  # a pair scorer's options (a VLM judge's prompt file, readout, ...)
     log: list[str] = field(default_factory=list)
 
     @property
@@ -77,6 +81,7 @@ class RunContext:
     plan: ImagePlan
     out: Path
     oracles: tuple | None = None  # MTG oracles, decoded from the masks once for all encoders
+    judged_pairs: object | None = None  # evaluate.JudgedPairs: the pairs pair scorers are asked, planned once
 
     @property
     def condition(self) -> str:
@@ -99,7 +104,7 @@ def _state(device: str):
 def run_bench(config: BenchConfig) -> BenchResults | None:
     """Run the benchmark; the main process returns the results as written, merged with the encoders already
     in ``results.json`` (other processes return ``None``)."""
-    from .encoders import load_encoder
+    from .pair_scorers import is_pair_scorer, load_metric
 
     check_config(config)
     state = _state(config.device)
@@ -139,7 +144,24 @@ def run_bench(config: BenchConfig) -> BenchResults | None:
     shard, partial = _select_shard(ctx), []
     for spec in config.encoders:
         device = state.device if config.device == "auto" else config.device
-        encoder = load_encoder(spec, device=device, dtype=config.dtype, allow_pickle=config.allow_pickle)
+        encoder = load_metric(
+            spec,
+            device=device,
+            dtype=config.dtype,
+            allow_pickle=config.allow_pickle,
+            judge_options=config.judge_options,
+        )
+        if is_pair_scorer(encoder):
+            result = _run_pair_scorer(ctx, encoder, spec)
+            if result is not None and shard is None:
+                results.encoders[encoder.name] = result
+            elif result is not None:  # a shard fills the judgment store; an un-sharded run reuses it all
+                ctx.say(
+                    f"[{encoder.name}] {shard.name}: judgments stored; `nearid merge` finishes encoders only: "
+                    f"finish a pair scorer with the same nearid bench run without --num-shards (it asks nothing stored)"
+                )
+            state.wait_for_everyone()
+            continue
         fingerprint = getattr(encoder, "fingerprint", None)
         store = EmbeddingStore(
             store_folder(ctx.out / "embeddings", encoder.name, fingerprint), encoder.name, encoder.dim, fingerprint
@@ -245,6 +267,131 @@ def _embed_missing(ctx: RunContext, encoder, store: EmbeddingStore) -> int:
     ctx.say(f"[{encoder.name}] process {state.process_index}: embedded {len(mine)} images", every_process=True)
     state.wait_for_everyone()
     return len(todo)
+
+
+# ------------------------------------------------------------------- pair scorers (a VLM judge)
+#: Judgments are flushed to the store every this many pairs, or after FLUSH_SECONDS, whichever comes
+#: first: a judge takes seconds per pair, so an interrupted run must lose little.
+JUDGE_CHUNK = 64
+FLUSH_SECONDS = 60.0
+
+
+def _run_pair_scorer(ctx: RunContext, scorer, spec: str) -> EncoderResult | None:
+    """A pair scorer's part of the run: plan the pairs the metrics read, judge those not in its store
+    (this process's share of the identities), then, on the main process, fill the tables and score."""
+    from .judgments import JudgmentStore, judgment_folder
+
+    pairs = ctx.judged_pairs
+    if pairs is None:
+        pairs = ctx.judged_pairs = plan_judged_pairs(ctx.plan)
+    store = JudgmentStore(
+        judgment_folder(ctx.out / "judgments", scorer.name, scorer.fingerprint), scorer.name, scorer.fingerprint
+    )
+    computed = _judge_missing(ctx, scorer, store, pairs)
+    if not ctx.state.is_main_process:
+        return None
+    ctx.say(
+        f"[{scorer.name}] pairs the metrics read: {len(pairs)} (a full table would take {pairs.full_table}); "
+        f"judged now: {computed}; reused from the store: {len(pairs) - computed}; processes: {ctx.state.num_processes}"
+    )
+    return _score_pair_scorer(ctx, scorer, spec, store, pairs, computed)
+
+
+def _pair_keys(ctx: RunContext, pairs) -> list[str]:
+    from .judgments import pair_key
+
+    keys = ctx.plan.keys
+    return [pair_key(keys[a], keys[b]) for a, b in pairs.rows]
+
+
+def _judge_missing(ctx: RunContext, scorer, store, pairs) -> int:
+    """Judge the planned pairs not in ``store``: whole identities (their missing pairs in one
+    ``score_pairs`` call), split over processes by identity; returns how many pairs in all."""
+    import time
+
+    state, plan = ctx.state, ctx.plan
+    keys = _pair_keys(ctx, pairs)
+    stored = store.keys()
+    state.wait_for_everyone()  # every process must see the store as it was before anyone writes to it
+    todo = [[int(p) for p in group if keys[p] not in stored] for group in pairs.groups]
+    todo = [group for group in todo if group]
+    seen: set[int] = set()  # a pair shared by two groups (e.g. the same distractor image twice) once
+    todo = [[p for p in group if not (p in seen or seen.add(p))] for group in todo]
+    todo = [group for group in todo if group]
+    mine = todo[state.process_index :: state.num_processes]
+    pending_keys: list[str] = []
+    pending: list[np.ndarray] = []
+    flushed = time.monotonic()
+    done = 0
+    try:
+        for group in mine:
+            rows = pairs.rows[group]
+            scores = np.asarray(
+                scorer.score_pairs(
+                    [(plan.images[a], plan.images[b]) for a, b in rows],
+                    [(plan.masks[a], plan.masks[b]) for a, b in rows],
+                ),
+                dtype=np.float64,
+            ).reshape(-1)
+            if len(scores) != len(group):
+                raise RuntimeError(f"{scorer.name}: score_pairs returned {len(scores)} scores for {len(group)} pairs")
+            pending_keys += [keys[p] for p in group]
+            pending.append(scores)
+            done += len(group)
+            if len(pending_keys) >= JUDGE_CHUNK or time.monotonic() - flushed > FLUSH_SECONDS:
+                store.add(pending_keys, np.concatenate(pending), writer=str(state.process_index))
+                pending_keys, pending, flushed = [], [], time.monotonic()
+    finally:  # also on Ctrl-C or an error: the identities judged so far are kept (each one is complete)
+        if pending_keys:
+            store.add(pending_keys, np.concatenate(pending), writer=str(state.process_index))
+    ctx.say(f"[{scorer.name}] process {state.process_index}: judged {done} pairs", every_process=True)
+    state.wait_for_everyone()
+    return sum(len(group) for group in todo)
+
+
+def _score_pair_scorer(ctx: RunContext, scorer, spec: str, store, pairs, computed: int) -> EncoderResult:
+    """The tables, CSVs and scores of a pair scorer, from its store (the same outputs as an encoder's)."""
+    from .results import JudgmentCounts
+
+    stored = store.load()
+    keys = _pair_keys(ctx, pairs)
+    missing = [key for key in keys if key not in stored]
+    if missing:
+        raise RuntimeError(f"{len(missing)} planned pairs are not in the store {store.folder}, e.g. {missing[0]}")
+    scores = np.array([stored[key] for key in keys], dtype=np.float64)
+    tables = fill_tables_from_judgments(ctx.plan, pairs, scores)
+    folder = ctx.out / "sims" / store.folder.name
+    for source, table in tables.items():
+        write_nearid_csv(folder / f"{source}_{ctx.condition}.csv", table, ctx.plan.categories)
+    no_answer = int(np.isnan(scores).sum())
+    if no_answer:
+        ctx.say(f"[{scorer.name}] no answer (NaN) for {no_answer} of {len(scores)} pairs: their trials do not count")
+    result = EncoderResult(
+        spec=spec,
+        fingerprint=store.fingerprint,
+        nearid=score_tables(tables),
+        untrained=bool(getattr(scorer, "untrained", False)),
+        unique_images=len(np.unique(pairs.rows)) if len(pairs) else 0,
+        embeddings_computed=0,
+        sims_folder=str(folder.relative_to(ctx.out)),
+        calibration=_calibration_or_none(tables, ctx),
+        judgments=JudgmentCounts(pairs=len(pairs), computed=computed, no_answer=no_answer, full_table=pairs.full_table),
+    )
+    if ctx.mtg is not None:
+        if ctx.oracles is None:
+            ctx.oracles = mtg_oracles(ctx.mtg)
+        sims = mtg_similarities_from_judgments(ctx.plan, pairs, scores)
+        write_mtg_csv(folder / f"mtg_{ctx.condition}.csv", sims, ctx.oracles)
+        result.mtg = score_mtg(sims, ctx.oracles)
+    return result
+
+
+def _calibration_or_none(tables, ctx: RunContext):
+    """The calibrated threshold, or ``None`` when a judge answered no true pair or no distractor pair."""
+    try:
+        return calibration(tables, split=ctx.config.split_name, split_file=ctx.config.split_file)
+    except ValueError:
+        return None
 
 
 def _matrix(ctx: RunContext, store: EmbeddingStore) -> np.ndarray:

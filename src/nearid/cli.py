@@ -73,10 +73,20 @@ def _positive_float(text: str) -> float:
     return value
 
 
-def _add_encoder_options(parser: argparse.ArgumentParser, default_model: str | None = "nearid") -> None:
-    parser.add_argument(
-        "--model", default=default_model, help=f"encoder spec (default: {default_model}); see `nearid encoders`"
-    )
+def _add_encoder_options(
+    parser: argparse.ArgumentParser, default_model: str | None = "nearid", repeatable: bool = False
+) -> None:
+    if repeatable:  # score: several metrics in one run, a column each (a list; None: the default)
+        parser.add_argument(
+            "--model",
+            action="append",
+            help=f"encoder or pair-scorer (judge) spec (default: {default_model}); repeat to score with several "
+            "metrics in one run, a column each; see `nearid encoders`",
+        )
+    else:
+        parser.add_argument(
+            "--model", default=default_model, help=f"encoder spec (default: {default_model}); see `nearid encoders`"
+        )
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default: auto)")
     parser.add_argument(
         "--dtype", default="auto", help="auto | float32 | bfloat16 | float16 (auto: bf16 on GPU, fp32 on CPU)"
@@ -215,6 +225,7 @@ def cmd_bench(args) -> int:
         allow_pickle=args.allow_pickle,
         num_shards=args.num_shards,
         shard_index=args.shard_index,
+        judge_options=getattr(args, "judge_options", None),
     )
     results = run_bench(config)
     if results is not None:
@@ -298,12 +309,17 @@ def cmd_score(args) -> int:
     from .shards import run_score_shard, shard_option
 
     # Everything that needs no model first: options, pairing, masks, image headers, output locations.
-    check_options(threshold=args.threshold, calibration=args.calibration, batch_size=args.batch_size)
+    specs = _score_specs(args)
+    check_options(
+        threshold=args.threshold, calibration=args.calibration, batch_size=args.batch_size, n_models=len(specs)
+    )
     shard = shard_option(args.num_shards, args.shard_index)  # before anything is read
+    if shard is not None and len(specs) > 1:
+        raise NearIDError("--num-shards: score one --model per sharded run (nearid merge writes one metric's outputs)")
     plan = plan_pairs(args.refs, args.gens, args.pairing)
     prepare(plan, args.masks)
     check_outputs(
-        output_files(args.out, plan.rule), [args.refs, args.gens, args.masks, args.calibration, *plan.inputs()]
+        output_files(args.out, plan.rule, specs), [args.refs, args.gens, args.masks, args.calibration, *plan.inputs()]
     )
     fmt = output_format(args.out, args.format)
     check_plan(plan, args.skip_errors)
@@ -314,7 +330,12 @@ def cmd_score(args) -> int:
             f"({same} of {len(plan.pairs)} pairs score 1); check --refs and --gens",
             file=sys.stderr,
         )
-    encoder = _encoder(args)
+    metrics = _score_metrics(args, specs)
+    if shard is not None and _is_pair_scorer(metrics[0][1]):
+        raise NearIDError(f"--num-shards: {specs[0]} is a pair scorer; shards split encoders' scoring only")
+    if len(metrics) > 1 or _is_pair_scorer(metrics[0][1]):
+        return _score_several(args, plan, fmt, metrics)
+    encoder = metrics[0][1]
     threshold = resolve_threshold(args.threshold, encoder, args.calibration)  # by the encoder's fingerprint
     if shard is not None:  # one share of the pairs; `nearid merge OUT` writes the outputs
         options = {"mask_cleaning": args.mask_cleaning, "mask_dilate": args.mask_dilate}
@@ -374,6 +395,87 @@ def cmd_merge(args) -> int:
         print(f"results: {Path(args.out) / 'results.json'} (+ results.md, results.csv, results.tex, sims/)")
     else:
         print(f"merged {merged.n_pairs} pairs into {args.out} and its side files")
+    return 0
+
+
+def _score_specs(args) -> list[str]:
+    """``score --model`` (repeatable): the specs, checked before anything is read; one spec keeps
+    ``args.model`` a string, as before several metrics."""
+    from .score import check_metric_specs
+
+    specs = args.model or ["nearid"]
+    check_metric_specs(specs)
+    if len(specs) == 1:
+        args.model = specs[0]
+    return specs
+
+
+def _score_metrics(args, specs: list[str]) -> list[tuple[str, object]]:
+    from .pair_scorers import load_metric
+
+    judge_options = getattr(args, "judge_options", None)
+    return [
+        (
+            spec,
+            load_metric(
+                spec, device=args.device, dtype=args.dtype, allow_pickle=args.allow_pickle, judge_options=judge_options
+            ),
+        )
+        for spec in specs
+    ]
+
+
+def _is_pair_scorer(metric) -> bool:
+    from .pair_scorers import is_pair_scorer
+
+    return is_pair_scorer(metric)
+
+
+def _score_several(args, plan, fmt, metrics) -> int:
+    """``nearid score`` with several metrics (or one pair scorer): a column per metric, a summary per metric,
+    each metric's calibrated decision when its bench results have one."""
+    from .score import resolve_thresholds, score_metrics, side_file, write_metric_outputs
+
+    thresholds, problems = resolve_thresholds(args.threshold, metrics, args.calibration)
+    for problem in problems:
+        print(f"nearid score: warning: no decision for this metric: {problem}", file=sys.stderr)
+    result = score_metrics(
+        metrics,
+        plan,
+        batch_size=args.batch_size,
+        skip_errors=args.skip_errors,
+        mask_cleaning=args.mask_cleaning,
+        mask_dilate=args.mask_dilate,
+    )
+    summary = write_metric_outputs(result, args.out, thresholds=thresholds, fmt=fmt)
+    print(f"scored {len(plan.pairs)} pairs ({plan.rule} pairing) with {len(metrics)} metric(s)")
+    for metric in result.metrics:
+        section = (summary.metrics or {}).get(metric.spec) or {
+            "n_pairs": summary.n_pairs,
+            "similarity": summary.similarity,
+            "decisions": summary.decisions,
+        }
+        stats = section["similarity"] or {}
+        line = f"  {metric.spec}: {section['n_pairs']} pairs" + (
+            "  " + "  ".join(f"{k} {v:.4f}" for k, v in stats.items()) if stats else ""
+        )
+        if metric.no_answer:
+            line += f"  no answer {metric.no_answer}"
+        if section.get("decisions"):
+            line += f"  same {section['decisions']['same']}, different {section['decisions']['different']}"
+        print(line)
+    for values in (summary.correlations or {}).values():
+        r, rho = values["pearson"], values["spearman"]
+        print(
+            f"  {values['a']} vs {values['b']}: Pearson {'n/a' if r is None else f'{r:.3f}'}, "
+            f"Spearman {'n/a' if rho is None else f'{rho:.3f}'} ({values['n']} pairs)"
+        )
+    if summary.errors:
+        print(f"skipped {summary.errors} failures, listed in {summary.errors_file}")
+    print(f"wrote {args.out} and {side_file(args.out, 'summary.json').name}")
+    if not result.scored_any:
+        print("nearid score: error: no pair could be scored; see the errors file", file=sys.stderr)
+        return 2
     return 0
 
 
@@ -540,7 +642,9 @@ def build_parser() -> argparse.ArgumentParser:
         "values; the options below override the preset's",
     )
     p.add_argument(
-        "--encoder", action="append", help="encoder spec; repeat for a comparison table (required without --preset)"
+        "--encoder",
+        action="append",
+        help="encoder or pair-scorer (judge) spec; repeat for a comparison table (required without --preset)",
     )
     p.add_argument(
         "--data",
@@ -610,7 +714,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--skip-errors", action="store_true", help="score what can be scored; list failures in <out>.errors.csv"
     )
-    _add_encoder_options(p, default_model="nearid")
+    _add_encoder_options(p, default_model="nearid", repeatable=True)
     _shard_options(p, "pair")
     p.set_defaults(run=cmd_score)
 

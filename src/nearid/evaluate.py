@@ -208,6 +208,104 @@ def mtg_similarities(plan: ImagePlan, matrix: np.ndarray) -> dict[str, np.ndarra
     return {name: np.einsum("nd,nd->n", images[:, a], images[:, b]) for name, a, b in MTG_PAIRS}
 
 
+# ------------------------------------------------------------------- pair scorers (a VLM judge)
+@dataclass
+class JudgedPairs:
+    """The image pairs the metrics read, for a :class:`~nearid.pair_scorers.PairScorer`, each pair once.
+
+    ``rows[p]`` = (row of the first image, row of the second) in the :class:`ImagePlan`; ``groups``
+    lists pair indices per identity (its view pairs and every source's same-background
+    view-distractor pairs) and then per MTG sample (its five pairs), so a judge scores the pairs of one
+    identity in one call. ``full_table`` is how many pairs filling every cell of the tables would take
+    (every view against every distractor, MTG's five), for the log.
+    """
+
+    rows: np.ndarray  # [P, 2] int64
+    groups: list[np.ndarray]
+    full_table: int
+    _index: dict[tuple[int, int], int] = field(default_factory=dict, repr=False)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def index(self, first: int, second: int) -> int:
+        """The pair index of (first, second), -1 when either is missing or the pair was not planned."""
+        return self._index.get((int(first), int(second)), -1)
+
+
+def plan_judged_pairs(plan: ImagePlan) -> JudgedPairs:
+    """Exactly the pairs SSR, PA, the calibration and MTG read (spec 6.1, 6.4), each once.
+
+    SSR / PA / calibration read ``pair`` (s(p_a, p_b), the three view pairs) and the diagonal of
+    ``cross`` (s(p_v, n_v): a view against the distractor in *its own* background), never
+    ``cross[a, b]`` with a != b; MTG reads its five similarities. Positives are shared by every
+    source, so a view pair is judged once however many sources run. The order in a pair is the
+    order of the tables (view first; MTG's ``MTG_PAIRS``).
+    """
+    rows: list[tuple[int, int]] = []
+    index: dict[tuple[int, int], int] = {}
+    groups: list[np.ndarray] = []
+
+    def add(first: int, second: int, group: list[int]) -> None:
+        if first < 0 or second < 0:
+            return
+        key = (int(first), int(second))
+        p = index.get(key)
+        if p is None:
+            p = index[key] = len(rows)
+            rows.append(key)
+        if p not in group:
+            group.append(p)
+
+    full = 0
+    for i in range(len(plan.views)):
+        group: list[int] = []
+        views = plan.views[i]
+        for a, b in VIEW_PAIRS:
+            add(views[a], views[b], group)
+        n_views = int((views >= 0).sum())
+        full += n_views * (n_views - 1) // 2
+        for distractors in plan.distractors.values():
+            for v in range(3):
+                add(views[v], distractors[i, v], group)
+            full += n_views * int((distractors[i] >= 0).sum())
+        groups.append(np.array(group, dtype=np.int64))
+    if plan.mtg is not None:
+        for images in plan.mtg:
+            group = []
+            for _, a, b in MTG_PAIRS:
+                add(images[a], images[b], group)
+            full += len(MTG_PAIRS)
+            groups.append(np.array(group, dtype=np.int64))
+    return JudgedPairs(np.array(rows, dtype=np.int64).reshape(-1, 2), groups, full, index)
+
+
+def _lookup(pairs: JudgedPairs, scores: np.ndarray, first: np.ndarray, second: np.ndarray) -> np.ndarray:
+    """``scores`` of the pairs (first[...], second[...]) elementwise; NaN where a pair was not judged."""
+    padded = np.concatenate([np.asarray(scores, dtype=np.float64), [np.nan]])
+    at = np.vectorize(pairs.index, otypes=[np.int64])(first, second) if np.size(first) else np.zeros(0, np.int64)
+    return padded[np.where(at < 0, len(padded) - 1, at)].reshape(np.shape(first))
+
+
+def fill_tables_from_judgments(plan: ImagePlan, pairs: JudgedPairs, scores: np.ndarray) -> dict[str, SimilarityTable]:
+    """The tables of :func:`fill_tables` from a pair scorer's judgments (``scores[p]`` of ``pairs.rows[p]``):
+    ``pair`` and the diagonal of ``cross`` filled, every cell that was not judged NaN (the metrics never
+    read the off-diagonal cells; the CSVs show them empty)."""
+    first = plan.views[:, _FIRST]
+    pair = _lookup(pairs, scores, first, plan.views[:, _SECOND])
+    tables = {}
+    for source, rows in plan.distractors.items():
+        cross = np.full((len(plan.views), 3, 3), np.nan)
+        cross[:, np.arange(3), np.arange(3)] = _lookup(pairs, scores, plan.views, rows)
+        tables[source] = SimilarityTable(source, list(plan.ids), pair.copy(), cross)
+    return tables
+
+
+def mtg_similarities_from_judgments(plan: ImagePlan, pairs: JudgedPairs, scores: np.ndarray) -> dict[str, np.ndarray]:
+    """MTG's five similarities per sample from a pair scorer's judgments."""
+    return {name: _lookup(pairs, scores, plan.mtg[:, a], plan.mtg[:, b]) for name, a, b in MTG_PAIRS}
+
+
 def mtg_oracles(mtg) -> tuple[np.ndarray, np.ndarray]:
     """Per sample the oracles o1, o2 (the share of each object the edit left untouched; decodes masks)."""
     return (

@@ -136,6 +136,26 @@ def pearson(x, y) -> float:
     return float((dx * dy).sum() / denominator) if denominator > 0 else float("nan")
 
 
+def average_ranks(values) -> np.ndarray:
+    """1-based ranks, tied values sharing the mean of their ranks (scipy's ``rankdata(method="average")``)."""
+    values = np.asarray(values, dtype=np.float64)
+    order = np.argsort(values, kind="mergesort")
+    ordered = values[order]
+    starts = np.concatenate([[0], np.flatnonzero(np.diff(ordered) != 0) + 1]) if len(values) else np.zeros(0, int)
+    ends = np.concatenate([starts[1:], [len(values)]]) if len(values) else np.zeros(0, int)
+    ranks = np.empty(len(values), dtype=np.float64)
+    ranks[order] = np.repeat((starts + ends + 1) / 2, ends - starts)
+    return ranks
+
+
+def spearman(x, y) -> float:
+    """Spearman's rho over the pairs where both are finite: Pearson r of their average ranks (ties share
+    a rank, so a judge's integer scores are handled as scipy does); NaN when undefined."""
+    x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+    keep = np.isfinite(x) & np.isfinite(y)
+    return pearson(average_ranks(x[keep]), average_ranks(y[keep]))
+
+
 def fisher_z_mean(values, *, clip: float = 0.999, nan_as_zero: bool = False) -> float:
     """tanh(mean(atanh(clip(r)))): the average of correlations on Fisher's z scale.
 

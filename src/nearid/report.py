@@ -235,6 +235,20 @@ def _metrics_table(results: BenchResults) -> str:
         "identity, won when its mean margin is &gt; 0). MTG M-O / M-Opair are correlations. Untrained encoders "
         "have random weights: a floor, not a baseline.</p>"
     )
+    judged = [
+        [_e(name), r.judgments.pairs, r.judgments.full_table, r.judgments.computed, r.judgments.no_answer]
+        for name, r in results.encoders.items()
+        if r.judgments is not None
+    ]
+    if judged:
+        out += "<h3>Pair scorers (judges)</h3>" + _table(
+            ["scorer", "pairs asked", "a full table", "judged in the last run", "no answer"], judged
+        )
+        out += (
+            '<p class="lead">A judge is asked only the pairs the metrics read: the view pairs and each view '
+            "against the distractor in its own background (MTG: its five pairs). A pair without an answer is "
+            "no trial.</p>"
+        )
     keys = (("value", 4), ("balanced_accuracy", 1), ("true_positive_rate", 1), ("true_negative_rate", 1))
     calibration = [
         [_e(name)] + [f"{getattr(r.calibration.threshold, k):.{d}f}" for k, d in keys]
@@ -538,6 +552,8 @@ def _failure_card(f: dict, identity) -> str:
 
 # ------------------------------------------------------------------------------------ score page
 def _score_page(summary: ScoreSummary, path: Path) -> tuple[str, str]:
+    if summary.metrics:
+        return _metrics_score_page(summary, path)
     sim, threshold, decisions = summary.similarity, summary.threshold, summary.decisions
     errors = f"{summary.errors}" + (f" (see {summary.errors_file})" if summary.errors_file else "")
     parts = [
@@ -588,10 +604,12 @@ def _score_page(summary: ScoreSummary, path: Path) -> tuple[str, str]:
     return "Score report", "\n".join(parts)
 
 
-def _read_pairs(csv_path: Path) -> tuple[list[dict] | None, str | None]:
+def _read_pairs(csv_path: Path, columns: dict[str, str] | None = None) -> tuple[list[dict] | None, str | None]:
     """Rows of the pairs file (``.csv``, or ``.jsonl`` from ``--out x.jsonl``) with paths resolved against its
     folder (score writes them absolute since issue 12; older files held paths relative to the working
-    directory), or why it cannot be read."""
+    directory), or why it cannot be read. With ``columns`` (metric -> column, several metrics) each row
+    gets ``scores`` (metric -> value) and ``similarity`` is the first metric's."""
+    number = lambda value: float("nan") if value in ("", None) else float(value)
     try:
         with open(csv_path, newline="", encoding="utf-8") as handle:
             if csv_path.suffix.lower() == ".jsonl":
@@ -599,11 +617,16 @@ def _read_pairs(csv_path: Path) -> tuple[list[dict] | None, str | None]:
             else:
                 rows = list(csv.DictReader(handle))
         for row in rows:
-            row["similarity"] = float("nan") if row["similarity"] in ("", None) else float(row["similarity"])
+            if columns:
+                row["scores"] = {name: number(row[column]) for name, column in columns.items()}
+                row["similarity"] = next(iter(row["scores"].values()))
+            row["similarity"] = number(row["similarity"])
             for key in ("reference", "generated"):
                 row[key] = csv_path.parent / row[key]  # an absolute path stays as it is
     except (OSError, KeyError, ValueError, TypeError, AttributeError) as exc:
         return None, f"cannot read the pairs file {csv_path} ({type(exc).__name__}: {exc})"
+    if columns:
+        return [row for row in rows if any(math.isfinite(v) for v in row["scores"].values())], None
     return [row for row in rows if math.isfinite(row["similarity"])], None
 
 
@@ -627,9 +650,103 @@ def _score_histogram(pairs: list[dict], threshold: dict | None) -> str:
     return _plot([None], draw, caption, "similarity histogram", height=2.6)
 
 
+def _metrics_score_page(summary: ScoreSummary, path: Path) -> tuple[str, str]:
+    """Several metrics of one run side by side: figures, decisions, correlations, histograms, gallery."""
+    metrics = summary.metrics
+    errors = f"{summary.errors}" + (f" (see {summary.errors_file})" if summary.errors_file else "")
+    parts = [
+        "<h1>Score report</h1>",
+        _facts(
+            [
+                ("metrics", ", ".join(metrics)),
+                ("pairing", summary.pairing),
+                ("masks", summary.masks),
+                ("errors", errors),
+                ("summary", path.name),
+            ]
+        ),
+        "<h2>Metrics side by side</h2>",
+    ]
+    keys = ("mean", "median", "std", "min", "max")
+    rows = []
+    for name, m in metrics.items():
+        sim, threshold, decisions = m.get("similarity"), m.get("threshold"), m.get("decisions")
+        rows.append(
+            [_e(name), _e(m.get("kind", "")), m.get("n_pairs", 0), m.get("no_answer", 0)]
+            + ([f"{sim[k]:.4f}" for k in keys] if sim else ["–"] * len(keys))
+            + (
+                [f"{threshold['value']:.4f}", _e(threshold.get("source", ""))]
+                if threshold
+                else ["–", "no threshold" if summary.threshold is None else "no calibration for this metric"]
+            )
+            + ([decisions["same"], decisions["different"]] if decisions else ["–", "–"])
+        )
+    header = ["metric", "kind", "pairs", "no answer", *keys, "threshold", "from", "same", "different"]
+    parts.append(_table(header, rows))
+    parts.append(
+        '<p class="lead">Each metric on its own scale (cosine for encoders, the judge\'s score / 10 for a '
+        "VLM judge): compare their ranking of the pairs (below), not their values. A decision is shown for "
+        "each metric that the bench results passed with <code>--calibration</code> calibrated.</p>"
+    )
+    correlations = summary.correlations or {}
+    if correlations:
+        fmt = lambda v: "–" if v is None else f"{v:.3f}"
+        parts += [
+            "<h2>Correlation between metrics</h2>",
+            _table(
+                ["metric", "metric", "pairs", "Pearson r", "Spearman ρ"],
+                [
+                    [_e(c["a"]), _e(c["b"]), c["n"], fmt(c.get("pearson")), fmt(c.get("spearman"))]
+                    for c in correlations.values()
+                ],
+            ),
+            '<p class="lead">Over the pairs both metrics scored. Spearman ranks tied scores by their mean '
+            "rank (a judge's integer scores tie often).</p>",
+        ]
+    columns = {name: m.get("column", f"similarity:{name}") for name, m in metrics.items()}
+    pairs, why = (
+        _read_pairs(path.parent / summary.pairs_file, columns) if summary.pairs_file else (None, "no pairs file")
+    )
+    if pairs is not None:
+        parts.append(_metric_histograms(pairs, metrics))
+    first = next(iter(metrics))
+    parts.append(f"<h2>Lowest-scoring pairs by {_e(first)}</h2>")
+    if pairs is None:
+        parts.append(_note(f"Gallery unavailable: {why}."))
+    else:
+        scored = [p for p in pairs if math.isfinite(p["similarity"])]
+        lowest = sorted(scored, key=lambda p: p["similarity"])[:GALLERY]
+        parts.append('<div class="gallery">' + "".join(_pair_card(p) for p in lowest) + "</div>")
+    return "Score report", "\n".join(parts)
+
+
+def _metric_histograms(pairs: list[dict], metrics: dict) -> str:
+    panels = []
+    for name, m in metrics.items():
+        values = np.array([p["scores"][name] for p in pairs])
+        panels.append((name, values[np.isfinite(values)], m.get("threshold")))
+
+    def draw(ax, panel):
+        name, values, threshold = panel
+        ax.hist(values, _hist_bins(values, n=min(40, max(5, len(values) // 2))), color=COLOURS[0])
+        if threshold:
+            ax.axvline(
+                threshold["value"], color=COLOURS[4], ls="--", lw=1.2, label=f"threshold {threshold['value']:.3f}"
+            )
+            ax.legend(loc="best")
+        ax.set(xlabel="similarity", ylabel="pairs", title=f"{name}: {len(values)} pairs")
+
+    caption = "<b>Each metric's similarities over the pairs.</b> Dashed: the metric's calibrated threshold."
+    return _plot(panels, draw, caption, "similarity histograms per metric", height=2.6)
+
+
 def _pair_card(pair: dict) -> str:
     same = "" if pair.get("same") in ("", None) else str(pair["same"])
     verdict = {"": "", "1": " · same"}.get(same, ' · <span class="neg">different</span>')
     subject = f" · {_e(pair['subject'])}" if pair.get("subject") else ""
     caption = f"<b>{pair['similarity']:.4f}</b>{verdict}{subject}<br>{_e(pair['generated'].name)}"
+    if pair.get("scores"):
+        caption += "<br>" + " · ".join(
+            f"{_e(name)} {'–' if not math.isfinite(v) else f'{v:.4f}'}" for name, v in pair["scores"].items()
+        )
     return _card([("reference", pair["reference"]), ("generated", pair["generated"])], caption)

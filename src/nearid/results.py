@@ -168,6 +168,25 @@ class Calibration:
 
 
 @dataclass
+class JudgmentCounts:
+    """A pair scorer's judgments in one bench run (absent for encoders): the pairs the metrics read,
+    how many were judged now (the rest came from the judgment store), how many got no answer (NaN:
+    their trials do not count), and how many pairs a full table would have taken."""
+
+    pairs: int
+    computed: int = 0
+    no_answer: int = 0
+    full_table: int = 0
+
+    def to_dict(self) -> dict:
+        return dict(self.__dict__)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> JudgmentCounts:
+        return cls(**{k: int(values.get(k, 0)) for k in ("pairs", "computed", "no_answer", "full_table")})
+
+
+@dataclass
 class EncoderResult:
     """Everything ``nearid bench`` measured for one encoder."""
 
@@ -182,6 +201,8 @@ class EncoderResult:
     sims_folder: str = ""
     calibration: Calibration | None = None
     mtg: MTGScore | None = None
+    #: a pair scorer's judgment counts (optional field, version 2: absent for encoders and older files)
+    judgments: JudgmentCounts | None = None
 
     def to_dict(self) -> dict:
         out = {
@@ -196,11 +217,13 @@ class EncoderResult:
         }
         if self.mtg is not None:
             out["mtg"] = self.mtg.as_dict()
+        if self.judgments is not None:
+            out["judgments"] = self.judgments.to_dict()
         return out
 
     @classmethod
     def from_dict(cls, values: dict) -> EncoderResult:
-        calibration, mtg = values.get("calibration"), values.get("mtg")
+        calibration, mtg, judgments = values.get("calibration"), values.get("mtg"), values.get("judgments")
         fingerprint = values.get("fingerprint")
         return cls(
             spec=str(values["spec"]),
@@ -212,6 +235,7 @@ class EncoderResult:
             sims_folder=str(values.get("sims_folder", "")),
             calibration=Calibration.from_dict(calibration) if calibration is not None else None,
             mtg=MTGScore.from_dict(mtg) if mtg is not None else None,
+            judgments=JudgmentCounts.from_dict(judgments) if judgments is not None else None,
         )
 
 
@@ -344,9 +368,18 @@ class ScoreSummary(_Document):
     masked_images: int = 0  # unique images embedded with a mask
     mask_cleaning: str | None = None  # with masks: "authors" (spec 12.2) or "none"
     mask_dilate: int = 0
+    #: Optional fields (version 2; written only when set, so a one-model summary keeps its layout):
+    no_answer: int = 0  # a pair scorer's pairs without an answer (NaN)
+    #: several metrics in one run: metric name -> {spec, kind, column, n_pairs, similarity, per_subject,
+    #: threshold, decisions, no_answer, unique_images_embedded}; the top-level fields are the first metric's
+    metrics: dict[str, dict] | None = None
+    #: several metrics: "<a> | <b>" -> {a, b, n, pearson, spearman} over the pairs both scored
+    correlations: dict[str, dict] | None = None
+
+    OPTIONAL: ClassVar[dict] = {"no_answer": 0, "metrics": None, "correlations": None}
 
     def to_dict(self) -> dict:
-        return dict(self.__dict__)
+        return {k: v for k, v in self.__dict__.items() if not (k in self.OPTIONAL and v == self.OPTIONAL[k])}
 
     @classmethod
     def from_dict(cls, values: dict) -> ScoreSummary:
@@ -357,6 +390,9 @@ class ScoreSummary(_Document):
         summary = cls(**{k: v for k, v in values.items() if k in names})
         if summary.similarity is not None and not isinstance(summary.similarity, dict):
             raise TypeError("'similarity' is not an object")
+        for name in ("metrics", "correlations"):
+            if getattr(summary, name) is not None and not isinstance(getattr(summary, name), dict):
+                raise TypeError(f"'{name}' is not an object")
         return summary
 
 

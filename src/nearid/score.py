@@ -235,10 +235,19 @@ def _same_relative_files(refs: Path, gens: Path) -> bool:
 
 
 def check_options(
-    *, threshold: str | None = None, calibration: str | os.PathLike | None = None, batch_size: int = 32
+    *,
+    threshold: str | None = None,
+    calibration: str | os.PathLike | None = None,
+    batch_size: int = 32,
+    n_models: int = 1,
 ) -> None:
     """The score options that mean nothing, refused before anything is read or loaded."""
     check_batch_size(batch_size, "--batch-size")
+    if n_models > 1 and threshold is not None and threshold != "calibrated":
+        raise NearIDError(
+            f"--threshold {threshold}: one number cannot cut {n_models} metrics on their different scales; "
+            "use --threshold calibrated (each metric's own cut from a bench results.json) or one --model"
+        )
     if threshold is not None and threshold != "calibrated":
         try:
             value = float(threshold)
@@ -277,13 +286,15 @@ def side_file(out: str | os.PathLike, what: str) -> Path:
     return out.with_name(f"{out.name}.{what}")
 
 
-def output_files(out: str | os.PathLike, rule: str) -> list[Path]:
-    """Every file a run may write for ``out``, to check them all before the work."""
+def output_files(out: str | os.PathLike, rule: str, specs: list[str] | None = None) -> list[Path]:
+    """Every file a run may write for ``out``, to check them all before the work (``specs``: the
+    ``--model`` specs of a several-metric run, which writes one DreamBench++ file per metric)."""
     files = [Path(out), side_file(out, "summary.json"), side_file(out, "errors.csv")]
     if rule == "subjects":
         files.append(side_file(out, "per_generated.csv"))
     if rule == "dreambench":
-        files.append(side_file(out, "dbpp.json"))
+        several = specs is not None and len(specs) > 1
+        files += [dbpp_file(out, spec) for spec in specs] if several else [side_file(out, "dbpp.json")]
     return files
 
 
@@ -441,21 +452,7 @@ def score_pairs(
     evaluation_mask(None, mask_cleaning, mask_dilate)  # a bad setting fails before any image is read
     prepare(plan, masks)
     check_plan(plan, skip_errors)
-    row_of: dict[tuple[Path, Path | None], int] = {}  # (image, mask) -> row of the embedding matrix
-    keys: list[tuple[Path, Path | None]] = []
-    index = []  # per pair: (reference row, generated row), or None
-    for pair in plan.pairs:
-        if not _usable(pair, plan):
-            index.append(None)
-            continue
-        rows = []
-        for side, image in (("refs", pair.reference), ("gens", pair.generated)):
-            key = (image, plan.mask_of.get((image, side)))
-            if key not in row_of:
-                row_of[key] = len(keys)
-                keys.append(key)
-            rows.append(row_of[key])
-        index.append(tuple(rows))
+    keys, index = _unique_inputs(plan)
     failures_by_index: dict[int, str] | None = {} if skip_errors else None
     cut_with = [evaluation_mask(mask, mask_cleaning, mask_dilate) for _, mask in keys]  # cleaned: its own key
     vectors = embed(
@@ -478,6 +475,336 @@ def score_pairs(
         mask_cleaning=mask_cleaning if masked else None,
         mask_dilate=mask_dilate if masked else 0,
     )
+
+
+def _unique_inputs(plan: PairPlan) -> tuple[list[tuple[Path, Path | None]], list[tuple[int, int] | None]]:
+    """Each unique (image, mask) once, and per pair its (reference row, generated row), ``None`` for a
+    pair with a bad input."""
+    row_of: dict[tuple[Path, Path | None], int] = {}  # (image, mask) -> row of the embedding matrix
+    keys: list[tuple[Path, Path | None]] = []
+    index: list[tuple[int, int] | None] = []
+    for pair in plan.pairs:
+        if not _usable(pair, plan):
+            index.append(None)
+            continue
+        rows = []
+        for side, image in (("refs", pair.reference), ("gens", pair.generated)):
+            key = (image, plan.mask_of.get((image, side)))
+            if key not in row_of:
+                row_of[key] = len(keys)
+                keys.append(key)
+            rows.append(row_of[key])
+        index.append((rows[0], rows[1]))
+    return keys, index
+
+
+# ------------------------------------------------------------------------ several metrics in one run
+#: Pairs per ``score_pairs`` call of a pair scorer when the pairing has no subjects to group by.
+JUDGE_BATCH = 32
+
+
+@dataclass
+class MetricScores:
+    """One metric's similarities over the plan's pairs (NaN: a bad input, or a judge's non-answer)."""
+
+    spec: str  # as the user gave it: the column and summary key
+    name: str  # the loaded metric's name (what bench results key it by)
+    kind: str  # "encoder" or "pair scorer"
+    similarities: np.ndarray
+    embedded: int = 0  # unique images this encoder embedded (0 for a pair scorer)
+    no_answer: int = 0  # a pair scorer's pairs with usable inputs but no answer
+
+
+@dataclass
+class MultiScoreResult:
+    """Several metrics over one pair plan (``nearid score --model A --model B ...``)."""
+
+    plan: PairPlan
+    metrics: list[MetricScores]
+    failures: dict[str, str]  # image path -> message (bad inputs, and images an encoder could not read)
+    unique_images: int  # unique (image, mask) inputs
+    masked: int = 0
+    mask_cleaning: str | None = None
+    mask_dilate: int = 0
+
+    @property
+    def scored_any(self) -> bool:
+        return any(np.isfinite(metric.similarities).any() for metric in self.metrics)
+
+    def single(self) -> ScoreResult:
+        """The one metric's result in the one-model layout (a single pair scorer goes through here)."""
+        (metric,) = self.metrics
+        return ScoreResult(
+            self.plan,
+            metric.name,
+            metric.similarities,
+            self.failures,
+            metric.embedded,
+            self.masked,
+            mask_cleaning=self.mask_cleaning,
+            mask_dilate=self.mask_dilate,
+        )
+
+
+def check_metric_specs(specs: list[str]) -> None:
+    """Every ``--model`` spec parses, and none is given twice (its column would be written twice)."""
+    from .specs import parse_encoder_spec
+
+    for spec in specs:
+        parse_encoder_spec(spec)
+    twice = sorted({spec for spec in specs if specs.count(spec) > 1})
+    if twice:
+        raise NearIDError(f"--model {twice[0]} is given twice; give each model once")
+
+
+def score_metrics(
+    metrics: list[tuple[str, object]],
+    plan: PairPlan,
+    *,
+    masks: str | os.PathLike | None = None,
+    batch_size: int = 32,
+    skip_errors: bool = False,
+    progress: bool | None = None,
+    mask_cleaning: str = "authors",
+    mask_dilate: int = 0,
+) -> MultiScoreResult:
+    """Every planned pair's similarity under each of ``metrics`` (``(spec, Encoder or PairScorer)``).
+
+    The unique (image, mask) inputs are planned once for all metrics; each encoder embeds each of them
+    once (its own preprocessing: images are decoded once per encoder), a pair scorer is asked the
+    listed pairs only, a subject's pairs in one call (or :data:`JUDGE_BATCH` at a time). Encoders run
+    first, so with ``skip_errors`` a pair scorer is not asked about an image an encoder could not read.
+    """
+    from .mask_cleaning import evaluation_mask
+    from .pair_scorers import is_pair_scorer
+
+    check_batch_size(batch_size)
+    evaluation_mask(None, mask_cleaning, mask_dilate)
+    prepare(plan, masks)
+    check_plan(plan, skip_errors)
+    keys, index = _unique_inputs(plan)
+    cut_with = [evaluation_mask(mask, mask_cleaning, mask_dilate) for _, mask in keys]
+    failed: dict[int, str] = {}
+    by_spec: dict[str, MetricScores] = {}
+    order = sorted(range(len(metrics)), key=lambda m: is_pair_scorer(metrics[m][1]))  # encoders first
+    for m in order:
+        spec, metric = metrics[m]
+        similarities = np.full(len(plan.pairs), np.nan)
+        if is_pair_scorer(metric):
+            todo = [i for i, rows in enumerate(index) if rows is not None and not (set(rows) & set(failed))]
+            for group in _judge_groups(plan, todo):
+                scores = np.asarray(
+                    metric.score_pairs(
+                        [(keys[index[i][0]][0], keys[index[i][1]][0]) for i in group],
+                        [(cut_with[index[i][0]], cut_with[index[i][1]]) for i in group],
+                    ),
+                    dtype=np.float64,
+                ).reshape(-1)
+                if len(scores) != len(group):
+                    raise RuntimeError(
+                        f"{metric.name}: score_pairs returned {len(scores)} scores for {len(group)} pairs"
+                    )
+                similarities[group] = scores
+            no_answer = int(np.isnan(similarities[todo]).sum()) if todo else 0
+            by_spec[spec] = MetricScores(spec, metric.name, "pair scorer", similarities, 0, no_answer)
+            continue
+        failures_by_index: dict[int, str] | None = {} if skip_errors else None
+        vectors = embed(
+            metric, [k[0] for k in keys], cut_with, batch_size=batch_size, progress=progress, failures=failures_by_index
+        )
+        failed.update(failures_by_index or {})
+        for i, rows in enumerate(index):
+            if rows is not None:
+                similarities[i] = float((vectors[rows[0]] * vectors[rows[1]]).sum())
+        by_spec[spec] = MetricScores(spec, metric.name, "encoder", similarities, len(keys))
+    failures = {str(path): why for path, why in plan.unmatched}
+    failures.update({str(keys[i][0]): message for i, message in failed.items()})
+    masked = len({k for k in keys if k[1] is not None})
+    return MultiScoreResult(
+        plan,
+        [by_spec[spec] for spec, _ in metrics],
+        failures,
+        len(keys),
+        masked,
+        mask_cleaning=mask_cleaning if masked else None,
+        mask_dilate=mask_dilate if masked else 0,
+    )
+
+
+def _judge_groups(plan: PairPlan, todo: list[int]) -> list[list[int]]:
+    """The pairs of one subject together (a judge batches one call), at most JUDGE_BATCH per call."""
+    by_subject: dict[str, list[int]] = defaultdict(list)
+    for i in todo:
+        by_subject[plan.pairs[i].subject].append(i)
+    return [group[k : k + JUDGE_BATCH] for group in by_subject.values() for k in range(0, len(group), JUDGE_BATCH)]
+
+
+def metric_column(spec: str, what: str = "similarity") -> str:
+    """The per-pair column of one metric when several are scored: ``similarity:<spec>`` (``same:<spec>``)."""
+    return f"{what}:{spec}"
+
+
+def correlations(result: MultiScoreResult) -> dict[str, dict]:
+    """Pearson and Spearman (average ranks) between every two metrics, over the pairs both scored."""
+    from .metrics import pearson, spearman
+
+    out = {}
+    for a, b in ((a, b) for k, a in enumerate(result.metrics) for b in result.metrics[k + 1 :]):
+        both = np.isfinite(a.similarities) & np.isfinite(b.similarities)
+        x, y = a.similarities[both], b.similarities[both]
+        out[f"{a.spec} | {b.spec}"] = {
+            "a": a.spec,
+            "b": b.spec,
+            "n": int(both.sum()),
+            "pearson": _json_float(pearson(x, y)),
+            "spearman": _json_float(spearman(x, y)),
+        }
+    return out
+
+
+def _json_float(value: float) -> float | None:
+    return float(value) if np.isfinite(value) else None
+
+
+def summarise_metrics(result: MultiScoreResult, thresholds: dict[str, dict | None]) -> ScoreSummary:
+    """The summary of several metrics: a section per metric (``metrics``), the correlations between
+    them, and at the top level the first metric's figures (what a one-model reader finds there)."""
+    sections = {}
+    for metric in result.metrics:
+        one = summarise(_as_single(result, metric), thresholds.get(metric.spec))
+        sections[metric.spec] = {
+            "name": metric.name,
+            "kind": metric.kind,
+            "column": metric_column(metric.spec),
+            "n_pairs": one.n_pairs,
+            "unique_images_embedded": metric.embedded,
+            "no_answer": metric.no_answer,
+            "similarity": one.similarity,
+            "per_subject": one.per_subject,
+            "threshold": one.threshold,
+            "decisions": one.decisions,
+        }
+    first = result.metrics[0]
+    summary = summarise(_as_single(result, first), thresholds.get(first.spec))
+    summary.no_answer = first.no_answer
+    summary.metrics = sections
+    summary.correlations = correlations(result)
+    return summary
+
+
+def _as_single(result: MultiScoreResult, metric: MetricScores) -> ScoreResult:
+    return ScoreResult(
+        result.plan,
+        metric.name,
+        metric.similarities,
+        result.failures,
+        metric.embedded,
+        result.masked,
+        mask_cleaning=result.mask_cleaning,
+        mask_dilate=result.mask_dilate,
+    )
+
+
+def write_metric_outputs(
+    result: MultiScoreResult, out: str | os.PathLike, *, thresholds: dict[str, dict | None], fmt: str | None = None
+) -> ScoreSummary:
+    """:func:`write_outputs` for several metrics: one row per pair (written when any metric scored it) with
+    a ``similarity:<spec>`` column per metric (empty / null where that metric has no value) and
+    ``same:<spec>`` where a metric has a threshold; ``<out>.per_generated.csv`` gets a mean and max
+    column per metric, DreamBench++ one ``<out>.<slug>.dbpp.json`` per metric. With one metric this is
+    exactly :func:`write_outputs` (the one-model layout)."""
+    if len(result.metrics) == 1:
+        summary = write_outputs(result.single(), out, threshold=thresholds.get(result.metrics[0].spec), fmt=fmt)
+        if result.metrics[0].no_answer:
+            summary.no_answer = result.metrics[0].no_answer
+            summary.write(side_file(out, "summary.json"))
+        return summary
+    out = Path(out)
+    fmt = output_format(out, fmt)
+    rows = []
+    for i, pair in enumerate(result.plan.pairs):
+        values = [metric.similarities[i] for metric in result.metrics]
+        if not any(np.isfinite(values)):
+            continue
+        row = {
+            "reference": os.path.abspath(pair.reference),
+            "generated": os.path.abspath(pair.generated),
+            "subject": pair.subject,
+        }
+        if result.plan.rule == "dreambench":
+            row["key"] = pair.key
+        for metric, value in zip(result.metrics, values):
+            row[metric_column(metric.spec)] = round(float(value), 6) if np.isfinite(value) else None
+        for metric, value in zip(result.metrics, values):
+            threshold = thresholds.get(metric.spec)
+            if threshold is not None:
+                row[metric_column(metric.spec, "same")] = (
+                    int(value > threshold["value"]) if np.isfinite(value) else None
+                )
+        rows.append(row)
+    header = ["reference", "generated", "subject"] + (["key"] if result.plan.rule == "dreambench" else [])
+    header += [metric_column(m.spec) for m in result.metrics]
+    header += [metric_column(m.spec, "same") for m in result.metrics if thresholds.get(m.spec) is not None]
+    with atomic_path(out) as tmp, open(tmp, "w", newline="") as handle:
+        if fmt == "jsonl":
+            handle.writelines(json.dumps(row) + "\n" for row in rows)
+        else:
+            writer = csv.DictWriter(handle, fieldnames=header)
+            writer.writeheader()
+            writer.writerows({k: "" if v is None else v for k, v in row.items()} for row in rows)
+    summary = summarise_metrics(result, thresholds)
+    summary.pairs_file = out.name
+    if result.failures:
+        errors = side_file(out, "errors.csv")
+        with atomic_path(errors) as tmp, open(tmp, "w", newline="") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(["path", "error"])
+            writer.writerows(sorted(result.failures.items()))
+        summary.errors_file = errors.name
+    if result.plan.rule == "subjects":
+        summary.per_generated_file = _write_per_generated_metrics(result, side_file(out, "per_generated.csv"))
+    if result.plan.rule == "dreambench":  # one file per metric, each feeds `nearid dbpp --scores`
+        for metric in result.metrics:
+            scores = {
+                pair.key: 100 * round(float(value), 6)
+                for pair, value in zip(result.plan.pairs, metric.similarities)
+                if np.isfinite(value)
+            }
+            write_text_atomic(dbpp_file(out, metric.spec), json.dumps(scores, indent=0))
+    summary.write(side_file(out, "summary.json"))
+    return summary
+
+
+def dbpp_file(out: str | os.PathLike, spec: str) -> Path:
+    """``<out>.<spec as a file name>.dbpp.json``: one metric's DreamBench++ scores in a several-metric run."""
+    slug = "".join(c if c.isalnum() or c in "-_." else "_" for c in spec)[:64]
+    return side_file(out, f"{slug}.dbpp.json")
+
+
+def _write_per_generated_metrics(result: MultiScoreResult, path: Path) -> str:
+    """Multi-reference aggregation per metric: ``mean:<spec>``, ``max:<spec>`` over the references."""
+    groups: dict[tuple[str, str], list[int]] = defaultdict(list)
+    for i, pair in enumerate(result.plan.pairs):
+        groups[(pair.subject, str(pair.generated))].append(i)
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        header = ["generated", "subject"]
+        for metric in result.metrics:
+            header += [f"n_references:{metric.spec}", f"mean:{metric.spec}", f"max:{metric.spec}"]
+        writer.writerow(header)
+        for (subject, generated), members in sorted(groups.items()):
+            row = [os.path.abspath(generated), subject]
+            for metric in result.metrics:
+                values = metric.similarities[members]
+                values = values[np.isfinite(values)]
+                row += (
+                    [len(values), round(float(np.mean(values)), 6), round(float(np.max(values)), 6)]
+                    if len(values)
+                    else [0, "", ""]
+                )
+            if any(np.isfinite(m.similarities[members]).any() for m in result.metrics):
+                writer.writerow(row)
+    return path.name
 
 
 # ------------------------------------------------------------------------------------- outputs
@@ -595,6 +922,27 @@ def _write_per_generated(result: ScoreResult, path: Path) -> str:
                 ]
             )
     return path.name
+
+
+def resolve_thresholds(
+    threshold: str | None, metrics: list[tuple[str, object]], calibration: str | os.PathLike | None
+) -> tuple[dict[str, dict | None], list[str]]:
+    """Each metric's threshold (:func:`resolve_threshold`, by its fingerprint) and the problems of those
+    that have none. With several metrics, ``calibrated`` decides for those the results file calibrated
+    and says why not for the others; when it has none of them (or with one metric) the error stands."""
+    thresholds: dict[str, dict | None] = {}
+    problems: list[NearIDError] = []
+    for spec, metric in metrics:
+        try:
+            thresholds[spec] = resolve_threshold(threshold, metric, calibration)
+        except NearIDError as exc:
+            if len(metrics) == 1:
+                raise
+            thresholds[spec] = None
+            problems.append(exc)
+    if problems and len(problems) == len(metrics):
+        raise problems[0]
+    return thresholds, [str(p) for p in problems]
 
 
 def resolve_threshold(threshold: str | None, encoder, calibration: str | os.PathLike | None) -> dict | None:
