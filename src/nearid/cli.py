@@ -105,6 +105,40 @@ def _mask_cleaning_options(p, bench: bool = False) -> None:
     )
 
 
+def add_judge_options(parser: argparse.ArgumentParser) -> None:
+    """The options of a ``vlm:`` judge (nearid.judges.vlm); they act only on ``vlm:`` specs."""
+    group = parser.add_argument_group("VLM judge (vlm:<model>) options")
+    group.add_argument(
+        "--prompt-file", help="the judge's rubric text instead of ours (e.g. the authors' vl_template_v2.txt)"
+    )
+    group.add_argument(
+        "--judge-readout",
+        default="generate",
+        choices=["generate", "expected"],
+        help="generate: parse the written score (the paper's); expected: probability-weighted 0-10 score "
+        "of an answer forced up to the number (one forward pass, no ties) (default: generate)",
+    )
+    group.add_argument(
+        "--max-new-tokens",
+        type=_positive_int,
+        default=512,
+        help="generate: answer length limit (default 512; the authors' 128 cut ~260-token answers)",
+    )
+    group.add_argument(
+        "--judge-batch-size", type=_positive_int, default=8, help="at most this many pairs per model call (default 8)"
+    )
+
+
+def judge_options(args) -> dict:
+    """``add_judge_options``' values as ``load_metric(..., judge_options=...)`` takes them."""
+    return {
+        "prompt_file": args.prompt_file,
+        "readout": args.judge_readout,
+        "max_new_tokens": args.max_new_tokens,
+        "judge_batch_size": args.judge_batch_size,
+    }
+
+
 def _encoder(args):
     from .encoders import load_encoder
 
@@ -523,6 +557,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto")
     p.add_argument("--dtype", default="auto")
     p.add_argument("--allow-pickle", action="store_true")
+    add_judge_options(p)
     p.set_defaults(run=cmd_bench)
 
     p = commands.add_parser(
@@ -564,6 +599,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--skip-errors", action="store_true", help="score what can be scored; list failures in <out>.errors.csv"
     )
     _add_encoder_options(p, default_model="nearid")
+    add_judge_options(p)
     p.set_defaults(run=cmd_score)
 
     p = commands.add_parser("report", help="a self-contained HTML report from bench or score results")
