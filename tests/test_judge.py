@@ -147,6 +147,22 @@ def test_expected_readout_reads_the_digit_after_the_forced_prefix(judge_dir, pai
     assert scores == pytest.approx(independent, abs=1e-6)
     assert np.all((scores >= 0) & (scores <= 1)) and len(set(scores.round(8))) == 2  # continuous
     assert judge.stats.pairs == 2 and judge.stats.calls == 1 and judge.stats.generated_tokens == 0
+    assert judge.score_pairs([]).shape == (0,) and judge.stats.calls == 1
+
+
+def test_masks_black_out_the_background(judge_dir, images):
+    """A pair under masks scores as the pair of images with their background blacked out by hand."""
+    judge = load_vlm_judge(str(judge_dir), device="cpu", readout="expected")
+    a, b = images[0], images[2]
+    masks, cut_out = [], []
+    for image in (a, b):
+        keep = np.zeros((image.height, image.width), dtype=bool)
+        keep[8:40, 8:40] = True
+        masks.append(Image.fromarray((keep * 255).astype(np.uint8)))
+        cut_out.append(Image.fromarray(np.asarray(image) * keep[..., None].astype(np.uint8)))
+    masked = judge.score_pairs([(a, b)], masks=[tuple(masks)])
+    assert masked == pytest.approx(judge.score_pairs([tuple(cut_out)]), abs=1e-9)
+    assert abs(judge.score_pairs([(a, b)])[0] - masked[0]) > 1e-6
 
 
 # ------------------------------------------------------------------------------- batching
@@ -267,12 +283,19 @@ def test_fingerprint_covers_what_decides_the_scores(judge_dir, tmp_path):
     assert a.fingerprint == others[0].fingerprint
 
 
-def test_moe_checkpoint_loads_the_moe_class(tmp_path, pairs):
-    from transformers import Qwen3VLMoeForConditionalGeneration
+@pytest.mark.parametrize(
+    ("model_type", "class_name"),
+    [("qwen3_vl_moe", "Qwen3VLMoeForConditionalGeneration"), ("qwen2_5_vl", "Qwen2_5_VLForConditionalGeneration")],
+)
+def test_the_class_comes_from_the_model_type(tmp_path, pairs, model_type, class_name):
+    import transformers
 
-    judge = load_vlm_judge(str(save_tiny_judge(tmp_path / "moe", moe=True)), device="cpu", readout="expected")
-    assert isinstance(judge.model, Qwen3VLMoeForConditionalGeneration)
+    folder = save_tiny_judge(tmp_path / model_type, model_type=model_type)
+    judge = load_vlm_judge(str(folder), device="cpu", readout="expected")
+    assert type(judge.model) is getattr(transformers, class_name)
     assert np.isfinite(judge.score_pairs(pairs[:2])).all()
+    generate = load_vlm_judge(str(folder), device="cpu", max_new_tokens=4)
+    assert generate.score_pairs(pairs[:2]).shape == (2,) and generate.stats.generated_tokens > 0
 
 
 def test_loading_is_strict(judge_dir, tmp_path):

@@ -71,11 +71,16 @@ def tiny_tokenizer():
     return fast
 
 
-def tiny_image_processor():
-    """Qwen3-VL's image preprocessing (16 px patches, 2x2 merge, mean/std 0.5) through transformers'
-    PIL backend, with a small pixel budget so that test images make a handful of tokens."""
+def tiny_image_processor(model_type: str = "qwen3_vl"):
+    """The family's image preprocessing through transformers' PIL backend (Qwen3-VL: 16 px patches,
+    mean/std 0.5; Qwen2.5-VL: 14 px patches, CLIP's mean/std; both a 2x2 merge), with a small pixel
+    budget so that test images make a handful of tokens."""
     from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
 
+    if model_type == "qwen2_5_vl":
+        return Qwen2VLImageProcessorPil(
+            size={"shortest_edge": 56 * 56, "longest_edge": 112 * 112}, patch_size=14, merge_size=2
+        )
     return Qwen2VLImageProcessorPil(
         size={"shortest_edge": TINY_MIN_PIXELS, "longest_edge": TINY_MAX_PIXELS},
         patch_size=16,
@@ -86,10 +91,13 @@ def tiny_image_processor():
     )
 
 
-def tiny_config(tokenizer, *, moe: bool = False):
-    """A Qwen3-VL (or Qwen3-VL-MoE) config of the real shape rules at toy sizes, its special-token
-    ids taken from ``tokenizer``."""
+def tiny_config(tokenizer, model_type: str = "qwen3_vl"):
+    """A Qwen3-VL, Qwen3-VL-MoE or Qwen2.5-VL config (``model_type``) of the real shape rules at toy
+    sizes, its special-token ids taken from ``tokenizer``."""
+    import transformers
+
     ids = {token: tokenizer.convert_tokens_to_ids(token) for token in SPECIAL_TOKENS}
+    rope = {"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [4, 2, 2]}
     text = dict(
         vocab_size=len(tokenizer),
         hidden_size=64,
@@ -97,70 +105,56 @@ def tiny_config(tokenizer, *, moe: bool = False):
         num_hidden_layers=2,
         num_attention_heads=4,
         num_key_value_heads=2,
-        head_dim=16,
         max_position_embeddings=4096,
-        rope_parameters={
-            "rope_type": "default",
-            "rope_theta": 10000.0,
-            "mrope_section": [4, 2, 2],
-            "mrope_interleaved": True,
-        },
         pad_token_id=ids["<|endoftext|>"],
         eos_token_id=ids["<|im_end|>"],
     )
-    vision = dict(
-        depth=2,
-        hidden_size=32,
-        intermediate_size=64,
-        num_heads=2,
-        patch_size=16,
-        spatial_merge_size=2,
-        temporal_patch_size=2,
-        out_hidden_size=64,
-        num_position_embeddings=64,
-        deepstack_visual_indexes=[0],
-    )
+    vision = dict(depth=2, hidden_size=32, intermediate_size=64, num_heads=2, spatial_merge_size=2, out_hidden_size=64)
     tokens = dict(
         image_token_id=ids["<|image_pad|>"],
         video_token_id=ids["<|video_pad|>"],
         vision_start_token_id=ids["<|vision_start|>"],
         vision_end_token_id=ids["<|vision_end|>"],
     )
-    if moe:
-        from transformers import Qwen3VLMoeConfig
-
+    if model_type == "qwen2_5_vl":
+        text.update(rope_parameters=rope)
+        vision.update(patch_size=14, window_size=56, fullatt_block_indexes=[1])
+        return transformers.Qwen2_5_VLConfig(text_config=text, vision_config=vision, **tokens)
+    text.update(head_dim=16, rope_parameters={**rope, "mrope_interleaved": True})
+    vision.update(patch_size=16, temporal_patch_size=2, num_position_embeddings=64, deepstack_visual_indexes=[0])
+    if model_type == "qwen3_vl_moe":
         text.update(moe_intermediate_size=32, num_experts=4, num_experts_per_tok=2, decoder_sparse_step=1)
-        return Qwen3VLMoeConfig(text_config=text, vision_config=vision, **tokens)
-    from transformers import Qwen3VLConfig
+        return transformers.Qwen3VLMoeConfig(text_config=text, vision_config=vision, **tokens)
+    if model_type != "qwen3_vl":
+        raise ValueError(f"no tiny judge of model_type '{model_type}'")
+    return transformers.Qwen3VLConfig(text_config=text, vision_config=vision, **tokens)
 
-    return Qwen3VLConfig(text_config=text, vision_config=vision, **tokens)
 
-
-def save_tiny_judge(folder: str | Path, *, seed: int = 0, moe: bool = False) -> Path:
-    """Write a tiny, randomly initialised Qwen3-VL judge to ``folder`` as ``save_pretrained`` lays a
-    hub checkpoint out (config, safetensors weights, tokenizer files, ``preprocessor_config.json``,
-    ``chat_template.json``), so that ``vlm:<folder>`` loads it through the same path as a real one."""
+def save_tiny_judge(folder: str | Path, *, seed: int = 0, model_type: str = "qwen3_vl") -> Path:
+    """Write a tiny, randomly initialised judge (``model_type``: ``qwen3_vl``, ``qwen3_vl_moe`` or
+    ``qwen2_5_vl``) to ``folder`` as ``save_pretrained`` lays a hub checkpoint out (config,
+    safetensors weights, tokenizer files, ``preprocessor_config.json``, ``chat_template.json``), so that
+    ``vlm:<folder>`` loads it through the same path as a real one."""
     import json
 
     import torch
+    import transformers
     from transformers import GenerationConfig
+
+    from .vlm import MODEL_CLASSES
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     tokenizer = tiny_tokenizer()
-    config = tiny_config(tokenizer, moe=moe)
-    if moe:
-        from transformers import Qwen3VLMoeForConditionalGeneration as model_class
-    else:
-        from transformers import Qwen3VLForConditionalGeneration as model_class
+    config = tiny_config(tokenizer, model_type)
     torch.manual_seed(seed)
-    model = model_class(config).eval()
+    model = getattr(transformers, MODEL_CLASSES[model_type])(config).eval()
     model.generation_config = GenerationConfig(
         eos_token_id=config.text_config.eos_token_id, pad_token_id=config.text_config.pad_token_id
     )
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
-    tiny_image_processor().save_pretrained(folder)
+    tiny_image_processor(model_type).save_pretrained(folder)
     (folder / "chat_template.json").write_text(json.dumps({"chat_template": CHAT_TEMPLATE}))
     return folder
 
