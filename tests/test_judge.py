@@ -358,6 +358,16 @@ def test_cli_judge_options(tmp_path):
         build_parser().parse_args(["bench", "--out", str(tmp_path), "--judge-readout", "mean"])
 
 
+def test_cli_hands_the_judge_options_to_the_command(tmp_path, monkeypatch):
+    """main() puts the dict on ``args.judge_options``, where bench and score read it."""
+    import nearid.cli as cli
+
+    seen = {}
+    monkeypatch.setattr(cli, "cmd_score", lambda args: seen.setdefault("options", args.judge_options) and 0)
+    assert cli.main(["score", "--refs", str(tmp_path), "--judge-readout", "expected", "--max-new-tokens", "7"]) == 0
+    assert seen["options"] == {"prompt_file": None, "readout": "expected", "max_new_tokens": 7, "judge_batch_size": 8}
+
+
 def test_judge_imports_no_torchvision(judge_dir, tmp_path):
     """Loading and running the judge never imports torchvision (it cannot be imported here, and it
     stays optional everywhere)."""

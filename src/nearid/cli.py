@@ -775,6 +775,8 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             sys.stdout.flush()  # a closed pipe must show here
         command = args.command
+        if hasattr(args, "judge_readout"):  # bench, score: the judge options as load_metric takes them
+            args.judge_options = judge_options(args)
         status = args.run(args)
         sys.stdout.flush()  # a closed pipe shows here, not as a warning at interpreter exit
         return status
