@@ -381,7 +381,8 @@ def load_vlm_judge(
     import transformers
 
     model_class = getattr(transformers, MODEL_CLASSES[model_type])
-    attention = "flash_attention_2" if resolved.type == "cuda" and importlib.util.find_spec("flash_attn") else "sdpa"
+    flash = resolved.type == "cuda" and torch_dtype in (torch.bfloat16, torch.float16)  # its kernels' dtypes
+    attention = "flash_attention_2" if flash and importlib.util.find_spec("flash_attn") else "sdpa"
     kwargs = dict(
         dtype=torch_dtype,
         attn_implementation=attention,
