@@ -344,7 +344,9 @@ def _judge_missing(ctx: RunContext, scorer, store, pairs) -> int:
     finally:  # also on Ctrl-C or an error: the identities judged so far are kept (each one is complete)
         if pending_keys:
             store.add(pending_keys, np.concatenate(pending), writer=str(state.process_index))
-    ctx.say(f"[{scorer.name}] process {state.process_index}: judged {done} pairs", every_process=True)
+    stats = getattr(scorer, "stats", None)  # a VLM judge times itself (JudgeStats)
+    timing = f" ({stats.seconds_per_pair:.3g} s per pair)" if done and stats is not None and stats.pairs else ""
+    ctx.say(f"[{scorer.name}] process {state.process_index}: judged {done} pairs{timing}", every_process=True)
     state.wait_for_everyone()
     return sum(len(group) for group in todo)
 

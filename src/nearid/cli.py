@@ -115,6 +115,40 @@ def _mask_cleaning_options(p, bench: bool = False) -> None:
     )
 
 
+def add_judge_options(parser: argparse.ArgumentParser) -> None:
+    """The options of a ``vlm:`` judge (nearid.judges.vlm); they act only on ``vlm:`` specs."""
+    group = parser.add_argument_group("VLM judge (vlm:<model>) options")
+    group.add_argument(
+        "--prompt-file", help="the judge's rubric text instead of ours (e.g. the authors' vl_template_v2.txt)"
+    )
+    group.add_argument(
+        "--judge-readout",
+        default="generate",
+        choices=["generate", "expected"],
+        help="generate: parse the written score (the paper's); expected: probability-weighted 0-10 score "
+        "of an answer forced up to the number (one forward pass, no ties) (default: generate)",
+    )
+    group.add_argument(
+        "--max-new-tokens",
+        type=_positive_int,
+        default=512,
+        help="generate: answer length limit (default 512; the authors' 128 cut ~260-token answers)",
+    )
+    group.add_argument(
+        "--judge-batch-size", type=_positive_int, default=8, help="at most this many pairs per model call (default 8)"
+    )
+
+
+def judge_options(args) -> dict:
+    """``add_judge_options``' values as ``load_metric(..., judge_options=...)`` takes them."""
+    return {
+        "prompt_file": args.prompt_file,
+        "readout": args.judge_readout,
+        "max_new_tokens": args.max_new_tokens,
+        "judge_batch_size": args.judge_batch_size,
+    }
+
+
 def _encoder(args):
     from .encoders import load_encoder
 
@@ -461,6 +495,9 @@ def _score_several(args, plan, fmt, metrics) -> int:
         )
         if metric.no_answer:
             line += f"  no answer {metric.no_answer}"
+        judge_stats = getattr(dict(metrics).get(metric.spec), "stats", None)  # a VLM judge times itself
+        if judge_stats is not None and judge_stats.pairs:
+            line += f"  {judge_stats.seconds_per_pair:.3g} s per pair"
         if section.get("decisions"):
             line += f"  same {section['decisions']['same']}, different {section['decisions']['different']}"
         print(line)
@@ -674,6 +711,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dtype", default="auto")
     p.add_argument("--allow-pickle", action="store_true")
     _shard_options(p, "identity")
+    add_judge_options(p)
     p.set_defaults(run=cmd_bench)
 
     p = commands.add_parser(
@@ -716,6 +754,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_encoder_options(p, default_model="nearid", repeatable=True)
     _shard_options(p, "pair")
+    add_judge_options(p)
     p.set_defaults(run=cmd_score)
 
     p = commands.add_parser("report", help="a self-contained HTML report from bench or score results")
@@ -895,6 +934,8 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             sys.stdout.flush()  # a closed pipe must show here
         command = args.command
+        if hasattr(args, "judge_readout"):  # bench, score: the judge options as load_metric takes them
+            args.judge_options = judge_options(args)
         status = args.run(args)
         sys.stdout.flush()  # a closed pipe shows here, not as a warning at interpreter exit
         return status

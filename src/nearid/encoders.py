@@ -414,6 +414,14 @@ def _hf(argument: str, options: LoadOptions):
     return _encoder(f"hf:{argument}", model, load_processor(folder), generic_readout, options)
 
 
+@_builder("vlm")
+def _vlm(argument: str, options: LoadOptions):
+    raise EncoderSpecError(
+        f"vlm:{argument} is a judge (a pair scorer), not an encoder: it scores pairs of images and has no "
+        "embedding; use it with nearid bench / nearid score (nearid.pair_scorers.load_metric)"
+    )
+
+
 class HistogramEncoder:
     """A joint RGB colour histogram: no model at all, and entirely context-dominated.
 

@@ -84,7 +84,15 @@ def load_metric(spec: str, *, device="auto", dtype="auto", allow_pickle: bool = 
 
     ``judge_options`` (a dict) goes to pair scorers only (a VLM judge's prompt file, readout, ...)."""
     from .encoders import load_encoder
+    from .specs import parse_encoder_spec
 
+    parsed = parse_encoder_spec(spec)
+    if parsed.family == "vlm":
+        from .judges.vlm import load_vlm_judge
+
+        return load_vlm_judge(
+            parsed.argument, device=device, dtype=dtype, allow_pickle=allow_pickle, **(judge_options or {})
+        )
     return load_encoder(spec, device=device, dtype=dtype, allow_pickle=allow_pickle)
 
 

@@ -23,6 +23,8 @@ Encoder specs are ``family`` or ``family:argument``:
 ``dinov3[:X]``      DINOv3 ``pooler_output`` = final-norm CLS token (default
                     ``facebook/dinov3-vitl16-pretrain-lvd1689m``)
 ``hf:X``            any transformers image model, pooled by :func:`nearid.encoders.generic_readout`
+``vlm:X``           a Qwen-VL judge that reads both images of a pair and answers 0-10 (a
+                    :class:`~nearid.pair_scorers.PairScorer`, not an encoder; :mod:`nearid.judges.vlm`)
 ``histogram[:B]``   joint RGB colour histogram with B bins per channel (no model)
 ``tiny[:SEED]``     deterministic, randomly initialised (UNTRAINED) tiny NearID model for tests and demos
 ==================  ===============================================================================
@@ -91,6 +93,9 @@ for _family in (
     Family("dino-i", "facebook/dino-vits16", "DreamBooth DINO: ViT-S/16 CLS token, DINO eval preprocessing"),
     Family("dinov3", "facebook/dinov3-vitl16-pretrain-lvd1689m", "DINOv3: pooler output (final-norm CLS)"),
     Family("hf", None, "any transformers image model: hf:<folder or hub id>"),
+    # No default: the paper's judge (Qwen/Qwen3-VL-30B-A3B-Instruct) is ~60 GB and ~20 s per pair on an
+    # A100; a bare `vlm` must not start that. Naming the model is part of the metric's name anyway.
+    Family("vlm", None, "VLM judge (pair scorer; Qwen3-VL, Qwen3-VL-MoE, Qwen2.5-VL): vlm:<folder or hub id>"),
     # B bins per channel make B**3 dimensions: 64 is already 262,144 floats per image, and 8-bit
     # channels cannot fill more than 256 bins anyway; 0 or fewer bins is no histogram.
     Family(

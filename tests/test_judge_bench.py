@@ -1,0 +1,61 @@
+"""Issue 16's acceptance, end to end with the real judge code: ``nearid bench --encoder vlm:<tiny Qwen3-VL>
+--encoder tiny`` writes both metrics in one results.json, a repeated run asks the judge nothing, and the
+judge's tables hold exactly its ``score_pairs`` answers (the tiny judge's random weights make the numbers
+meaningless; the path is what is tested). The ``expected`` readout keeps the run to one forward pass per call."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from nearid.cli import main
+from nearid.data.synth import SynthConfig, generate
+from nearid.judges.tiny import save_tiny_judge
+from nearid.metrics import nearid_scores
+from nearid.simtables import read_nearid_csv
+
+SOURCES = ["Part"]
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("judgebench") / "synth"
+    generate(
+        root,
+        SynthConfig(identities=8, size=40, seed=5, val=1, test=3, mtg_train=0, mtg_test=0, workers=1),
+        progress=False,
+    )
+    return root
+
+
+def test_bench_with_a_vlm_judge_and_an_encoder(data, tmp_path, capsys):
+    judge = save_tiny_judge(tmp_path / "judge", seed=0)
+    out = tmp_path / "out"
+    argv = ["bench", "--encoder", f"vlm:{judge}", "--encoder", "tiny", "--data", str(data), "--sources", *SOURCES]
+    argv += ["--out", str(out), "--device", "cpu", "--judge-readout", "expected", "--judge-batch-size", "4"]
+    assert main(argv) == 0
+    first = capsys.readouterr().out
+    written = json.loads((out / "results.json").read_text())
+    names = set(written["encoders"])
+    assert len(names) == 2 and "tiny:0 (untrained)" in names
+    (judge_name,) = names - {"tiny:0 (untrained)"}
+    entry = written["encoders"][judge_name]
+    counts = entry["judgments"]
+    assert counts["computed"] == counts["pairs"] > 0 and counts["pairs"] < counts["full_table"]
+    assert "s per pair" in first
+    # the judge's table: scores in [0, 1] where asked, blank (NaN) elsewhere; the results are those of the table
+    pair, cross = read_nearid_csv(out / entry["sims_folder"] / "Part_full.csv")
+    asked = np.concatenate([pair[np.isfinite(pair)], cross[np.isfinite(cross)]])
+    assert asked.size and (asked >= 0).all() and (asked <= 1).all()
+    recomputed, reported = nearid_scores(pair, cross), entry["nearid"]["per_source"]["Part"]
+    assert (recomputed.n_trials, recomputed.n_wins) == (reported["n_trials"], reported["n_wins"])
+    assert recomputed.pa == pytest.approx(reported["pa"]) and recomputed.ssr == pytest.approx(reported["ssr"])
+    # again: nothing new is asked, the file is the same
+    assert main(argv) == 0
+    again = capsys.readouterr().out
+    assert "judged now: 0" in again
+    rewritten = json.loads((out / "results.json").read_text())
+    assert rewritten["encoders"][judge_name]["nearid"] == entry["nearid"]
+    assert rewritten["encoders"][judge_name]["judgments"]["computed"] == 0
