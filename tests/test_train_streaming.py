@@ -308,3 +308,24 @@ def test_num_workers_auto():
 
     assert default_workers(cuda=False) == 0
     assert default_workers(cuda=True) == min(8, os.cpu_count() or 1)
+
+
+def test_a_fill_by_workers_stores_the_tokens_of_the_in_process_fill(data, tmp_path):
+    """The cache fill decodes in worker processes (pixels cast there to the trunk's dtype): every input's
+    tokens are those of the thread-prefetched fill, bit for bit, under a float32 and a bfloat16 trunk."""
+    from nearid.backbones import load_backbone
+    from nearid.processors import preprocessor
+    from nearid.training.token_cache import TokenCache, fill
+    from nearid.training.trainer import half_trunk
+
+    slots = [s for samples in first_steps(data, 2, mtg=True) for item in samples for s in item.slots if s is not None]
+    keys = sorted({s.key for s in slots})
+    for precision in ("no", "bf16"):
+        model, processor = load_backbone("tiny")
+        half_trunk(model, precision)
+        caches = {}
+        for workers in (0, 2):
+            cache = TokenCache.for_model(tmp_path / f"{precision}-{workers}", model, processor)
+            assert fill(cache, model, slots, preprocessor(processor), batch_size=5, num_workers=workers) == len(keys)
+            caches[workers] = cache.load(keys)
+        assert torch.equal(caches[0], caches[2])
