@@ -268,7 +268,28 @@ def test_ctrl_c_while_streaming_leaves_no_worker_and_no_partial_file(data, tmp_p
     time.sleep(0.5)
     alive = [pid for pid in workers if Path(f"/proc/{pid}").exists() and "Z" not in _state(pid)]
     assert not alive, f"worker processes left running: {alive}"
-    assert not [p for p in out.rglob("*") if p.name.endswith(".part")]  # no temporary file left behind
+    left = [str(p.relative_to(out)) for p in out.rglob("*") if p.name.endswith(".part")]
+    assert not left, f"temporary files left behind: {left}; {err[-3000:]}"
+
+
+def test_an_interrupt_just_after_the_temporary_file_is_made_leaves_nothing(tmp_path, monkeypatch):
+    """Found by the Ctrl-C test under load: a KeyboardInterrupt arriving while ``atomic_path`` makes its
+    temporary file (inside ``mkstemp``, or just after it) left ``.NAME.xxxxxxxx.part`` behind. Here the
+    interrupt lands right after the file exists, on the close of its descriptor."""
+    from nearid import io
+
+    real_close = os.close
+
+    def interrupted(fd):
+        real_close(fd)
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        monkeypatch.setattr(io.os, "close", interrupted)
+        with io.atomic_path(tmp_path / "out.bin"):
+            pass
+    monkeypatch.undo()
+    assert list(tmp_path.iterdir()) == []
 
 
 def _state(pid: int) -> str:
