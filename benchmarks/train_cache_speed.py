@@ -68,7 +68,7 @@ def main() -> None:
             save_steps=10_000,
             log_steps=10_000,
             flip_prob=0.0,
-            cache_tokens=cached,
+            token_cache="on" if cached else "off",
             out=str(work / ("cached" if cached else "fresh")),
         )
         if cached:  # the one-off fill, so that the timed runs below read a warm cache

@@ -800,11 +800,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--val-split", help="split validated on (default val)")
     p.add_argument(
-        "--uncached",
-        dest="cache_tokens",
-        action="store_const",
-        const=False,
-        help="run the frozen trunk every step instead of reading the token cache",
+        "--token-cache",
+        choices=["auto", "on", "off"],
+        help="auto (default): cache the trunk's tokens when the estimate fits the disk (keeping 10%% + 1 GiB free), "
+        "else stream; on: cache or refuse; off: stream (run the trunk every step)",
+    )
+    p.add_argument("--uncached", dest="token_cache", action="store_const", const="off", help="--token-cache off")
+    p.add_argument(
+        "--num-workers",
+        type=lambda text: text if text == "auto" else _nonnegative_int(text),
+        help="processes decoding the trunk's inputs while it runs (default auto: min(8, CPUs) on CUDA, 0 on CPU)",
     )
     p.add_argument("--resume", action="store_true", help="continue from the newest complete checkpoint in --out")
     p.add_argument("--overwrite", action="store_true", help="replace the run in --out (one nearid train made)")

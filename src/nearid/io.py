@@ -4,24 +4,35 @@ from __future__ import annotations
 
 import contextlib
 import os
-import tempfile
+import secrets
 from pathlib import Path
 
 
 @contextlib.contextmanager
 def atomic_path(target: str | os.PathLike):
-    """Yield a temporary path beside ``target``; on success rename it over ``target``, else delete it."""
+    """Yield a temporary path beside ``target``; on success rename it over ``target``, else delete it.
+
+    The temporary file (``.NAME.<8 hex>.part``, made 0600 as ``mkstemp`` would) is named first and made
+    inside the ``try``: a Ctrl-C that lands while it is being made (``mkstemp`` made it outside) leaves
+    no ``.part`` file behind."""
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
-    os.close(fd)
+    tmp = None
     try:
-        yield Path(tmp)
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600 files; outputs are meant to be shared
+        while True:
+            tmp = target.parent / f".{target.name}.{secrets.token_hex(4)}.part"
+            try:
+                os.close(os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+                break
+            except FileExistsError:  # another writer's temporary file has this name: draw another
+                tmp = None
+        yield tmp
+        os.chmod(tmp, 0o666 & ~_umask())  # made 0600 above; outputs are meant to be shared
         os.replace(tmp, target)
     except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
+        if tmp is not None:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
         raise
 
 

@@ -29,13 +29,17 @@ Disk, the paper's training data (SigLIP2-SO400M/14 at 384 px: 729 tokens x 1152,
 * what 11 epochs of the paper recipe (masks 0.5/0.2/0.6, flip 0.5) actually touch is about
   ~3.7 variants per view and ~2.0 per distractor (each source is drawn a quarter of the time):
   ~515,000 inputs, ~0.86 TB;
-* MTG train (~5,000 samples x 4 images) adds ~33.6 GB per variant, ~134 GB for all 4.
+* MTG train (~5,000 samples x 4 images) adds ~33.6 GB per variant, ~134 GB for all 4; counted through
+  the trainer's own sampling, NearID + MTG x 4 over 11 epochs is 595,124 inputs, 999.7 GB with the index
+  (``benchmarks/paper_cache_estimate.py``). ``nearid train --token-cache auto`` makes this count for
+  each run and streams when it does not fit (:mod:`nearid.training.cache_policy`).
 
 :func:`disk_estimate` gives the bytes for other counts and backbones.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import itertools
 import json
@@ -63,6 +67,8 @@ _SHARD_COUNTER = itertools.count()  # shard names stay unique within a process e
 
 #: ``fill`` shows a bar on a terminal when it has more than this many batches (``progress=None``).
 PROGRESS_MIN_BATCHES = 4
+#: Inputs per shard that :func:`fill` writes (its ``batch_size``; the trainer's cache estimate counts shards by it).
+DEFAULT_FILL_BATCH = 32
 
 
 def disk_estimate(n_images: int, n_tokens: int = 729, hidden: int = 1152) -> int:
@@ -299,6 +305,20 @@ class TokenCache:
         self._open.clear()
 
 
+def stored_keys(folder: str | os.PathLike) -> set[str]:
+    """The keys of the shards in a cache folder whose ``.npy`` exists, read from their ``.keys.json``
+    files alone (no manifest check, no array opened): what a run's disk estimate counts as done."""
+    keys: set[str] = set()
+    for path in Path(folder).glob("shard-*.npy"):
+        try:
+            found = json.loads(_keys_path(path).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        if isinstance(found, list):
+            keys.update(str(key) for key in found)
+    return keys
+
+
 def _keys_path(npy: Path) -> Path:
     return npy.with_name(npy.name[: -len(".npy")] + _KEYS_SUFFIX)
 
@@ -338,8 +358,11 @@ def fill(
     model,
     slots: Iterable[Slot | None],
     preprocess: Callable,
-    batch_size: int = 32,
+    batch_size: int = DEFAULT_FILL_BATCH,
     progress: bool | Callable[[int, int], None] | None = None,
+    *,
+    num_workers: int = 0,
+    pin_memory: bool = False,
 ) -> int:
     """Compute and store the tokens of every distinct cacheable slot not yet in ``cache``; one shard per
     batch, so a killed fill resumes where it stopped. Returns how many inputs were computed. Slots with
@@ -347,8 +370,10 @@ def fill(
     each epoch, so :func:`slot_tokens` runs the trunk on them instead.
 
     ``model`` is the :class:`NearIDModel` (on its device and dtype), ``preprocess`` its encoder's
-    ``preprocess(images, masks)``. Images of the next batch are decoded on a thread while the trunk
-    runs. ``progress``: ``None`` = a bar on long fills on a terminal, a bool, or ``fn(done, total)``.
+    ``preprocess(images, masks)``. Images of the next batches are decoded while the trunk runs: on a
+    thread (``num_workers=0``) or in ``num_workers`` processes (:mod:`nearid.training.prefetch`; pixels
+    cast there to the trunk's dtype, ``pin_memory`` for CUDA). The tokens are the same either way.
+    ``progress``: ``None`` = a bar on long fills on a terminal, a bool, or ``fn(done, total)``.
     """
     if batch_size < 1:
         raise ValueError("batch_size must be >= 1")
@@ -371,13 +396,9 @@ def fill(
         bar = tqdm(total=len(pending_slots), desc="caching trunk tokens", unit="img", disable=disable)
     done = 0
     try:
-        with ThreadPoolExecutor(max_workers=1) as pool:
-            pending = pool.submit(pixel_values, batches[0], preprocess)
-            for index, batch in enumerate(batches):
-                pixels = pending.result()
-                if index + 1 < len(batches):
-                    pending = pool.submit(pixel_values, batches[index + 1], preprocess)
-                tokens = model.encode_tokens(pixels.to(device))
+        with _batch_pixels(batches, preprocess, model, num_workers, pin_memory) as pixels_of_batches:
+            for batch, pixels in zip(batches, pixels_of_batches):
+                tokens = model.encode_tokens(pixels.to(device, non_blocking=True))
                 cache.add([slot.key for slot in batch], tokens)
                 done += len(batch)
                 if callback is not None:
@@ -390,12 +411,50 @@ def fill(
     return done
 
 
-def slot_tokens(slots: Sequence[Slot], model, preprocess: Callable, cache: TokenCache | None = None) -> torch.Tensor:
+@contextlib.contextmanager
+def _batch_pixels(batches: list[list[Slot]], preprocess: Callable, model, num_workers: int, pin_memory: bool):
+    """The pixel values of each batch in order: the next one built on a thread (``num_workers=0``), or
+    the next ones in worker processes."""
+    if num_workers > 0:
+        from .prefetch import SlotChunks, chunk_pixels
+
+        dtype = model.backbone.embeddings.patch_embedding.weight.dtype
+        dataset = SlotChunks(len(batches), batches.__getitem__, preprocess, dtype=dtype)
+        with chunk_pixels(dataset, num_workers=num_workers, pin_memory=pin_memory) as iterator:
+            yield iterator
+        return
+
+    def threaded():
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            pending = pool.submit(pixel_values, batches[0], preprocess)
+            for index in range(len(batches)):
+                pixels = pending.result()
+                if index + 1 < len(batches):
+                    pending = pool.submit(pixel_values, batches[index + 1], preprocess)
+                yield pixels
+
+    iterator = threaded()
+    try:
+        yield iterator
+    finally:
+        iterator.close()
+
+
+def slot_tokens(
+    slots: Sequence[Slot],
+    model,
+    preprocess: Callable,
+    cache: TokenCache | None = None,
+    *,
+    pixels: torch.Tensor | None = None,
+) -> torch.Tensor:
     """``[len(slots), N_tokens, hidden]`` float32 trunk tokens on the model's device, in slot order:
     cacheable slots from ``cache`` (filled beforehand; a missing key is a KeyError), the rest
     (augmented slots, or all when ``cache`` is None) from the trunk, in one batch. This is the cache
     policy of a run with jitter or disalignment on: cache what recurs, compute what does not.
-    Cached tokens are the fp16 copies, fresh ones full precision (as an uncached run's)."""
+    Cached tokens are the fp16 copies, fresh ones the trunk's precision (as an uncached run's).
+    ``pixels``: the trunk's inputs, already built (prefetched by workers), of the slots that run the
+    trunk, in slot order; built here from ``preprocess`` when not given."""
     device = next(model.parameters()).device
     out = torch.empty((len(slots), *token_shape(model)), dtype=torch.float32, device=device)
     cached = [i for i, slot in enumerate(slots) if cache is not None and slot.cacheable]
@@ -403,9 +462,21 @@ def slot_tokens(slots: Sequence[Slot], model, preprocess: Callable, cache: Token
     if cached:
         out[cached] = cache.load([slots[i].key for i in cached]).to(device=device, dtype=torch.float32)
     if fresh:
-        pixels = pixel_values([slots[i] for i in fresh], preprocess)
+        if pixels is None:
+            pixels = pixel_values([slots[i] for i in fresh], preprocess)
+        elif len(pixels) != len(fresh):
+            raise ValueError(f"{len(pixels)} prefetched inputs for {len(fresh)} slots that run the trunk")
         out[fresh] = model.encode_tokens(pixels.to(device)).to(torch.float32)
     return out
 
 
-__all__ = ["TokenCache", "disk_estimate", "fill", "model_signature", "pixel_values", "slot_tokens", "token_shape"]
+__all__ = [
+    "TokenCache",
+    "disk_estimate",
+    "fill",
+    "model_signature",
+    "pixel_values",
+    "slot_tokens",
+    "stored_keys",
+    "token_shape",
+]

@@ -59,7 +59,8 @@ class TrainConfig:
     affine_prob: float = 0.0  # per-slot translate + scale "disalignment" probability (default 0)
     split: str = "train"
     max_steps: int | None = None  # stop early (tests, smoke runs); the schedule still spans all epochs
-    cache_tokens: bool = True  # False: run the frozen trunk every step; True caches all but augmented slots
+    token_cache: str = "auto"  # auto: cache when it fits on the disk, else stream; on: cache or refuse; off: stream
+    num_workers: int | str = "auto"  # processes decoding the trunk's inputs; auto: min(8, CPUs) on CUDA, 0 on CPU
     eval_steps: int = 0  # validate (SSR/PA on `val_split`, main process) every N steps; 0 = never
     val_split: str = "val"
 
@@ -86,6 +87,7 @@ class TrainConfig:
         """
         names = {f.name for f in dataclasses.fields(cls)}
         values = {}
+        overrides = _legacy_cache_tokens(overrides, "--uncached")
         if config_file is not None:
             try:
                 values = json.loads(Path(config_file).read_text())
@@ -93,6 +95,7 @@ class TrainConfig:
                 raise NearIDError(f"{config_file}: cannot read the training config ({exc})") from None
             if not isinstance(values, dict):
                 raise NearIDError(f"{config_file}: a training config is a JSON object of settings")
+            values = _legacy_cache_tokens(values, f"{config_file}: 'cache_tokens'")
             unknown = set(values) - names
             if unknown:
                 raise NearIDError(f"{config_file}: unknown setting(s) {', '.join(sorted(unknown))}")
@@ -110,6 +113,26 @@ class TrainConfig:
             where = f"--{exc.name.replace('_', '-')}" if exc.name in options else f"{config_file}: {exc.name!r}"
             raise NearIDError(f"{where} {exc.why}") from None
         return cls(**values)
+
+
+def _legacy_cache_tokens(values: dict, where: str) -> dict:
+    """``cache_tokens`` (before ``token_cache``; every earlier run's config.json holds it) as
+    ``token_cache``: ``false`` (``--uncached``) is ``off``; ``true`` was the default written into every
+    config, whether chosen or not, so it is ``auto`` (which caches wherever the cache fits, as before).
+    A value that is not a bool, or one that contradicts a ``token_cache`` beside it, is an error."""
+    if values.get("cache_tokens") is None:
+        return {k: v for k, v in values.items() if k != "cache_tokens"}
+    values = dict(values)
+    legacy = values.pop("cache_tokens")
+    if not isinstance(legacy, bool):
+        raise NearIDError(f"{where} must be true or false, not {legacy!r} (it is now token_cache: auto, on or off)")
+    mode = "auto" if legacy else "off"
+    if values.get("token_cache") not in (None, mode) and not (legacy and values["token_cache"] == "on"):
+        raise NearIDError(f"{where} {legacy!r} contradicts token_cache {values['token_cache']!r}; keep one of them")
+    values.setdefault("token_cache", None)
+    if values["token_cache"] is None:
+        values["token_cache"] = mode
+    return values
 
 
 # ------------------------------------------------------------------------------ settings checked up front
@@ -184,8 +207,15 @@ def _check_settings(values: dict) -> None:
         raise _SettingError(
             "mixed_precision", f"must be one of {', '.join(_MIXED_PRECISION)}, not {values['mixed_precision']!r}"
         )
-    if "cache_tokens" in values and not isinstance(values["cache_tokens"], bool):
-        raise _SettingError("cache_tokens", f"must be true or false, not {values['cache_tokens']!r}")
+    if "token_cache" in values and values["token_cache"] not in ("auto", "on", "off"):
+        raise _SettingError("token_cache", f"must be one of auto, on, off, not {values['token_cache']!r}")
+    if "num_workers" in values:
+        workers = values["num_workers"]
+        if isinstance(workers, float) and workers.is_integer():
+            workers = int(workers)
+        if workers != "auto" and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 0):
+            raise _SettingError("num_workers", f"must be auto or an integer >= 0, not {workers!r}")
+        values["num_workers"] = workers
 
 
 def _latest_checkpoint(out: Path) -> Path | None:
@@ -207,7 +237,19 @@ RUN_FILES = ("checkpoints", "config.json", "inputs.json", "validation.jsonl")
 TOKEN_CACHE = "token_cache"
 #: Settings a resumed run may change: they cannot change the head it trains (where the folder is, how
 #: often it logs, saves or validates, and where it stops; the schedule spans all epochs whatever max_steps).
-RESUME_FREE = ("out", "log_steps", "save_steps", "eval_steps", "val_split", "max_steps")
+#: ``num_workers`` changes who decodes, not the pixels; ``token_cache`` changes the tokens by at most the
+#: cache's fp16 rounding (none under fp16 mixed precision, where the trunk's own output is fp16), and a resumed
+#: ``auto`` run keeps the mode it started in (:func:`_streamed`).
+RESUME_FREE = (
+    "out",
+    "log_steps",
+    "save_steps",
+    "eval_steps",
+    "val_split",
+    "max_steps",
+    "token_cache",
+    "num_workers",
+)
 _LOCAL_PATHS = ("data", "mtg", "backbone")
 
 
@@ -344,6 +386,12 @@ def train(config: TrainConfig, *, resume: bool = False, overwrite: bool = False)
 
     ``resume`` continues the run in ``config.out`` (same settings); ``overwrite`` replaces it; without
     either, ``config.out`` must not hold a run (:func:`check_run_folder`, before any model loads).
+
+    The token cache (``config.token_cache``, :mod:`nearid.training.cache_policy`) is decided before the
+    model loads and the folder changes: ``on`` that does not fit the disk refuses here. A cached run
+    fills the cache (workers decode while the trunk runs) and trains from it; a streaming run decodes
+    the next steps' inputs in ``num_workers`` processes while the trunk runs on the current one
+    (:mod:`nearid.training.prefetch`); either way only filled slots reach the trunk.
     """
     from accelerate import Accelerator
     from safetensors.torch import load_file, save_file
@@ -353,27 +401,26 @@ def train(config: TrainConfig, *, resume: bool = False, overwrite: bool = False)
     from ..data import load_mtg, load_nearid
     from ..losses import CombinedLoss
     from ..processors import preprocessor
+    from .cache_policy import backbone_token_shape
+    from .prefetch import CHUNK_SAMPLES, SlotChunks, chunk_pixels, default_workers
     from .samples import SampleRecipe, TrainingSet
-    from .token_cache import TokenCache, fill, model_signature, pixel_values, slot_tokens, token_shape
+    from .token_cache import TokenCache, fill, model_signature, slot_tokens, token_shape
 
     action = check_run_folder(config, resume=resume, overwrite=overwrite)  # every process, before any changes
-    precision = mixed_precision(config.mixed_precision, cuda=torch.cuda.is_available())
-    accelerator = Accelerator(cpu=not torch.cuda.is_available(), mixed_precision=precision)
+    cuda = torch.cuda.is_available()
+    precision = mixed_precision(config.mixed_precision, cuda=cuda)
+    accelerator = Accelerator(cpu=not cuda, mixed_precision=precision)
+    workers = default_workers(cuda) if config.num_workers == "auto" else int(config.num_workers)
     out = Path(config.out)
-    # everything that can refuse the run (loss spec, backbone, data, changed inputs) before the folder changes
+    # everything that can refuse the run (loss spec, data, changed inputs, a cache that cannot fit, backbone)
+    # before the folder changes
     loss_fn = CombinedLoss(config.loss)
-    model, processor = load_backbone(config.backbone)
     bench = load_nearid(config.data, config.sources, split=config.split)
     mtg = load_mtg(config.mtg, split="train") if config.mtg else None
     inputs = _inputs(bench, mtg)
-    if resume and _latest_checkpoint(out) is not None:
+    latest = _latest_checkpoint(out) if resume else None
+    if latest is not None:
         _check_same_inputs(out, inputs)
-    accelerator.wait_for_everyone()
-    if accelerator.is_main_process:
-        _prepare_run_folder(config, action)
-    accelerator.wait_for_everyone()
-    model = model.to(accelerator.device)
-    preprocess = preprocessor(processor)
     recipe = SampleRecipe(
         seed=config.seed,
         mask_probs=tuple(config.mask_probs),
@@ -385,12 +432,39 @@ def train(config: TrainConfig, *, resume: bool = False, overwrite: bool = False)
     training_set = TrainingSet(bench, config.sources, mtg, recipe)
     batches_per_epoch = len(training_set.batches(0, config.batch_size))
     total_steps = config.epochs * batches_per_epoch
+    step = int(latest.name.split("-")[1]) if latest is not None else 0
+    end = total_steps if config.max_steps is None else min(total_steps, config.max_steps)
+    planned = _planned_batches(training_set, config.batch_size, step, end, batches_per_epoch)
+
+    model = processor = None
+    shape = backbone_token_shape(config.backbone)  # from the config: no weights loaded yet
+    if shape is None:  # not readable that way: the loader loads it, or names the problem
+        model, processor = load_backbone(config.backbone)
+        shape = token_shape(model)
+    decision, cache_slots = _decide_cache(
+        config,
+        accelerator,
+        training_set,
+        planned,
+        shape,
+        resumed_streaming=latest is not None and _streamed(out),
+        keep_cached=action != "overwrite",
+    )
+    if model is None:
+        model, processor = load_backbone(config.backbone)
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        _prepare_run_folder(config, action)
+    accelerator.wait_for_everyone()
+    model = model.to(accelerator.device)
+    preprocess = preprocessor(processor)
 
     # the validation encoder casts the model to fp32 when it is made, so it comes before the half trunk
     validation = _validation(config, model, processor, accelerator.device) if config.eval_steps else None
     half_trunk(model, precision)
-    computed = 0
-    if config.cache_tokens:  # fill the token cache once: each process computes its share, then all read everything
+    trunk_dtype = model.backbone.embeddings.patch_embedding.weight.dtype
+    computed, cache = 0, None
+    if decision:  # fill the token cache once: each process computes its share, then all read everything
         signature = model_signature(model, processor)  # hashes the trunk's weights: once
         if action == "overwrite" and accelerator.is_main_process:
             _replace_foreign_cache(out / TOKEN_CACHE, signature)
@@ -398,22 +472,18 @@ def train(config: TrainConfig, *, resume: bool = False, overwrite: bool = False)
         cache = TokenCache(out / TOKEN_CACHE, signature, *token_shape(model))
         inputs["trunk"] = cache.signature
         # jittered / disaligned slots are drawn afresh per (epoch, item, slot): they run the trunk when used
-        slots = sorted(training_set.slots(range(config.epochs), cacheable_only=True), key=lambda s: s.key)
+        slots = sorted(cache_slots, key=lambda s: s.key)
         mine = [s for i, s in enumerate(slots) if i % accelerator.num_processes == accelerator.process_index]
-        computed = fill(cache, model, mine, preprocess, progress=False)
+        computed = fill(cache, model, mine, preprocess, progress=False, num_workers=workers, pin_memory=cuda)
         accelerator.wait_for_everyone()
         cache.refresh()
-        tokens_of = lambda slots: slot_tokens(slots, model, preprocess, cache)
-    else:
-        tokens_of = lambda slots: model.encode_tokens(pixel_values(slots, preprocess).to(accelerator.device))
 
     head = model.head
     optimizer = torch.optim.AdamW(head.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     scheduler = get_scheduler("cosine", optimizer, num_warmup_steps=config.warmup_steps, num_training_steps=total_steps)
-    step = 0
-    if resume and (checkpoint := _latest_checkpoint(out)) is not None:
-        head.load_state_dict(load_file(checkpoint / "head.safetensors"))
-        state = torch.load(checkpoint / "state.pt", weights_only=True)
+    if latest is not None:
+        head.load_state_dict(load_file(latest / "head.safetensors"))
+        state = torch.load(latest / "state.pt", weights_only=True)
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         step = int(state["step"])
@@ -427,15 +497,40 @@ def train(config: TrainConfig, *, resume: bool = False, overwrite: bool = False)
             flush=True,
         )
 
+    # the trunk's inputs of each step: all filled slots when streaming, the augmented ones when cached
+    def needs_trunk(slot) -> bool:
+        return cache is None or not slot.cacheable
+
+    shares = [
+        (epoch, _share(indices, accelerator.process_index, accelerator.num_processes)) for epoch, indices in planned
+    ]
+    streams = cache is None or recipe.jitter_prob > 0 or recipe.affine_prob > 0
+    chunks = [
+        (k, start) for k, (_, share) in enumerate(shares) if streams for start in range(0, len(share), CHUNK_SAMPLES)
+    ]
+
+    def chunk_slots(index: int) -> list:  # runs in the worker processes
+        k, start = chunks[index]
+        epoch, share = shares[k]
+        samples = training_set.samples(epoch, share[start : start + CHUNK_SAMPLES])
+        return [slot for _, _, slot in _present(samples) if needs_trunk(slot)]
+
     last_loss = float("nan")
     head.train()
-    for epoch in range(step // batches_per_epoch, config.epochs):
-        for batch_index, indices in enumerate(training_set.batches(epoch, config.batch_size)):
-            if epoch * batches_per_epoch + batch_index < step:
-                continue  # already trained before the resume point
-            if config.max_steps is not None and step >= config.max_steps:
-                break
-            share = _share(indices, accelerator.process_index, accelerator.num_processes)
+    dataset = SlotChunks(len(chunks), chunk_slots, preprocess, dtype=trunk_dtype)
+    with chunk_pixels(dataset, num_workers=workers, pin_memory=cuda) as prefetched:
+        for epoch, share in shares:
+            pixels = None
+            if streams:  # this step's chunks, moved to the device as they come (pinned: without blocking)
+                parts = [next(prefetched) for _ in range(0, len(share), CHUNK_SAMPLES)]
+                parts = [p.to(accelerator.device, non_blocking=True) for p in parts if p.numel()]
+                pixels = torch.cat(parts) if len(parts) > 1 else parts[0] if parts else None
+
+            def tokens_of(slots, pixels=pixels):
+                if pixels is None:  # nothing runs the trunk in this step: every slot is cached
+                    return slot_tokens(slots, model, preprocess, cache)
+                return slot_tokens(slots, model, preprocess, cache, pixels=pixels)
+
             loss = _step_loss(head, loss_fn, training_set.samples(epoch, share), tokens_of, accelerator.device)
             accelerator.backward(loss)
             if config.grad_clip:
@@ -466,6 +561,72 @@ def train(config: TrainConfig, *, resume: bool = False, overwrite: bool = False)
                 head.train()
     checkpoint = _save(accelerator, head, optimizer, scheduler, step, out, save_file)
     return {"step": step, "loss": last_loss, "checkpoint": str(checkpoint)}
+
+
+def _planned_batches(
+    training_set, batch_size: int, start: int, end: int, per_epoch: int
+) -> list[tuple[int, list[int]]]:
+    """``(epoch, global batch indices)`` of the steps ``start .. end - 1`` this run will take."""
+    planned = []
+    for epoch in range(start // per_epoch, -(-end // per_epoch)):
+        for batch_index, indices in enumerate(training_set.batches(epoch, batch_size)):
+            if start <= epoch * per_epoch + batch_index < end:
+                planned.append((epoch, indices))
+    return planned
+
+
+def _streamed(out: Path) -> bool:
+    """The run in ``out`` trained without a token cache (its ``inputs.json`` records no trunk)."""
+    try:
+        recorded = json.loads((out / INPUTS_FILE).read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(recorded, dict) and "trunk" in recorded and recorded["trunk"] is None
+
+
+def _decide_cache(
+    config: TrainConfig, accelerator, training_set, planned, shape, *, resumed_streaming: bool, keep_cached: bool
+):
+    """``(cache?, the distinct cacheable slots of the planned steps)``: the main process decides
+    (:func:`nearid.training.cache_policy.plan`) and prints the line; every process follows it (or raises
+    the same refusal). The slots are listed only when the setting may cache. ``keep_cached``: count the
+    inputs already in the run's cache as done (not under ``--overwrite``, which may replace the cache)."""
+    from accelerate.utils import broadcast_object_list
+
+    from .cache_policy import plan
+    from .token_cache import DEFAULT_FILL_BATCH, stored_keys
+
+    slots: list = []
+    if config.token_cache != "off":
+        seen: dict = {}
+        for epoch, indices in planned:
+            for _, _, slot in _present(training_set.samples(epoch, indices)):
+                if slot.cacheable and slot.key not in seen:
+                    seen[slot.key] = slot
+        slots = list(seen.values())
+    outcome: list = [None]
+    if accelerator.is_main_process:
+        folder = Path(config.out) / TOKEN_CACHE
+        try:
+            decided = plan(
+                config.token_cache,
+                keys=[slot.key for slot in slots],
+                already=stored_keys(folder) if keep_cached else frozenset(),
+                n_tokens=shape[0],
+                hidden=shape[1],
+                folder=folder,
+                shard_size=DEFAULT_FILL_BATCH,
+                resumed_streaming=resumed_streaming,
+            )
+            print(decided.line(), flush=True)
+            outcome = [decided.cache]
+        except NearIDError as exc:
+            outcome = [exc]
+    if accelerator.num_processes > 1:
+        broadcast_object_list(outcome)
+    if isinstance(outcome[0], NearIDError):
+        raise NearIDError(str(outcome[0]))
+    return bool(outcome[0]), (slots if outcome[0] else [])
 
 
 #: What a run was trained on, by content: each table's fingerprint (and the token cache's trunk).
@@ -542,11 +703,15 @@ def _validation(config: TrainConfig, model, processor, device):
     return run
 
 
+def _present(samples) -> list[tuple[int, int, object]]:
+    """``(sample, slot index, Slot)`` of every filled slot, sample by sample: the order in which a step's
+    inputs are embedded (and prefetched). Empty slots never reach the trunk."""
+    return [(b, s, slot) for b, sample in enumerate(samples) for s, slot in enumerate(sample.slots) if slot is not None]
+
+
 def _step_loss(head, loss_fn, samples, tokens_of, device) -> torch.Tensor:
     """Embed the present slots of ``samples`` (cached or fresh trunk tokens) and apply the loss."""
-    present = [
-        (b, s, slot) for b, sample in enumerate(samples) for s, slot in enumerate(sample.slots) if slot is not None
-    ]
+    present = _present(samples)
     tokens = tokens_of([slot for _, _, slot in present]).to(device=device, dtype=torch.float32)
     pooled = F.normalize(head(tokens), dim=-1)
     embeddings = pooled.new_zeros(len(samples), 6, pooled.shape[-1])

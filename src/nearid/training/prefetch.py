@@ -1,0 +1,105 @@
+"""Trunk inputs decoded in worker processes while the trunk runs.
+
+A training step or a token-cache fill spends its CPU time decoding, masking, resizing and flipping
+images (:func:`~nearid.training.token_cache.pixel_values`) and its accelerator time in the frozen trunk.
+Done one after the other, the GPU idles while the CPU works. Here a ``torch.utils.data.DataLoader``
+over *chunks of slots* builds the pixels of the next chunks in ``num_workers`` processes while the main
+process runs the trunk on the current ones:
+
+* **in order**: the loader yields chunk i before chunk i+1 whatever worker made it, and a chunk's
+  pixels are a pure function of its slots, so the trunk sees exactly the tensor the in-process path
+  builds (``num_workers=0``: the same chunks, built synchronously, no process);
+* **bounded**: at most ``num_workers x prefetch`` chunks are in flight, and a chunk holds at most
+  :data:`CHUNK_SAMPLES` samples (6 slots each), so the memory in flight does not grow with the batch;
+* **fewer bytes**: a chunk is cast in the worker to the dtype the trunk casts it to anyway (fp16 under
+  fp16 mixed precision): half the bytes through shared memory and to the device, the same values;
+* **shut down** when the loop ends, raises or is interrupted (the iterator is dropped in a
+  ``finally``; the DataLoader joins its workers).
+
+Workers are forked (slots hold closures over memory-mapped tables, which do not pickle). They only
+decode: they never touch CUDA, so forking a process that has initialised CUDA is safe.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import multiprocessing
+import os
+from collections.abc import Callable, Iterator, Sequence
+
+import torch
+
+from .samples import Slot
+
+#: Samples per chunk of a training step (<= 6 x this many images per worker item).
+CHUNK_SAMPLES = 16
+#: Chunks each worker keeps ready (DataLoader's ``prefetch_factor``).
+PREFETCH = 2
+
+
+def default_workers(cuda: bool) -> int:
+    """``--num-workers auto``: min(8, CPU count) with CUDA, where the trunk runs on the device and the
+    CPUs are free to decode; 0 on the CPU, where workers would take the cores the trunk runs on."""
+    return min(8, os.cpu_count() or 1) if cuda else 0
+
+
+class SlotChunks(torch.utils.data.Dataset):
+    """Item i: the pixel values (``[n, 3, H, W]`` in ``dtype``) of the slots ``slots_of(i)`` returns,
+    or an empty ``[0]`` tensor when it returns none."""
+
+    def __init__(
+        self,
+        n: int,
+        slots_of: Callable[[int], Sequence[Slot]],
+        preprocess: Callable,
+        dtype: torch.dtype = torch.float32,
+    ):
+        self.n, self.slots_of, self.preprocess, self.dtype = int(n), slots_of, preprocess, dtype
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        from .token_cache import pixel_values
+
+        slots = self.slots_of(index)
+        if not slots:
+            return torch.empty(0)
+        return pixel_values(slots, self.preprocess).to(self.dtype)
+
+
+@contextlib.contextmanager
+def chunk_pixels(dataset: SlotChunks, *, num_workers: int, pin_memory: bool = False) -> Iterator[Iterator]:
+    """An iterator over ``dataset``'s items in order, prefetched by ``num_workers`` forked processes
+    (0: built in this process when asked for). Workers are shut down on leaving the ``with``, normally
+    or not."""
+    if num_workers < 0:
+        raise ValueError("num_workers must be >= 0")
+    workers = num_workers if len(dataset) else 0
+    context = None
+    if workers:
+        methods = multiprocessing.get_all_start_methods()
+        context = multiprocessing.get_context("fork") if "fork" in methods else None
+        if context is None:  # no fork (Windows): decode in this process
+            workers = 0
+    loader = torch.utils.data.DataLoader(
+        dataset,
+        batch_size=None,
+        shuffle=False,
+        num_workers=workers,
+        pin_memory=pin_memory,
+        prefetch_factor=PREFETCH if workers else None,
+        persistent_workers=False,
+        multiprocessing_context=context,
+    )
+    iterator = iter(loader)
+    try:
+        yield iterator
+    finally:
+        shutdown = getattr(iterator, "_shutdown_workers", None)
+        if shutdown is not None:  # joins the workers now rather than whenever the iterator is collected
+            shutdown()
+        del iterator
+
+
+__all__ = ["CHUNK_SAMPLES", "PREFETCH", "SlotChunks", "chunk_pixels", "default_workers"]
