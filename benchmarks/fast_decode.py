@@ -15,7 +15,7 @@ full size. Measured, exact vs fast, on the same files in one run:
    training, then `nearid bench` of the histogram, the frozen stand-in (``siglip2-map``) and the
    trained model, exact and ``fast_decode``, on the same test split.
 
-    python benchmarks/fast_decode.py [--so400m-images 3] [--identities 400] [--skip-bench]
+    python benchmarks/fast_decode.py [--so400m-images 3] [--identities 400] [--size 256] [--skip-bench]
 """
 
 from __future__ import annotations
@@ -81,7 +81,7 @@ def so400m_encoder():
     return nearid_encoder(model, siglip_processor(384), name="so400m (random)", device="cpu", dtype=torch.float32)
 
 
-def bench_exact_and_fast(work: Path, identities: int, standin_epochs: int, train_epochs: int) -> None:
+def bench_exact_and_fast(work: Path, identities: int, size: int, standin_epochs: int, train_epochs: int) -> None:
     from nearid.bench import BenchConfig, run_bench
     from nearid.data import load_nearid
     from nearid.data.synth import SynthConfig, generate
@@ -95,10 +95,10 @@ def bench_exact_and_fast(work: Path, identities: int, standin_epochs: int, train
     data = work / "data"
     generate(
         data,
-        SynthConfig(identities=identities, size=256, seed=0, test=identities // 4, val=10, mtg_train=0, mtg_test=1),
+        SynthConfig(identities=identities, size=size, seed=0, test=identities // 4, val=10, mtg_train=0, mtg_test=1),
         progress=False,
     )
-    print(f"{clock()} synth: {identities} identities, 256 px JPEG")
+    print(f"{clock()} synth: {identities} identities, {size} px JPEG")
     backbone = pretrain_standin(
         load_nearid(data, sources, split="train"),
         work / "backbone",
@@ -153,27 +153,32 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--so400m-images", type=int, default=3)
     parser.add_argument("--identities", type=int, default=400)
+    parser.add_argument("--size", type=int, default=256, help="synthetic image side (>= 128: draft decoding engages)")
     parser.add_argument("--standin-epochs", type=int, default=6)
     parser.add_argument("--train-epochs", type=int, default=20)
     parser.add_argument("--skip-bench", action="store_true")
+    parser.add_argument("--skip-photos", action="store_true")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="nearid-fast-decode-") as folder:
         work = Path(folder)
         files = write_photos(work)
+        if args.skip_photos:
+            files = {}
         print("1. pixels")
         for kind, paths in files.items():
             for size in (384, 64):
                 print(f"  {kind:9s} -> {size:3d} px: {pixel_differences(paths, size)}")
-        print("2. embeddings")
-        every = files["1024x1024"] + files["own size"]
-        print(f"  tiny (64 px):            {cosines(nearid.load_encoder('tiny', device='cpu'), every)}")
-        start = time.perf_counter()
-        chosen = files["1024x1024"][: args.so400m_images]
-        print(f"  so400m (384 px, random): {cosines(so400m_encoder(), chosen, batch_size=len(chosen))}", end="")
-        print(f" ({time.perf_counter() - start:.0f} s)")
+        if files:
+            print("2. embeddings")
+            every = files["1024x1024"] + files["own size"]
+            print(f"  tiny (64 px):            {cosines(nearid.load_encoder('tiny', device='cpu'), every)}")
+            start = time.perf_counter()
+            chosen = files["1024x1024"][: args.so400m_images]
+            print(f"  so400m (384 px, random): {cosines(so400m_encoder(), chosen, batch_size=len(chosen))}", end="")
+            print(f" ({time.perf_counter() - start:.0f} s)")
         if not args.skip_bench:
             print("3. SSR / PA")
-            bench_exact_and_fast(work, args.identities, args.standin_epochs, args.train_epochs)
+            bench_exact_and_fast(work, args.identities, args.size, args.standin_epochs, args.train_epochs)
 
 
 if __name__ == "__main__":

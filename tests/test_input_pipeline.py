@@ -231,9 +231,10 @@ def test_an_exception_in_the_main_process_stops_the_workers(files, tiny):
             return super().embed(pixel_values)
 
     failing = Failing(tiny.name, tiny.model, tiny.processor, tiny.readout, device="cpu", dtype=torch.float32)
-    with pytest.raises(RuntimeError, match="model failed"):
+    with pytest.raises(RuntimeError, match="model failed") as raised:
         nearid.embed(failing, files[0] * 10, batch_size=1, num_workers=2)
-    assert _children() == before  # joined before the exception left embed
+    # joined before the exception left embed, though its traceback (held here) keeps embed's frame alive
+    assert raised.tb is not None and _children() == before
 
 
 def test_num_workers_setting():
@@ -253,6 +254,26 @@ def test_auto_workers_on_cuda_are_capped_at_8(monkeypatch):
     assert resolve_num_workers("auto", "cuda:0") == 3
     monkeypatch.setattr(pipeline, "available_cpus", lambda: 64)
     assert resolve_num_workers("auto", "cuda:0") == 8
+
+
+def test_batches_in_this_process_are_pinned_like_the_loaders(monkeypatch, files):
+    """On CUDA the in-process path pins what DataLoader would pin: tensors, in (named) tuples; the
+    rest (a failure's exception) passes through. Pinning itself needs CUDA: stood in for here."""
+    from nearid.input_pipeline import ImageBatches, batches
+
+    pinned = []
+
+    def pin(tensor):
+        pinned.append(tensor.shape)
+        return tensor.clone()
+
+    monkeypatch.setattr(torch.Tensor, "pin_memory", pin)
+    split = split_processor(siglip_processor(32))
+    images = [files[0][0], "missing.png", files[0][1]]
+    with batches(ImageBatches(images, None, 2, split=split), pin_memory=True) as loader:
+        got = list(loader)
+    assert pinned == [(1, 32, 32, 3), (1, 32, 32, 3)]
+    assert [len(batch.failed) for batch in got] == [1, 0] and isinstance(got[0].failed[0][1], ImageError)
 
 
 # ----------------------------------------------------------------------------- fast decode
@@ -369,10 +390,12 @@ def test_bench_and_score_pass_the_input_options_on(tmp_path, monkeypatch):
     assert main([*base, "--out", str(tmp_path / "a"), "--num-workers", "0"]) == 0
     assert main([*base, "--out", str(tmp_path / "b"), "--num-workers", "2", "--fast-decode"]) == 0
     assert seen[0] == (0, False) and seen[-1] == (2, True)
-    one = run_bench(BenchConfig(encoders=["tiny"], data=str(data), sources=["Part"], out=str(tmp_path / "a")))
-    two = run_bench(
-        BenchConfig(encoders=["tiny"], data=str(data), sources=["Part"], out=str(tmp_path / "b"), num_workers=2)
-    )
+    # the same batches (a model's float sums depend on the batch, and the untrained model's trials are
+    # near ties): the stored exact embeddings of the first run, recomputed by 2 workers into a new store
+    same = dict(encoders=["tiny"], data=str(data), sources=["Part"], batch_size=4)
+    one = run_bench(BenchConfig(**same, out=str(tmp_path / "a")))
+    two = run_bench(BenchConfig(**same, out=str(tmp_path / "b"), num_workers=2))
+    assert two.encoders["tiny:0 (untrained)"].embeddings_computed == 12
     assert one.encoders["tiny:0 (untrained)"].nearid == two.encoders["tiny:0 (untrained)"].nearid
     # draft-decoded embeddings are never stored where exact ones are looked up
     stores = sorted(p.name for p in (tmp_path / "b" / "embeddings").iterdir())

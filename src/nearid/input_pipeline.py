@@ -39,8 +39,11 @@ from .errors import NearIDError
 #: Batches each worker prepares ahead (DataLoader's ``prefetch_factor``): enough to hide a slow image.
 PREFETCH_BATCHES = 2
 
-#: ``num_workers="auto"`` on CUDA uses at most this many processes (8 keep an H100 busy with so400m
-#: at 384 px from 512 px PNGs: ~150 images/s per worker on a server core against ~1,200 images/s).
+#: ``num_workers="auto"`` on CUDA uses at most this many processes. One worker decodes and resizes
+#: ~50-80 photographs a second on a server core (benchmarks/input_pipeline.py's floor) while so400m
+#: at 384 px embeds ~1,200 a second on an H100-class GPU, so a big GPU wants more: ask with
+#: ``--num-workers N``. 8 bounds what an unattended default takes from a shared machine (each worker
+#: is a process with its batches in flight).
 AUTO_MAX_WORKERS = 8
 
 
@@ -128,9 +131,12 @@ class ImageBatches(torch.utils.data.Dataset):
 
 
 @contextlib.contextmanager
-def batches(dataset: ImageBatches, *, num_workers: int = 0, pin_memory: bool = False) -> Iterator[Iterator[Batch]]:
-    """Yield an iterator over ``dataset``'s batches in order, built by ``num_workers`` processes (0:
-    this process, one batch ahead on a thread); leaving the block stops and joins every worker."""
+def batches(dataset, *, num_workers: int = 0, pin_memory: bool = False) -> Iterator[Iterator]:
+    """Yield an iterator over ``dataset``'s items in order, built by ``num_workers`` processes (0:
+    this process, one item ahead on a thread); leaving the block stops and joins every worker.
+
+    ``dataset`` is any map-style dataset whose items are whole batches (:class:`ImageBatches`, or a
+    trainer's batches of slots): tensors, tuples and named tuples of them, other values passed as they are."""
     num_workers = min(num_workers, len(dataset))
     if num_workers == 0:
         with ThreadPoolExecutor(max_workers=1) as pool:
@@ -159,7 +165,7 @@ def batches(dataset: ImageBatches, *, num_workers: int = 0, pin_memory: bool = F
         del iterator
 
 
-def _ahead(pool: ThreadPoolExecutor, dataset: ImageBatches, pin_memory: bool) -> Iterator[Batch]:
+def _ahead(pool: ThreadPoolExecutor, dataset, pin_memory: bool) -> Iterator:
     load = (lambda index: _pinned(dataset[index])) if pin_memory else dataset.__getitem__
     pending = pool.submit(load, 0)
     for index in range(len(dataset)):
@@ -169,11 +175,18 @@ def _ahead(pool: ThreadPoolExecutor, dataset: ImageBatches, pin_memory: bool) ->
         yield batch
 
 
-def _pinned(batch: Batch) -> Batch:
-    return batch if batch.pixels is None else batch._replace(pixels=batch.pixels.pin_memory())
+def _pinned(item):
+    """``item`` with its tensors in pinned memory (what DataLoader's ``pin_memory`` does for workers)."""
+    if isinstance(item, torch.Tensor):
+        return item.pin_memory()
+    if isinstance(item, tuple) and hasattr(item, "_fields"):  # a named tuple
+        return type(item)(*(_pinned(value) for value in item))
+    if isinstance(item, (tuple, list)):
+        return type(item)(_pinned(value) for value in item)
+    return item
 
 
-def _as_is(batch: Batch) -> Batch:
+def _as_is(batch):
     """The loader's collate function: the dataset's items are finished batches."""
     return batch
 
