@@ -163,6 +163,9 @@ def test_an_encoder_without_a_split_runs_its_preprocess_in_the_workers(files, ti
 
     shifted = Shifted(tiny.name, tiny.model, tiny.processor, tiny.readout, device="cpu", dtype=torch.float32)
     assert shifted.pixel_split is None and tiny.pixel_split is not None
+    patched = type(tiny)(tiny.name, tiny.model, tiny.processor, tiny.readout, device="cpu", dtype=torch.float32)
+    patched.preprocess = lambda images, masks=None: tiny.preprocess(images, masks)  # on the instance
+    assert patched.pixel_split is None
     for encoder in (nearid.load_encoder("histogram"), Minimal(), shifted):
         expected = encoder.embed(encoder.preprocess(images))
         for workers in (0, 2):
@@ -369,6 +372,7 @@ def test_embed_command_with_workers_and_fast_decode(files, tmp_path, capsys):
 
 def test_bench_and_score_pass_the_input_options_on(tmp_path, monkeypatch):
     import nearid.embedding as embedding
+    import nearid.score
     from nearid.bench import BenchConfig, run_bench
     from nearid.data.synth import SynthConfig, generate
 
@@ -380,6 +384,7 @@ def test_bench_and_score_pass_the_input_options_on(tmp_path, monkeypatch):
         return original(*args, **kwargs)
 
     monkeypatch.setattr(embedding, "embed", spy)
+    monkeypatch.setattr(nearid.score, "embed", spy)  # score imports it at its own import
     data = tmp_path / "synth"
     generate(
         data,

@@ -132,8 +132,8 @@ class TransformersEncoder:
     def pixel_split(self) -> PixelSplit | None:
         """:meth:`preprocess` cut at its uint8 boundary (:func:`~nearid.processors.split_processor`), for
         :func:`nearid.embed`'s workers; ``None`` for a processor that cannot be split exactly, or a
-        subclass with a ``preprocess`` of its own (which the split would bypass)."""
-        if type(self).preprocess is not TransformersEncoder.preprocess:
+        ``preprocess`` of its own (a subclass's, or one set on the instance), which the split would bypass."""
+        if getattr(self.preprocess, "__func__", None) is not TransformersEncoder.preprocess:
             return None
         if not hasattr(self, "_pixel_split"):
             self._pixel_split = split_processor(self.processor)

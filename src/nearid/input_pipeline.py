@@ -40,10 +40,10 @@ from .errors import NearIDError
 PREFETCH_BATCHES = 2
 
 #: ``num_workers="auto"`` on CUDA uses at most this many processes. One worker decodes and resizes
-#: ~50-80 photographs a second on a server core (benchmarks/input_pipeline.py's floor) while so400m
-#: at 384 px embeds ~1,200 a second on an H100-class GPU, so a big GPU wants more: ask with
-#: ``--num-workers N``. 8 bounds what an unattended default takes from a shared machine (each worker
-#: is a process with its batches in flight).
+#: 45-80 photographs a second on one of this machine's cores (benchmarks/input_pipeline.py's floor)
+#: while so400m at 384 px embeds ~1,200 a second on an H100-class GPU, so a big GPU wants more: ask
+#: with ``--num-workers N``. 8 bounds what an unattended default takes from a shared machine (each
+#: worker is a process with its batches in flight).
 AUTO_MAX_WORKERS = 8
 
 
