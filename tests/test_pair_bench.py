@@ -244,7 +244,12 @@ def test_cli_bench_with_a_judge_and_an_encoder_in_one_results_file(data, tmp_pat
     assert set(written["encoders"]) == {"judge(tiny:4 (untrained))", "tiny:0 (untrained)"}
     for entry in written["encoders"].values():
         assert {"ssr", "pa"} <= set(entry["nearid"]["groups"]["all sources"])
-    assert options["judge_options"] is None  # passed through (the judge's options come from cli's judge helper)
+    assert options["judge_options"] == {
+        "prompt_file": None,
+        "readout": "generate",
+        "max_new_tokens": 512,
+        "judge_batch_size": 8,
+    }
     assert main(argv) == 0  # again: the judge is asked nothing new
     assert made[-1].asked == [] and "judged now: 0" in capsys.readouterr().out
 

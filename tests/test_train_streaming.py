@@ -325,10 +325,11 @@ def test_settings_and_the_legacy_cache_tokens(data, tmp_path, capsys):
 
 
 def test_num_workers_auto():
+    from nearid.input_pipeline import available_cpus
     from nearid.training.prefetch import default_workers
 
     assert default_workers(cuda=False) == 0
-    assert default_workers(cuda=True) == min(8, os.cpu_count() or 1)
+    assert default_workers(cuda=True) == min(8, available_cpus())  # the embedding pipeline's rule, one place
 
 
 def test_a_fill_by_workers_stores_the_tokens_of_the_in_process_fill(data, tmp_path):

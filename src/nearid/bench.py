@@ -62,6 +62,8 @@ class BenchConfig:
     num_shards: int | None = None  # rendezvous-free shards (nearid.shards): this run is one share
     shard_index: int | None = None
     judge_options: dict | None = None  # a pair scorer's options (a VLM judge's prompt file, readout, ...)
+    num_workers: int | str = 0  # input worker processes per bench process (nearid.input_pipeline)
+    fast_decode: bool = False  # JPEG draft decoding; its embeddings get a store of their own
     log: list[str] = field(default_factory=list)
 
     @property
@@ -104,6 +106,7 @@ def _state(device: str):
 def run_bench(config: BenchConfig) -> BenchResults | None:
     """Run the benchmark; the main process returns the results as written, merged with the encoders already
     in ``results.json`` (other processes return ``None``)."""
+    from .input_pipeline import decoded_fingerprint
     from .pair_scorers import is_pair_scorer, load_metric
 
     check_config(config)
@@ -162,7 +165,7 @@ def run_bench(config: BenchConfig) -> BenchResults | None:
                 )
             state.wait_for_everyone()
             continue
-        fingerprint = getattr(encoder, "fingerprint", None)
+        fingerprint = decoded_fingerprint(getattr(encoder, "fingerprint", None), config.fast_decode)
         store = EmbeddingStore(
             store_folder(ctx.out / "embeddings", encoder.name, fingerprint), encoder.name, encoder.dim, fingerprint
         )
@@ -196,6 +199,7 @@ def check_config(config: BenchConfig) -> None:
     """The settings' own errors, before any data is read or model loaded: every encoder spec (a typo
     in the second one must not wait for the first one's embeddings), the batch size, and ``--out``."""
     from .embedding import check_batch_size
+    from .input_pipeline import resolve_num_workers
     from .outputs import check_writable
     from .specs import parse_encoder_spec
 
@@ -203,6 +207,7 @@ def check_config(config: BenchConfig) -> None:
         parse_encoder_spec(spec)
     check_batch_size(config.batch_size, "batch size")
     shard_option(config.num_shards, config.shard_index)  # a bad shard index fails here, before any work
+    resolve_num_workers(config.num_workers)
     check_writable(config.out, folder=True)  # a writable folder (or one that can be made), before any work
 
 
@@ -261,7 +266,12 @@ def _embed_missing(ctx: RunContext, encoder, store: EmbeddingStore) -> int:
     for start in range(0, len(mine), CHUNK):
         rows = [row[key] for key in mine[start : start + CHUNK]]
         vectors = embed(
-            encoder, [plan.images[r] for r in rows], [plan.masks[r] for r in rows], batch_size=ctx.config.batch_size
+            encoder,
+            [plan.images[r] for r in rows],
+            [plan.masks[r] for r in rows],
+            batch_size=ctx.config.batch_size,
+            num_workers=ctx.config.num_workers,
+            fast_decode=ctx.config.fast_decode,
         )
         store.add([plan.keys[r] for r in rows], vectors, writer=str(state.process_index))
     ctx.say(f"[{encoder.name}] process {state.process_index}: embedded {len(mine)} images", every_process=True)

@@ -52,6 +52,11 @@ def _int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"'{text}' is not an integer") from None
 
 
+def _workers(text: str) -> int | str:
+    """An argparse type: ``auto`` or an integer >= 0 (input worker processes; 0 = in the main process)."""
+    return text if text == "auto" else _nonnegative_int(text)
+
+
 def _finite_float(text: str) -> float:
     """An argparse type: a finite number (nan and inf are refused: they silently poison every result)."""
     import math
@@ -94,6 +99,25 @@ def _add_encoder_options(
     parser.add_argument("--batch-size", type=_positive_int, default=32)
     parser.add_argument(
         "--allow-pickle", action="store_true", help="allow loading pickled .bin weights (runs code in them)"
+    )
+    _input_options(parser)
+
+
+def _input_options(parser: argparse.ArgumentParser) -> None:
+    """``--num-workers`` / ``--fast-decode``: how images are decoded (nearid.input_pipeline)."""
+    parser.add_argument(
+        "--num-workers",
+        type=_workers,
+        default="auto",
+        metavar="N",
+        help="processes decoding images (default auto: min(8, CPUs) on CUDA; 0 on the CPU, where workers "
+        "would take the model's cores); 0 = in the main process",
+    )
+    parser.add_argument(
+        "--fast-decode",
+        action="store_true",
+        help="decode JPEGs of at least twice the model's input size at reduced scale (faster; "
+        "embeddings differ slightly from the exact default, see docs/input_pipeline.md)",
     )
 
 
@@ -163,7 +187,14 @@ def cmd_embed(args) -> int:
     check_outputs([args.out], [*args.images, *(args.masks or [])])  # input errors before any model is loaded
     embedding_format(args.out)
     check_inputs(images, masks, args.batch_size)
-    vectors = embed(_encoder(args), images, masks, batch_size=args.batch_size)
+    vectors = embed(
+        _encoder(args),
+        images,
+        masks,
+        batch_size=args.batch_size,
+        num_workers=args.num_workers,
+        fast_decode=args.fast_decode,
+    )
     save_embeddings(args.out, vectors, images, model=args.model)
     print(f"wrote {len(vectors)} embeddings of width {vectors.shape[1]} to {args.out}")
     return 0
@@ -175,7 +206,10 @@ def cmd_compare(args) -> int:
     images, masks = image_files(args.images), args.masks and image_files(args.masks, masks=True)
     check_inputs(images, masks, args.batch_size)
     encoder = _encoder(args)
-    sims = similarity(embed(encoder, images, masks, batch_size=args.batch_size)).numpy()
+    vectors = embed(
+        encoder, images, masks, batch_size=args.batch_size, num_workers=args.num_workers, fast_decode=args.fast_decode
+    )
+    sims = similarity(vectors).numpy()
     names = [Path(p).name for p in images]
     width = max(8, *(len(n) for n in names))
     print(f"cosine similarity [{encoder.name}]")
@@ -260,6 +294,8 @@ def cmd_bench(args) -> int:
         num_shards=args.num_shards,
         shard_index=args.shard_index,
         judge_options=getattr(args, "judge_options", None),
+        num_workers=args.num_workers,
+        fast_decode=args.fast_decode,
     )
     results = run_bench(config)
     if results is not None:
@@ -374,7 +410,7 @@ def cmd_score(args) -> int:
     if shard is not None:  # one share of the pairs; `nearid merge OUT` writes the outputs
         options = {"mask_cleaning": args.mask_cleaning, "mask_dilate": args.mask_dilate}
         settings = {"refs": args.refs, "gens": args.gens, "pairing": args.pairing, "masks": args.masks, **options}
-        settings.update(skip_errors=args.skip_errors, format=fmt, threshold=threshold)
+        settings.update(skip_errors=args.skip_errors, format=fmt, threshold=threshold, fast_decode=args.fast_decode)
         path = run_score_shard(
             encoder,
             plan,
@@ -383,6 +419,8 @@ def cmd_score(args) -> int:
             settings=settings,
             batch_size=args.batch_size,
             skip_errors=args.skip_errors,
+            num_workers=args.num_workers,
+            fast_decode=args.fast_decode,
             **options,
         )
         print(f"{shard.name}: partial record {path}; when every shard is done: nearid merge {args.out}")
@@ -394,6 +432,8 @@ def cmd_score(args) -> int:
         skip_errors=args.skip_errors,
         mask_cleaning=args.mask_cleaning,
         mask_dilate=args.mask_dilate,
+        num_workers=args.num_workers,
+        fast_decode=args.fast_decode,
     )
     summary = write_outputs(result, args.out, threshold=threshold, fmt=fmt)
     stats = summary.similarity or {}
@@ -480,6 +520,8 @@ def _score_several(args, plan, fmt, metrics) -> int:
         skip_errors=args.skip_errors,
         mask_cleaning=args.mask_cleaning,
         mask_dilate=args.mask_dilate,
+        num_workers=args.num_workers,
+        fast_decode=args.fast_decode,
     )
     summary = write_metric_outputs(result, args.out, thresholds=thresholds, fmt=fmt)
     print(f"scored {len(plan.pairs)} pairs ({plan.rule} pairing) with {len(metrics)} metric(s)")
@@ -712,6 +754,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--allow-pickle", action="store_true")
     _shard_options(p, "identity")
     add_judge_options(p)
+    _input_options(p)
     p.set_defaults(run=cmd_bench)
 
     p = commands.add_parser(

@@ -1,8 +1,9 @@
 """Batch embedding of many images with any ``Encoder``, and cosine similarity.
 
-Images are read and preprocessed one batch ahead on a worker thread (PIL decodes and resizes
-without holding the GIL), so disk and preprocessing overlap the model's forward pass, and at most
-two batches of pixels are in memory however long the input list is.
+Images are read and preprocessed ahead of the model by :mod:`nearid.input_pipeline`: in worker
+processes (``num_workers``), or one batch ahead on a thread (PIL decodes and resizes without
+holding the GIL), so disk and preprocessing overlap the model's forward pass, and a fixed number
+of batches of pixels are in memory however long the input list is.
 """
 
 from __future__ import annotations
@@ -10,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +34,8 @@ def embed(
     batch_size: int = 32,
     progress: bool | None = None,
     failures: dict[int, str] | None = None,
+    num_workers: int | str = 0,
+    fast_decode: bool = False,
 ) -> torch.Tensor:
     """L2-normalised float32 embeddings ``[len(images), encoder.dim]``, in input order.
 
@@ -41,45 +43,48 @@ def embed(
     ``progress=None`` shows a bar on long inputs when writing to a terminal. An unreadable image
     raises its :class:`NearIDError`; pass a ``failures`` dict to collect ``{index: message}`` instead
     and get a row of NaN for each image that failed.
+
+    ``num_workers`` processes decode and resize (0: this process, one batch ahead on a thread;
+    ``"auto"``: :func:`~nearid.input_pipeline.resolve_num_workers`); the result does not depend on
+    it. ``fast_decode`` decodes JPEGs of at least twice the model's input size at a reduced scale
+    (``Image.draft``): faster, but the pixels and so the embeddings differ slightly from the exact
+    path (measured in docs/input_pipeline.md); it applies to encoders with a ``pixel_split``.
     """
+    from .input_pipeline import ImageBatches, batches, resolve_num_workers
+
     check_inputs(images, masks, batch_size)
-    starts = range(0, len(images), batch_size)
-    if not starts:
+    device = torch.device(getattr(encoder, "device", None) or "cpu")
+    num_workers = resolve_num_workers(num_workers, device)
+    if not len(images):
         return torch.empty(0, encoder.dim)
-
-    def prepare(start: int) -> tuple[torch.Tensor, list[int]]:
-        """Pixels of the batch at ``start`` and the batch positions that failed (only when collecting)."""
-        chunk = list(images[start : start + batch_size])
-        chunk_masks = [None] * len(chunk) if masks is None else list(masks[start : start + batch_size])
-        try:
-            return encoder.preprocess(chunk, chunk_masks), []
-        except NearIDError:
-            if failures is None:
-                raise
-        rows, failed = [], []
-        for offset, (image, mask) in enumerate(zip(chunk, chunk_masks)):  # find the bad ones
-            try:
-                rows.append(encoder.preprocess([image], [mask]))
-            except NearIDError as exc:
-                failures[start + offset] = str(exc)
-                failed.append(offset)
-        good = torch.cat(rows) if rows else None
-        return good, failed
-
+    split = getattr(encoder, "pixel_split", None)
+    dataset = ImageBatches(
+        images,
+        masks,
+        batch_size,
+        split=split,
+        preprocess=None if split is not None else encoder.preprocess,
+        fast_decode=fast_decode,
+    )
     if progress is None:  # automatic: long inputs only, and only on a terminal (tqdm's disable=None)
-        disable = None if len(starts) > PROGRESS_MIN_BATCHES else True
+        disable = None if len(dataset) > PROGRESS_MIN_BATCHES else True
     else:
         disable = not progress
     bar = tqdm(total=len(images), desc=f"embedding [{encoder.name}]", unit="img", disable=disable)
     outputs = []
-    with ThreadPoolExecutor(max_workers=1) as pool, bar:
-        pending = pool.submit(prepare, starts[0])
-        for index in range(len(starts)):
-            pixel_values, failed = pending.result()
-            if index + 1 < len(starts):
-                pending = pool.submit(prepare, starts[index + 1])
-            vectors = encoder.embed(pixel_values) if pixel_values is not None else torch.empty(0, encoder.dim)
-            for offset in failed:  # keep input order: a NaN row where an image failed
+    pin = device.type == "cuda"
+    with batches(dataset, num_workers=num_workers, pin_memory=pin) as loader, bar:
+        for index, (pixels, failed) in enumerate(loader):
+            if failed and failures is None:
+                raise failed[0][1]
+            if pixels is None:
+                vectors = torch.empty(0, encoder.dim)
+            elif split is not None:
+                vectors = encoder.embed(split.finish(pixels.to(device, non_blocking=pin)))
+            else:
+                vectors = encoder.embed(pixels)
+            for offset, exc in failed:  # keep input order: a NaN row where an image failed
+                failures[index * batch_size + offset] = str(exc)
                 vectors = torch.cat([vectors[:offset], torch.full((1, encoder.dim), float("nan")), vectors[offset:]])
             outputs.append(vectors)
             bar.update(len(vectors))

@@ -25,11 +25,13 @@ from .images import ImageInput, load_masked
 from .model import NearIDModel
 from .processors import (
     DinoEvalProcessor,
+    PixelSplit,
     clip_processor,
     dinov2_processor,
     dinov3_processor,
     load_processor,
     preprocess_images,
+    split_processor,
 )
 from .specs import (
     FP16_FAMILIES,
@@ -59,6 +61,11 @@ class Encoder(Protocol):
 
     def embed(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """L2-normalised float32 ``[B, D]`` embeddings on the CPU."""
+
+    # Optional, detected with getattr (so it is not a Protocol member: encoders without it still are
+    # Encoders): ``pixel_split``, a :class:`~nearid.processors.PixelSplit` equal to ``preprocess`` (or
+    # None). With it, :func:`nearid.embed` decodes to uint8 in its input workers and rescales and
+    # normalises on ``device`` (another optional attribute); without it, workers call ``preprocess``.
 
 
 Readout = Callable[[torch.nn.Module, torch.Tensor], torch.Tensor]
@@ -120,6 +127,17 @@ class TransformersEncoder:
 
     def preprocess(self, images, masks=None) -> torch.Tensor:
         return preprocess_images(self.processor, images, masks)
+
+    @property
+    def pixel_split(self) -> PixelSplit | None:
+        """:meth:`preprocess` cut at its uint8 boundary (:func:`~nearid.processors.split_processor`), for
+        :func:`nearid.embed`'s workers; ``None`` for a processor that cannot be split exactly, or a
+        ``preprocess`` of its own (a subclass's, or one set on the instance), which the split would bypass."""
+        if getattr(self.preprocess, "__func__", None) is not TransformersEncoder.preprocess:
+            return None
+        if not hasattr(self, "_pixel_split"):
+            self._pixel_split = split_processor(self.processor)
+        return self._pixel_split
 
     @torch.inference_mode()
     def embed(self, pixel_values: torch.Tensor) -> torch.Tensor:

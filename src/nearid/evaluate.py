@@ -347,11 +347,28 @@ def score_mtg(sims: dict[str, np.ndarray], oracles: tuple[np.ndarray, np.ndarray
 
 
 def similarity_tables(
-    encoder, bench, sources: Sequence[str], *, masks: bool = False, batch_size: int = 32, progress=None
+    encoder,
+    bench,
+    sources: Sequence[str],
+    *,
+    masks: bool = False,
+    batch_size: int = 32,
+    progress=None,
+    num_workers: int | str = 0,
+    fast_decode: bool = False,
 ) -> tuple[dict[str, SimilarityTable], int]:
-    """Embed the unique images of ``bench`` and fill one table per source; returns (tables, #embedded)."""
+    """Embed the unique images of ``bench`` and fill one table per source; returns (tables, #embedded).
+    ``num_workers`` / ``fast_decode``: :func:`nearid.embed`'s."""
     from .embedding import embed  # torch: only when embedding here, never to score
 
     plan = plan_images(bench, sources, masks=masks)
-    vectors = embed(encoder, plan.images, plan.masks, batch_size=batch_size, progress=progress)
+    vectors = embed(
+        encoder,
+        plan.images,
+        plan.masks,
+        batch_size=batch_size,
+        progress=progress,
+        num_workers=num_workers,
+        fast_decode=fast_decode,
+    )
     return fill_tables(plan, vectors.double().numpy()), len(plan)

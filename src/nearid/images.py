@@ -111,22 +111,27 @@ def _name(source: ImageInput) -> str:
     return os.fspath(source) if isinstance(source, (str, os.PathLike)) else f"<{type(source).__name__}>"
 
 
-def load_image(source: ImageInput, *, max_pixels: int = MAX_PIXELS, name: str | None = None) -> Image.Image:
+def load_image(
+    source: ImageInput, *, max_pixels: int = MAX_PIXELS, name: str | None = None, draft: int | None = None
+) -> Image.Image:
     """Open ``source`` as an 8-bit RGB PIL image.
 
     ``source`` is a path, encoded bytes (as stored in a dataset), a PIL image or an HxW[x3|4] uint8
-    array; ``name`` is what errors call it (default: the path).
+    array; ``name`` is what errors call it (default: the path). ``draft=N`` lets a JPEG file decode
+    at 1/2, 1/4 or 1/8 scale (``Image.draft``, DCT scaling: several times faster) when both sides
+    stay at least N; other formats and smaller JPEGs decode as usual. Pixels then differ from an
+    exact decode followed by a resize: only ``fast_decode`` asks for it.
     """
     if isinstance(source, ImageRef):
-        return load_image(source.fetch(), max_pixels=max_pixels, name=source.key)
+        return load_image(source.fetch(), max_pixels=max_pixels, name=source.key, draft=draft)
     if isinstance(source, np.ndarray):
         return to_rgb(Image.fromarray(source))
     if isinstance(source, Image.Image):
         return to_rgb(source)
-    return to_rgb(_open_checked(source, max_pixels=max_pixels, name=name))
+    return to_rgb(_open_checked(source, max_pixels=max_pixels, name=name, draft=draft))
 
 
-def _open_checked(source, *, max_pixels: int, name: str | None = None) -> Image.Image:
+def _open_checked(source, *, max_pixels: int, name: str | None = None, draft: int | None = None) -> Image.Image:
     """Open a path or encoded bytes, refusing non-images, truncated files and oversized images."""
     if isinstance(source, (bytes, bytearray)):
         name = name or "<bytes>"
@@ -148,6 +153,8 @@ def _open_checked(source, *, max_pixels: int, name: str | None = None) -> Image.
                     f"{name}: {width}x{height} pixels is above the limit of {max_pixels:,}; "
                     "downscale the image or raise max_pixels if it is trusted"
                 )
+            if draft and image.format == "JPEG":
+                image.draft("RGB", (draft, draft))  # a no-op unless both sides are at least 2 * draft
             image.load()  # decode now, so truncation is reported here and not later
             return ImageOps.exif_transpose(image)
     except ImageError:
@@ -224,7 +231,7 @@ def apply_mask(image: Image.Image, mask: ImageInput, *, name: str = "mask") -> I
     fg = load_mask(mask, name=name)
     height, width = fg.shape
     if (width, height) != image.size:
-        if abs(width / height - image.width / image.height) > 0.01:
+        if abs(width / height - image.width / image.height) > 0.01 and not _draft_scaled((width, height), image.size):
             raise MaskError(
                 f"{name}: mask is {width}x{height} but its image is {image.width}x{image.height}; "
                 "masks must have the image's size or aspect ratio"
@@ -237,9 +244,16 @@ def apply_mask(image: Image.Image, mask: ImageInput, *, name: str = "mask") -> I
     return Image.fromarray(pixels)
 
 
-def load_masked(image: ImageInput, mask: ImageInput | None) -> Image.Image:
-    """Load ``image`` and, when a mask is given, black out its background."""
-    rgb = load_image(image)
+def _draft_scaled(full: tuple[int, int], scaled: tuple[int, int]) -> bool:
+    """Whether ``scaled`` is ``full`` decoded in JPEG draft mode (each side divided by 2, 4 or 8,
+    rounded up): a full-resolution mask fits such an image even where rounding bends the aspect ratio."""
+    return any(all(-(-f // s) == d for f, d in zip(full, scaled)) for s in (2, 4, 8))
+
+
+def load_masked(image: ImageInput, mask: ImageInput | None, *, draft: int | None = None) -> Image.Image:
+    """Load ``image`` and, when a mask is given, black out its background (``draft``: :func:`load_image`;
+    the mask is then applied at the decoded resolution)."""
+    rgb = load_image(image, draft=draft)
     return rgb if mask is None else apply_mask(rgb, mask, name=_name(mask))
 
 

@@ -440,6 +440,8 @@ def score_pairs(
     progress: bool | None = None,
     mask_cleaning: str = "authors",
     mask_dilate: int = 0,
+    num_workers: int | str = 0,
+    fast_decode: bool = False,
 ) -> ScoreResult:
     """Cosine similarity of every planned pair; each unique (image, mask) is embedded once. Masks are
     cleaned as the authors clean them (``mask_cleaning="authors"``, spec 12.2) unless ``"none"``.
@@ -456,7 +458,14 @@ def score_pairs(
     failures_by_index: dict[int, str] | None = {} if skip_errors else None
     cut_with = [evaluation_mask(mask, mask_cleaning, mask_dilate) for _, mask in keys]  # cleaned: its own key
     vectors = embed(
-        encoder, [k[0] for k in keys], cut_with, batch_size=batch_size, progress=progress, failures=failures_by_index
+        encoder,
+        [k[0] for k in keys],
+        cut_with,
+        batch_size=batch_size,
+        progress=progress,
+        failures=failures_by_index,
+        num_workers=num_workers,
+        fast_decode=fast_decode,
     )
     similarities = np.full(len(plan.pairs), np.nan)
     for i, rows in enumerate(index):
@@ -567,6 +576,8 @@ def score_metrics(
     progress: bool | None = None,
     mask_cleaning: str = "authors",
     mask_dilate: int = 0,
+    num_workers: int | str = 0,
+    fast_decode: bool = False,
 ) -> MultiScoreResult:
     """Every planned pair's similarity under each of ``metrics`` (``(spec, Encoder or PairScorer)``).
 
@@ -610,7 +621,14 @@ def score_metrics(
             continue
         failures_by_index: dict[int, str] | None = {} if skip_errors else None
         vectors = embed(
-            metric, [k[0] for k in keys], cut_with, batch_size=batch_size, progress=progress, failures=failures_by_index
+            metric,
+            [k[0] for k in keys],
+            cut_with,
+            batch_size=batch_size,
+            progress=progress,
+            failures=failures_by_index,
+            num_workers=num_workers,
+            fast_decode=fast_decode,
         )
         failed.update(failures_by_index or {})
         for i, rows in enumerate(index):

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import contextlib
 import multiprocessing
-import os
 from collections.abc import Callable, Iterator, Sequence
 
 import torch
@@ -38,9 +37,12 @@ PREFETCH = 2
 
 
 def default_workers(cuda: bool) -> int:
-    """``--num-workers auto``: min(8, CPU count) with CUDA, where the trunk runs on the device and the
-    CPUs are free to decode; 0 on the CPU, where workers would take the cores the trunk runs on."""
-    return min(8, os.cpu_count() or 1) if cuda else 0
+    """``--num-workers auto``: the input pipeline's one rule (:func:`nearid.input_pipeline.resolve_num_workers`:
+    min(8, CPUs) with CUDA, where the trunk runs on the device and the CPUs are free to decode; 0 on the
+    CPU, where workers would take the cores the trunk runs on)."""
+    from ..input_pipeline import resolve_num_workers
+
+    return resolve_num_workers("auto", "cuda" if cuda else "cpu")
 
 
 class SlotChunks(torch.utils.data.Dataset):
