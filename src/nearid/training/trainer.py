@@ -697,8 +697,12 @@ def _validation(config: TrainConfig, model, processor, device):
     bench = load_nearid(config.data, config.sources, split=config.val_split)
     encoder = nearid_encoder(model, processor, name=f"{config.backbone} (training)", device=device, dtype=torch.float32)
 
+    from ..input_pipeline import resolve_num_workers
+
+    workers = resolve_num_workers(config.num_workers, device)  # decode val images in workers, as bench does
+
     def run():
-        return pooled_scores(similarity_tables(encoder, bench, config.sources, progress=False)[0])
+        return pooled_scores(similarity_tables(encoder, bench, config.sources, progress=False, num_workers=workers)[0])
 
     return run
 
