@@ -2,14 +2,15 @@
 
 A training step or a token-cache fill spends its CPU time decoding, masking, resizing and flipping
 images (:func:`~nearid.training.token_cache.pixel_values`) and its accelerator time in the frozen trunk.
-Done one after the other, the GPU idles while the CPU works. Here a ``torch.utils.data.DataLoader``
-over *chunks of slots* builds the pixels of the next chunks in ``num_workers`` processes while the main
-process runs the trunk on the current ones:
+Done one after the other, the GPU idles while the CPU works. Here :class:`SlotChunks`, a dataset of
+*chunks of slots*, goes through the embedding pipeline's loader (:func:`nearid.input_pipeline.batches`),
+which builds the pixels of the next chunks in ``num_workers`` processes while the main process runs the
+trunk on the current ones:
 
 * **in order**: the loader yields chunk i before chunk i+1 whatever worker made it, and a chunk's
   pixels are a pure function of its slots, so the trunk sees exactly the tensor the in-process path
-  builds (``num_workers=0``: the same chunks, built synchronously, no process);
-* **bounded**: at most ``num_workers x prefetch`` chunks are in flight, and a chunk holds at most
+  builds (``num_workers=0``: the same chunks, built one ahead on a thread, no process);
+* **bounded**: at most ``num_workers x input_pipeline.PREFETCH_BATCHES`` chunks are in flight, and a chunk holds at most
   :data:`CHUNK_SAMPLES` samples (6 slots each), so the memory in flight does not grow with the batch;
 * **fewer bytes**: a chunk is cast in the worker to the dtype the trunk casts it to anyway (fp16 under
   fp16 mixed precision): half the bytes through shared memory and to the device, the same values;
@@ -22,9 +23,7 @@ decode: they never touch CUDA, so forking a process that has initialised CUDA is
 
 from __future__ import annotations
 
-import contextlib
-import multiprocessing
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 
@@ -32,10 +31,6 @@ from .samples import Slot
 
 #: Samples per chunk of a training step (<= 6 x this many images per worker item).
 CHUNK_SAMPLES = 16
-#: Chunks each worker keeps ready (DataLoader's ``prefetch_factor``).
-PREFETCH = 2
-
-
 def default_workers(cuda: bool) -> int:
     """``--num-workers auto``: the input pipeline's one rule (:func:`nearid.input_pipeline.resolve_num_workers`:
     min(8, CPUs) with CUDA, where the trunk runs on the device and the CPUs are free to decode; 0 on the
@@ -70,38 +65,4 @@ class SlotChunks(torch.utils.data.Dataset):
         return pixel_values(slots, self.preprocess).to(self.dtype)
 
 
-@contextlib.contextmanager
-def chunk_pixels(dataset: SlotChunks, *, num_workers: int, pin_memory: bool = False) -> Iterator[Iterator]:
-    """An iterator over ``dataset``'s items in order, prefetched by ``num_workers`` forked processes
-    (0: built in this process when asked for). Workers are shut down on leaving the ``with``, normally
-    or not."""
-    if num_workers < 0:
-        raise ValueError("num_workers must be >= 0")
-    workers = num_workers if len(dataset) else 0
-    context = None
-    if workers:
-        methods = multiprocessing.get_all_start_methods()
-        context = multiprocessing.get_context("fork") if "fork" in methods else None
-        if context is None:  # no fork (Windows): decode in this process
-            workers = 0
-    loader = torch.utils.data.DataLoader(
-        dataset,
-        batch_size=None,
-        shuffle=False,
-        num_workers=workers,
-        pin_memory=pin_memory,
-        prefetch_factor=PREFETCH if workers else None,
-        persistent_workers=False,
-        multiprocessing_context=context,
-    )
-    iterator = iter(loader)
-    try:
-        yield iterator
-    finally:
-        shutdown = getattr(iterator, "_shutdown_workers", None)
-        if shutdown is not None:  # joins the workers now rather than whenever the iterator is collected
-            shutdown()
-        del iterator
-
-
-__all__ = ["CHUNK_SAMPLES", "PREFETCH", "SlotChunks", "chunk_pixels", "default_workers"]
+__all__ = ["CHUNK_SAMPLES", "SlotChunks", "default_workers"]

@@ -47,7 +47,6 @@ import os
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -413,31 +412,16 @@ def fill(
 
 @contextlib.contextmanager
 def _batch_pixels(batches: list[list[Slot]], preprocess: Callable, model, num_workers: int, pin_memory: bool):
-    """The pixel values of each batch in order: the next one built on a thread (``num_workers=0``), or
-    the next ones in worker processes."""
-    if num_workers > 0:
-        from .prefetch import SlotChunks, chunk_pixels
+    """The pixel values of each batch in order, in the trunk's dtype, built ahead by the input pipeline
+    (:func:`nearid.input_pipeline.batches`: one batch ahead on a thread with ``num_workers=0``, else the
+    next ones in worker processes)."""
+    from ..input_pipeline import batches as prefetched
+    from .prefetch import SlotChunks
 
-        dtype = model.backbone.embeddings.patch_embedding.weight.dtype
-        dataset = SlotChunks(len(batches), batches.__getitem__, preprocess, dtype=dtype)
-        with chunk_pixels(dataset, num_workers=num_workers, pin_memory=pin_memory) as iterator:
-            yield iterator
-        return
-
-    def threaded():
-        with ThreadPoolExecutor(max_workers=1) as pool:
-            pending = pool.submit(pixel_values, batches[0], preprocess)
-            for index in range(len(batches)):
-                pixels = pending.result()
-                if index + 1 < len(batches):
-                    pending = pool.submit(pixel_values, batches[index + 1], preprocess)
-                yield pixels
-
-    iterator = threaded()
-    try:
+    dtype = model.backbone.embeddings.patch_embedding.weight.dtype
+    dataset = SlotChunks(len(batches), batches.__getitem__, preprocess, dtype=dtype)
+    with prefetched(dataset, num_workers=num_workers, pin_memory=pin_memory) as iterator:
         yield iterator
-    finally:
-        iterator.close()
 
 
 def slot_tokens(

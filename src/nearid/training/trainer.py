@@ -399,10 +399,11 @@ def train(config: TrainConfig, *, resume: bool = False, overwrite: bool = False)
 
     from ..backbones import load_backbone
     from ..data import load_mtg, load_nearid
+    from ..input_pipeline import batches as prefetched_batches
     from ..losses import CombinedLoss
     from ..processors import preprocessor
     from .cache_policy import backbone_token_shape
-    from .prefetch import CHUNK_SAMPLES, SlotChunks, chunk_pixels, default_workers
+    from .prefetch import CHUNK_SAMPLES, SlotChunks, default_workers
     from .samples import SampleRecipe, TrainingSet
     from .token_cache import TokenCache, fill, model_signature, slot_tokens, token_shape
 
@@ -518,7 +519,7 @@ def train(config: TrainConfig, *, resume: bool = False, overwrite: bool = False)
     last_loss = float("nan")
     head.train()
     dataset = SlotChunks(len(chunks), chunk_slots, preprocess, dtype=trunk_dtype)
-    with chunk_pixels(dataset, num_workers=workers, pin_memory=cuda) as prefetched:
+    with prefetched_batches(dataset, num_workers=workers, pin_memory=cuda) as prefetched:
         for epoch, share in shares:
             pixels = None
             if streams:  # this step's chunks, moved to the device as they come (pinned: without blocking)
