@@ -111,16 +111,7 @@ def run_bench(config: BenchConfig) -> BenchResults | None:
 
     check_config(config)
     state = _state(config.device)
-    bench = load_data(config)
-    mtg = load_mtg(config.mtg, split=config.mtg_split) if config.mtg else None
-    plan = plan_images(
-        bench,
-        bench.source_names,
-        masks=config.masks,
-        mtg=mtg,
-        mask_cleaning=config.mask_cleaning,
-        mask_dilate=config.mask_dilate,
-    )
+    bench, mtg, plan = plan_benchmark(config)
     ctx = RunContext(config, state, bench, mtg, plan, Path(config.out))
     ctx.say(f"NearID-bench: {bench.report.summary()}; sources: {', '.join(ctx.plan.sources)}; {ctx.condition} images")
     # local inputs recorded absolute, so the report opens them from any working directory
@@ -193,6 +184,22 @@ def run_bench(config: BenchConfig) -> BenchResults | None:
         merged = merge_bench_results(ctx.out / "results.json", results)
         write_tables(merged, ctx.out)
     return merged
+
+
+def plan_benchmark(config: BenchConfig):
+    """``(bench, mtg, plan)``: the identities, the MTG samples (or ``None``) and every (image, mask) the
+    run embeds, as ``config`` selects them; a bench run and ``nearid merge`` plan through this one path."""
+    bench = load_data(config)
+    mtg = load_mtg(config.mtg, split=config.mtg_split) if config.mtg else None
+    plan = plan_images(
+        bench,
+        bench.source_names,
+        masks=config.masks,
+        mtg=mtg,
+        mask_cleaning=config.mask_cleaning,
+        mask_dilate=config.mask_dilate,
+    )
+    return bench, mtg, plan
 
 
 def check_config(config: BenchConfig) -> None:

@@ -408,33 +408,13 @@ def cmd_score(args) -> int:
     encoder = metrics[0][1]
     threshold = resolve_threshold(args.threshold, encoder, args.calibration)  # by the encoder's fingerprint
     if shard is not None:  # one share of the pairs; `nearid merge OUT` writes the outputs
-        options = {"mask_cleaning": args.mask_cleaning, "mask_dilate": args.mask_dilate}
-        settings = {"refs": args.refs, "gens": args.gens, "pairing": args.pairing, "masks": args.masks, **options}
-        settings.update(skip_errors=args.skip_errors, format=fmt, threshold=threshold, fast_decode=args.fast_decode)
-        path = run_score_shard(
-            encoder,
-            plan,
-            shard,
-            out=args.out,
-            settings=settings,
-            batch_size=args.batch_size,
-            skip_errors=args.skip_errors,
-            num_workers=args.num_workers,
-            fast_decode=args.fast_decode,
-            **options,
-        )
+        options = _scoring_options(args)
+        settings = {"refs": args.refs, "gens": args.gens, "pairing": args.pairing, "masks": args.masks}
+        settings.update(format=fmt, threshold=threshold, **{k: v for k, v in options.items() if k != "num_workers"})
+        path = run_score_shard(encoder, plan, shard, out=args.out, settings=settings, **options)
         print(f"{shard.name}: partial record {path}; when every shard is done: nearid merge {args.out}")
         return 0
-    result = score_pairs(
-        encoder,
-        plan,
-        batch_size=args.batch_size,
-        skip_errors=args.skip_errors,
-        mask_cleaning=args.mask_cleaning,
-        mask_dilate=args.mask_dilate,
-        num_workers=args.num_workers,
-        fast_decode=args.fast_decode,
-    )
+    result = score_pairs(encoder, plan, **_scoring_options(args))
     summary = write_outputs(result, args.out, threshold=threshold, fmt=fmt)
     stats = summary.similarity or {}
     print(
@@ -505,6 +485,18 @@ def _is_pair_scorer(metric) -> bool:
     return is_pair_scorer(metric)
 
 
+def _scoring_options(args) -> dict:
+    """``nearid score``'s options for the library's scoring functions (one model, several, or a shard)."""
+    return {
+        "batch_size": args.batch_size,
+        "skip_errors": args.skip_errors,
+        "mask_cleaning": args.mask_cleaning,
+        "mask_dilate": args.mask_dilate,
+        "num_workers": args.num_workers,
+        "fast_decode": args.fast_decode,
+    }
+
+
 def _score_several(args, plan, fmt, metrics) -> int:
     """``nearid score`` with several metrics (or one pair scorer): a column per metric, a summary per metric,
     each metric's calibrated decision when its bench results have one."""
@@ -513,16 +505,7 @@ def _score_several(args, plan, fmt, metrics) -> int:
     thresholds, problems = resolve_thresholds(args.threshold, metrics, args.calibration)
     for problem in problems:
         print(f"nearid score: warning: no decision for this metric: {problem}", file=sys.stderr)
-    result = score_metrics(
-        metrics,
-        plan,
-        batch_size=args.batch_size,
-        skip_errors=args.skip_errors,
-        mask_cleaning=args.mask_cleaning,
-        mask_dilate=args.mask_dilate,
-        num_workers=args.num_workers,
-        fast_decode=args.fast_decode,
-    )
+    result = score_metrics(metrics, plan, **_scoring_options(args))
     summary = write_metric_outputs(result, args.out, thresholds=thresholds, fmt=fmt)
     print(f"scored {len(plan.pairs)} pairs ({plan.rule} pairing) with {len(metrics)} metric(s)")
     for metric in result.metrics:

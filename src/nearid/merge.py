@@ -37,9 +37,7 @@ def merge(out: str | os.PathLike):
 
 def merge_bench(out: str | os.PathLike):
     """The merged :class:`~nearid.results.BenchResults`, written to ``out`` as a one-process run writes them."""
-    from .bench import BenchConfig, RunContext, _score_encoder, load_data
-    from .data import load_mtg
-    from .evaluate import plan_images
+    from .bench import BenchConfig, RunContext, _score_encoder, plan_benchmark
     from .results import BenchInfo, BenchResults, merge_bench_results, results_lock
     from .store import EmbeddingStore
     from .tables import write_tables
@@ -48,16 +46,7 @@ def merge_bench(out: str | os.PathLike):
     records = read_records(out)
     first = records[0]
     config = BenchConfig(encoders=[e["spec"] for e in first["encoders"]], out=str(out), **first["settings"])
-    bench = load_data(config)
-    mtg = load_mtg(config.mtg, split=config.mtg_split) if config.mtg else None
-    plan = plan_images(
-        bench,
-        bench.source_names,
-        masks=config.masks,
-        mtg=mtg,
-        mask_cleaning=config.mask_cleaning,
-        mask_dilate=config.mask_dilate,
-    )
+    bench, mtg, plan = plan_benchmark(config)
     benchmark = BenchInfo.from_dict(first["benchmark"])
     if len(bench) != benchmark.identities or len(plan.ids) != benchmark.identities:
         raise ShardError(

@@ -31,6 +31,8 @@ from .samples import Slot
 
 #: Samples per chunk of a training step (<= 6 x this many images per worker item).
 CHUNK_SAMPLES = 16
+
+
 def default_workers(cuda: bool) -> int:
     """``--num-workers auto``: the input pipeline's one rule (:func:`nearid.input_pipeline.resolve_num_workers`:
     min(8, CPUs) with CUDA, where the trunk runs on the device and the CPUs are free to decode; 0 on the
