@@ -302,3 +302,20 @@ def test_two_processes_split_the_identities_and_give_the_same_numbers(data, tmp_
     assert asked[0] and asked[1]  # both processes judged ...
     assert not {tuple(p) for p in asked[0]} & {tuple(p) for p in asked[1]}  # ... other pairs
     assert len(asked[0]) + len(asked[1]) == runs["two"]["judgments"]["pairs"] == runs["two"]["judgments"]["computed"]
+
+
+def test_a_judges_shards_fill_its_store_and_an_unsharded_run_finishes(data, tmp_path, judge, capsys):
+    """A pair scorer under --num-shards judges only its share of the identities, writes no results,
+    and says how to finish; the un-sharded run then asks exactly the pairs no shard asked and gives
+    a one-process run's numbers."""
+    made, _, _ = judge
+    run_bench(config(data, tmp_path, encoders=["judge:2"], mtg=None, num_shards=2, shard_index=0))
+    share = set(made[-1].asked)
+    assert share and not (tmp_path / "results.json").exists()
+    assert "judgments stored" in capsys.readouterr().out
+    finished = run_bench(config(data, tmp_path, encoders=["judge:2"], mtg=None))
+    rest = set(made[-1].asked)
+    entry = finished.encoders["judge(tiny:2 (untrained))"]
+    assert rest and not share & rest and len(share) + len(rest) == entry.judgments.pairs
+    fresh = run_bench(config(data, tmp_path / "fresh", encoders=["judge:2"], mtg=None))
+    assert fresh.encoders["judge(tiny:2 (untrained))"].nearid == entry.nearid
