@@ -13,53 +13,23 @@ from pathlib import Path
 
 import pytest
 import torch
-from safetensors.torch import load_file
 
 from nearid.cli import main
 from nearid.data import load_mtg, load_nearid
-from nearid.data.synth import SynthConfig, generate
 from nearid.errors import NearIDError
 from nearid.model import NearIDModel
 from nearid.training import TrainingSet
 from nearid.training.cache_policy import KEEP_BYTES, plan, room
 from nearid.training.trainer import TrainConfig, train
 
-ARGS = ["--sources", "Part", "Shape", "--backbone", "tiny", "--batch-size", "8", "--warmup-steps", "2", "--lr", "1e-3"]
+from .training_run import ARGS, config, head_of, training_data
+
 TINY_INPUT_BYTES = 64 * 64 * 2  # the tiny trunk: (64 px / 8)^2 = 64 tokens x hidden 64, float16
 
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
-    root = tmp_path_factory.mktemp("stream") / "synth"
-    generate(
-        root,
-        SynthConfig(identities=40, size=48, seed=2, val=4, test=8, mtg_train=8, mtg_test=2, workers=1),
-        progress=False,
-    )
-    return root
-
-
-def config(data, out, **overrides):
-    values = dict(
-        data=str(data),
-        out=str(out),
-        sources=["Part", "Shape"],
-        mtg=str(data / "MTG"),
-        backbone="tiny",
-        batch_size=8,
-        epochs=2,
-        warmup_steps=2,
-        lr=1e-3,
-        save_steps=4,
-        log_steps=100,
-    )
-    values.update(overrides)
-    return TrainConfig(**values)
-
-
-def head_of(run: Path) -> dict:
-    latest = max((run / "checkpoints").glob("step-*"), key=lambda p: int(p.name.split("-")[1]))
-    return load_file(latest / "head.safetensors")
+    return training_data(tmp_path_factory.mktemp("stream") / "synth")
 
 
 def first_steps(data, steps: int, mtg: bool = False):

@@ -17,48 +17,18 @@ from safetensors.torch import load_file
 from nearid.backbones import load_backbone
 from nearid.cli import main
 from nearid.data import load_nearid
-from nearid.data.synth import SynthConfig, generate
 from nearid.losses import CombinedLoss
 from nearid.model import NearIDModel, build_tiny_model
 from nearid.processors import preprocessor
 from nearid.training import SampleRecipe, TrainingSet, pixel_values
-from nearid.training.trainer import TrainConfig, _step_loss, train
+from nearid.training.trainer import _step_loss, train
 
-ARGS = ["--sources", "Part", "Shape", "--backbone", "tiny", "--batch-size", "8", "--warmup-steps", "2", "--lr", "1e-3"]
+from .training_run import ARGS, config, head_of, training_data
 
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
-    root = tmp_path_factory.mktemp("train") / "synth"
-    generate(
-        root,
-        SynthConfig(identities=40, size=48, seed=2, val=4, test=8, mtg_train=8, mtg_test=2, workers=1),
-        progress=False,
-    )
-    return root
-
-
-def config(data, out, **overrides):
-    values = dict(
-        data=str(data),
-        out=str(out),
-        sources=["Part", "Shape"],
-        mtg=str(data / "MTG"),
-        backbone="tiny",
-        batch_size=8,
-        epochs=2,
-        warmup_steps=2,
-        lr=1e-3,
-        save_steps=4,
-        log_steps=100,
-    )
-    values.update(overrides)
-    return TrainConfig(**values)
-
-
-def head_of(run: Path) -> dict:
-    latest = max((run / "checkpoints").glob("step-*"), key=lambda p: int(p.name.split("-")[1]))
-    return load_file(latest / "head.safetensors")
+    return training_data(tmp_path_factory.mktemp("train") / "synth")
 
 
 def fixed_batch(data, sources=("Part", "Shape"), size=8):

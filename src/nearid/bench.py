@@ -296,22 +296,23 @@ FLUSH_SECONDS = 60.0
 def _run_pair_scorer(ctx: RunContext, scorer, spec: str) -> EncoderResult | None:
     """A pair scorer's part of the run: plan the pairs the metrics read, judge those not in its store
     (this process's share of the identities), then, on the main process, fill the tables and score."""
-    from .judgments import JudgmentStore, judgment_folder
+    from .judgments import JudgmentStore
 
     pairs = ctx.judged_pairs
     if pairs is None:
         pairs = ctx.judged_pairs = plan_judged_pairs(ctx.plan)
     store = JudgmentStore(
-        judgment_folder(ctx.out / "judgments", scorer.name, scorer.fingerprint), scorer.name, scorer.fingerprint
+        store_folder(ctx.out / "judgments", scorer.name, scorer.fingerprint), scorer.name, scorer.fingerprint
     )
-    computed = _judge_missing(ctx, scorer, store, pairs)
+    keys = _pair_keys(ctx, pairs)
+    computed = _judge_missing(ctx, scorer, store, pairs, keys)
     if not ctx.state.is_main_process:
         return None
     ctx.say(
         f"[{scorer.name}] pairs the metrics read: {len(pairs)} (a full table would take {pairs.full_table}); "
         f"judged now: {computed}; reused from the store: {len(pairs) - computed}; processes: {ctx.state.num_processes}"
     )
-    return _score_pair_scorer(ctx, scorer, spec, store, pairs, computed)
+    return _score_pair_scorer(ctx, scorer, spec, store, pairs, keys, computed)
 
 
 def _pair_keys(ctx: RunContext, pairs) -> list[str]:
@@ -321,20 +322,24 @@ def _pair_keys(ctx: RunContext, pairs) -> list[str]:
     return [pair_key(keys[a], keys[b]) for a, b in pairs.rows]
 
 
-def _judge_missing(ctx: RunContext, scorer, store, pairs) -> int:
-    """Judge the planned pairs not in ``store``: whole identities (their missing pairs in one
-    ``score_pairs`` call), split over processes by identity; returns how many pairs in all."""
+def _judge_missing(ctx: RunContext, scorer, store, pairs, keys: list[str]) -> int:
+    """Judge the planned pairs not in ``store`` (``keys``: each planned pair's store key): whole
+    identities (their missing pairs in one ``score_pairs`` call), split over processes by identity;
+    returns how many pairs in all."""
     import time
 
+    from .pair_scorers import ask
+
     state, plan = ctx.state, ctx.plan
-    keys = _pair_keys(ctx, pairs)
     stored = store.keys()
     state.wait_for_everyone()  # every process must see the store as it was before anyone writes to it
-    todo = [[int(p) for p in group if keys[p] not in stored] for group in pairs.groups]
-    todo = [group for group in todo if group]
-    seen: set[int] = set()  # a pair shared by two groups (e.g. the same distractor image twice) once
-    todo = [[p for p in group if not (p in seen or seen.add(p))] for group in todo]
-    todo = [group for group in todo if group]
+    todo: list[list[int]] = []
+    asked: set[int] = set()  # a pair shared by two groups (e.g. the same distractor image twice) once
+    for group in pairs.groups:
+        missing = [int(p) for p in group if keys[p] not in stored and int(p) not in asked]
+        asked.update(missing)
+        if missing:
+            todo.append(missing)
     mine = todo[state.process_index :: state.num_processes]
     pending_keys: list[str] = []
     pending: list[np.ndarray] = []
@@ -343,15 +348,11 @@ def _judge_missing(ctx: RunContext, scorer, store, pairs) -> int:
     try:
         for group in mine:
             rows = pairs.rows[group]
-            scores = np.asarray(
-                scorer.score_pairs(
-                    [(plan.images[a], plan.images[b]) for a, b in rows],
-                    [(plan.masks[a], plan.masks[b]) for a, b in rows],
-                ),
-                dtype=np.float64,
-            ).reshape(-1)
-            if len(scores) != len(group):
-                raise RuntimeError(f"{scorer.name}: score_pairs returned {len(scores)} scores for {len(group)} pairs")
+            scores = ask(
+                scorer,
+                [(plan.images[a], plan.images[b]) for a, b in rows],
+                [(plan.masks[a], plan.masks[b]) for a, b in rows],
+            )
             pending_keys += [keys[p] for p in group]
             pending.append(scores)
             done += len(group)
@@ -368,12 +369,11 @@ def _judge_missing(ctx: RunContext, scorer, store, pairs) -> int:
     return sum(len(group) for group in todo)
 
 
-def _score_pair_scorer(ctx: RunContext, scorer, spec: str, store, pairs, computed: int) -> EncoderResult:
+def _score_pair_scorer(ctx: RunContext, scorer, spec: str, store, pairs, keys, computed: int) -> EncoderResult:
     """The tables, CSVs and scores of a pair scorer, from its store (the same outputs as an encoder's)."""
     from .results import JudgmentCounts
 
     stored = store.load()
-    keys = _pair_keys(ctx, pairs)
     missing = [key for key in keys if key not in stored]
     if missing:
         raise RuntimeError(f"{len(missing)} planned pairs are not in the store {store.folder}, e.g. {missing[0]}")

@@ -28,9 +28,8 @@ import numpy as np
 from safetensors import safe_open
 from safetensors.numpy import save_file
 
-from .errors import NearIDError
 from .fingerprint import SHORT
-from .io import atomic_path, write_text_atomic
+from .io import atomic_path
 
 #: Between the two image keys of a pair key; image keys never contain it.
 SEPARATOR = " || "
@@ -41,32 +40,22 @@ def pair_key(first: str, second: str) -> str:
     return f"{first}{SEPARATOR}{second}"
 
 
-def judgment_folder(root: str | os.PathLike, scorer_name: str, fingerprint: str) -> Path:
-    """One store per scorer content: ``<family>-<fingerprint prefix>`` (the family only for people), as
-    :func:`nearid.store.store_folder` names embedding stores."""
-    from .store import store_folder
-
-    return store_folder(root, scorer_name, fingerprint)
-
-
 class JudgmentStore:
     """Judgments of one pair scorer, keyed by :func:`pair_key`."""
 
     def __init__(self, folder: str | os.PathLike, scorer_name: str, fingerprint: str):
+        from .store import claim_folder
+
         self.folder = Path(folder)
-        self.folder.mkdir(parents=True, exist_ok=True)
-        manifest = self.folder / "manifest.json"
-        expected = {"fingerprint": fingerprint, "kind": "judgments"}
-        if manifest.is_file():
-            found = json.loads(manifest.read_text())
-            if {k: found.get(k) for k in expected} != expected:
-                raise NearIDError(
-                    f"{self.folder}: holds another scorer's {found.get('kind', 'embeddings')} "
-                    f"({found.get('scorer') or found.get('encoder')}, fingerprint "
-                    f"{str(found.get('fingerprint'))[:SHORT]}); use another --out"
-                )
-        else:  # the first spelling that made it, for people; the fingerprint is what is checked
-            write_text_atomic(manifest, json.dumps({"scorer": scorer_name, **expected}) + "\n")
+        claim_folder(
+            self.folder,
+            {"fingerprint": fingerprint, "kind": "judgments"},
+            {"scorer": scorer_name},
+            lambda found: (
+                f"holds another scorer's {found.get('kind', 'embeddings')} "
+                f"({found.get('scorer') or found.get('encoder')}, fingerprint {str(found.get('fingerprint'))[:SHORT]})"
+            ),
+        )
         self.fingerprint = fingerprint
 
     def _shards(self) -> list[Path]:
@@ -101,4 +90,4 @@ class JudgmentStore:
         return scores
 
 
-__all__ = ["JudgmentStore", "judgment_folder", "pair_key"]
+__all__ = ["JudgmentStore", "pair_key"]

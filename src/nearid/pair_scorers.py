@@ -43,6 +43,15 @@ class PairScorer(Protocol):
         of one identity) so that a scorer can batch them in one call."""
 
 
+def ask(scorer: PairScorer, pairs: Sequence[tuple[ImageInput, ImageInput]], masks: Sequence[PairMasks]) -> np.ndarray:
+    """``scorer.score_pairs(pairs, masks)`` as float64 ``[len(pairs)]``; a scorer that answers another
+    number of scores is a bug in it, named here rather than misaligning every later pair."""
+    scores = np.asarray(scorer.score_pairs(pairs, masks), dtype=np.float64).reshape(-1)
+    if len(scores) != len(pairs):
+        raise RuntimeError(f"{scorer.name}: score_pairs returned {len(scores)} scores for {len(pairs)} pairs")
+    return scores
+
+
 def is_pair_scorer(metric) -> bool:
     """True for a :class:`PairScorer`, False for an :class:`~nearid.encoders.Encoder`."""
     return callable(getattr(metric, "score_pairs", None)) and not callable(getattr(metric, "embed", None))
@@ -96,4 +105,4 @@ def load_metric(spec: str, *, device="auto", dtype="auto", allow_pickle: bool = 
     return load_encoder(spec, device=device, dtype=dtype, allow_pickle=allow_pickle)
 
 
-__all__ = ["EncoderPairScorer", "PairMasks", "PairScorer", "is_pair_scorer", "load_metric"]
+__all__ = ["EncoderPairScorer", "PairMasks", "PairScorer", "ask", "is_pair_scorer", "load_metric"]

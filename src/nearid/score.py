@@ -447,43 +447,20 @@ def score_pairs(
     cleaned as the authors clean them (``mask_cleaning="authors"``, spec 12.2) unless ``"none"``.
 
     Runs :func:`prepare` (masks, header checks) if the caller has not; pairs with a bad input are NaN
-    and their inputs are listed in ``failures`` (without ``skip_errors`` they stop the run first)."""
-    from .mask_cleaning import evaluation_mask
-
-    check_batch_size(batch_size)
-    evaluation_mask(None, mask_cleaning, mask_dilate)  # a bad setting fails before any image is read
-    prepare(plan, masks)
-    check_plan(plan, skip_errors)
-    keys, index = _unique_inputs(plan)
-    failures_by_index: dict[int, str] | None = {} if skip_errors else None
-    cut_with = [evaluation_mask(mask, mask_cleaning, mask_dilate) for _, mask in keys]  # cleaned: its own key
-    vectors = embed(
-        encoder,
-        [k[0] for k in keys],
-        cut_with,
+    and their inputs are listed in ``failures`` (without ``skip_errors`` they stop the run first).
+    The one-metric case of :func:`score_metrics`, in the one-model layout."""
+    return score_metrics(
+        [(encoder.name, encoder)],
+        plan,
+        masks=masks,
         batch_size=batch_size,
+        skip_errors=skip_errors,
         progress=progress,
-        failures=failures_by_index,
+        mask_cleaning=mask_cleaning,
+        mask_dilate=mask_dilate,
         num_workers=num_workers,
         fast_decode=fast_decode,
-    )
-    similarities = np.full(len(plan.pairs), np.nan)
-    for i, rows in enumerate(index):
-        if rows is not None:
-            similarities[i] = float((vectors[rows[0]] * vectors[rows[1]]).sum())
-    failures = {str(path): why for path, why in plan.unmatched}
-    failures.update({str(keys[i][0]): message for i, message in (failures_by_index or {}).items()})
-    masked = len({k for k in keys if k[1] is not None})
-    return ScoreResult(
-        plan,
-        encoder.name,
-        similarities,
-        failures,
-        len(keys),
-        masked,
-        mask_cleaning=mask_cleaning if masked else None,
-        mask_dilate=mask_dilate if masked else 0,
-    )
+    ).single()
 
 
 def _unique_inputs(plan: PairPlan) -> tuple[list[tuple[Path, Path | None]], list[tuple[int, int] | None]]:
@@ -587,7 +564,7 @@ def score_metrics(
     first, so with ``skip_errors`` a pair scorer is not asked about an image an encoder could not read.
     """
     from .mask_cleaning import evaluation_mask
-    from .pair_scorers import is_pair_scorer
+    from .pair_scorers import ask, is_pair_scorer
 
     check_batch_size(batch_size)
     evaluation_mask(None, mask_cleaning, mask_dilate)
@@ -604,18 +581,11 @@ def score_metrics(
         if is_pair_scorer(metric):
             todo = [i for i, rows in enumerate(index) if rows is not None and not (set(rows) & set(failed))]
             for group in _judge_groups(plan, todo):
-                scores = np.asarray(
-                    metric.score_pairs(
-                        [(keys[index[i][0]][0], keys[index[i][1]][0]) for i in group],
-                        [(cut_with[index[i][0]], cut_with[index[i][1]]) for i in group],
-                    ),
-                    dtype=np.float64,
-                ).reshape(-1)
-                if len(scores) != len(group):
-                    raise RuntimeError(
-                        f"{metric.name}: score_pairs returned {len(scores)} scores for {len(group)} pairs"
-                    )
-                similarities[group] = scores
+                similarities[group] = ask(
+                    metric,
+                    [(keys[index[i][0]][0], keys[index[i][1]][0]) for i in group],
+                    [(cut_with[index[i][0]], cut_with[index[i][1]]) for i in group],
+                )
             no_answer = int(np.isnan(similarities[todo]).sum()) if todo else 0
             by_spec[spec] = MetricScores(spec, metric.name, "pair scorer", similarities, 0, no_answer)
             continue

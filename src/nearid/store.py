@@ -126,21 +126,33 @@ def _read_shard(path: Path, dim: int) -> _Shard:
     return _Shard(path, data + start, rows, dtype, digests(keys))
 
 
+def claim_folder(folder: Path, expected: dict, owner: dict, conflict) -> None:
+    """Make ``folder`` the store of one content (``expected``: its fingerprint and shape), or check that it
+    is: a ``manifest.json`` written by the first run (with ``owner``, the first spelling that made it,
+    for people) must hold ``expected``, else ``conflict(found manifest)`` says what is there instead.
+    Embedding and judgment stores claim their folders this way."""
+    folder.mkdir(parents=True, exist_ok=True)
+    manifest = folder / "manifest.json"
+    if manifest.is_file():
+        found = json.loads(manifest.read_text())
+        if {k: found.get(k) for k in expected} != expected:
+            raise NearIDError(f"{folder}: {conflict(found)}; use another --out")
+    else:
+        write_text_atomic(manifest, json.dumps({**owner, **expected}) + "\n")
+
+
 class EmbeddingStore:
     def __init__(self, folder: str | os.PathLike, encoder_name: str, dim: int, fingerprint: str):
         self.folder = Path(folder)
-        self.folder.mkdir(parents=True, exist_ok=True)
-        manifest = self.folder / "manifest.json"
-        expected = {"fingerprint": fingerprint, "dim": int(dim)}
-        if manifest.is_file():
-            found = json.loads(manifest.read_text())
-            if {k: found.get(k) for k in expected} != expected:
-                raise NearIDError(
-                    f"{self.folder}: holds embeddings of another encoder ({found.get('encoder')}, "
-                    f"fingerprint {str(found.get('fingerprint'))[:SHORT]}); use another --out"
-                )
-        else:  # the first spelling that made it, for people; the fingerprint is what is checked
-            write_text_atomic(manifest, json.dumps({"encoder": encoder_name, **expected}) + "\n")
+        claim_folder(
+            self.folder,
+            {"fingerprint": fingerprint, "dim": int(dim)},
+            {"encoder": encoder_name},
+            lambda found: (
+                f"holds embeddings of another encoder ({found.get('encoder')}, "
+                f"fingerprint {str(found.get('fingerprint'))[:SHORT]})"
+            ),
+        )
         self.dim = int(dim)
         self.fingerprint = fingerprint
         self._seen: dict[str, _Shard] = {}  # shard file name -> its header, read once
