@@ -319,3 +319,19 @@ def test_a_judges_shards_fill_its_store_and_an_unsharded_run_finishes(data, tmp_
     assert rest and not share & rest and len(share) + len(rest) == entry.judgments.pairs
     fresh = run_bench(config(data, tmp_path / "fresh", encoders=["judge:2"], mtg=None))
     assert fresh.encoders["judge(tiny:2 (untrained))"].nearid == entry.nearid
+
+
+def test_score_refuses_to_shard_a_pair_scorer(tmp_path, judge, capsys):
+    """`nearid merge` writes an encoder's score shards only: a judge under --num-shards is refused with
+    one line naming it, and nothing is written."""
+    from PIL import Image
+
+    for side in ("refs", "gens"):
+        (tmp_path / side).mkdir()
+        Image.new("RGB", (24, 24), (200, 30, 30)).save(tmp_path / side / "a.png")
+    out = tmp_path / "scores.csv"
+    argv = ["score", "--refs", str(tmp_path / "refs"), "--gens", str(tmp_path / "gens"), "--model", "judge:1"]
+    assert main([*argv, "--out", str(out), "--num-shards", "2", "--shard-index", "0"]) == 2
+    err = capsys.readouterr().err
+    assert "--num-shards: judge:1 is a pair scorer; shards split encoders' scoring only" in err
+    assert err.count("\n") == 1 and not list(tmp_path.glob("scores.csv*"))

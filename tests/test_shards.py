@@ -245,3 +245,13 @@ def test_score_shard_index_out_of_range_fails_before_anything_is_read(tmp_path, 
     assert main([*argv, "--model", "nearid:/no/such/model", "--num-shards", "2", "--shard-index", "5"]) == 2
     err = capsys.readouterr().err
     assert "--shard-index 5: out of range for --num-shards 2 (0 to 1)" in err and err.count("\n") == 1, err
+
+
+def test_score_shards_take_one_model(tmp_path, capsys):
+    """A sharded score run writes one metric's partial record: several --model are refused by name,
+    before the images are read or a model loads."""
+    argv = ["score", "--refs", str(tmp_path / "no-refs"), "--gens", str(tmp_path / "no-gens")]
+    argv += ["--model", "histogram", "--model", "nearid:/no/such/model", "--num-shards", "2", "--shard-index", "0"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "--num-shards: score one --model per sharded run" in err and err.count("\n") == 1, err
