@@ -15,11 +15,11 @@ import tempfile
 import time
 from pathlib import Path
 
-from nearid.bench import BenchConfig, run_bench
+from nearid.bench.run import BenchConfig, run_bench
 from nearid.data import load_nearid
 from nearid.data.synth import SOURCES, SynthConfig, generate
-from nearid.encoders import load_encoder
-from nearid.evaluate import similarity_tables
+from nearid.eval.evaluate import similarity_tables
+from nearid.models.encoders import load_encoder
 
 
 def main() -> None:

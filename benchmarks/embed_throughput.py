@@ -14,9 +14,9 @@ import time
 
 import torch
 
-from nearid.encoders import TransformersEncoder, nearid_readout, resolve_device, resolve_dtype
-from nearid.model import NearIDConfig, NearIDModel
-from nearid.processors import siglip_processor
+from nearid.images.processors import siglip_processor
+from nearid.models.encoders import TransformersEncoder, nearid_readout, resolve_device, resolve_dtype
+from nearid.models.nearid_model import NearIDConfig, NearIDModel
 
 
 def measure(encoder: TransformersEncoder, pixels: torch.Tensor, repeats: int) -> float:

@@ -30,9 +30,9 @@ import torch
 from PIL import Image
 
 import nearid
-from nearid.encoders import nearid_encoder
-from nearid.model import NearIDConfig, NearIDModel, siglip2_so400m_vision_config
-from nearid.processors import siglip_processor, split_processor
+from nearid.images.processors import siglip_processor, split_processor
+from nearid.models.encoders import nearid_encoder
+from nearid.models.nearid_model import NearIDConfig, NearIDModel, siglip2_so400m_vision_config
 
 PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "retina", "hubble_deep_field", "immunohistochemistry")
 
@@ -82,11 +82,11 @@ def so400m_encoder():
 
 
 def bench_exact_and_fast(work: Path, identities: int, size: int, standin_epochs: int, train_epochs: int) -> None:
-    from nearid.bench import BenchConfig, run_bench
+    from nearid.bench.run import BenchConfig, run_bench
     from nearid.data import load_nearid
     from nearid.data.synth import SynthConfig, generate
-    from nearid.metrics import DiscriminationScore
-    from nearid.training.standin import StandInConfig, pretrain_standin
+    from nearid.eval.metrics import DiscriminationScore
+    from nearid.tiny.standin import StandInConfig, pretrain_standin
     from nearid.training.trainer import TrainConfig, export, train
 
     sources = ["Instance", "Part", "Recolor", "Texture", "Shape"]

@@ -32,7 +32,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from nearid.model import NearIDConfig, NearIDModel, siglip2_so400m_vision_config, tiny_vision_config
+from nearid.models.nearid_model import NearIDConfig, NearIDModel, siglip2_so400m_vision_config, tiny_vision_config
 
 DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
 
@@ -101,8 +101,8 @@ def embed_rate(config, dtype, device, paths, batch: int, workers: int) -> float 
     """Images/s of ``nearid.embed`` over ``paths`` with ``workers`` worker processes (the first pass
     warms up), or why it could not run."""
     from nearid import embed
-    from nearid.encoders import nearid_encoder
-    from nearid.processors import siglip_processor
+    from nearid.images.processors import siglip_processor
+    from nearid.models.encoders import nearid_encoder
 
     if workers and "num_workers" not in inspect.signature(embed).parameters:
         return "embed() has no num_workers in this build"
@@ -122,7 +122,7 @@ def embed_rate(config, dtype, device, paths, batch: int, workers: int) -> float 
 def training_rate(work: Path, config, *, batch: int, steps: int, workers: int, size: int, identities: int) -> dict:
     """Steps/s of streaming training (paper recipe) from the difference of a ``steps`` and a 2-step run."""
     from nearid.data.synth import SynthConfig, generate
-    from nearid.processors import siglip_processor
+    from nearid.images.processors import siglip_processor
     from nearid.training.trainer import TrainConfig, train
 
     data = work / "train-data"

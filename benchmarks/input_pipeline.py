@@ -49,10 +49,10 @@ from PIL import Image
 from transformers import SiglipVisionConfig
 
 import nearid
-from nearid.encoders import nearid_encoder
-from nearid.input_pipeline import ImageBatches
-from nearid.model import NearIDConfig, NearIDModel
-from nearid.processors import siglip_processor
+from nearid.images.pipeline import ImageBatches
+from nearid.images.processors import siglip_processor
+from nearid.models.encoders import nearid_encoder
+from nearid.models.nearid_model import NearIDConfig, NearIDModel
 
 PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "retina", "hubble_deep_field", "immunohistochemistry")
 SIZE = 384

@@ -23,9 +23,9 @@ import numpy as np
 
 from nearid.data import load_nearid
 from nearid.data.synth import SynthConfig, generate
-from nearid.judges.tiny import save_tiny_judge
+from nearid.eval.metrics import VIEW_PAIRS, nearid_scores
 from nearid.judges.vlm import load_vlm_judge
-from nearid.metrics import VIEW_PAIRS, nearid_scores
+from nearid.tiny.judge import save_tiny_judge
 
 
 def main() -> None:

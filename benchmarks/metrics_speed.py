@@ -14,7 +14,7 @@ import time
 
 import numpy as np
 
-from nearid.metrics import VIEW_PAIRS, nearid_scores
+from nearid.eval.metrics import VIEW_PAIRS, nearid_scores
 
 
 def loop_ssr_pa(pair: np.ndarray, cross: np.ndarray) -> tuple[float, float]:

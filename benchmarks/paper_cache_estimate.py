@@ -20,7 +20,7 @@ import time
 from dataclasses import dataclass
 
 from nearid.data.records import Identity, View
-from nearid.images import ImageRef
+from nearid.images.decode import ImageRef
 from nearid.training import SampleRecipe, TrainingSet
 from nearid.training.cache_policy import plan
 

@@ -28,8 +28,9 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageDraw
 
-from nearid.model import NearIDConfig, NearIDModel, build_tiny_model, siglip2_so400m_vision_config
-from nearid.processors import preprocess_images, siglip_processor
+from nearid.images.processors import preprocess_images, siglip_processor
+from nearid.models.nearid_model import NearIDConfig, NearIDModel, siglip2_so400m_vision_config
+from nearid.tiny.model import build_tiny_model
 from nearid.training.trainer import half_trunk
 
 

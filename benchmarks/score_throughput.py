@@ -18,7 +18,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 import nearid
-from nearid.score import plan_pairs, score_pairs
+from nearid.score.run import plan_pairs, score_pairs
 
 
 def make_images(folder: Path, count: int, seed: int) -> list[Path]:

@@ -32,7 +32,7 @@ def peak_mb():
 
 folder, n, dim, chunk, mode = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
 import torch  # both readers pay for the same imports
-from nearid.store import EmbeddingStore
+from nearid.bench.store import EmbeddingStore
 keys = [f"NearID-Instance[row {i // 3}].images{i % 3}@0123456789abcdef" for i in range(n)]
 order = np.random.default_rng(0).permutation(n)
 floor = peak_mb()
@@ -62,7 +62,7 @@ def write_store(folder: Path, n: int, dim: int, rows: int = 256) -> float:
     import numpy as np
     import torch
 
-    from nearid.store import EmbeddingStore
+    from nearid.bench.store import EmbeddingStore
 
     store = EmbeddingStore(folder, "bench", dim, "0" * 64)
     rng = np.random.default_rng(1)

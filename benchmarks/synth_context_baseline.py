@@ -18,10 +18,10 @@ from pathlib import Path
 
 from nearid.data import load_nearid
 from nearid.data.synth import SOURCES, SynthConfig, generate
-from nearid.encoders import TransformersEncoder, load_encoder, mean_token_readout
-from nearid.evaluate import pooled_scores, similarity_tables
-from nearid.model import build_tiny_model
-from nearid.processors import siglip_processor
+from nearid.eval.evaluate import pooled_scores, similarity_tables
+from nearid.images.processors import siglip_processor
+from nearid.models.encoders import TransformersEncoder, load_encoder, mean_token_readout
+from nearid.tiny.model import build_tiny_model
 
 
 def tiny_siglip_mean():

@@ -22,8 +22,8 @@ import torch
 from transformers import SiglipVisionConfig
 
 from nearid.data.synth import SynthConfig, generate
-from nearid.model import NearIDConfig, NearIDModel
-from nearid.processors import siglip_processor
+from nearid.images.processors import siglip_processor
+from nearid.models.nearid_model import NearIDConfig, NearIDModel
 from nearid.training.trainer import TrainConfig, train
 
 

@@ -36,11 +36,11 @@ from pathlib import Path
 import torch
 from transformers import SiglipVisionConfig
 
-from nearid.backbones import load_backbone
 from nearid.data import load_nearid
 from nearid.data.synth import SynthConfig, generate
-from nearid.model import NearIDConfig, NearIDModel
-from nearid.processors import preprocessor, siglip_processor
+from nearid.images.processors import preprocessor, siglip_processor
+from nearid.models.backbones import load_backbone
+from nearid.models.nearid_model import NearIDConfig, NearIDModel
 from nearid.training import SampleRecipe, TrainingSet, pixel_values
 from nearid.training.trainer import TrainConfig, _present, train
 

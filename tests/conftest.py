@@ -15,7 +15,7 @@ import torch
 from PIL import Image
 from transformers import SiglipVisionConfig
 
-from nearid.processors import siglip_processor
+from nearid.images.processors import siglip_processor
 
 
 @pytest.fixture(autouse=True)

@@ -16,7 +16,7 @@ import traceback
 import torch
 import torch.distributed as dist
 
-from nearid.losses import CombinedLoss
+from nearid.training.losses import CombinedLoss
 
 DIM, P, K = 6, 2, 3
 

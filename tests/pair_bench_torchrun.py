@@ -10,9 +10,10 @@ import sys
 from pathlib import Path
 
 import nearid
-from nearid import pair_scorers, specs
-from nearid.cli import main
-from nearid.pair_scorers import EncoderPairScorer
+from nearid.cli.main import main
+from nearid.judges import loading as judge_loading
+from nearid.models import specs
+from nearid.models.pair_scorers import EncoderPairScorer
 
 ASKED: list = []
 
@@ -24,7 +25,7 @@ class Judge(EncoderPairScorer):
 
 
 def _install() -> None:
-    real_load, real_parse = pair_scorers.load_metric, specs.parse_encoder_spec
+    real_load, real_parse = judge_loading.load_metric, specs.parse_encoder_spec
 
     def load(spec, **kw):
         if str(spec).startswith("judge:"):
@@ -34,7 +35,7 @@ def _install() -> None:
         return real_load(spec, **kw)
 
     specs.parse_encoder_spec = lambda s: real_parse("tiny:" + s.split(":", 1)[1] if str(s).startswith("judge:") else s)
-    pair_scorers.load_metric = load
+    judge_loading.load_metric = load
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ from PIL import Image
 
 from nearid.data import Identity, View
 from nearid.data.records import MTGSample
-from nearid.images import ImageRef, load_masked
+from nearid.images.decode import ImageRef, load_masked
 from nearid.training import SampleRecipe, Slot, TrainingSet, mtg_sample, nearid_sample
 from nearid.training.augment import Augment, adjust_hue, affine_matrix, apply, color_jitter, disalign
 

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from nearid.cli import main
+from nearid.cli.main import main
 
 from .conftest import save_processor, small_siglip_config
 
@@ -36,7 +36,7 @@ def world(tmp_path_factory) -> Path:
     from transformers import SiglipVisionModel
 
     from nearid.data.synth import SynthConfig, generate
-    from nearid.model import build_tiny_model
+    from nearid.tiny.model import build_tiny_model
 
     root = tmp_path_factory.mktemp("world")
     generate(
@@ -411,7 +411,7 @@ def test_train_into_a_closed_pipe(world, tmp_path):
 
 # ------------------------------------------------------------------------------ item 17: accept what users have
 def test_embed_a_folder_equals_embedding_its_files(world, tmp_path):
-    from nearid.images import list_images
+    from nearid.images.decode import list_images
 
     folder = tmp_path / "photos"
     (folder / "sub").mkdir(parents=True)
@@ -429,8 +429,8 @@ def test_embed_a_folder_equals_embedding_its_files(world, tmp_path):
 
 def test_bench_on_a_folder_benchmark_equals_the_python_api(world, tmp_path, capsys):
     from nearid.data import load_folder
-    from nearid.encoders import load_encoder
-    from nearid.evaluate import pooled_scores, similarity_tables
+    from nearid.eval.evaluate import pooled_scores, similarity_tables
+    from nearid.models.encoders import load_encoder
 
     out = tmp_path / "b"
     assert main(["bench", "--encoder", "histogram", "--data", str(world / "folderbench"), "--out", str(out)]) == 0

@@ -14,16 +14,16 @@ import numpy as np
 import pytest
 
 import nearid
-from nearid.bench import BenchConfig, run_bench
-from nearid.cli import main
+from nearid.bench.run import BenchConfig, run_bench
+from nearid.cli.main import main
 from nearid.data import Identity, View, load_mtg, load_nearid
 from nearid.data.synth import SynthConfig, generate
-from nearid.evaluate import fill_tables, image_key, plan_images
-from nearid.images import ImageRef
-from nearid.mask_cleaning import cleaned_mask_ref
-from nearid.metrics import nearid_scores
-from nearid.results import BenchResults
-from nearid.simtables import read_mtg_csv, read_nearid_csv
+from nearid.eval.evaluate import fill_tables, image_key, plan_images
+from nearid.eval.metrics import nearid_scores
+from nearid.eval.results import BenchResults
+from nearid.eval.simtables import read_mtg_csv, read_nearid_csv
+from nearid.images.decode import ImageRef
+from nearid.images.mask_cleaning import cleaned_mask_ref
 
 SOURCES = ["Part", "Shape"]
 

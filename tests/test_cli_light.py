@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from nearid.errors import NearIDError
+from nearid.io.errors import NearIDError
 
 from .test_dbpp import METHODS, METRIC, _human, _write
 
@@ -50,7 +50,7 @@ def run_nearid(tmp_path: Path, *argv: str, timeout: float = 120) -> tuple[subpro
 
 def assert_light(done: subprocess.CompletedProcess, modules: set[str]) -> None:
     assert modules, f"the exit hook did not run: {done.stderr}"
-    assert "nearid.cli" in modules  # the probe saw the command, not an empty interpreter
+    assert "nearid.cli.main" in modules  # the probe saw the command, not an empty interpreter
     assert not {m for m in modules if m.split(".")[0] in HEAVY}, "imported " + ", ".join(
         sorted({m.split(".")[0] for m in modules if m.split(".")[0] in HEAVY})
     )
@@ -169,7 +169,7 @@ def write_score_run(folder: Path) -> Path:
 @pytest.fixture(scope="module")
 def bench_run(tmp_path_factory) -> Path:
     """A small `nearid bench` results folder whose benchmark data still exists (the report opens it)."""
-    from nearid.bench import BenchConfig, run_bench
+    from nearid.bench.run import BenchConfig, run_bench
     from nearid.data.synth import SynthConfig, generate
 
     root = tmp_path_factory.mktemp("light_bench")
@@ -243,7 +243,7 @@ def test_bench_report_opening_the_data_is_light(tmp_path, bench_run):
 
 def test_library_face_is_lazy(tmp_path):
     probe = (
-        "import sys, nearid, nearid.data.schema, nearid.data.records, nearid.training.samples, nearid.metrics; "
+        "import sys, nearid, nearid.data.schema, nearid.data.records, nearid.training.samples, nearid.eval.metrics; "
         "print(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'transformers', 'datasets')))"
     )
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
@@ -251,7 +251,10 @@ def test_library_face_is_lazy(tmp_path):
     import nearid
 
     assert set(nearid.__all__) <= set(dir(nearid))
-    assert nearid.embed.__module__ == "nearid.embedding" and nearid.NearIDModel.__module__ == "nearid.model"
+    assert (
+        nearid.embed.__module__ == "nearid.models.embedding"
+        and nearid.NearIDModel.__module__ == "nearid.models.nearid_model"
+    )
     import nearid.data
     import nearid.training
 
@@ -386,7 +389,7 @@ def test_embed_refuses_a_mask_count_that_does_not_match(rgb_images):
     ],
 )
 def test_embed_command_checks_its_arguments_before_loading_a_model(rgb_images, tmp_path, capsys, extra, message):
-    from nearid.cli import main
+    from nearid.cli.main import main
 
     # an encoder that cannot load: the argument error must come first
     argv = ["embed", str(rgb_images[0]), "--model", "nosuch", "--out", str(tmp_path / "e.npz"), *extra]
@@ -398,7 +401,7 @@ def test_embed_command_checks_its_arguments_before_loading_a_model(rgb_images, t
 def test_save_embeddings_round_trips_both_formats(tmp_path):
     from safetensors import safe_open
 
-    from nearid.embedding import save_embeddings
+    from nearid.models.embedding import save_embeddings
 
     vectors = np.arange(6, dtype=np.float32).reshape(3, 2)
     paths = ["a.png", "b.png", "c.png"]
@@ -416,7 +419,7 @@ def test_save_embeddings_round_trips_both_formats(tmp_path):
 
 
 def test_alignment_json_turns_nan_into_null_and_drops_details():
-    from nearid.dbpp import alignment_json
+    from nearid.eval.dbpp import alignment_json
 
     result = {"object": {"a": 0.5, "b": math.nan}, "all": {"a": 0.25, "b": math.nan}, "_details": {"x": 1}}
     assert alignment_json(result) == {"object": {"a": 0.5, "b": None}, "all": {"a": 0.25, "b": None}}
@@ -438,7 +441,7 @@ def test_train_config_names_a_missing_field(tmp_path):
 
 
 def test_train_command_reports_the_missing_field(capsys):
-    from nearid.cli import main
+    from nearid.cli.main import main
 
     assert main(["train", "--out", "run"]) == 2
     assert capsys.readouterr().err == "nearid train: error: --data is required (or give --config FILE)\n"

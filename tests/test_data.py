@@ -16,8 +16,8 @@ from PIL import Image
 
 from nearid.data import DatasetError, edit_oracle, load_folder, load_mtg, load_nearid
 from nearid.data.schema import distractors_features, mtg_features, positives_features
-from nearid.errors import MaskError
-from nearid.images import load_image, load_masked
+from nearid.images.decode import load_image, load_masked
+from nearid.io.errors import MaskError
 
 
 def png(value, size=(8, 8), mode="RGB") -> dict:

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from nearid.dbpp import alignment, format_table, normalise_key, read_scores
-from nearid.errors import NearIDError
+from nearid.eval.dbpp import alignment, format_table, normalise_key, read_scores
+from nearid.io.errors import NearIDError
 
 
 def _shared_ratings() -> Path | None:

@@ -22,7 +22,7 @@ from PIL import Image
 pytest.importorskip("diffusers")
 pytest.importorskip("sklearn")
 
-from nearid.cli import main
+from nearid.cli.main import main
 from nearid.data import load_nearid, open_table
 from nearid.data.schema import distractors_features
 from nearid.data.synth import SynthConfig, generate
@@ -30,8 +30,8 @@ from nearid.distract import DistractConfig, compositing, distract
 from nearid.distract.generators import generation_size, tiny_clip_tokenizer, tiny_t5_tokenizer, view_seed
 from nearid.distract.prompts import choose_prompts, description_similarity, retrieve
 from nearid.distract.quality import SAME, UNCHANGED, Verdict, parse_quality, quality_string
-from nearid.errors import ModelNotAvailableError, NearIDError
-from nearid.images import load_image, load_mask
+from nearid.images.decode import load_image, load_mask
+from nearid.io.errors import ModelNotAvailableError, NearIDError
 
 FAST = ["--steps", "2", "--resolution", "32", "--dilate", "2", "--feather", "2"]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join(sys.path)}

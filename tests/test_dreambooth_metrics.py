@@ -27,10 +27,10 @@ from transformers import (
 )
 
 import nearid
-from nearid.encoders import load_encoder
-from nearid.errors import ModelNotAvailableError
-from nearid.processors import DinoEvalProcessor
-from nearid.specs import parse_encoder_spec
+from nearid.images.processors import DinoEvalProcessor
+from nearid.io.errors import ModelNotAvailableError
+from nearid.models.encoders import load_encoder
+from nearid.models.specs import parse_encoder_spec
 
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 CLIP_MEAN, CLIP_STD = (0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)

@@ -8,7 +8,7 @@ import torch
 from PIL import Image
 
 import nearid
-from nearid.errors import NearIDError
+from nearid.io.errors import NearIDError
 
 
 @pytest.fixture(scope="module")

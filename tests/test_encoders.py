@@ -25,9 +25,9 @@ from transformers import (
 )
 
 import nearid
-from nearid.encoders import Encoder, generic_readout, load_encoder
-from nearid.errors import EncoderSpecError, ModelNotAvailableError, UnsafeCheckpointError
-from nearid.model import NearIDConfig, NearIDModel
+from nearid.io.errors import EncoderSpecError, ModelNotAvailableError, UnsafeCheckpointError
+from nearid.models.encoders import Encoder, generic_readout, load_encoder
+from nearid.models.nearid_model import NearIDConfig, NearIDModel
 
 from .conftest import save_processor, small_siglip_config
 
@@ -355,7 +355,7 @@ def test_masks_black_out_the_background_before_resizing(rgb_images, tmp_path):
 
 # ------------------------------------------------------------------------------- specs and backbones
 def test_backbone_specs_parse_in_one_place():
-    from nearid.specs import DEFAULT_BACKBONE, RELEASE_MODEL, BackboneSpec, parse_backbone, parse_encoder_spec
+    from nearid.models.specs import DEFAULT_BACKBONE, RELEASE_MODEL, BackboneSpec, parse_backbone, parse_encoder_spec
 
     assert parse_backbone("tiny") == BackboneSpec("tiny", "0") and parse_backbone("tiny:7").seed == 7
     assert parse_backbone("nearid") == BackboneSpec("nearid", RELEASE_MODEL)
@@ -371,8 +371,8 @@ def test_backbone_specs_parse_in_one_place():
 
 def test_load_backbone_from_a_siglip_checkpoint(siglip_dir, rgb_images):
     """One factory: the SigLIP tower with its pretrained head as NearID's head, the checkpoint's processor."""
-    from nearid.backbones import load_backbone
-    from nearid.encoders import nearid_encoder
+    from nearid.models.backbones import load_backbone
+    from nearid.models.encoders import nearid_encoder
 
     folder, siglip = siglip_dir
     model, processor = load_backbone(str(folder))
@@ -400,7 +400,7 @@ def test_load_backbone_from_a_siglip_checkpoint(siglip_dir, rgb_images):
 
 
 def test_load_backbone_is_strict_and_offline_safe(clip_dir):
-    from nearid.backbones import load_backbone
+    from nearid.models.backbones import load_backbone
 
     folder, _ = clip_dir
     with pytest.raises(ModelNotAvailableError, match=r"not a NearIDModel checkpoint \(\d+ weights missing"):
@@ -414,8 +414,8 @@ def test_load_backbone_is_strict_and_offline_safe(clip_dir):
 
 
 def test_tiny_backbone_is_the_tiny_encoder(rgb_images):
-    from nearid.backbones import load_backbone
-    from nearid.encoders import nearid_encoder
+    from nearid.models.backbones import load_backbone
+    from nearid.models.encoders import nearid_encoder
 
     model, processor = load_backbone("tiny:3")
     assert processor.size == {"height": 64, "width": 64}
@@ -447,8 +447,8 @@ def test_specs_and_the_encoders_command_import_no_torch():
     code = (
         "import sys, types\n"
         f"package = types.ModuleType('nearid'); package.__path__ = [{str(package)!r}]; sys.modules['nearid'] = package\n"
-        "from nearid.specs import available_encoders, parse_backbone, parse_encoder_spec\n"
-        "from nearid.cli import cmd_encoders\n"
+        "from nearid.models.specs import available_encoders, parse_backbone, parse_encoder_spec\n"
+        "from nearid.cli.main import cmd_encoders\n"
         "cmd_encoders(None)\n"
         "parse_backbone('tiny:1'); parse_encoder_spec('clip')\n"
     )
@@ -476,7 +476,7 @@ def test_nearid_encoders_command_imports_no_torch():
 
 def test_auto_dtype_is_fp16_on_cuda_for_nearid_and_siglip(monkeypatch):
     """The authors evaluated NearID and SigLIP2 in fp16 (spec 12.3); other families keep bf16; the CPU fp32."""
-    from nearid.encoders import resolve_dtype
+    from nearid.models.encoders import resolve_dtype
 
     cuda, cpu = torch.device("cuda"), torch.device("cpu")
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)

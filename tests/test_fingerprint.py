@@ -1,4 +1,4 @@
-"""Content fingerprints (nearid.fingerprint) and where they are attached: encoders, tables, image refs."""
+"""Content fingerprints (nearid.io.fingerprint) and where they are attached: encoders, tables, image refs."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import pytest
 import torch
 from datasets import Dataset
 
-from nearid.fingerprint import file_version, of_files, of_json, of_tensors
-from nearid.images import ImageRef
+from nearid.images.decode import ImageRef
+from nearid.io.fingerprint import file_version, of_files, of_json, of_tensors
 
 
 def test_of_tensors_is_an_independent_sha256_of_names_dtypes_shapes_and_bytes():
@@ -98,8 +98,8 @@ def test_table_fingerprint_follows_its_files(tmp_path):
 
 
 def test_encoder_fingerprints():
-    from nearid.backbones import load_backbone
-    from nearid.encoders import HistogramEncoder, load_encoder, mean_token_readout, nearid_encoder
+    from nearid.models.backbones import load_backbone
+    from nearid.models.encoders import HistogramEncoder, load_encoder, mean_token_readout, nearid_encoder
 
     tiny = load_encoder("tiny:0", device="cpu")
     assert tiny.fingerprint == load_encoder("tiny:0", device="cpu").fingerprint and len(tiny.fingerprint) == 64

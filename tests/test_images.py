@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from nearid.errors import ImageError, MaskError
-from nearid.images import apply_mask, load_image, load_mask, load_masked
+from nearid.images.decode import apply_mask, load_image, load_mask, load_masked
+from nearid.io.errors import ImageError, MaskError
 
 
 def _png_header_only(path, width: int, height: int) -> None:

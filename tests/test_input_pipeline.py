@@ -1,4 +1,4 @@
-"""The input pipeline (nearid.input_pipeline) and the uint8 split of preprocessing (processors.PixelSplit):
+"""The input pipeline (nearid.images.pipeline) and the uint8 split of preprocessing (processors.PixelSplit):
 the same pixels as the transformers processors, the same embeddings in the same order and the same
 failures with or without worker processes, JPEG draft decoding only when asked, and no worker left
 behind after an exception or Ctrl-C."""
@@ -21,11 +21,10 @@ from PIL import Image, ImageDraw
 from transformers import CLIPImageProcessorPil, SiglipImageProcessorPil
 
 import nearid
-from nearid.cli import main
-from nearid.errors import ImageError, NearIDError
-from nearid.images import load_image
-from nearid.input_pipeline import decoded_fingerprint, resolve_num_workers
-from nearid.processors import (
+from nearid.cli.main import main
+from nearid.images.decode import load_image
+from nearid.images.pipeline import decoded_fingerprint, resolve_num_workers
+from nearid.images.processors import (
     DinoEvalProcessor,
     clip_processor,
     dinov2_processor,
@@ -34,6 +33,7 @@ from nearid.processors import (
     siglip_processor,
     split_processor,
 )
+from nearid.io.errors import ImageError, NearIDError
 
 #: Odd, non-square sizes (width, height): tall, wide, smaller than every model input, nearly square.
 SIZES = [(91, 37), (123, 301), (50, 17), (499, 500)]
@@ -251,7 +251,7 @@ def test_num_workers_setting():
 
 
 def test_auto_workers_on_cuda_are_capped_at_8(monkeypatch):
-    import nearid.input_pipeline as pipeline
+    import nearid.images.pipeline as pipeline
 
     monkeypatch.setattr(pipeline, "available_cpus", lambda: 3)
     assert resolve_num_workers("auto", "cuda:0") == 3
@@ -262,7 +262,7 @@ def test_auto_workers_on_cuda_are_capped_at_8(monkeypatch):
 def test_batches_in_this_process_are_pinned_like_the_loaders(monkeypatch, files):
     """On CUDA the in-process path pins what DataLoader would pin: tensors, in (named) tuples; the
     rest (a failure's exception) passes through. Pinning itself needs CUDA: stood in for here."""
-    from nearid.input_pipeline import ImageBatches, batches
+    from nearid.images.pipeline import ImageBatches, batches
 
     pinned = []
 
@@ -371,9 +371,9 @@ def test_embed_command_with_workers_and_fast_decode(files, tmp_path, capsys):
 
 
 def test_bench_and_score_pass_the_input_options_on(tmp_path, monkeypatch):
-    import nearid.embedding as embedding
-    import nearid.score
-    from nearid.bench import BenchConfig, run_bench
+    import nearid.models.embedding as embedding
+    import nearid.score.run
+    from nearid.bench.run import BenchConfig, run_bench
     from nearid.data.synth import SynthConfig, generate
 
     seen = []
@@ -384,7 +384,7 @@ def test_bench_and_score_pass_the_input_options_on(tmp_path, monkeypatch):
         return original(*args, **kwargs)
 
     monkeypatch.setattr(embedding, "embed", spy)
-    monkeypatch.setattr(nearid.score, "embed", spy)  # score imports it at its own import
+    monkeypatch.setattr(nearid.score.run, "embed", spy)  # score imports it at its own import
     data = tmp_path / "synth"
     generate(
         data,

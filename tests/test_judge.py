@@ -19,12 +19,13 @@ import pytest
 import torch
 from PIL import Image
 
-from nearid.errors import EncoderSpecError, ModelNotAvailableError, NearIDError
+from nearid.eval.metrics import nearid_scores
+from nearid.io.errors import EncoderSpecError, ModelNotAvailableError, NearIDError
+from nearid.judges.loading import load_metric
 from nearid.judges.prompt import ANSWER_PREFIX, RUBRIC, parse_score, read_prompt_file
-from nearid.judges.tiny import save_tiny_judge
 from nearid.judges.vlm import VLMJudge, expand_image_tokens, expected_scores, load_vlm_judge
-from nearid.metrics import nearid_scores
-from nearid.pair_scorers import PairScorer, is_pair_scorer, load_metric
+from nearid.models.pair_scorers import PairScorer, is_pair_scorer
+from nearid.tiny.judge import save_tiny_judge
 
 
 @pytest.fixture(scope="module")
@@ -325,8 +326,8 @@ def test_loading_is_strict(judge_dir, tmp_path):
 
 
 def test_vlm_spec_rules():
-    from nearid.encoders import load_encoder
-    from nearid.specs import available_encoders, parse_encoder_spec
+    from nearid.models.encoders import load_encoder
+    from nearid.models.specs import available_encoders, parse_encoder_spec
 
     assert "vlm" in available_encoders()
     with pytest.raises(EncoderSpecError, match="needs an argument"):
@@ -336,7 +337,7 @@ def test_vlm_spec_rules():
 
 
 def test_cli_judge_options(tmp_path):
-    from nearid.cli import build_parser, judge_options
+    from nearid.cli.main import build_parser, judge_options
 
     for command in (["bench", "--out", str(tmp_path)], ["score", "--refs", str(tmp_path)]):
         args = build_parser().parse_args(command)
@@ -360,7 +361,7 @@ def test_cli_judge_options(tmp_path):
 
 def test_cli_hands_the_judge_options_to_the_command(tmp_path, monkeypatch):
     """main() puts the dict on ``args.judge_options``, where bench and score read it."""
-    import nearid.cli as cli
+    import nearid.cli.main as cli
 
     seen = {}
     monkeypatch.setattr(cli, "cmd_score", lambda args: seen.setdefault("options", args.judge_options) and 0)
@@ -375,7 +376,7 @@ def test_judge_imports_no_torchvision(judge_dir, tmp_path):
     Image.new("RGB", (64, 64), (200, 30, 30)).save(image)
     code = (
         "import sys\n"
-        "from nearid.pair_scorers import load_metric\n"
+        "from nearid.judges.loading import load_metric\n"
         f"judge = load_metric('vlm:{judge_dir}', device='cpu', judge_options={{'max_new_tokens': 2}})\n"
         f"print(judge.score_pairs([({str(image)!r}, {str(image)!r})]))\n"
         "judge = load_metric("

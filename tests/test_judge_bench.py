@@ -10,11 +10,11 @@ import json
 import numpy as np
 import pytest
 
-from nearid.cli import main
+from nearid.cli.main import main
 from nearid.data.synth import SynthConfig, generate
-from nearid.judges.tiny import save_tiny_judge
-from nearid.metrics import nearid_scores
-from nearid.simtables import read_nearid_csv
+from nearid.eval.metrics import nearid_scores
+from nearid.eval.simtables import read_nearid_csv
+from nearid.tiny.judge import save_tiny_judge
 
 SOURCES = ["Part"]
 

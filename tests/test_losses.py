@@ -14,8 +14,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from nearid.errors import NearIDError
-from nearid.losses import (
+from nearid.io.errors import NearIDError
+from nearid.training.losses import (
     CircleExtLoss,
     CohesionLoss,
     CombinedLoss,

@@ -12,9 +12,9 @@ import pytest
 from PIL import Image
 from scipy import ndimage
 
-from nearid.errors import NearIDError
-from nearid.images import ImageRef, apply_mask, clean_mask, dilate_mask, load_mask
-from nearid.mask_cleaning import MaskDilationError, cleaned_mask_ref
+from nearid.images.decode import ImageRef, apply_mask, load_mask
+from nearid.images.mask_cleaning import MaskDilationError, clean_mask, cleaned_mask_ref, dilate_mask
+from nearid.io.errors import NearIDError
 
 
 def _reference(grey: np.ndarray) -> np.ndarray:
@@ -192,5 +192,5 @@ def test_cleaned_mask_ref_feeds_the_masked_loading_path(tmp_path):
 
 
 def test_importing_the_cli_and_images_does_not_import_opencv():
-    code = "import sys, nearid.cli, nearid.images; assert 'cv2' not in sys.modules, 'cv2 imported'"
+    code = "import sys, nearid.cli.main, nearid.images.decode; assert 'cv2' not in sys.modules, 'cv2 imported'"
     subprocess.run([sys.executable, "-c", code], check=True)

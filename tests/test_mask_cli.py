@@ -6,15 +6,15 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from nearid.cli import main
+from nearid.cli.main import main
 from nearid.data import load_folder
-from nearid.errors import NearIDError
-from nearid.masking import MaskConfig, find_images, make_masks, mask_path, parse_box
+from nearid.distract.masking import MaskConfig, find_images, make_masks, mask_path, parse_box
+from nearid.io.errors import NearIDError
 
 
 @pytest.fixture(scope="module")
 def models(tmp_path_factory):
-    from nearid.masking import build_tiny_models
+    from nearid.tiny.detectors import build_tiny_models
 
     return build_tiny_models(tmp_path_factory.mktemp("mask-models"))
 

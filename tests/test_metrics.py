@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from nearid.metrics import DiscriminationScore, discrimination, nearid_margins, nearid_scores
+from nearid.eval.metrics import DiscriminationScore, discrimination, nearid_margins, nearid_scores
 
 nan = np.nan
 
@@ -152,7 +152,7 @@ def test_pa_published_pools_exactly():
 
 
 def test_pearson_and_fisher_z_by_hand():
-    from nearid.metrics import fisher_z_mean, pearson
+    from nearid.eval.metrics import fisher_z_mean, pearson
 
     assert pearson([1, 2, 3], [2, 4, 7]) == pytest.approx(np.corrcoef([1, 2, 3], [2, 4, 7])[0, 1])
     assert np.isnan(pearson([1, 1, 1], [1, 2, 3]))  # zero variance
@@ -164,7 +164,7 @@ def test_pearson_and_fisher_z_by_hand():
 
 
 def test_mtg_scores_by_hand():
-    from nearid.metrics import mtg_scores
+    from nearid.eval.metrics import mtg_scores
 
     s12 = np.array([0.9, 0.5, 0.7])
     s11p = np.array([0.8, 0.6, 0.7])  # margins 0.1 (win), -0.1, 0.0 (tie: loss)
@@ -183,7 +183,7 @@ def test_mtg_scores_by_hand():
 
 
 def test_calibrated_threshold_by_hand():
-    from nearid.metrics import calibrate_threshold
+    from nearid.eval.metrics import calibrate_threshold
 
     t = calibrate_threshold([0.9, 0.8, 0.6], [0.7, 0.3, 0.2, 0.1])
     # cut 0.75: TPR 2/3, TNR 4/4 -> 0.833; cut 0.45: TPR 3/3, TNR 3/4 -> 0.875; cut 0.65: 2/3, 3/4 -> 0.708

@@ -7,7 +7,8 @@ import torch.nn.functional as F
 from transformers import AutoConfig, AutoModel, SiglipVisionModel
 
 import nearid  # noqa: F401  (registers the nearid model type)
-from nearid.model import NearIDConfig, NearIDModel, build_tiny_model
+from nearid.models.nearid_model import NearIDConfig, NearIDModel
+from nearid.tiny.model import build_tiny_model
 
 from .conftest import small_siglip_config
 
@@ -127,7 +128,7 @@ def test_embed_dim_other_than_hidden_size_is_refused():
 def test_from_siglip_can_adopt_the_tower_and_loads_folders_strictly(siglip_config, tmp_path):
     import pytest
 
-    from nearid.errors import ModelNotAvailableError
+    from nearid.io.errors import ModelNotAvailableError
 
     siglip = SiglipVisionModel(siglip_config)
     adopted = NearIDModel.from_siglip(siglip, copy=False)

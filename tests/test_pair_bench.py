@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 
 import nearid
-from nearid import pair_scorers, specs
-from nearid.bench import BenchConfig, run_bench
-from nearid.cli import main
+from nearid.bench.judgments import JudgmentStore, pair_key
+from nearid.bench.run import BenchConfig, run_bench
+from nearid.cli.main import main
 from nearid.data.synth import SynthConfig, generate
-from nearid.evaluate import (
+from nearid.eval.evaluate import (
     ImagePlan,
     fill_tables,
     fill_tables_from_judgments,
@@ -24,12 +24,13 @@ from nearid.evaluate import (
     plan_judged_pairs,
     score_tables,
 )
-from nearid.images import ImageRef
-from nearid.judgments import JudgmentStore, pair_key
-from nearid.metrics import nearid_scores
-from nearid.pair_scorers import EncoderPairScorer
-from nearid.results import BenchResults
-from nearid.simtables import read_nearid_csv
+from nearid.eval.metrics import nearid_scores
+from nearid.eval.results import BenchResults
+from nearid.eval.simtables import read_nearid_csv
+from nearid.images.decode import ImageRef
+from nearid.judges import loading as judge_loading
+from nearid.models import specs
+from nearid.models.pair_scorers import EncoderPairScorer
 
 SOURCES = ["Part", "Shape"]
 
@@ -51,7 +52,7 @@ class CountingScorer:
     def __init__(self, encoder, *, quantise: bool = False, fail_after: int | None = None, nan_every: int = 0):
         self.inner = EncoderPairScorer(encoder)
         self.name = f"judge({encoder.name})"
-        self.fingerprint = nearid.fingerprint.of_json({"test judge": self.inner.fingerprint, "q": quantise})
+        self.fingerprint = nearid.io.fingerprint.of_json({"test judge": self.inner.fingerprint, "q": quantise})
         self.asked: list[tuple[str, str]] = []
         self.calls: list[int] = []
         self.quantise, self.fail_after, self.nan_every = quantise, fail_after, nan_every
@@ -73,7 +74,7 @@ class CountingScorer:
 def judge(monkeypatch):
     """``load_metric`` answers ``judge:<tiny seed>`` (a spec registered for this test) with a CountingScorer."""
     made = []
-    real_load, real_parse = pair_scorers.load_metric, specs.parse_encoder_spec
+    real_load, real_parse = judge_loading.load_metric, specs.parse_encoder_spec
     options = {}
 
     def parse(spec):
@@ -89,7 +90,7 @@ def judge(monkeypatch):
 
     made_kw: dict = {}
     monkeypatch.setattr(specs, "parse_encoder_spec", parse)
-    monkeypatch.setattr(pair_scorers, "load_metric", load)
+    monkeypatch.setattr(judge_loading, "load_metric", load)
     return made, made_kw, options
 
 
@@ -198,7 +199,7 @@ def test_encoder_pair_scorer_gives_the_encoders_results(data, tmp_path, judge):
 
 
 def test_a_repeated_run_asks_nothing_and_an_interrupted_one_resumes(data, tmp_path, judge, monkeypatch):
-    import nearid.bench as bench_module
+    import nearid.bench.run as bench_module
 
     made, made_kw, _ = judge
     monkeypatch.setattr(bench_module, "JUDGE_CHUNK", 10_000)  # no flush but the one on the way out
@@ -255,7 +256,7 @@ def test_cli_bench_with_a_judge_and_an_encoder_in_one_results_file(data, tmp_pat
 
 
 def test_report_of_a_bench_with_a_judge(data, tmp_path, judge):
-    from nearid.report import write_report
+    from nearid.report.html import write_report
 
     _, made_kw, _ = judge
     made_kw.update(quantise=True)

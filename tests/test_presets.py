@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 import tomllib
 
-from nearid.cli import main
+from nearid.bench.presets import PRESETS, comparison_rows, hub_ids, published_values, resolve
+from nearid.cli.main import main
 from nearid.data.synth import SynthConfig, generate
-from nearid.model import build_tiny_model
-from nearid.presets import PRESETS, comparison_rows, hub_ids, published_values, resolve
-from nearid.results import read_results
+from nearid.eval.results import read_results
+from nearid.tiny.model import build_tiny_model
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -68,13 +68,13 @@ def test_published_values_are_one_package_data_file_with_sources():
         assert set(table["rows"]) == {"nearid", "siglip2-map", "clip", "dinov2"}
         assert all(row["source"].startswith("NearID paper, Table") for row in table["rows"].values())
     package_data = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]
-    assert "published/*.json" in package_data["nearid"]
+    assert "published/*.json" in package_data["nearid.bench"]
 
 
 def test_offline_the_preset_fails_fast_with_the_download_fix(tmp_path, capsys, monkeypatch):
-    import nearid.bench
+    import nearid.bench.run
 
-    monkeypatch.setattr(nearid.bench, "run_bench", lambda *a, **k: pytest.fail("the run started"))
+    monkeypatch.setattr(nearid.bench.run, "run_bench", lambda *a, **k: pytest.fail("the run started"))
     assert main(["bench", "--preset", "table1", "--out", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1

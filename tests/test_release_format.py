@@ -14,7 +14,7 @@ from safetensors.torch import save_file
 from transformers import AutoModel, SiglipVisionModel
 
 import nearid
-from nearid.model import NearIDModel
+from nearid.models.nearid_model import NearIDModel
 
 from .conftest import small_siglip_config
 
@@ -150,7 +150,7 @@ def test_release_from_the_hub_cache_offline(release, pixel_batch, tmp_path):
 
 def test_release_as_a_training_backbone(release, pixel_batch):
     """``nearid:DIR`` as a backbone (continue training from the release): float32, head trainable, same embeddings."""
-    from nearid.backbones import load_backbone
+    from nearid.models.backbones import load_backbone
 
     folder, siglip, sentinel = release
     model, processor = load_backbone(f"nearid:{folder}")

@@ -21,11 +21,11 @@ import pytest
 from datasets import DatasetDict
 from PIL import Image
 
-from nearid.cli import main
+from nearid.cli.main import main
 from nearid.data import DatasetError, load_folder, load_nearid
 from nearid.data.synth import SynthConfig, generate
-from nearid.errors import NearIDError
-from nearid.images import load_mask, load_masked
+from nearid.images.decode import load_mask, load_masked
+from nearid.io.errors import NearIDError
 
 from .test_data import distractor_rows, positives_rows
 
@@ -41,7 +41,7 @@ def one_error_line(err: str) -> str:
 # ---------------------------------------------------------------------------------------- item 8: ownership
 def test_marker_records_command_time_and_version(tmp_path):
     from nearid import __version__
-    from nearid.ownership import MARKER, create_owned, is_owned
+    from nearid.io.ownership import MARKER, create_owned, is_owned
 
     folder = create_owned(tmp_path / "a" / "b", "synth")
     marker = json.loads((folder / MARKER).read_text())
@@ -51,7 +51,7 @@ def test_marker_records_command_time_and_version(tmp_path):
 
 
 def test_remove_owned_deletes_only_marked_folders(tmp_path):
-    from nearid.ownership import MARKER, OutputFolderError, create_owned, remove_owned
+    from nearid.io.ownership import MARKER, OutputFolderError, create_owned, remove_owned
 
     remove_owned(tmp_path / "missing")  # nothing to do
     (tmp_path / "empty").mkdir()
@@ -90,7 +90,7 @@ def test_remove_owned_deletes_only_marked_folders(tmp_path):
 
 
 def test_create_owned_refuses_a_folder_with_contents(tmp_path):
-    from nearid.ownership import OutputFolderError, create_owned
+    from nearid.io.ownership import OutputFolderError, create_owned
 
     (tmp_path / "x").mkdir()
     (tmp_path / "x" / "keep.txt").write_text("x")
@@ -187,7 +187,7 @@ def test_demo_refuses_to_empty_a_folder_it_did_not_make(tmp_path, monkeypatch):
 
 def test_demo_empties_its_own_previous_run(tmp_path, monkeypatch):
     from nearid.demo import DemoConfig, run_demo
-    from nearid.ownership import create_owned
+    from nearid.io.ownership import create_owned
 
     monkeypatch.setattr("nearid.data.synth.generate", _stop)
     out = create_owned(tmp_path / "demo", "demo")
@@ -303,8 +303,8 @@ def test_hub_id_offline_keeps_the_download_fix(local_bench):
 
 
 def test_missing_local_model_folder_is_not_a_hub_download(tmp_path, monkeypatch):
-    from nearid.errors import ModelNotAvailableError
-    from nearid.hub import resolve_model_dir
+    from nearid.io.errors import ModelNotAvailableError
+    from nearid.io.hub import resolve_model_dir
 
     (tmp_path / "models" / "tiny-nearid").mkdir(parents=True)
     monkeypatch.chdir(tmp_path)
@@ -363,7 +363,7 @@ def _png(path: Path, value=(100, 50, 25)) -> Path:
 
 
 def test_list_images_follows_links_skips_hidden_and_appledouble(tmp_path):
-    from nearid.images import list_images
+    from nearid.images.decode import list_images
 
     root = tmp_path / "root"
     _png(root / "b.png")
@@ -383,7 +383,7 @@ def test_list_images_follows_links_skips_hidden_and_appledouble(tmp_path):
 
 
 def test_score_follows_symlinked_subfolders_and_ignores_appledouble(tmp_path):
-    from nearid.score import plan_pairs
+    from nearid.score.run import plan_pairs
 
     _png(tmp_path / "store" / "dog" / "1.png")
     (tmp_path / "refs").mkdir()
@@ -398,7 +398,7 @@ def test_score_follows_symlinked_subfolders_and_ignores_appledouble(tmp_path):
 
 
 def test_pairs_csv_with_a_utf8_bom(tmp_path):
-    from nearid.score import plan_pairs
+    from nearid.score.run import plan_pairs
 
     _png(tmp_path / "réf.png")
     _png(tmp_path / "gen.png")

@@ -21,12 +21,12 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from nearid.bench import BenchConfig, run_bench
-from nearid.cli import main
+from nearid.bench.run import BenchConfig, run_bench
+from nearid.cli.main import main
 from nearid.data.synth import SynthConfig, generate
-from nearid.errors import NearIDError
-from nearid.ownership import MARKER
-from nearid.results import BenchResults, read_results
+from nearid.eval.results import BenchResults, read_results
+from nearid.io.errors import NearIDError
+from nearid.io.ownership import MARKER
 from nearid.training.trainer import TrainConfig, train
 
 TRAIN_ARGS = [
@@ -137,7 +137,7 @@ def test_overwrite_deletes_no_folder_nearid_did_not_make(data, tmp_path, capsys)
 
 
 def test_resume_and_overwrite_together_are_refused(data, tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr("nearid.backbones.load_backbone", _no_model)
+    monkeypatch.setattr("nearid.models.backbones.load_backbone", _no_model)
     argv = ["train", "--data", str(data), *TRAIN_ARGS, "--out", str(tmp_path / "run"), "--resume", "--overwrite"]
     assert main(argv) == 2
     line = one_error_line(capsys.readouterr().err)
@@ -220,7 +220,7 @@ def _no_model(*args, **kwargs):
     ],
 )
 def test_meaningless_settings_are_one_line_before_a_model_loads(data, tmp_path, capsys, monkeypatch, option, value):
-    monkeypatch.setattr("nearid.backbones.load_backbone", _no_model)
+    monkeypatch.setattr("nearid.models.backbones.load_backbone", _no_model)
     argv = ["train", "--data", str(data), *TRAIN_ARGS, "--out", str(tmp_path / "run"), f"{option}={value}"]
     assert main(argv) == 2
     line = one_error_line(capsys.readouterr().err)
@@ -246,7 +246,7 @@ def test_meaningless_settings_are_one_line_before_a_model_loads(data, tmp_path, 
     ],
 )
 def test_meaningless_values_in_a_config_file(data, tmp_path, capsys, monkeypatch, setting, value):
-    monkeypatch.setattr("nearid.backbones.load_backbone", _no_model)
+    monkeypatch.setattr("nearid.models.backbones.load_backbone", _no_model)
     config = {"data": str(data), "out": str(tmp_path / "run"), "sources": ["Part"], "backbone": "tiny", setting: value}
     (tmp_path / "c.json").write_text(json.dumps(config))
     assert main(["train", "--config", str(tmp_path / "c.json")]) == 2
@@ -343,7 +343,7 @@ def test_another_benchmark_into_the_same_out_is_refused_before_embedding(
     assert main(bench_argv(data, tmp_path, "histogram")) == 0
     saved = (tmp_path / "results.json").read_text()
     capsys.readouterr()
-    monkeypatch.setattr("nearid.encoders.load_encoder", _no_model)
+    monkeypatch.setattr("nearid.models.encoders.load_encoder", _no_model)
     assert main(bench_argv(data, tmp_path, "tiny", *more)) == 2
     line = one_error_line(capsys.readouterr().err)
     assert field in line and "another --out" in line
@@ -358,8 +358,8 @@ def test_other_sources_into_the_same_out_are_refused(data, tmp_path):
 
 # ------------------------------------------------------------------------------ the merge itself (no model)
 def _results(data: str, **encoders: int) -> BenchResults:
-    from nearid.metrics import DiscriminationScore
-    from nearid.results import BenchInfo, EncoderResult, NearIDResult, SourceGroup
+    from nearid.eval.metrics import DiscriminationScore
+    from nearid.eval.results import BenchInfo, EncoderResult, NearIDResult, SourceGroup
 
     def result(wins: int) -> EncoderResult:
         score = DiscriminationScore(n_samples=4, n_all_win=wins // 2, n_trials=8, n_wins=wins)
@@ -370,7 +370,7 @@ def _results(data: str, **encoders: int) -> BenchResults:
 
 
 def test_merge_adds_new_encoders_replaces_rerun_ones_and_keeps_the_rest(tmp_path):
-    from nearid.results import merge_bench_results
+    from nearid.eval.results import merge_bench_results
 
     path = tmp_path / "results.json"
     merge_bench_results(path, _results("d", a=1, b=2))
@@ -393,8 +393,8 @@ def test_merges_at_the_same_time_wait_for_the_lock(tmp_path, monkeypatch):
     import threading
     import time
 
-    import nearid.results as results
-    from nearid.results import merge_bench_results, results_lock
+    import nearid.eval.results as results
+    from nearid.eval.results import merge_bench_results, results_lock
 
     read = results.read_results
 

@@ -19,8 +19,8 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file
 
-from nearid.bench import BenchConfig, run_bench
-from nearid.cli import main
+from nearid.bench.run import BenchConfig, run_bench
+from nearid.cli.main import main
 from nearid.data.synth import SynthConfig, generate
 
 SOURCES = ["Part"]
@@ -38,7 +38,7 @@ def synth(root: Path, seed: int, **overrides) -> Path:
 
 def export_tiny(folder: Path, seed: int) -> Path:
     """Write the tiny model of ``seed`` as a NearID checkpoint folder (a re-export overwrites it)."""
-    from nearid.backbones import load_backbone
+    from nearid.models.backbones import load_backbone
 
     model, processor = load_backbone(f"tiny:{seed}")
     model.save_pretrained(folder)
@@ -124,7 +124,7 @@ def test_one_store_per_encoder_content(tmp_path):
 
 # ------------------------------------------------------------------ item 2: the training token cache
 def test_token_cache_after_regenerating_the_data_gives_a_fresh_runs_head(tmp_path):
-    from nearid.backbones import load_backbone
+    from nearid.models.backbones import load_backbone
     from nearid.training.token_cache import TokenCache
     from nearid.training.trainer import TrainConfig, train
 
@@ -221,7 +221,7 @@ def test_calibration_made_with_other_weights_at_the_same_path_is_refused(score_i
 
 
 def test_resume_onto_regenerated_data_is_refused(tmp_path):
-    from nearid.errors import NearIDError
+    from nearid.io.errors import NearIDError
     from nearid.training.trainer import TrainConfig, train
 
     data = synth(tmp_path / "synth", seed=1, identities=16, test=2)

@@ -11,13 +11,13 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from nearid.bench import BenchConfig, run_bench
+from nearid.bench.run import BenchConfig, run_bench
 from nearid.data.synth import SynthConfig, generate
-from nearid.errors import NearIDError
-from nearid.metrics import nearid_margins
-from nearid.report import GALLERY, write_report
-from nearid.results import ScoreSummary
-from nearid.simtables import read_nearid_csv
+from nearid.eval.metrics import nearid_margins
+from nearid.eval.results import ScoreSummary
+from nearid.eval.simtables import read_nearid_csv
+from nearid.io.errors import NearIDError
+from nearid.report.html import GALLERY, write_report
 
 SOURCES = ["Part", "Shape"]
 ENCODER = "histogram:8"
@@ -223,7 +223,7 @@ def test_score_report_without_threshold_and_with_missing_images(tmp_path):
 
 
 def test_report_command(bench, tmp_path, capsys):
-    from nearid.cli import main
+    from nearid.cli.main import main
 
     folder, _ = bench
     out = tmp_path / "page.html"
@@ -264,7 +264,7 @@ def test_score_report_of_a_jsonl_run_beside_a_csv_run(tmp_path):
     report reads either format (a JSONL similarity of exactly 0 and `same` 0 are kept)."""
     from PIL import Image
 
-    from nearid.cli import main
+    from nearid.cli.main import main
 
     for side in ("refs", "gens"):
         (tmp_path / side).mkdir()

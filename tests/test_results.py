@@ -9,8 +9,8 @@ import sys
 
 import pytest
 
-from nearid.metrics import DiscriminationScore, MTGScore, Threshold
-from nearid.results import (
+from nearid.eval.metrics import DiscriminationScore, MTGScore, Threshold
+from nearid.eval.results import (
     SCHEMA_VERSION,
     BenchInfo,
     BenchResults,
@@ -147,8 +147,8 @@ def test_reading_results_does_not_import_torch(tmp_path):
     code = (
         "import sys, types; package = types.ModuleType('nearid'); "
         f"package.__path__ = [{nearid.__path__[0]!r}]; sys.modules['nearid'] = package; "
-        "from nearid.results import read_results; from nearid.tables import markdown; "
-        "import nearid.simtables, nearid.evaluate; "
+        "from nearid.eval.results import read_results; from nearid.report.tables import markdown; "
+        "import nearid.eval.simtables, nearid.eval.evaluate; "
         f"print(markdown(read_results({str(path)!r}))); assert 'torch' not in sys.modules, 'torch imported'"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False)

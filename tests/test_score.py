@@ -11,11 +11,11 @@ import torch
 from PIL import Image, ImageDraw
 
 import nearid
-from nearid.cli import main
-from nearid.errors import NearIDError
-from nearid.metrics import Threshold
-from nearid.results import BenchInfo, BenchResults, Calibration, EncoderResult, NearIDResult, read_results
-from nearid.score import plan_pairs, resolve_threshold, score_pairs, summarise
+from nearid.cli.main import main
+from nearid.eval.metrics import Threshold
+from nearid.eval.results import BenchInfo, BenchResults, Calibration, EncoderResult, NearIDResult, read_results
+from nearid.io.errors import NearIDError
+from nearid.score.run import plan_pairs, resolve_threshold, score_pairs, summarise
 
 
 def draw(path, seed: int, size=(40, 40)):
@@ -221,7 +221,7 @@ def test_masks_are_applied(tmp_path, tiny):
 
 def test_masks_are_cleaned_by_default(tmp_path, tiny):
     """A speck of noise far from the object survives a raw mask and is removed by the authors' cleaning."""
-    from nearid.mask_cleaning import clean_mask
+    from nearid.images.mask_cleaning import clean_mask
 
     ref, gen = draw(tmp_path / "refs" / "0.png", 0), draw(tmp_path / "gens" / "0.png", 1)
     mask = np.zeros((40, 40), np.uint8)
@@ -252,7 +252,7 @@ def test_thresholds(tmp_path, capsys):
         draw(tmp_path / "gens" / f"{i}.png", i)  # identical: similarity 1
     from types import SimpleNamespace
 
-    from nearid.encoders import load_encoder
+    from nearid.models.encoders import load_encoder
 
     tiny = load_encoder("tiny", device="cpu")  # the threshold is looked up by the encoder's fingerprint
     calibration = Calibration(Threshold(0.5, 90.0, 85.0, 95.0, 10, 20), split="val")
@@ -339,7 +339,7 @@ def test_skip_errors_with_every_pair_bad_names_the_inputs(tmp_path, capsys):
 
 
 def test_header_checks_find_every_bad_image_before_the_model(tmp_path, monkeypatch):
-    from nearid import score
+    from nearid.score import run as score
 
     for i in range(3):
         draw(tmp_path / "refs" / f"{i}.png", i)

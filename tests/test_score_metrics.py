@@ -11,13 +11,14 @@ import pytest
 import scipy.stats
 
 import nearid
-from nearid import pair_scorers, specs
-from nearid.cli import main
-from nearid.metrics import Threshold
-from nearid.pair_scorers import EncoderPairScorer
-from nearid.results import BenchInfo, BenchResults, Calibration, EncoderResult, NearIDResult, ScoreSummary
-from nearid.score import plan_pairs, score_metrics, score_pairs
-from nearid.torchmetrics import identity_similarity
+from nearid.cli.main import main
+from nearid.eval.metrics import Threshold
+from nearid.eval.results import BenchInfo, BenchResults, Calibration, EncoderResult, NearIDResult, ScoreSummary
+from nearid.eval.torchmetrics import identity_similarity
+from nearid.judges import loading as judge_loading
+from nearid.models import specs
+from nearid.models.pair_scorers import EncoderPairScorer
+from nearid.score.run import plan_pairs, score_metrics, score_pairs
 
 from .test_score import draw, rows
 
@@ -60,7 +61,7 @@ class CountingJudge:
 @pytest.fixture
 def judge(monkeypatch):
     made, kw = [], {}
-    real_load, real_parse = pair_scorers.load_metric, specs.parse_encoder_spec
+    real_load, real_parse = judge_loading.load_metric, specs.parse_encoder_spec
 
     def load(spec, **options):
         if spec == "judge":
@@ -69,7 +70,7 @@ def judge(monkeypatch):
         return real_load(spec, **options)
 
     monkeypatch.setattr(specs, "parse_encoder_spec", lambda s: real_parse("tiny" if s == "judge" else s))
-    monkeypatch.setattr(pair_scorers, "load_metric", load)
+    monkeypatch.setattr(judge_loading, "load_metric", load)
     return made, kw
 
 
@@ -212,7 +213,7 @@ def test_a_pair_scorer_in_score(subjects, judge, capsys):
 
 
 def test_report_shows_the_metrics_side_by_side(subjects, judge):
-    from nearid.report import write_report
+    from nearid.report.html import write_report
 
     _, kw = judge
     kw["nan_every"] = 5

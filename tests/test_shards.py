@@ -11,12 +11,12 @@ import shutil
 import numpy as np
 import pytest
 
-from nearid.cli import main
+from nearid.bench.shards import Shard, select_plan, shard_option
+from nearid.cli.main import main
 from nearid.data import load_mtg, load_nearid
 from nearid.data.synth import SynthConfig, generate
-from nearid.evaluate import plan_images
-from nearid.metrics import DiscriminationScore
-from nearid.shards import Shard, select_plan, shard_option
+from nearid.eval.evaluate import plan_images
+from nearid.eval.metrics import DiscriminationScore
 
 SOURCES = ["Instance", "Shape"]
 

@@ -8,8 +8,8 @@ from transformers import SiglipVisionModel
 
 from nearid.data import load_nearid
 from nearid.data.synth import SynthConfig, generate
-from nearid.encoders import load_encoder
-from nearid.training.standin import StandInConfig, augment, foreground_targets, pretrain_standin
+from nearid.models.encoders import load_encoder
+from nearid.tiny.standin import StandInConfig, augment, foreground_targets, pretrain_standin
 
 
 @pytest.fixture(scope="module")
@@ -71,7 +71,7 @@ def test_foreground_targets_are_patch_object_shares_in_token_order():
 
 def test_pretraining_reads_only_train_views_and_saves_a_siglip_checkpoint(data, tmp_path, monkeypatch):
     read = []
-    import nearid.images as images
+    import nearid.images.decode as images
 
     real = images.load_image
 

@@ -13,7 +13,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from nearid.store import EmbeddingStore, MissingEmbeddingsError, StoreError
+from nearid.bench.store import EmbeddingStore, MissingEmbeddingsError, StoreError
 
 
 def _store(folder, dim=8):
@@ -70,7 +70,7 @@ def test_shards_written_after_the_first_read_are_seen(tmp_path):
 def test_a_shard_in_flight_is_ignored(tmp_path):
     store = _store(tmp_path)
     keys = _fill(store, shards=2, rows=3)
-    # what nearid.io.atomic_path leaves while a shard is being written (or after a SIGKILL mid-write)
+    # what nearid.io.atomic.atomic_path leaves while a shard is being written (or after a SIGKILL mid-write)
     (tmp_path / ".shard-99-0.safetensors.abc123.part").write_bytes(b"\x10\x00\x00\x00half a header")
     assert len(store) == 6 and store.missing(keys) == []
 
@@ -118,7 +118,7 @@ def test_peak_memory_is_bounded_by_one_shard(tmp_path):
         f"""
         import json, re, sys
         import numpy as np
-        from nearid.store import EmbeddingStore
+        from nearid.bench.store import EmbeddingStore
 
         def peak_mb():  # the resident set's high-water mark since the last reset
             return int(re.search(r"VmHWM:\\s+(\\d+)", open("/proc/self/status").read()).group(1)) / 1024

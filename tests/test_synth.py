@@ -10,8 +10,8 @@ from scipy import ndimage
 
 from nearid.data import load_mtg, load_nearid
 from nearid.data.synth import SynthConfig, generate
-from nearid.errors import NearIDError
-from nearid.images import load_image, load_mask
+from nearid.images.decode import load_image, load_mask
+from nearid.io.errors import NearIDError
 
 SMALL = SynthConfig(identities=16, size=64, seed=3, val=2, test=6, mtg_train=3, mtg_test=4, workers=1)
 

@@ -11,8 +11,8 @@ import torch
 from nearid import load_encoder
 from nearid.data import load_nearid
 from nearid.data.synth import SynthConfig, generate
-from nearid.errors import NearIDError
-from nearid.model import build_tiny_model
+from nearid.io.errors import NearIDError
+from nearid.tiny.model import build_tiny_model
 from nearid.training import TokenCache, TrainingSet, disk_estimate, fill, model_signature, pixel_values, token_shape
 
 

@@ -1,4 +1,4 @@
-"""``nearid.torchmetrics``: values by hand, one process vs two (gloo), and equality with ``nearid score``."""
+"""``nearid.eval.torchmetrics``: values by hand, one process vs two (gloo), and equality with ``nearid score``."""
 
 from __future__ import annotations
 
@@ -17,16 +17,16 @@ from PIL import Image
 pytest.importorskip("torchmetrics")
 
 import nearid
-from nearid.encoders import load_encoder
-from nearid.errors import NearIDError
-from nearid.metrics import DiscriminationScore, nearid_scores
-from nearid.torchmetrics import (
+from nearid.eval.metrics import DiscriminationScore, nearid_scores
+from nearid.eval.torchmetrics import (
     IdentitySimilarity,
     NearIDBenchScore,
     identity_similarity,
     nearid_bench_score,
     pair_similarities,
 )
+from nearid.io.errors import NearIDError
+from nearid.models.encoders import load_encoder
 
 
 def _image(seed: int, size=(40, 32)) -> np.ndarray:

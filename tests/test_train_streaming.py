@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from nearid.cli import main
+from nearid.cli.main import main
 from nearid.data import load_mtg, load_nearid
-from nearid.errors import NearIDError
-from nearid.model import NearIDModel
+from nearid.io.errors import NearIDError
+from nearid.models.nearid_model import NearIDModel
 from nearid.training import TrainingSet
 from nearid.training.cache_policy import KEEP_BYTES, plan, room
 from nearid.training.trainer import TrainConfig, train
@@ -108,7 +108,7 @@ def test_on_refuses_before_the_model_loads_with_the_estimate(data, tmp_path, cap
     def no_model(*_, **__):
         raise AssertionError("the model must not load before the refusal")
 
-    monkeypatch.setattr("nearid.backbones.load_backbone", no_model)
+    monkeypatch.setattr("nearid.models.backbones.load_backbone", no_model)
     monkeypatch.setenv("NEARID_FREE_BYTES", str(2**30))
     argv = [
         "train",
@@ -136,7 +136,7 @@ def test_on_refuses_before_the_model_loads_with_the_estimate(data, tmp_path, cap
 
 
 def test_auto_caches_when_it_fits(data, tmp_path, capsys, monkeypatch):
-    from nearid.backbones import load_backbone
+    from nearid.models.backbones import load_backbone
     from nearid.training.token_cache import TokenCache
 
     monkeypatch.setenv("NEARID_FREE_BYTES", str(10**13))
@@ -246,7 +246,7 @@ def test_an_interrupt_just_after_the_temporary_file_is_made_leaves_nothing(tmp_p
     """Found by the Ctrl-C test under load: a KeyboardInterrupt arriving while ``atomic_path`` makes its
     temporary file (inside ``mkstemp``, or just after it) left ``.NAME.xxxxxxxx.part`` behind. Here the
     interrupt lands right after the file exists, on the close of its descriptor."""
-    from nearid import io
+    from nearid.io import atomic as io
 
     real_close = os.close
 
@@ -295,7 +295,7 @@ def test_settings_and_the_legacy_cache_tokens(data, tmp_path, capsys):
 
 
 def test_num_workers_auto():
-    from nearid.input_pipeline import available_cpus
+    from nearid.images.pipeline import available_cpus
     from nearid.training.prefetch import default_workers
 
     assert default_workers(cuda=False) == 0
@@ -305,8 +305,8 @@ def test_num_workers_auto():
 def test_a_fill_by_workers_stores_the_tokens_of_the_in_process_fill(data, tmp_path):
     """The cache fill decodes in worker processes (pixels cast there to the trunk's dtype): every input's
     tokens are those of the thread-prefetched fill, bit for bit, under a float32 and a bfloat16 trunk."""
-    from nearid.backbones import load_backbone
-    from nearid.processors import preprocessor
+    from nearid.images.processors import preprocessor
+    from nearid.models.backbones import load_backbone
     from nearid.training.token_cache import TokenCache, fill
     from nearid.training.trainer import half_trunk
 

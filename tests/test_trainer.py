@@ -14,13 +14,14 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from nearid.backbones import load_backbone
-from nearid.cli import main
+from nearid.cli.main import main
 from nearid.data import load_nearid
-from nearid.losses import CombinedLoss
-from nearid.model import NearIDModel, build_tiny_model
-from nearid.processors import preprocessor
+from nearid.images.processors import preprocessor
+from nearid.models.backbones import load_backbone
+from nearid.models.nearid_model import NearIDModel
+from nearid.tiny.model import build_tiny_model
 from nearid.training import SampleRecipe, TrainingSet, pixel_values
+from nearid.training.losses import CombinedLoss
 from nearid.training.trainer import _step_loss, train
 
 from .training_run import ARGS, config, head_of, training_data
@@ -215,7 +216,7 @@ def test_validation_is_what_bench_reports_for_the_exported_model(data, tmp_path)
     learning rate and 40 steps to win a few trials)."""
     import json
 
-    from nearid.bench import BenchConfig, run_bench
+    from nearid.bench.run import BenchConfig, run_bench
     from nearid.training.trainer import export
 
     train(
@@ -366,7 +367,7 @@ def test_augmentation_options_reach_the_config(data, tmp_path):
 
 
 def test_mixed_precision_default_and_the_half_trunk():
-    from nearid.errors import NearIDError
+    from nearid.io.errors import NearIDError
     from nearid.training.trainer import half_trunk, mixed_precision
 
     assert mixed_precision("auto", cuda=True) == "fp16" and mixed_precision("auto", cuda=False) == "no"

@@ -9,8 +9,8 @@ import pytest
 
 from nearid.data import Identity, View, load_mtg, load_nearid
 from nearid.data.synth import SynthConfig, generate
-from nearid.errors import NearIDError
-from nearid.images import ImageRef
+from nearid.images.decode import ImageRef
+from nearid.io.errors import NearIDError
 from nearid.training import SampleRecipe, Slot, TrainingSet, mtg_sample, nearid_sample
 
 SOURCES = ["Part", "Shape"]

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from nearid.torchmetrics import IdentitySimilarity, NearIDBenchScore
+from nearid.eval.torchmetrics import IdentitySimilarity, NearIDBenchScore
 
 
 def main(folder: str, out: str) -> None:

@@ -5,7 +5,7 @@
    / test splits. Sources: ``Instance`` — another object of the same kind, what the paper's inpainted
    distractors are — and four single-attribute edits (``Part``, ``Recolor``, ``Texture``, ``Shape``),
    harder, like the paper's MTG part edits.
-2. A stand-in backbone (:mod:`nearid.training.standin`): a small SigLIP tower pretrained on the train
+2. A stand-in backbone (:mod:`nearid.tiny.standin`): a small SigLIP tower pretrained on the train
    views only, with generic objectives that never see a distractor (instance discrimination and dense
    foreground prediction), saved like a SigLIP checkpoint. It replaces
    ``google/siglip2-so400m-patch14-384``, which cannot be downloaded here.
@@ -28,10 +28,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import NearIDError
-from .metrics import DiscriminationScore
-from .ownership import create_owned, remove_owned
-from .results import DemoSummary, EncoderResult
+from nearid.eval.metrics import DiscriminationScore
+from nearid.eval.results import DemoSummary, EncoderResult
+from nearid.io.errors import NearIDError
+from nearid.io.ownership import create_owned, remove_owned
 
 
 @dataclass(frozen=True)
@@ -55,18 +55,18 @@ class DemoConfig:
 
 def run_demo(out_dir: str | Path = "runs/demo", config: DemoConfig = DemoConfig(), *, log=print) -> DemoSummary:
     """Run the five steps into ``out_dir``; returns what ``results.json`` holds."""
-    from .bench import BenchConfig, run_bench
-    from .data import load_nearid
-    from .data.synth import SynthConfig, canonical_sources, generate
-    from .report import write_report
-    from .training.standin import StandInConfig, pretrain_standin
-    from .training.trainer import TrainConfig, export, train
+    from nearid.bench.run import BenchConfig, run_bench
+    from nearid.data import load_nearid
+    from nearid.data.synth import SynthConfig, canonical_sources, generate
+    from nearid.report.html import write_report
+    from nearid.tiny.standin import StandInConfig, pretrain_standin
+    from nearid.training.trainer import TrainConfig, export, train
 
     sources, headline = list(canonical_sources(config.sources)), list(canonical_sources(config.headline_sources))
     if not headline or not set(headline) <= set(sources):
         raise NearIDError(f"headline sources {headline} must be among the demo's sources {sources}")
     out = Path(out_dir)
-    remove_owned(out)  # a demo run starts clean, but deletes only an earlier nearid output (nearid.ownership)
+    remove_owned(out)  # a demo run starts clean, but deletes only an earlier nearid output (nearid.io.ownership)
     create_owned(out, "demo")
     started = time.perf_counter()
     clock = lambda: f"[{time.perf_counter() - started:5.0f} s]"

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from .._lazy import lazy_face
+from nearid.io.lazy import lazy_face
 
 # public name -> the submodule that defines it
 _LAZY = {
@@ -33,12 +33,12 @@ _LAZY = {
 __all__ = sorted(_LAZY)
 
 if TYPE_CHECKING:
-    from .folder import FolderBenchmark, load_folder
-    from .loading import DatasetError, open_table
-    from .mtg import MTGBenchmark, load_mtg
-    from .nearid_bench import LoadReport, NearIDBenchmark, bench_locations, load_nearid
-    from .records import Identity, MTGSample, View, edit_oracle
-    from .splits import read_split_file
+    from nearid.data.folder import FolderBenchmark, load_folder
+    from nearid.data.loading import DatasetError, open_table
+    from nearid.data.mtg import MTGBenchmark, load_mtg
+    from nearid.data.nearid_bench import LoadReport, NearIDBenchmark, bench_locations, load_nearid
+    from nearid.data.records import Identity, MTGSample, View, edit_oracle
+    from nearid.data.splits import read_split_file
 
 
 __getattr__, __dir__ = lazy_face(__name__, globals(), _LAZY)

@@ -10,8 +10,8 @@ import os
 
 from PIL import Image, ImageDraw
 
-from ..images import load_image
-from ..io import atomic_path
+from nearid.images.decode import load_image
+from nearid.io.atomic import atomic_path
 
 LABEL_HEIGHT = 14
 

@@ -14,7 +14,7 @@ Slots come from the digit in the file name, so ``distractors/flux/view2.png`` al
 ``view2``. Identities with fewer than 2 views and distractors whose view is missing are skipped and
 counted in the load report.
 
-Folders are read as users keep them (:func:`~nearid.images.list_images`): symbolically linked
+Folders are read as users keep them (:func:`~nearid.images.decode.list_images`): symbolically linked
 identity and source folders are followed; hidden files and folders (``.ipynb_checkpoints``), macOS's
 ``._*`` files and ``__MACOSX/`` are neither identities, sources nor views.
 """
@@ -26,10 +26,10 @@ import os
 import re
 from pathlib import Path
 
-from ..images import IMAGE_SUFFIXES, ImageRef, is_metadata_name, list_images
-from .loading import DatasetError
-from .nearid_bench import LoadReport
-from .records import Identity, View
+from nearid.data.loading import DatasetError
+from nearid.data.nearid_bench import LoadReport
+from nearid.data.records import Identity, View
+from nearid.images.decode import IMAGE_SUFFIXES, ImageRef, is_metadata_name, list_images
 
 _VIEW = re.compile(r"^view([123])(_mask)?$")
 

@@ -1,7 +1,7 @@
 """Open a dataset alike from the hub, a ``save_to_disk`` folder or parquet files, without decoding it.
 
 Images stay encoded in the memory-mapped Arrow table; :meth:`Table.ref` hands out an
-:class:`~nearid.images.ImageRef` whose bytes are read only when the image is used, and decoded by
+:class:`~nearid.images.decode.ImageRef` whose bytes are read only when the image is used, and decoded by
 nearid's safe loader. 19K rows of six images never sit in memory at once.
 """
 
@@ -13,9 +13,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import NearIDError
-from ..hub import local_hint_for_hub_id, looks_like_local_path, missing_path_hint
-from ..images import ImageRef
+from nearid.images.decode import ImageRef
+from nearid.io.errors import NearIDError
+from nearid.io.hub import local_hint_for_hub_id, looks_like_local_path, missing_path_hint
 
 
 class DatasetError(NearIDError):
@@ -37,11 +37,11 @@ class Table:
     @property
     def fingerprint(self) -> str:
         """SHA-256 of what backs the rows: the Arrow files (``dataset.cache_files``) and the parquet
-        files they were built from, by path, size and mtime (:func:`nearid.fingerprint.of_files`);
+        files they were built from, by path, size and mtime (:func:`nearid.io.fingerprint.of_files`);
         for an in-memory dataset, its ``datasets`` fingerprint. Regenerating the data at the same
         path changes it; reading unchanged data again does not. Computed once per table."""
         if self._fingerprint is None:
-            from ..fingerprint import of_files, of_json
+            from nearid.io.fingerprint import of_files, of_json
 
             files = [entry["filename"] for entry in self.dataset.cache_files] + self.sources
             if files:
@@ -83,7 +83,7 @@ class Table:
 
     def ref(self, row: int, column: str) -> ImageRef:
         """A lazy reference to the image in ``row``/``column``; its key names dataset, row and column."""
-        from ..fingerprint import SHORT
+        from nearid.io.fingerprint import SHORT
 
         return ImageRef(
             f"{self.label}[row {row}].{column}", lambda: self._encoded(row, column), version=self.fingerprint[:SHORT]
@@ -103,7 +103,7 @@ class Table:
 def open_table(location: str | os.PathLike, split: str = "train", *, label: str | None = None) -> Table:
     """Open ``split`` of a dataset given as a hub id, a ``save_to_disk`` folder or parquet file(s).
 
-    What is local and what is a hub id is :func:`~nearid.hub.looks_like_local_path`'s rule: a missing
+    What is local and what is a hub id is :func:`~nearid.io.hub.looks_like_local_path`'s rule: a missing
     local folder is reported as missing (with close names), never as a download to make.
     """
     location = os.fspath(location)

@@ -10,9 +10,9 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 
-from .loading import Table, open_table
-from .records import MTGSample
-from .schema import HUB_MTG, MTG_COLUMNS, MTG_REQUIRED
+from nearid.data.loading import Table, open_table
+from nearid.data.records import MTGSample
+from nearid.data.schema import HUB_MTG, MTG_COLUMNS, MTG_REQUIRED
 
 
 class MTGBenchmark(Sequence):

@@ -26,9 +26,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .loading import DatasetError, Table, open_table
-from .records import Identity, View
-from .schema import (
+from nearid.data.loading import DatasetError, Table, open_table
+from nearid.data.records import Identity, View
+from nearid.data.schema import (
     DISTRACTORS_REQUIRED,
     HUB_POSITIVES,
     POSITIVES_REQUIRED,
@@ -37,7 +37,7 @@ from .schema import (
     image_column,
     mask_column,
 )
-from .splits import rows_of_split
+from nearid.data.splits import rows_of_split
 
 
 @dataclass

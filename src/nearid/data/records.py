@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..images import ImageRef, load_mask
+from nearid.images.decode import ImageRef, load_mask
 
 
 @dataclass(frozen=True)

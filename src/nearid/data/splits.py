@@ -12,7 +12,7 @@ import os
 from collections import Counter
 from pathlib import Path
 
-from .loading import DatasetError
+from nearid.data.loading import DatasetError
 
 
 def read_split_file(path: str | os.PathLike, n_rows: int) -> list[int]:

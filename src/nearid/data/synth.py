@@ -14,7 +14,7 @@ The output is what the hub serves, so every loader, benchmark and trainer runs o
     OUT/splits/{train,val,test}.json    row positions, like the authors' splits
     OUT/synth.json          the parameters, counts and timing of the run
     OUT/contact_sheet.png   anchors, other views and each source's distractor, for a look
-    OUT/.nearid-output.json the marker that lets ``--overwrite`` delete OUT later (:mod:`nearid.ownership`)
+    OUT/.nearid-output.json the marker that lets ``--overwrite`` delete OUT later (:mod:`nearid.io.ownership`)
 
 Everything is a pure function of (seed, identity index, source), so a run is reproducible, any
 number of worker processes gives the same bytes, and adding a source does not change the others.
@@ -34,10 +34,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from ..errors import NearIDError
-from ..ownership import check_removable, create_owned, remove_owned
-from . import render
-from .schema import (
+from nearid.data import render
+from nearid.data.schema import (
     MTG_COLUMNS,
     distractor_column,
     distractors_features,
@@ -46,6 +44,8 @@ from .schema import (
     mtg_features,
     positives_features,
 )
+from nearid.io.errors import NearIDError
+from nearid.io.ownership import check_removable, create_owned, remove_owned
 
 #: Source dataset name -> distractor rule: one part / a region's colour / the texture / the body shape
 #: changed (single-attribute edits, MTG-like), or another object of the same kind (the paper's distractors).
@@ -244,7 +244,7 @@ def generate(out: str | os.PathLike, config: SynthConfig, *, overwrite: bool = F
     """Write the synthetic benchmark to ``out`` (atomically: into ``out.partial``, then renamed).
 
     ``overwrite`` replaces an earlier ``nearid synth`` output; a non-empty folder without nearid's
-    marker is never deleted (:mod:`nearid.ownership`), with or without it.
+    marker is never deleted (:mod:`nearid.io.ownership`), with or without it.
     """
     from datasets.utils.logging import disable_progress_bar
     from tqdm.auto import tqdm
@@ -326,8 +326,8 @@ def generate(out: str | os.PathLike, config: SynthConfig, *, overwrite: bool = F
 
 def _write_contact_sheet(out: Path, sources: Sequence[str]) -> None:
     """``OUT/contact_sheet.png``: the first test identities, read back through the loader."""
-    from .contact_sheet import contact_sheet
-    from .nearid_bench import load_nearid
+    from nearid.data.contact_sheet import contact_sheet
+    from nearid.data.nearid_bench import load_nearid
 
     contact_sheet(load_nearid(out, list(sources), split="test"), out / "contact_sheet.png")
 

@@ -5,6 +5,6 @@
 pieces. Importing this package does not import torch or diffusers.
 """
 
-from .run import DistractConfig, distract
+from nearid.distract.run import DistractConfig, distract
 
 __all__ = ["DistractConfig", "distract"]

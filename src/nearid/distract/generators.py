@@ -21,7 +21,9 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 from PIL import Image
 
-from ..errors import ModelNotAvailableError, NearIDError
+from nearid.io.errors import ModelNotAvailableError, NearIDError
+from nearid.tiny.pipelines import build_tiny_flux_fill, build_tiny_sdxl_inpaint
+from nearid.tiny.tokenizers import tiny_clip_tokenizer, tiny_t5_tokenizer  # noqa: F401  (re-exported: their old home)
 
 #: The SDXL negative prompt: the paper's "text/watermark/low resolution" (spec 3.2).
 SDXL_NEGATIVE = "text, watermark, logo, signature, low resolution, blurry, jpeg artifacts, deformed"
@@ -58,7 +60,7 @@ class GeneratorSpec:
 
 def _resolve(model: str) -> str:
     """A local folder for ``model``; offline or missing weights become one line with the download fix."""
-    from ..hub import resolve_model_dir
+    from nearid.io.hub import resolve_model_dir
 
     return str(resolve_model_dir(model))
 
@@ -92,184 +94,6 @@ def _build_qwen_image(model: str, dtype, *, controlnet: str | None = None, lora:
 
 
 QWEN_INPAINT_CONTROLNET = "InstantX/Qwen-Image-ControlNet-Inpainting"
-
-
-# ------------------------------------------------------------------------------------- tiny pipelines
-def _bytes_to_unicode() -> dict[int, str]:
-    """GPT-2/CLIP's reversible byte -> printable character table."""
-    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
-    codes, extra = printable[:], 0
-    for byte in range(256):
-        if byte not in printable:
-            printable.append(byte)
-            codes.append(256 + extra)
-            extra += 1
-    return dict(zip(printable, map(chr, codes)))
-
-
-def tiny_clip_tokenizer():
-    """CLIP's byte-level BPE reduced to characters: every byte, its ``</w>`` word-end form, no merges."""
-    from transformers import CLIPTokenizer
-
-    chars = list(_bytes_to_unicode().values())
-    vocab = {c: i for i, c in enumerate(chars)}
-    vocab.update({c + "</w>": len(chars) + i for i, c in enumerate(chars)})
-    vocab.update({"<|startoftext|>": len(vocab), "<|endoftext|>": len(vocab) + 1})
-    return CLIPTokenizer(vocab=vocab, merges=[], model_max_length=77)
-
-
-def tiny_t5_tokenizer():
-    """A T5-style Unigram tokenizer over lower-case letters and digits (``</s>`` appended, ``<pad>`` = 0)."""
-    from tokenizers import Tokenizer, models, pre_tokenizers, processors
-    from transformers import PreTrainedTokenizerFast
-
-    letters = "abcdefghijklmnopqrstuvwxyz"
-    pieces = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0), ("▁", -2.0)]
-    pieces += [(c, -3.0) for c in letters + "0123456789"] + [("▁" + c, -2.5) for c in letters]
-    tokenizer = Tokenizer(models.Unigram(pieces, unk_id=2, byte_fallback=False))
-    tokenizer.pre_tokenizer = pre_tokenizers.Metaspace()
-    tokenizer.post_processor = processors.TemplateProcessing(single="$A </s>", special_tokens=[("</s>", 1)])
-    return PreTrainedTokenizerFast(
-        tokenizer_object=tokenizer, pad_token="<pad>", eos_token="</s>", unk_token="<unk>", model_max_length=512
-    )
-
-
-def _tiny_clip_text(vocab_size: int, projection: bool):
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
-
-    config = CLIPTextConfig(
-        vocab_size=vocab_size,
-        bos_token_id=vocab_size - 2,
-        eos_token_id=vocab_size - 1,
-        pad_token_id=vocab_size - 1,
-        hidden_size=32,
-        intermediate_size=37,
-        num_attention_heads=4,
-        num_hidden_layers=2,
-        projection_dim=32,
-        max_position_embeddings=77,
-        hidden_act="gelu",
-    )
-    return (CLIPTextModelWithProjection if projection else CLIPTextModel)(config)
-
-
-def _build_tiny_sdxl_inpaint(model: str, dtype, *, seed: int = 0, **_):
-    import torch
-    from diffusers import AutoencoderKL, EulerDiscreteScheduler, StableDiffusionXLInpaintPipeline, UNet2DConditionModel
-
-    torch.manual_seed(seed)  # random weights, but the same ones every time
-    tokenizer = tiny_clip_tokenizer()
-    unet = UNet2DConditionModel(
-        block_out_channels=(16, 32),
-        layers_per_block=1,
-        sample_size=32,
-        in_channels=9,
-        out_channels=4,
-        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
-        attention_head_dim=(2, 4),
-        use_linear_projection=True,
-        addition_embed_type="text_time",
-        addition_time_embed_dim=8,
-        transformer_layers_per_block=(1, 1),
-        projection_class_embeddings_input_dim=80,
-        cross_attention_dim=64,
-        norm_num_groups=8,
-    )
-    vae = AutoencoderKL(
-        block_out_channels=[8, 16],
-        in_channels=3,
-        out_channels=3,
-        latent_channels=4,
-        sample_size=64,
-        down_block_types=["DownEncoderBlock2D"] * 2,
-        up_block_types=["UpDecoderBlock2D"] * 2,
-        norm_num_groups=4,
-    )
-    scheduler = EulerDiscreteScheduler(
-        beta_start=0.00085, beta_end=0.012, steps_offset=1, beta_schedule="scaled_linear", timestep_spacing="leading"
-    )
-    pipe = StableDiffusionXLInpaintPipeline(
-        vae=vae,
-        unet=unet,
-        scheduler=scheduler,
-        tokenizer=tokenizer,
-        tokenizer_2=tokenizer,
-        text_encoder=_tiny_clip_text(len(tokenizer), False),
-        text_encoder_2=_tiny_clip_text(len(tokenizer), True),
-        requires_aesthetics_score=False,
-        force_zeros_for_empty_prompt=True,
-        add_watermarker=False,
-    )
-    return _evaluation_mode(pipe).to(dtype=dtype)
-
-
-def _evaluation_mode(pipe):
-    """Modules built from configs start in training mode; T5's dropout would make every call differ."""
-    for component in pipe.components.values():
-        if hasattr(component, "eval") and hasattr(component, "parameters"):
-            component.eval()
-    return pipe
-
-
-def _build_tiny_flux_fill(model: str, dtype, *, seed: int = 0, **_):
-    import torch
-    from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, FluxFillPipeline, FluxTransformer2DModel
-    from transformers import T5Config, T5EncoderModel
-
-    torch.manual_seed(seed)
-    clip, t5 = tiny_clip_tokenizer(), tiny_t5_tokenizer()
-    latent, scale = 4, 2  # latent channels; VAE downscale (2 blocks)
-    vae = AutoencoderKL(
-        block_out_channels=(4, 8),
-        in_channels=3,
-        out_channels=3,
-        latent_channels=latent,
-        sample_size=32,
-        down_block_types=["DownEncoderBlock2D"] * 2,
-        up_block_types=["UpDecoderBlock2D"] * 2,
-        layers_per_block=1,
-        norm_num_groups=1,
-        use_quant_conv=False,
-        use_post_quant_conv=False,
-        shift_factor=0.0609,
-        scaling_factor=1.5035,
-    )
-    transformer = FluxTransformer2DModel(  # packed latents + packed masked-image latents + packed mask
-        patch_size=1,
-        in_channels=8 * latent + 4 * scale * scale,
-        out_channels=4 * latent,
-        num_layers=1,
-        num_single_layers=1,
-        attention_head_dim=16,
-        num_attention_heads=2,
-        joint_attention_dim=32,
-        pooled_projection_dim=32,
-        axes_dims_rope=[4, 4, 8],
-    )
-    text_2 = T5EncoderModel(
-        T5Config(
-            vocab_size=len(t5),
-            d_model=32,
-            d_kv=8,
-            d_ff=37,
-            num_layers=2,
-            num_heads=4,
-            pad_token_id=0,
-            eos_token_id=1,
-            decoder_start_token_id=0,
-        )
-    )
-    pipe = FluxFillPipeline(
-        scheduler=FlowMatchEulerDiscreteScheduler(),
-        vae=vae,
-        transformer=transformer,
-        text_encoder=_tiny_clip_text(len(clip), False),
-        tokenizer=clip,
-        text_encoder_2=text_2,
-        tokenizer_2=t5,
-    )
-    return _evaluation_mode(pipe).to(dtype=dtype)
 
 
 # ------------------------------------------------------------------------------------- registry
@@ -309,7 +133,7 @@ GENERATORS: dict[str, GeneratorSpec] = {
             "tiny",
             GeneratorSettings(steps=4, guidance=30.0, resolution=64, max_sequence_length=32),
             "random weights built from a config, no download (tests, offline example); makes noise",
-            _build_tiny_flux_fill,
+            build_tiny_flux_fill,
             untrained=True,
         ),
         GeneratorSpec(
@@ -318,7 +142,7 @@ GENERATORS: dict[str, GeneratorSpec] = {
             "tiny",
             GeneratorSettings(steps=4, guidance=8.0, resolution=64, strength=0.99, negative_prompt=SDXL_NEGATIVE),
             "random weights built from a config, no download (tests, offline example); makes noise",
-            _build_tiny_sdxl_inpaint,
+            build_tiny_sdxl_inpaint,
             untrained=True,
         ),
     )
@@ -423,7 +247,7 @@ def load_generator(
         raise GeneratorError("nearid distract needs diffusers: pip install 'nearid[distract]'") from None
     import torch
 
-    from ..encoders import resolve_device, resolve_dtype
+    from nearid.models.encoders import resolve_device, resolve_dtype
 
     known = set(GeneratorSettings.__dataclass_fields__)
     unknown = set(overrides) - known

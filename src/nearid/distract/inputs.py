@@ -15,12 +15,12 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..data.loading import DatasetError, open_table
-from ..data.nearid_bench import bench_locations
-from ..data.schema import POSITIVES_REQUIRED, VIEW_SLOTS, image_column, mask_column
-from ..data.splits import rows_of_split
-from ..hub import looks_like_local_path
-from ..images import ImageRef
+from nearid.data.loading import DatasetError, open_table
+from nearid.data.nearid_bench import bench_locations
+from nearid.data.schema import POSITIVES_REQUIRED, VIEW_SLOTS, image_column, mask_column
+from nearid.data.splits import rows_of_split
+from nearid.images.decode import ImageRef
+from nearid.io.hub import looks_like_local_path
 
 MASK_FIX = 'make masks for your photos with `nearid mask IMAGES --prompt "the object" --out DIR`'
 
@@ -113,7 +113,7 @@ def _nearid_inputs(data: str, split, split_file) -> Inputs:
 
 
 def _folder_inputs(root: str, split) -> Inputs:
-    from ..data.folder import load_folder
+    from nearid.data.folder import load_folder
 
     bench = load_folder(root, [], split=None if split in (None, "all") else split)
     identities = list(bench)

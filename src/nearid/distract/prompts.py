@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import NearIDError
+from nearid.io.errors import NearIDError
 
 
 @dataclass(frozen=True)

@@ -26,14 +26,14 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from ..errors import NearIDError
-from ..images import load_image, load_mask
-from ..io import atomic_path, write_text_atomic
-from . import compositing
-from .generators import generator_spec, load_generator, quiet, settings_key, view_seed
-from .inputs import Inputs, open_inputs
-from .prompts import PromptChoice, choose_prompts
-from .quality import Verdict, anchor_slot, quality_string
+from nearid.distract import compositing
+from nearid.distract.generators import generator_spec, load_generator, quiet, settings_key, view_seed
+from nearid.distract.inputs import Inputs, open_inputs
+from nearid.distract.prompts import PromptChoice, choose_prompts
+from nearid.distract.quality import Verdict, anchor_slot, quality_string
+from nearid.images.decode import load_image, load_mask
+from nearid.io.atomic import atomic_path, write_text_atomic
+from nearid.io.errors import NearIDError
 
 FORMAT_VERSION = 1
 
@@ -304,7 +304,7 @@ def _assemble(config, inputs: Inputs, rows, keys, choices, shards: ShardFolder, 
     from datasets import Dataset, DatasetDict
     from datasets.utils.logging import disable_progress_bar
 
-    from ..data.schema import distractor_column, distractors_features
+    from nearid.data.schema import distractor_column, distractors_features
 
     disable_progress_bar()
     results = {row: shards.read(row, keys[row]) for row in rows}
@@ -374,8 +374,8 @@ def _verdicts(config, inputs: Inputs, results: dict) -> dict[int, list[Verdict]]
 
 def _identity_similarities(config, inputs: Inputs, results: dict) -> dict[tuple[int, int], tuple[float, float]]:
     """(row, slot) -> (similarity of the distractor to the anchor view, of the true view to the anchor)."""
-    from ..embedding import embed
-    from ..encoders import load_encoder
+    from nearid.models.embedding import embed
+    from nearid.models.encoders import load_encoder
 
     encoder = load_encoder(config.quality_encoder, device=config.device)
     images, masks, index = [], [], {}
@@ -505,7 +505,7 @@ def _write_folder_positives(inputs: Inputs, target: Path) -> None:
     """The folder layout's identities as a hub-schema positives dataset (``id`` = row position)."""
     from datasets import Dataset, DatasetDict
 
-    from ..data.schema import image_column, mask_column, positives_features
+    from nearid.data.schema import image_column, mask_column, positives_features
 
     features = positives_features()
     columns: dict[str, list] = {name: [] for name in features}

@@ -1,7 +1,8 @@
 """Pair scorers that read two images at once: VLM judges (``vlm:<model>``).
 
 :mod:`.prompt` (rubric and answer parsing, no torch), :mod:`.vlm` (loading and scoring),
-:mod:`.tiny` (a tiny offline Qwen3-VL for tests). Names resolve on first use, so importing the
+:mod:`.loading` (``load_metric``: a spec -> an encoder or a judge); the tiny offline Qwen3-VL is
+:mod:`nearid.tiny.judge`. Names resolve on first use, so importing the
 package costs nothing.
 """
 
@@ -15,7 +16,8 @@ _EXPORTS = {
     "expected_scores": ".vlm",
     "parse_score": ".prompt",
     "RUBRIC": ".prompt",
-    "save_tiny_judge": ".tiny",
+    "save_tiny_judge": "nearid.tiny.judge",
+    "load_metric": ".loading",
 }
 
 

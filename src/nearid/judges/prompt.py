@@ -22,7 +22,7 @@ import os
 import re
 from pathlib import Path
 
-from ..errors import NearIDError
+from nearid.io.errors import NearIDError
 
 #: Our rubric (user-turn text after image A and image B).
 RUBRIC = """You are shown two images, A and B. Decide whether they show the SAME physical object instance: \
@@ -135,4 +135,20 @@ def _from_bare_number(answer: str) -> float | None:
     return float(match.group(1)) if match else None
 
 
-__all__ = ["ANSWER_PREFIX", "RUBRIC", "SCALE", "parse_score", "read_prompt_file"]
+#: Qwen3-VL's chat layout for what a judge sends (a user turn of images and text, no system turn):
+#: ``<|im_start|>user\n<|vision_start|><|image_pad|><|vision_end|>...text<|im_end|>\n<|im_start|>assistant\n``.
+CHAT_TEMPLATE = (
+    "{%- for message in messages -%}"
+    "{{ '<|im_start|>' + message['role'] + '\\n' }}"
+    "{%- if message['content'] is string -%}{{ message['content'] }}"
+    "{%- else -%}{%- for item in message['content'] -%}"
+    "{%- if item['type'] == 'image' -%}{{ '<|vision_start|><|image_pad|><|vision_end|>' }}"
+    "{%- elif item['type'] == 'text' -%}{{ item['text'] }}{%- endif -%}"
+    "{%- endfor -%}{%- endif -%}"
+    "{{ '<|im_end|>\\n' }}"
+    "{%- endfor -%}"
+    "{%- if add_generation_prompt -%}{{ '<|im_start|>assistant\\n' }}{%- endif -%}"
+)
+
+
+__all__ = ["ANSWER_PREFIX", "CHAT_TEMPLATE", "RUBRIC", "SCALE", "parse_score", "read_prompt_file"]

@@ -1,4 +1,4 @@
-"""``vlm:<model id or folder>``: a Qwen-VL model as an identity judge (a :class:`~nearid.pair_scorers.PairScorer`).
+"""``vlm:<model id or folder>``: a Qwen-VL model as an identity judge (a :class:`~nearid.models.pair_scorers.PairScorer`).
 
 As the authors ran it (spec 12.7): one user turn of image A, image B and a rubric; greedy decoding;
 the answer's 0-10 ``score`` (parsed by :func:`~nearid.judges.prompt.parse_score`) / 10, NaN when
@@ -13,7 +13,7 @@ Two readouts:
   and the score is the probability-weighted mean of 0..10 read from one forward pass
   (:func:`expected_scores`): continuous, so no integer ties, and no decoding at all.
 
-Loading follows the encoder rules: hub ids resolved by :mod:`nearid.hub` (cache first, fail fast
+Loading follows the encoder rules: hub ids resolved by :mod:`nearid.io.hub` (cache first, fail fast
 offline, no ``*.py``, no pickles unless asked), no remote code, strict (a missing weight is an error).
 The model class is chosen from ``config.json``'s ``model_type``. ``Qwen3VLProcessor`` is never built:
 its video processor imports torchvision. The judge builds the chat text with the checkpoint's own chat
@@ -35,9 +35,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..errors import EncoderSpecError, ModelNotAvailableError, NearIDError
-from ..images import load_masked
-from .prompt import ANSWER_PREFIX, RUBRIC, SCALE, parse_score
+from nearid.images.decode import load_masked
+from nearid.io.errors import EncoderSpecError, ModelNotAvailableError, NearIDError
+from nearid.judges.prompt import ANSWER_PREFIX, RUBRIC, SCALE, parse_score
 
 #: ``config.json`` ``model_type`` -> transformers class of the judges we run.
 MODEL_CLASSES = {
@@ -134,16 +134,16 @@ class VLMJudge:
         prefix for ``expected``), attention kernel, dtype and the parser's version. Not
         ``judge_batch_size``: it changes padding, not the prompt each pair sees."""
         if self._fingerprint is None:
-            from ..encoders import _semantic_config
-            from ..fingerprint import of_json, of_tensors
+            from nearid.io.fingerprint import of_json, of_tensors
+            from nearid.models.encoders import semantic_config
 
             weights = self._weights_fingerprint or of_tensors(self.model.state_dict())
             self._fingerprint = of_json(
                 {
                     "judge": "vlm",
                     "weights": weights,
-                    "config": _semantic_config(self.model.config.to_dict()),
-                    "processor": _semantic_config(self.image_processor.to_dict()),
+                    "config": semantic_config(self.model.config.to_dict()),
+                    "processor": semantic_config(self.image_processor.to_dict()),
                     "vocab": len(self.tokenizer),
                     "chat_template": self.chat_template,
                     "prompt": self.prompt,
@@ -352,15 +352,15 @@ def load_vlm_judge(
 
     bf16 on CUDA (``dtype=auto``; fp32 on the CPU), loaded straight onto the device; flash attention
     2 when ``flash_attn`` is installed and the device is CUDA, else PyTorch's SDPA. The weights are
-    fingerprinted by their files' (resolved path, size, mtime_ns) (:func:`nearid.fingerprint.of_files`),
+    fingerprinted by their files' (resolved path, size, mtime_ns) (:func:`nearid.io.fingerprint.of_files`),
     not by hashing tensors as encoders do: a 30B judge is ~60 GB, a minute or more of SHA-256 on every
     run, to learn what ``stat`` says; a judge's weights are never changed after loading, and hub-cache
     files resolve to blobs named by their content hash, so a re-download is a new fingerprint."""
-    from ..backbones import quiet_transformers
-    from ..encoders import resolve_device, resolve_dtype
-    from ..fingerprint import of_files
-    from ..hub import resolve_model_dir
-    from .prompt import read_prompt_file
+    from nearid.io.fingerprint import of_files
+    from nearid.io.hub import resolve_model_dir
+    from nearid.judges.prompt import read_prompt_file
+    from nearid.models.encoders import resolve_device, resolve_dtype
+    from nearid.models.loading import quiet_transformers
 
     readout = readout or "generate"
     max_new_tokens = DEFAULT_MAX_NEW_TOKENS if max_new_tokens is None else max_new_tokens
@@ -430,12 +430,12 @@ def load_vlm_judge(
 def _load_text_and_vision(folder: Path, argument: str):
     """The tokenizer (left padding), the PIL image processor and the chat template of a checkpoint.
     The template is the processor's (``chat_template.json`` / ``.jinja``), else the tokenizer's, else
-    Qwen3-VL's layout (:data:`nearid.judges.tiny.CHAT_TEMPLATE`)."""
+    Qwen3-VL's layout (:data:`nearid.judges.prompt.CHAT_TEMPLATE`)."""
     from transformers import AutoTokenizer
     from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
 
-    from ..backbones import quiet_transformers
-    from .tiny import CHAT_TEMPLATE
+    from nearid.judges.prompt import CHAT_TEMPLATE
+    from nearid.models.loading import quiet_transformers
 
     try:
         with quiet_transformers():

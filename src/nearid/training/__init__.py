@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from .._lazy import lazy_face
+from nearid.io.lazy import lazy_face
 
 # public name -> the submodule that defines it
 _LAZY = {
@@ -23,15 +23,24 @@ _LAZY = {
     "model_signature": ".token_cache",
     "mtg_sample": ".samples",
     "nearid_sample": ".samples",
-    "pixel_values": ".token_cache",
+    "pixel_values": ".prefetch",
     "token_shape": ".token_cache",
 }
 
 __all__ = sorted(_LAZY)
 
 if TYPE_CHECKING:
-    from .samples import MTG_SOURCE, SampleRecipe, Slot, TrainingSample, TrainingSet, mtg_sample, nearid_sample
-    from .token_cache import TokenCache, disk_estimate, fill, model_signature, pixel_values, token_shape
+    from nearid.training.prefetch import pixel_values
+    from nearid.training.samples import (
+        MTG_SOURCE,
+        SampleRecipe,
+        Slot,
+        TrainingSample,
+        TrainingSet,
+        mtg_sample,
+        nearid_sample,
+    )
+    from nearid.training.token_cache import TokenCache, disk_estimate, fill, model_signature, token_shape
 
 
 __getattr__, __dir__ = lazy_face(__name__, globals(), _LAZY)

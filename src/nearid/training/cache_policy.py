@@ -26,7 +26,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import NearIDError
+from nearid.io.errors import NearIDError
 
 SETTINGS = ("auto", "on", "off")
 #: The cache must leave this fraction of the free space it found, plus :data:`KEEP_BYTES`, free.
@@ -164,19 +164,19 @@ def plan(
 def backbone_token_shape(spec: str) -> tuple[int, int] | None:
     """``(N_tokens, hidden)`` of a backbone spec from its config alone (no weights loaded), or ``None``
     when the config cannot be read that way (the model loader then reports the problem)."""
-    from ..specs import parse_backbone
+    from nearid.models.specs import parse_backbone
 
     try:
         parsed = parse_backbone(spec)
         if parsed.kind == "tiny":
-            from ..model import tiny_vision_config
+            from nearid.models.nearid_model import tiny_vision_config
 
             config = tiny_vision_config()
         else:
             from transformers import AutoConfig
 
-            from .. import model as _registers_nearid  # noqa: F401 (AutoConfig learns model_type "nearid")
-            from ..hub import resolve_model_dir
+            from nearid.io.hub import resolve_model_dir
+            from nearid.models import nearid_model as _registers_nearid  # noqa: F401 (AutoConfig learns model_type "nearid")
 
             config = AutoConfig.from_pretrained(resolve_model_dir(parsed.argument))
             config = getattr(config, "vision_config", config)

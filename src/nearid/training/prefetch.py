@@ -3,7 +3,7 @@
 A training step or a token-cache fill spends its CPU time decoding, masking, resizing and flipping
 images (:func:`~nearid.training.token_cache.pixel_values`) and its accelerator time in the frozen trunk.
 Done one after the other, the GPU idles while the CPU works. Here :class:`SlotChunks`, a dataset of
-*chunks of slots*, goes through the embedding pipeline's loader (:func:`nearid.input_pipeline.batches`),
+*chunks of slots*, goes through the embedding pipeline's loader (:func:`nearid.images.pipeline.batches`),
 which builds the pixels of the next chunks in ``num_workers`` processes while the main process runs the
 trunk on the current ones:
 
@@ -27,17 +27,42 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-from .samples import Slot
+from nearid.images.decode import load_masked
+from nearid.training.augment import apply as apply_augment
+from nearid.training.samples import Slot
 
 #: Samples per chunk of a training step (<= 6 x this many images per worker item).
 CHUNK_SAMPLES = 16
 
 
+def pixel_values(slots: Sequence[Slot], preprocess: Callable) -> torch.Tensor:
+    """The model input of each slot: ``preprocess(images, masks)`` (the mask blacks out the background
+    on the full-resolution image), then a horizontal flip of the flipped ones' pixel tensors. A slot
+    with colour jitter or disalignment (``slot.augment``) is loaded and masked here, augmented as a
+    full-resolution PIL image and handed to ``preprocess`` as that image; the others take the plain
+    path. The token cache and an uncached trainer both build pixels here, so they feed the trunk the
+    same."""
+    images, masks = [], []
+    for slot in slots:
+        if slot.augment is None:
+            images.append(slot.image)
+            masks.append(slot.mask)
+        else:
+            images.append(apply_augment(load_masked(slot.image, slot.mask), slot.augment))
+            masks.append(None)
+    pixels = preprocess(images, masks)
+    flipped = [i for i, slot in enumerate(slots) if slot.flip]
+    if flipped:
+        pixels = pixels.clone()
+        pixels[flipped] = torch.flip(pixels[flipped], dims=[-1])
+    return pixels
+
+
 def default_workers(cuda: bool) -> int:
-    """``--num-workers auto``: the input pipeline's one rule (:func:`nearid.input_pipeline.resolve_num_workers`:
+    """``--num-workers auto``: the input pipeline's one rule (:func:`nearid.images.pipeline.resolve_num_workers`:
     min(8, CPUs) with CUDA, where the trunk runs on the device and the CPUs are free to decode; 0 on the
     CPU, where workers would take the cores the trunk runs on)."""
-    from ..input_pipeline import resolve_num_workers
+    from nearid.images.pipeline import resolve_num_workers
 
     return resolve_num_workers("auto", "cuda" if cuda else "cpu")
 
@@ -59,8 +84,6 @@ class SlotChunks(torch.utils.data.Dataset):
         return self.n
 
     def __getitem__(self, index: int) -> torch.Tensor:
-        from .token_cache import pixel_values
-
         slots = self.slots_of(index)
         if not slots:
             return torch.empty(0)

@@ -43,10 +43,10 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from ..data.records import Identity, MTGSample
-from ..errors import NearIDError
-from ..images import ImageRef
-from .augment import Augment, affine_params, combine, jitter_params
+from nearid.data.records import Identity, MTGSample
+from nearid.images.decode import ImageRef
+from nearid.io.errors import NearIDError
+from nearid.training.augment import Augment, affine_params, combine, jitter_params
 
 #: Number of slots and their roles.
 N_SLOTS = 6

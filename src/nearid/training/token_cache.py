@@ -52,11 +52,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..errors import NearIDError
-from ..images import load_masked
-from ..io import atomic_path, write_text_atomic
-from .augment import apply as apply_augment
-from .samples import Slot
+from nearid.io.atomic import atomic_path, write_text_atomic
+from nearid.io.errors import NearIDError
+from nearid.training.prefetch import pixel_values
+from nearid.training.samples import Slot
 
 FORMAT = 1
 MANIFEST = "manifest.json"
@@ -329,29 +328,6 @@ def _describe(manifest: dict) -> str:
 
 
 # ------------------------------------------------------------------------------------------ filling
-def pixel_values(slots: Sequence[Slot], preprocess: Callable) -> torch.Tensor:
-    """The model input of each slot: ``preprocess(images, masks)`` (the mask blacks out the background
-    on the full-resolution image), then a horizontal flip of the flipped ones' pixel tensors. A slot
-    with colour jitter or disalignment (``slot.augment``) is loaded and masked here, augmented as a
-    full-resolution PIL image and handed to ``preprocess`` as that image; the others take the plain
-    path. The token cache and an uncached trainer both build pixels here, so they feed the trunk the
-    same."""
-    images, masks = [], []
-    for slot in slots:
-        if slot.augment is None:
-            images.append(slot.image)
-            masks.append(slot.mask)
-        else:
-            images.append(apply_augment(load_masked(slot.image, slot.mask), slot.augment))
-            masks.append(None)
-    pixels = preprocess(images, masks)
-    flipped = [i for i, slot in enumerate(slots) if slot.flip]
-    if flipped:
-        pixels = pixels.clone()
-        pixels[flipped] = torch.flip(pixels[flipped], dims=[-1])
-    return pixels
-
-
 def fill(
     cache: TokenCache,
     model,
@@ -413,10 +389,10 @@ def fill(
 @contextlib.contextmanager
 def _batch_pixels(batches: list[list[Slot]], preprocess: Callable, model, num_workers: int, pin_memory: bool):
     """The pixel values of each batch in order, in the trunk's dtype, built ahead by the input pipeline
-    (:func:`nearid.input_pipeline.batches`: one batch ahead on a thread with ``num_workers=0``, else the
+    (:func:`nearid.images.pipeline.batches`: one batch ahead on a thread with ``num_workers=0``, else the
     next ones in worker processes)."""
-    from ..input_pipeline import batches as prefetched
-    from .prefetch import SlotChunks
+    from nearid.images.pipeline import batches as prefetched
+    from nearid.training.prefetch import SlotChunks
 
     dtype = model.backbone.embeddings.patch_embedding.weight.dtype
     dataset = SlotChunks(len(batches), batches.__getitem__, preprocess, dtype=dtype)

@@ -12,7 +12,7 @@ scheduler and the position (epoch, batch). A checkpoint holds exactly that, writ
 uninterrupted run would have seen.
 
 Several processes. Each process takes a contiguous share of every global batch; the loss gathers
-all positives with gradients and normalises by global counts (:func:`nearid.losses.global_mean`),
+all positives with gradients and normalises by global counts (:func:`nearid.training.losses.global_mean`),
 so DDP's averaged gradient equals the one-process gradient of the same global batch.
 """
 
@@ -28,8 +28,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from ..errors import NearIDError
-from ..io import atomic_path, write_text_atomic
+from nearid.io.atomic import atomic_path, write_text_atomic
+from nearid.io.errors import NearIDError
 
 
 @dataclass
@@ -302,7 +302,7 @@ def check_run_folder(config: TrainConfig, *, resume: bool = False, overwrite: bo
     folder a ``nearid train`` made, by its marker). Any other non-empty folder is refused. Every process
     calls this before any process changes the folder.
     """
-    from ..ownership import MARKER, check_removable, owned_by
+    from nearid.io.ownership import MARKER, check_removable, owned_by
 
     out = Path(config.out)
     if resume and overwrite:
@@ -350,7 +350,7 @@ def _prepare_run_folder(config: TrainConfig, action: str) -> None:
     earlier run made (:data:`RUN_FILES`, nothing else), then write this run's ``config.json``."""
     import shutil
 
-    from ..ownership import create_owned, owned_by
+    from nearid.io.ownership import create_owned, owned_by
 
     out = Path(config.out)
     if action == "overwrite":
@@ -397,15 +397,15 @@ def train(config: TrainConfig, *, resume: bool = False, overwrite: bool = False)
     from safetensors.torch import load_file, save_file
     from transformers import get_scheduler
 
-    from ..backbones import load_backbone
-    from ..data import load_mtg, load_nearid
-    from ..input_pipeline import batches as prefetched_batches
-    from ..losses import CombinedLoss
-    from ..processors import preprocessor
-    from .cache_policy import backbone_token_shape
-    from .prefetch import CHUNK_SAMPLES, SlotChunks, default_workers
-    from .samples import SampleRecipe, TrainingSet
-    from .token_cache import TokenCache, fill, model_signature, slot_tokens, token_shape
+    from nearid.data import load_mtg, load_nearid
+    from nearid.images.pipeline import batches as prefetched_batches
+    from nearid.images.processors import preprocessor
+    from nearid.models.backbones import load_backbone
+    from nearid.training.cache_policy import backbone_token_shape
+    from nearid.training.losses import CombinedLoss
+    from nearid.training.prefetch import CHUNK_SAMPLES, SlotChunks, default_workers
+    from nearid.training.samples import SampleRecipe, TrainingSet
+    from nearid.training.token_cache import TokenCache, fill, model_signature, slot_tokens, token_shape
 
     action = check_run_folder(config, resume=resume, overwrite=overwrite)  # every process, before any changes
     cuda = torch.cuda.is_available()
@@ -594,8 +594,8 @@ def _decide_cache(
     inputs already in the run's cache as done (not under ``--overwrite``, which may replace the cache)."""
     from accelerate.utils import broadcast_object_list
 
-    from .cache_policy import plan
-    from .token_cache import DEFAULT_FILL_BATCH, stored_keys
+    from nearid.training.cache_policy import plan
+    from nearid.training.token_cache import DEFAULT_FILL_BATCH, stored_keys
 
     slots: list = []
     if config.token_cache != "off":
@@ -691,14 +691,14 @@ def _validation(config: TrainConfig, model, processor, device):
     for the exported model: an encoder over the live model (its head is the one being trained), the
     full images of ``config.sources``, sources pooled by concatenation. The trunk runs: val images are few.
     """
-    from ..data import load_nearid
-    from ..encoders import nearid_encoder
-    from ..evaluate import pooled_scores, similarity_tables
+    from nearid.data import load_nearid
+    from nearid.eval.evaluate import pooled_scores, similarity_tables
+    from nearid.models.encoders import nearid_encoder
 
     bench = load_nearid(config.data, config.sources, split=config.val_split)
     encoder = nearid_encoder(model, processor, name=f"{config.backbone} (training)", device=device, dtype=torch.float32)
 
-    from ..input_pipeline import resolve_num_workers
+    from nearid.images.pipeline import resolve_num_workers
 
     workers = resolve_num_workers(config.num_workers, device)  # decode val images in workers, as bench does
 
@@ -788,10 +788,10 @@ def _check_head_fits(weights: dict, head, checkpoint: Path, backbone: str) -> No
 def export(checkpoint: str | os.PathLike, out: str | os.PathLike, backbone: str | None = None) -> Path:
     """A full :class:`NearIDModel` (trunk + trained head) and its processor, which ``from_pretrained``
     and the ``nearid:DIR`` encoder load. The trunk is rebuilt from the run's backbone spec by the same
-    :func:`~nearid.backbones.load_backbone` that training started from."""
+    :func:`~nearid.models.backbones.load_backbone` that training started from."""
     from safetensors.torch import load_file
 
-    from ..backbones import load_backbone
+    from nearid.models.backbones import load_backbone
 
     checkpoint = Path(checkpoint)
     _check_checkpoint(checkpoint)

@@ -1,0 +1,113 @@
+"""Output folders nearid made, and the rule that it deletes no other.
+
+People re-run into the same folder, mistype ``--out``, or point it at a folder of their own. A command
+that starts clean (``nearid synth --overwrite``, ``nearid demo``) may therefore delete only what it can
+prove it made: a folder is *owned* when it holds the marker file ``.nearid-output.json``, written by
+:func:`create_owned` when nearid created the folder (which command, when, which version). A folder
+without the marker is never deleted; a nonexistent or empty folder is free to use. The check is by
+marker, not by contents that look like ours, because a user's folder can look like anything.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from datetime import datetime, timezone
+from pathlib import Path
+
+from nearid.io.atomic import write_text_atomic
+from nearid.io.errors import NearIDError
+
+#: The file that says "nearid created this folder and may delete it".
+MARKER = ".nearid-output.json"
+
+
+class OutputFolderError(NearIDError):
+    """An output folder nearid may not use or delete: not made by it and not empty, a file, a link."""
+
+
+def _refusal(folder: Path, why: str) -> OutputFolderError:
+    return OutputFolderError(
+        f"{folder}: {why}, so nearid will not delete it; choose a new or empty folder, or delete it yourself"
+    )
+
+
+def is_owned(folder: str | os.PathLike) -> bool:
+    """``folder`` is a real folder (not a link) holding a nearid marker."""
+    folder = Path(folder)
+    marker = folder / MARKER
+    if folder.is_symlink() or not folder.is_dir() or marker.is_symlink() or not marker.is_file():
+        return False
+    try:
+        return json.loads(marker.read_text(encoding="utf-8")).get("created_by") == "nearid"
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def owned_by(folder: str | os.PathLike) -> str | None:
+    """The command that made ``folder`` (its marker's ``command``, e.g. ``"train"``); ``None`` when it is
+    not owned. A command that reuses its own folder (``train --overwrite``) checks that it was its own."""
+    if not is_owned(folder):
+        return None
+    try:
+        return str(json.loads((Path(folder) / MARKER).read_text(encoding="utf-8")).get("command", ""))
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def check_removable(folder: str | os.PathLike) -> None:
+    """Raise :class:`OutputFolderError` unless :func:`remove_owned` would succeed on ``folder``.
+
+    Commands call this before long work, so a refusal comes at once and not after an hour.
+    """
+    folder = Path(folder)
+    if folder.is_symlink():
+        raise _refusal(folder, "is a symbolic link, not a folder nearid made")
+    if not folder.exists():
+        return
+    if not folder.is_dir():
+        raise _refusal(folder, "is a file, not a folder")
+    if not is_owned(folder) and any(folder.iterdir()):
+        raise _refusal(folder, f"not made by nearid (no {MARKER}) and not empty")
+
+
+def remove_owned(folder: str | os.PathLike) -> None:
+    """Delete ``folder`` if nearid made it (it holds the marker) or it is empty; a missing one is fine.
+
+    Anything else — a user's folder, a file, a symbolic link — raises :class:`OutputFolderError` and
+    nothing is deleted.
+    """
+    folder = Path(folder)
+    check_removable(folder)
+    if not folder.exists():
+        return
+    if is_owned(folder):
+        shutil.rmtree(folder)
+    else:
+        folder.rmdir()  # empty (checked above); rmdir cannot delete anything that appeared since
+
+
+def create_owned(folder: str | os.PathLike, command: str) -> Path:
+    """Create ``folder`` (and its parents) as nearid's output of ``command`` and mark it.
+
+    An existing empty folder is taken over; an existing folder with contents is refused (call
+    :func:`remove_owned` first when the command starts clean).
+    """
+    folder = Path(folder)
+    if folder.is_symlink() or (folder.exists() and not folder.is_dir()):
+        raise OutputFolderError(f"{folder}: exists and is not a folder; choose another output folder")
+    if folder.is_dir() and any(folder.iterdir()):
+        raise OutputFolderError(f"{folder}: already exists and is not empty; choose a new or empty folder")
+    folder.mkdir(parents=True, exist_ok=True)
+    mark(folder, command)
+    return folder
+
+
+def mark(folder: str | os.PathLike, command: str) -> None:
+    """Write the marker into ``folder``, which nearid has just created."""
+    from nearid import __version__
+
+    created = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    marker = {"created_by": "nearid", "command": command, "created": created, "version": __version__}
+    write_text_atomic(Path(folder) / MARKER, json.dumps(marker, indent=2) + "\n")
