@@ -21,7 +21,6 @@ OVERSIZE_MODULES: set[str] = {
     "nearid.score.run",
     "nearid.training.trainer",
     "nearid.report.html",
-    "nearid.data.render",
 }
 OVERSIZE_FUNCTIONS: set[str] = {"nearid.cli.main.build_parser", "nearid.training.trainer.train", "nearid.demo.run_demo"}
 

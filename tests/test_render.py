@@ -8,6 +8,7 @@ import itertools
 import numpy as np
 import pytest
 
+from nearid.data import backgrounds, objects
 from nearid.data import render as R
 from nearid.data.render import (
     DISTRACTOR_RULES,
@@ -118,7 +119,7 @@ def test_each_rule_changes_only_what_it_names(rule):
             assert 70 <= np.linalg.norm(np.subtract(getattr(spec, field), getattr(other, field))) <= 230
             assert {"body_color": "body", "cap_color": spec.cap_shape, "side_color": spec.side_part}[field] != "none"
         if rule == "shape":
-            assert other.body_shape in R._SIMILAR[spec.body_shape]
+            assert other.body_shape in objects.SIMILAR_SHAPES[spec.body_shape]
 
 
 def test_instance_rule_is_another_object_of_the_same_kind():
@@ -252,8 +253,8 @@ def test_backgrounds_differ_and_are_not_flat():
 
 
 def test_procedural_backgrounds_without_photos(monkeypatch):
-    monkeypatch.setattr(R, "_photo_paths", lambda: ())
-    assert not R.photo_backgrounds_available()
+    monkeypatch.setattr(backgrounds, "_photo_paths", lambda: ())
+    assert not backgrounds.photo_backgrounds_available()
     rng_a, rng_b = np.random.default_rng(11), np.random.default_rng(11)
     for _ in range(10):
         background = sample_background(rng_a, 64)

@@ -12,53 +12,34 @@ a ``numpy.random.Generator``, so a seed fixes a whole benchmark.
 
 from __future__ import annotations
 
-import colorsys
-import dataclasses
 import functools
-import importlib.util
 import itertools
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw
 
-Colour = tuple[int, int, int]
+# The objects and the backgrounds are drawn here; their names keep this module as their old home.
+from nearid.data.backgrounds import photo_backgrounds_available, sample_background  # noqa: F401
+from nearid.data.objects import (  # noqa: F401
+    BASES,
+    BODY_SHAPES,
+    CAP_SHAPES,
+    DISTRACTOR_RULES,
+    EMBLEM_SHAPES,
+    PART_FIELDS,
+    PART_NAMES,
+    SIDE_PARTS,
+    TEXTURES,
+    Colour,
+    ObjectSpec,
+    Placement,
+    edit_part,
+    near_identity,
+    sample_object,
+    sample_placement,
+)
 
-BODY_SHAPES = ("capsule", "bottle", "box", "jar", "cone", "barrel", "vase", "bell")
-TEXTURES = ("solid", "hstripes", "vstripes", "dots", "checker", "diagonal", "waves")
-CAP_SHAPES = ("none", "round", "square", "triangle", "knob", "flat", "crown")
-SIDE_PARTS = ("none", "ring", "wing", "fin", "spout", "button")
-EMBLEM_SHAPES = ("none", "star", "circle", "diamond", "square", "cross", "triangle")
-BASES = ("none", "legs", "stand", "wheels", "plinth")
-DISTRACTOR_RULES: tuple[str, ...] = ("part", "recolor", "texture", "shape", "instance")
-PART_NAMES: tuple[str, ...] = ("cap", "side", "emblem", "texture", "base")
-# The fields each part owns: editing a part changes some of these and nothing else.
-PART_FIELDS: dict[str, tuple[str, ...]] = {
-    "cap": ("cap_shape", "cap_color"),
-    "side": ("side_part", "side_color"),
-    "emblem": ("emblem_shape", "emblem_color"),
-    "texture": ("texture", "texture_color", "texture_scale"),
-    "base": ("base", "base_color"),
-}
-_CHOICES = {
-    "cap_shape": CAP_SHAPES,
-    "side_part": SIDE_PARTS,
-    "emblem_shape": EMBLEM_SHAPES,
-    "base": BASES,
-    "texture": TEXTURES,
-}
-# Similar silhouettes, so that a 'shape' distractor stays a near miss rather than another kind of thing.
-_SIMILAR = {
-    "capsule": ("bottle", "barrel"),
-    "bottle": ("capsule", "vase"),
-    "box": ("jar", "barrel"),
-    "jar": ("box", "barrel"),
-    "cone": ("bell", "vase"),
-    "barrel": ("capsule", "jar"),
-    "vase": ("bottle", "bell"),
-    "bell": ("cone", "vase"),
-}
 # Half-width of the body (1 = widest) from its top (t=0) to its bottom (t=1).
 _PROFILES = {
     "capsule": ((0, 0.35), (0.04, 0.75), (0.1, 0.93), (0.18, 1), (0.82, 1), (0.9, 0.93), (0.96, 0.75), (1, 0.35)),
@@ -76,253 +57,6 @@ _BODY_H, _SHADOW_H = BODY_BOTTOM - BODY_TOP, 0.07
 _BG, _BODY, _CAP, _SIDE, _EMBLEM, _BASE, _TEX = range(7)  # region labels; the contour of k is k + _DARK
 _DARK = 8
 _PART_LABEL = {"cap": _CAP, "side": _SIDE, "emblem": _EMBLEM, "texture": _BODY, "base": _BASE}
-
-
-@dataclass(frozen=True)
-class ObjectSpec:
-    """One identity: everything that decides its look, nothing about where it is shown.
-
-    Absent parts keep a colour, so that adding a part (a distractor) changes a single field.
-    """
-
-    body_shape: str
-    body_aspect: float  # body width / body height
-    body_color: Colour
-    texture: str
-    texture_color: Colour
-    texture_scale: float  # pattern period, fraction of the body width
-    cap_shape: str
-    cap_color: Colour
-    side_part: str
-    side_color: Colour
-    emblem_shape: str
-    emblem_color: Colour
-    base: str
-    base_color: Colour
-
-    @property
-    def category(self) -> str:
-        """The coarse family a person would name; the body shape decides it."""
-        return self.body_shape
-
-    def describe(self) -> str:
-        """A caption, for prompts and for reading benchmark files by eye."""
-        size = "slim " if self.body_aspect < 0.58 else "wide " if self.body_aspect > 0.76 else ""
-        text, extras = _a(f"{size}{_name(self.body_color)} {self.body_shape}"), []
-        if self.texture != "solid":
-            extras.append(_TEXTURE_WORDS[self.texture].format(_name(self.texture_color)))
-        for shape, colour, words in (
-            (self.cap_shape, self.cap_color, _CAP_WORDS),
-            (self.side_part, self.side_color, _SIDE_WORDS),
-            (self.emblem_shape, self.emblem_color, _EMBLEM_WORDS),
-        ):
-            if shape != "none":
-                extras.append(_a(words[shape].format(_name(colour))))
-        if extras:
-            text += " with " + (", ".join(extras[:-1]) + " and " if len(extras) > 1 else "") + extras[-1]
-        return text + (f", on {_a(f'{_name(self.base_color)} {self.base}')}" if self.base != "none" else "")
-
-
-_TEXTURE_WORDS = {
-    "hstripes": "{} horizontal stripes",
-    "vstripes": "{} vertical stripes",
-    "dots": "{} dots",
-    "checker": "a {} checker pattern",
-    "diagonal": "{} diagonal stripes",
-    "waves": "{} wavy stripes",
-}
-_CAP_WORDS = {
-    "round": "round {} cap",
-    "square": "square {} cap",
-    "triangle": "pointed {} cap",
-    "knob": "{} knob on top",
-    "flat": "flat {} lid",
-    "crown": "{} crown-shaped cap",
-}
-_SIDE_WORDS = {
-    "ring": "{} ring handle",
-    "wing": "{} wing",
-    "fin": "{} fin",
-    "spout": "{} spout",
-    "button": "{} side button",
-}
-_EMBLEM_WORDS = {shape: "{} " + shape + " emblem" for shape in EMBLEM_SHAPES}
-
-
-def _a(phrase: str) -> str:
-    if phrase.endswith("s") and not phrase.endswith("ss"):  # plural parts (legs, wheels) take no article
-        return phrase
-    return ("an " if phrase[0] in "aeiou" else "a ") + phrase
-
-
-@dataclass(frozen=True)
-class Placement:
-    """Where and how one view shows the object; a distractor reuses its positive's placement."""
-
-    cx: float  # object centre, fraction of the image width
-    cy: float  # object centre, fraction of the image height
-    scale: float  # object height, fraction of the image size
-    rotation: float  # degrees, counter-clockwise
-    flip: bool  # mirrored pose
-
-
-# ---------------------------------------------------------------- colours
-
-
-def _name(rgb: Colour) -> str:
-    h, s, v = colorsys.rgb_to_hsv(*(c / 255 for c in rgb))
-    if s < 0.2 or v < 0.2:
-        return "black" if v < 0.3 else "grey" if v < 0.75 else "white"
-    names = (
-        (15, "red"),
-        (40, "orange"),
-        (68, "yellow"),
-        (95, "lime"),
-        (155, "green"),
-        (185, "teal"),
-        (205, "cyan"),
-        (250, "blue"),
-        (285, "purple"),
-        (330, "magenta"),
-        (345, "pink"),
-        (361, "red"),
-    )
-    word = next(name for limit, name in names if h * 360 < limit)
-    if word in ("orange", "red") and v < 0.6:
-        return "brown" if word == "orange" else "dark red"
-    return ("dark " if v < 0.5 else "light " if s < 0.45 else "") + word
-
-
-def _rgb(h: float, s: float, v: float) -> Colour:
-    return tuple(round(c * 255) for c in colorsys.hsv_to_rgb(h % 1.0, s, v))
-
-
-def _dist(a: Colour, b: Colour) -> float:
-    return float(np.linalg.norm(np.subtract(a, b)))
-
-
-def _sample_colour(rng: np.random.Generator, avoid: tuple[Colour, ...] = (), min_dist: float = 90) -> Colour:
-    """Colours keep away from the ones they sit on, so that every part stays visible."""
-    for _ in range(64):
-        if rng.random() < 0.15:  # neutrals: near black, grey or near white
-            value = (rng.uniform(0.12, 0.25), rng.uniform(0.45, 0.6), rng.uniform(0.85, 0.97))[rng.integers(3)]
-            colour = _rgb(rng.random(), rng.uniform(0, 0.1), value)
-        else:
-            colour = _rgb(rng.random(), rng.uniform(0.4, 0.95), rng.uniform(0.4, 0.95))
-        if all(_dist(colour, other) >= min_dist for other in avoid):
-            break
-    return colour
-
-
-def _shift_colour(rgb: Colour, rng: np.random.Generator, avoid: tuple[Colour, ...] = ()) -> Colour:
-    """A recolour a person notices at once that still keeps the object's look (no inversions)."""
-    h, s, v = colorsys.rgb_to_hsv(*(c / 255 for c in rgb))
-    for attempt in range(64):
-        sign = rng.choice((-1.0, 1.0))
-        if s >= 0.3 and attempt < 32:  # a hue step of 40-75 degrees
-            new = _rgb(h + sign * rng.uniform(40, 75) / 360, s, v)
-        else:  # greys, and dark colours whose hue steps are too faint, move in value instead
-            step = (sign if 0.3 < v < 0.7 else 1.0 if v <= 0.3 else -1.0) * rng.uniform(0.25, 0.4)
-            hue, saturation = (rng.random() if s < 0.3 else h), max(s, 0.3 * (attempt >= 32))
-            new = _rgb(hue, saturation, float(np.clip(v + step, 0.12, 0.97)))
-        if 70 <= _dist(new, rgb) <= 230 and all(_dist(new, other) >= 50 for other in avoid):
-            break
-    return new
-
-
-# ---------------------------------------------------------------- identities and distractors
-
-
-def sample_object(rng: np.random.Generator) -> ObjectSpec:
-    """A random identity; continuous colours and proportions make repeats practically impossible."""
-
-    def pick(options, none_p):
-        return options[0] if rng.random() < none_p else options[1 + rng.integers(len(options) - 1)]
-
-    body = _sample_colour(rng)
-    texture_color = _sample_colour(rng, (body,), 100)
-    return ObjectSpec(
-        body_shape=BODY_SHAPES[rng.integers(len(BODY_SHAPES))],
-        body_aspect=round(float(rng.uniform(0.5, 0.85)), 3),
-        body_color=body,
-        texture=pick(TEXTURES, 0.25),
-        texture_color=texture_color,
-        texture_scale=round(float(rng.uniform(0.2, 0.34)), 3),
-        cap_shape=pick(CAP_SHAPES, 0.2),
-        cap_color=_sample_colour(rng, (body,)),
-        side_part=pick(SIDE_PARTS, 0.35),
-        side_color=_sample_colour(rng, (body,)),
-        emblem_shape=pick(EMBLEM_SHAPES, 0.3),
-        emblem_color=_sample_colour(rng, (body, texture_color), 100),
-        base=pick(BASES, 0.4),
-        base_color=_sample_colour(rng, (body,)),
-    )
-
-
-def _swap(spec: ObjectSpec, field: str, rng: np.random.Generator) -> ObjectSpec:
-    rest = [option for option in _CHOICES[field] if option != getattr(spec, field)]
-    return dataclasses.replace(spec, **{field: rest[rng.integers(len(rest))]})
-
-
-def _recolour(spec: ObjectSpec, field: str, rng: np.random.Generator) -> ObjectSpec:
-    # a region stays distinct from what is drawn on it, or the edit would erase a pattern
-    avoid = (spec.texture_color, spec.emblem_color) if field == "body_color" else (spec.body_color,)
-    return dataclasses.replace(spec, **{field: _shift_colour(getattr(spec, field), rng, avoid)})
-
-
-_LOOK_ALIKE_TEXTURES = {"hstripes": ("waves",), "waves": ("hstripes",)}
-
-
-def near_identity(spec: ObjectSpec, rule: str, rng: np.random.Generator) -> ObjectSpec:
-    """A different object that differs from ``spec`` in exactly what ``rule`` names.
-
-    ``part``, ``recolor``, ``texture`` and ``shape`` change one attribute (graded, MTG-like difficulty).
-    ``instance`` is what the paper's distractors are: a different object of the same kind inpainted
-    where the original was. The body shape and proportions stay (the category, and the region an
-    inpainting mask would cover); colours, texture and parts are drawn anew.
-    """
-    if rule == "part":
-        return _swap(spec, ("cap_shape", "side_part", "emblem_shape", "base")[rng.integers(4)], rng)
-    if rule == "recolor":
-        regions = ["body_color"] + [
-            f for f, shape in (("cap_color", spec.cap_shape), ("side_color", spec.side_part)) if shape != "none"
-        ]
-        return _recolour(spec, regions[rng.integers(len(regions))], rng)
-    if rule == "texture":  # a swap between look-alike patterns would not be visible at 64-128 px
-        options = [t for t in TEXTURES if t != spec.texture and t not in _LOOK_ALIKE_TEXTURES.get(spec.texture, ())]
-        return dataclasses.replace(spec, texture=options[rng.integers(len(options))])
-    if rule == "shape":
-        similar = _SIMILAR[spec.body_shape]
-        return dataclasses.replace(spec, body_shape=similar[rng.integers(len(similar))])
-    if rule == "instance":  # the paper's kind: another object of the same category in the same region
-        while (
-            other := dataclasses.replace(sample_object(rng), body_shape=spec.body_shape, body_aspect=spec.body_aspect)
-        ) == spec:
-            pass
-        return other
-    raise ValueError(f"unknown distractor rule {rule!r}; expected one of {DISTRACTOR_RULES}")
-
-
-def edit_part(spec: ObjectSpec, rng: np.random.Generator) -> tuple[ObjectSpec, str]:
-    """An MTG-style local edit; the parts range from an emblem (small) to the body's texture (large)."""
-    part = PART_NAMES[rng.integers(len(PART_NAMES))]
-    shape_field, colour_field = PART_FIELDS[part][:2]
-    if getattr(spec, shape_field) not in ("none", "solid") and rng.random() < 0.5:
-        return _recolour(spec, colour_field, rng), part
-    return _swap(spec, shape_field, rng), part
-
-
-def sample_placement(rng: np.random.Generator) -> Placement:
-    """A pose that keeps the object in the frame while varying its size, position and roll."""
-    scale = float(rng.uniform(0.45, 0.75))
-    margin_x, margin_y = 0.3 * scale + 0.03, 0.5 * scale + 0.02
-    return Placement(
-        cx=round(float(rng.uniform(margin_x, 1 - margin_x)), 4),
-        cy=round(float(rng.uniform(margin_y, 1 - margin_y)), 4),
-        scale=round(scale, 4),
-        rotation=round(float(rng.uniform(-25, 25)), 2),
-        flip=bool(rng.random() < 0.5),
-    )
 
 
 # ---------------------------------------------------------------- geometry, in the object frame
@@ -644,97 +378,3 @@ def render_part_mask(spec: ObjectSpec, placement: Placement, size: int, part: st
         labels, (x0, y0, x1, y1) = drawn
         mask[y0:y1, x0:x1] = _reduce(np.isin(labels, ids)) >= 0.5
     return mask
-
-
-# ---------------------------------------------------------------- backgrounds
-# Built channels first: numpy broadcasts over a trailing axis of 3 very slowly.
-
-_PHOTO_FILES = ("astronaut.png", "chelsea.png", "coffee.png", "motorcycle_left.png", "rocket.jpg")
-_ZOOMS = tuple(0.35 ** (i / 7) for i in range(8))  # crop side, fraction of a photo's short side
-
-
-@functools.cache
-def _photo_paths() -> tuple[Path, ...]:
-    """scikit-image's bundled colour photographs, read straight from the installed package.
-
-    Nothing is imported or downloaded; without scikit-image every background is procedural.
-    """
-    spec = importlib.util.find_spec("skimage")
-    if spec is None or spec.origin is None:
-        return ()
-    folder = Path(spec.origin).parent / "data"
-    return tuple(folder / name for name in _PHOTO_FILES if (folder / name).is_file())
-
-
-@functools.cache
-def _photo_zooms(size: int) -> tuple[tuple[np.ndarray, ...], ...]:
-    """Each photo decoded once and pre-scaled to a few zoom levels, so that a crop is a plain slice."""
-    zooms = []
-    for path in _photo_paths():
-        with Image.open(path) as image:
-            photo = image.convert("RGB")
-        levels = []
-        for zoom in _ZOOMS:
-            f = size / (zoom * min(photo.size))
-            shape = (max(size, round(photo.width * f)), max(size, round(photo.height * f)))
-            levels.append(np.asarray(photo.resize(shape, Image.Resampling.LANCZOS)).transpose(2, 0, 1).copy())
-        zooms.append(tuple(levels))
-    return tuple(zooms)
-
-
-def _photo(rng: np.random.Generator, size: int) -> np.ndarray:
-    photos = _photo_zooms(size)
-    levels = photos[rng.integers(len(photos))]
-    level = levels[rng.integers(len(levels))]
-    y, x = rng.integers(level.shape[1] - size + 1), rng.integers(level.shape[2] - size + 1)
-    crop = level[:, y : y + size, x : x + size]
-    if rng.random() < 0.5:
-        crop = crop[:, :, ::-1]
-    return crop * (rng.uniform(0.88, 1.12, 3) * rng.uniform(0.85, 1.1)).astype(np.float32)[:, None, None]
-
-
-def _muted(rng: np.random.Generator) -> np.ndarray:
-    return np.array(_rgb(rng.random(), rng.uniform(0.1, 0.7), rng.uniform(0.3, 0.95)), np.float32)[:, None, None]
-
-
-def _procedural(rng: np.random.Generator, size: int) -> np.ndarray:
-    """Five kinds of scene, from 1-D ramps so that little of the work touches every pixel."""
-    y, x = np.linspace(0, 1, size, dtype=np.float32)[:, None], np.linspace(0, 1, size, dtype=np.float32)[None, :]
-    c0, c1, kind = _muted(rng), _muted(rng), rng.integers(5)
-    if kind == 3:  # soft blobs of colour
-        small = (rng.uniform(40, 230, (4, 4, 3)) * 0.6 + c0[:, 0, 0] * 0.4).astype(np.uint8)
-        return np.asarray(Image.fromarray(small).resize((size, size), Image.Resampling.BICUBIC)).transpose(2, 0, 1)
-    if kind == 4:  # a wall over a floor of receding boards
-        horizon = np.float32(rng.uniform(0.35, 0.7))
-        across = (x - 0.5) / np.maximum(y - horizon, 0.02) * np.float32(rng.uniform(1.5, 4))
-        boards = (_frac(across) < 0.92) * 0.15 + 0.85
-        wall = y < horizon
-        return np.where(wall, c0, c1) * np.where(wall, 1.05 - 0.25 * y, (0.7 + 0.4 * y) * boards)
-    if kind == 2:  # tiles with grout
-        k, grout = np.float32(rng.uniform(3, 9)), rng.uniform(0.04, 0.12)
-        tx, ty = x * k + np.float32(rng.random()), y * k + np.float32(rng.random())
-        checker = (np.floor(tx) + np.floor(ty)).astype(np.int32) & 1
-        in_grout = (_frac(tx) < grout) | (_frac(ty) < grout)
-        t = np.where(in_grout, np.float32(1.3), checker * np.float32(rng.uniform(0.3, 1)))
-    else:
-        angle = rng.uniform(0, 2 * np.pi)
-        along = x * np.float32(np.cos(angle)) + y * np.float32(np.sin(angle))
-        if kind == 0:  # a gradient
-            t = (along - along.min()) / (along.max() - along.min())
-        else:  # soft stripes
-            wave = np.sin(along * np.float32(2 * np.pi * rng.uniform(3, 10)))
-            t = np.clip(wave * np.float32(rng.uniform(0.5, 2)) + 0.5, 0, 1)
-    return c0 + t * (c1 - c0)
-
-
-def sample_background(rng: np.random.Generator, size: int) -> np.ndarray:
-    """A context: half the time a crop of a real photograph, otherwise one of five procedural scenes."""
-    image = _photo(rng, size) if _photo_paths() and rng.random() < 0.5 else _procedural(rng, size)
-    grain = np.frombuffer(rng.bytes(size * size), np.uint8).reshape(size, size)
-    image = image + (grain - np.float32(127.5)) * np.float32(rng.uniform(0.01, 0.08))
-    return np.ascontiguousarray(np.clip(image, 0, 255).astype(np.uint8).transpose(1, 2, 0))
-
-
-def photo_backgrounds_available() -> bool:
-    """Whether backgrounds include real photographs here; worth recording next to a generated benchmark."""
-    return bool(_photo_paths())
