@@ -24,6 +24,7 @@ as measured; they are not the paper's numbers (those need SigLIP2-SO400M and the
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,12 +56,7 @@ class DemoConfig:
 
 def run_demo(out_dir: str | Path = "runs/demo", config: DemoConfig = DemoConfig(), *, log=print) -> DemoSummary:
     """Run the five steps into ``out_dir``; returns what ``results.json`` holds."""
-    from nearid.bench.run import BenchConfig, run_bench
-    from nearid.data import load_nearid
-    from nearid.data.synth import SynthConfig, canonical_sources, generate
-    from nearid.report.html import write_report
-    from nearid.tiny.standin import StandInConfig, pretrain_standin
-    from nearid.training.trainer import TrainConfig, export, train
+    from nearid.data.synth import canonical_sources
 
     sources, headline = list(canonical_sources(config.sources)), list(canonical_sources(config.headline_sources))
     if not headline or not set(headline) <= set(sources):
@@ -75,52 +71,90 @@ def run_demo(out_dir: str | Path = "runs/demo", config: DemoConfig = DemoConfig(
         f"{clock()} 1/5 synthetic NearID-bench: {config.identities} identities x {len(sources)} distractor "
         f"sources at {config.image_size} px (test {config.test}, val {config.val})"
     )
-    data = out / "data"
-    generate(
-        data,
-        SynthConfig(
-            identities=config.identities,
-            sources=tuple(sources),
-            size=config.image_size,
-            seed=config.seed,
-            test=config.test,
-            val=config.val,
-            mtg_train=0,
-            mtg_test=1,
-        ),
-        progress=False,
-    )
-
+    data = _synthesise(out / "data", config, sources)
     log(f"{clock()} 2/5 stand-in backbone (replaces SigLIP2 offline), train split only")
-    backbone = pretrain_standin(
-        load_nearid(data, sources, split="train"),
-        out / "backbone",
-        StandInConfig(
-            image_size=config.image_size,
-            epochs=config.standin_epochs,
-            seed=config.seed,
-            foreground_weight=config.standin_foreground_weight,
-        ),
-        log=log,
-    )
-
+    backbone = _stand_in_backbone(data, out / "backbone", config, sources, log)
     log(f"{clock()} 3/5 frozen baselines on the test split")
     encoders = ["histogram", f"siglip2-mean:{backbone}", f"siglip2-map:{backbone}"]
-    bench_config = dict(data=str(data), sources=sources, split="test", device="cpu", dtype="fp32")
-    frozen = run_bench(BenchConfig(encoders=encoders, out=str(out / "bench"), **bench_config))
-    for r in frozen.encoders.values():
+    bench = _bench(encoders, data, sources, out / "bench")
+    for r in bench.encoders.values():
         h, a = _pooled(r, headline), _pooled(r, sources)
         log(
             f"    {r.spec.split(':')[0]:14s} {', '.join(headline)}: SSR {h['ssr']:5.1f}  PA {h['pa']:5.1f}   "
             f"all sources: SSR {a['ssr']:5.1f}  PA {a['pa']:5.1f}"
         )
-
     log(f"{clock()} 4/5 NearID head training on the frozen backbone (token cache)")
-    run = out / "train"
+    model = _train_head(data, out, backbone, config, sources)
+    log(f"{clock()} 5/5 the trained model on the same test split")
+    bench = _bench([*encoders, f"nearid:{model}"], data, sources, out / "bench")
+    from nearid.report.html import write_report
+
+    report = write_report(out / "bench" / "results.json", out / "report.html")
+    results = _summary(bench, config, sources, headline, (f"siglip2-map:{backbone}", f"nearid:{model}"))
+    results = dataclasses.replace(
+        results,
+        seconds=round(time.perf_counter() - started, 1),
+        outputs={"tables": str(out / "bench" / "results.md"), "report": str(report), "model": str(model)},
+    )
+    results.write(out / "results.json")
+    log("\n" + comparison_table(results))
+    log(
+        f"\n{clock()} done. results: {out / 'results.json'}   tables: {out / 'bench' / 'results.md'}   report: {report}"
+    )
+    return results
+
+
+def _synthesise(data: Path, config: DemoConfig, sources: list[str]) -> Path:
+    """Step 1: the synthetic NearID-bench (one MTG test sample: the demo benches NearID-bench only)."""
+    from nearid.data.synth import SynthConfig, generate
+
+    synth = SynthConfig(
+        identities=config.identities,
+        sources=tuple(sources),
+        size=config.image_size,
+        seed=config.seed,
+        test=config.test,
+        val=config.val,
+        mtg_train=0,
+        mtg_test=1,
+    )
+    generate(data, synth, progress=False)
+    return data
+
+
+def _stand_in_backbone(data: Path, folder: Path, config: DemoConfig, sources: list[str], log) -> Path:
+    """Step 2: the offline stand-in for SigLIP2, pretrained on the train split only."""
+    from nearid.data import load_nearid
+    from nearid.tiny.standin import StandInConfig, pretrain_standin
+
+    standin = StandInConfig(
+        image_size=config.image_size,
+        epochs=config.standin_epochs,
+        seed=config.seed,
+        foreground_weight=config.standin_foreground_weight,
+    )
+    return pretrain_standin(load_nearid(data, sources, split="train"), folder, standin, log=log)
+
+
+def _bench(encoders: list[str], data: Path, sources: list[str], out: Path):
+    """Steps 3 and 5: NearID-bench on the test split, in fp32 on the CPU (the same numbers everywhere)."""
+    from nearid.bench.run import BenchConfig, run_bench
+
+    return run_bench(
+        BenchConfig(
+            encoders=encoders, out=str(out), data=str(data), sources=sources, split="test", device="cpu", dtype="fp32"
+        )
+    )
+
+
+def _train_head(data: Path, out: Path, backbone: Path, config: DemoConfig, sources: list[str]) -> Path:
+    """Step 4: NearID's head retrained on the frozen stand-in (token cache), exported as a full model."""
+    from nearid.training.trainer import TrainConfig, export, train
+
     trained = train(
         TrainConfig(
             data=str(data),
-            out=str(run),
+            out=str(out / "train"),
             sources=sources,
             backbone=str(backbone),
             epochs=config.train_epochs,
@@ -133,19 +167,16 @@ def run_demo(out_dir: str | Path = "runs/demo", config: DemoConfig = DemoConfig(
             eval_steps=config.eval_steps,
         )
     )
-    model = export(trained["checkpoint"], out / "model")
+    return export(trained["checkpoint"], out / "model")
 
-    log(f"{clock()} 5/5 the trained model on the same test split")
-    results_bench = run_bench(
-        BenchConfig(encoders=[*encoders, f"nearid:{model}"], out=str(out / "bench"), **bench_config)
-    )
-    report = write_report(out / "bench" / "results.json", out / "report.html")
 
-    encoders_run = results_bench.encoders.values()
+def _summary(bench, config: DemoConfig, sources: list[str], headline: list[str], compared: tuple[str, str]):
+    """What ``results.json`` holds: the headline and all-source figures of every encoder, pooled."""
+    encoders_run = bench.encoders.values()
     scores = {r.spec: _pooled(r, headline) for r in encoders_run}
     everything = {r.spec: _pooled(r, sources) for r in encoders_run}
-    baseline_name, trained_name = f"siglip2-map:{backbone}", f"nearid:{model}"
-    results = DemoSummary(
+    baseline_name, trained_name = compared
+    return DemoSummary(
         baseline=scores[baseline_name],
         trained=scores[trained_name],
         gain=_gain(scores[baseline_name], scores[trained_name]),
@@ -163,19 +194,13 @@ def run_demo(out_dir: str | Path = "runs/demo", config: DemoConfig = DemoConfig(
             **config.__dict__,
             "sources": sources,
             "headline_sources": headline,
-            "test_identities": results_bench.benchmark.identities,
+            "test_identities": bench.benchmark.identities,
             "baseline": "frozen stand-in backbone with its pretrained MAP head (siglip2-map)",
             "trained": "the same frozen backbone, MAP head retrained with L_NearID",
         },
-        seconds=round(time.perf_counter() - started, 1),
-        outputs={"tables": str(out / "bench" / "results.md"), "report": str(report), "model": str(model)},
+        seconds=0.0,  # set by run_demo once the report is written
+        outputs={},
     )
-    results.write(out / "results.json")
-    log("\n" + comparison_table(results))
-    log(
-        f"\n{clock()} done. results: {out / 'results.json'}   tables: {out / 'bench' / 'results.md'}   report: {report}"
-    )
-    return results
 
 
 def _percent(score: DiscriminationScore) -> dict:
