@@ -8,7 +8,7 @@ PIP := $(BIN)/python -m pip
 STAMP := $(VENV)/.installed
 OFFLINE := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_NO_ADVISORY_WARNINGS=1
 
-.PHONY: setup demo test lint bench clean
+.PHONY: setup demo test test-fast lint bench clean
 
 setup: $(STAMP)
 
@@ -25,6 +25,10 @@ LINTED := src tests benchmarks scripts
 
 test: setup lint
 	$(OFFLINE) $(BIN)/python -m pytest -q
+
+# the suite without the tests marked slow (several processes, kill/resume, diffusers, many subprocesses)
+test-fast: setup lint
+	$(OFFLINE) $(BIN)/python -m pytest -q -m "not slow"
 
 lint: setup
 	$(BIN)/ruff check $(LINTED)
