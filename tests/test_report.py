@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import re
 import shutil
+import stat
+import statistics
 
 import numpy as np
 import pytest
@@ -17,7 +20,9 @@ from nearid.eval.metrics import nearid_margins
 from nearid.eval.results import ScoreSummary
 from nearid.eval.simtables import read_nearid_csv
 from nearid.io.errors import NearIDError
+from nearid.report import score_page
 from nearid.report.html import GALLERY, write_report
+from nearid.report.score_page import MetricSummary, metric_summaries
 
 SOURCES = ["Part", "Shape"]
 ENCODER = "histogram:8"
@@ -227,10 +232,17 @@ def test_report_command(bench, tmp_path, capsys):
 
     folder, _ = bench
     out = tmp_path / "page.html"
-    assert main(["report", str(folder / "results.json"), "--out", str(out)]) == 0
+    before = os.umask(0o027)  # not the usual 022, so the mode below is the umask's and not a default
+    try:
+        assert main(["report", str(folder / "results.json"), "--out", str(out)]) == 0
+        (tmp_path / "opened.txt").open("w").close()
+    finally:
+        os.umask(before)
     assert f"wrote {out}" in capsys.readouterr().out
     assert_self_contained(out.read_text())
-    assert oct(out.stat().st_mode & 0o777) != oct(0o600)  # shareable, not mkstemp's private mode
+    # shareable as any file the user makes there (not the temporary file's private 0600), within the umask
+    mode = stat.S_IMODE(out.stat().st_mode)
+    assert mode == stat.S_IMODE((tmp_path / "opened.txt").stat().st_mode) == 0o640
     assert main(["report", str(tmp_path / "missing.json")]) == 2
     assert "missing.json: no such file" in capsys.readouterr().err
 
@@ -296,3 +308,163 @@ def test_score_report_of_a_jsonl_run_beside_a_csv_run(tmp_path):
         assert (
             "Gallery unavailable" not in page and page.count("data:image/jpeg") == 4 and page.count(">different<") == 2
         )
+
+
+# ------------------------------------------------------------------------------------ one score page
+#: A second metric over make_score_run's six pairs; "" is a pair it has no answer for (a judge's NaN).
+SECOND = ["0.500000", "0.900000", "", "0.100000", "0.600000", "0.200000"]
+
+
+def make_two_metric_run(folder):
+    """make_score_run's pairs scored by two metrics, in the several-metric layout: a ``similarity:<m>``
+    column each, ``same:a`` for the calibrated one, and a ``metrics`` section each in the summary."""
+    one, similarities = make_score_run(folder)
+    with open(folder / "scores.csv", newline="") as handle:
+        pairs = list(csv.DictReader(handle))
+    rows = [
+        {
+            "reference": p["reference"],
+            "generated": p["generated"],
+            "subject": p["subject"],
+            "similarity:a": p["similarity"],
+            "similarity:b": b,
+            "same:a": p["same"],
+        }
+        for p, b in zip(pairs, SECOND)
+    ]
+    with open(folder / "two.csv", "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    b = np.array([float(v) for v in SECOND if v])
+    first = ScoreSummary.from_json(one.read_text())
+    sections = {
+        "a": {
+            "name": "a",
+            "kind": "encoder",
+            "column": "similarity:a",
+            "n_pairs": 6,
+            "unique_images_embedded": 12,
+            "no_answer": 0,
+            "similarity": first.similarity,
+            "per_subject": first.per_subject,
+            "threshold": first.threshold,
+            "decisions": first.decisions,
+        },
+        "b": {
+            "name": "b",
+            "kind": "pair scorer",
+            "column": "similarity:b",
+            "n_pairs": 5,
+            "unique_images_embedded": 0,
+            "no_answer": 1,
+            "similarity": {
+                "mean": b.mean(),
+                "median": float(np.median(b)),
+                "std": b.std(),
+                "min": b.min(),
+                "max": b.max(),
+            },
+            "per_subject": {"dog": {"n": 2, "mean": 0.7, "median": 0.7}, "cat": {"n": 3, "mean": 0.3, "median": 0.2}},
+            "threshold": None,
+            "decisions": None,
+        },
+    }
+    summary = ScoreSummary(
+        **{**first.to_dict(), "model": "a", "pairs_file": "two.csv"},
+        metrics=sections,
+        correlations={"a | b": {"a": "a", "b": "b", "n": 5, "pearson": 0.123456, "spearman": -0.5}},
+    )
+    return summary.write(folder / "two.summary.json"), one, similarities
+
+
+def table_row(text: str, label: str) -> list[str]:
+    """The cells after the first of the table row whose first cell is ``label``."""
+    row = next(r for r in re.findall(r"<tr>(.*?)</tr>", text) if r.startswith(f"<td>{label}</td>"))
+    return re.findall(r"<td[^>]*>(.*?)</td>", row)[1:]
+
+
+def test_metric_summaries_read_both_layouts(tmp_path):
+    several, one, _ = make_two_metric_run(tmp_path)
+    single = ScoreSummary.from_json(one.read_text())
+    assert metric_summaries(single) == [
+        MetricSummary(
+            "histogram:8",
+            "similarity",
+            "same",
+            6,
+            single.similarity,
+            single.per_subject,
+            {"value": 0.7, "source": "calibrated: results.json"},
+            {"same": 3, "different": 3},
+        )
+    ]
+    a, b = metric_summaries(ScoreSummary.from_json(several.read_text()))
+    assert (a.name, a.column, a.same_column, a.kind, a.no_answer) == ("a", "similarity:a", "same:a", "encoder", 0)
+    assert (b.name, b.column, b.n_pairs, b.kind, b.no_answer, b.threshold) == (
+        "b",
+        "similarity:b",
+        5,
+        "pair scorer",
+        1,
+        None,
+    )
+    assert a.similarity == single.similarity and a.per_subject == single.per_subject
+
+
+def test_one_and_several_metrics_go_through_one_page(tmp_path, monkeypatch):
+    several, one, similarities = make_two_metric_run(tmp_path)
+    rendered, render = [], score_page.render
+
+    def spy(summary, path):
+        rendered.append([m.name for m in metric_summaries(summary)])
+        return render(summary, path)
+
+    monkeypatch.setattr(score_page, "render", spy)
+    single_page = write_report(one, tmp_path / "one.html").read_text()
+    several_page = write_report(several, tmp_path / "two.html").read_text()
+    assert rendered == [["histogram:8"], ["a", "b"]]
+    for text in (single_page, several_page):
+        assert_self_contained(text)
+        assert text.count('src="data:image/png;base64,') == 1  # one figure, a histogram panel per metric
+        shown = [float(v) for v in re.findall(r'class="card">.*?<b>([0-9.]+)</b>', text)]
+        assert shown == sorted(similarities)[:GALLERY]  # the gallery follows the first metric
+        assert text.count('src="data:image/jpeg;base64,') == 2 * len(similarities)
+        assert "3 same, 3 different" in text and text.count(">different</span>") == 3
+    assert "<h2>Metrics side by side</h2>" in several_page and "<h2>Similarity</h2>" in single_page
+    b = np.array([float(v) for v in SECOND if v])
+    expected = [f"{v:.4f}" for v in (b.mean(), np.median(b), b.std(), b.min(), b.max())]
+    assert table_row(several_page, "b") == ["pair scorer", "5", "1", *expected, "no calibration for this metric", "–"]
+    assert table_row(several_page, "a")[3] == f"{statistics.mean(similarities):.4f}"
+    assert "<td>0.123</td><td>-0.500</td>" in several_page  # the correlation, as the summary gives it
+    # each card lists every metric's score; the pair b did not answer shows a dash
+    assert "a 0.4200 · b 0.9000" in several_page and "a 0.7700 · b –" in several_page
+    assert "a 0.4200" not in single_page and "<h2>Correlation between metrics</h2>" not in single_page
+    # per subject: b's own figures beside a's, cat (the lower mean of a) first
+    assert table_row(several_page, "cat") == ["3", "0.6100", "0.6500", "3", "0.3000", "0.2000"]
+
+
+def test_a_one_metric_page_shows_its_similarity_statistics_and_gallery(tmp_path):
+    summary, similarities = make_score_run(tmp_path)
+    text = write_report(summary).read_text()
+    statistics_by_hand = [
+        statistics.mean(similarities),
+        statistics.median(similarities),
+        statistics.pstdev(similarities),
+        min(similarities),
+        max(similarities),
+    ]
+    assert table_row(text, "histogram:8") == [
+        "6",
+        *(f"{v:.4f}" for v in statistics_by_hand),
+        "0.7000 (calibrated: results.json)",
+        "3 same, 3 different",
+    ]
+    cards = re.findall(r'<figure class="card">(.*?)</figure>', text)
+    assert len(cards) == min(GALLERY, len(similarities))
+    lowest = sorted(range(len(similarities)), key=similarities.__getitem__)[:GALLERY]
+    for card, i in zip(cards, lowest):
+        assert f"<b>{similarities[i]:.4f}</b>" in card and f"gen{i}.png" in card
+        assert card.count("data:image/jpeg;base64,") == 2  # reference and generated
+        verdict = "same" if similarities[i] > 0.7 else '<span class="neg">different</span>'
+        assert f"</b> · {verdict} · " in card

@@ -6,12 +6,12 @@ from nearid.io.lazy import lazy_face
 
 # public name -> the module that defines it
 _LAZY = {
-    "COLOURS": "nearid.report.html",
-    "CSS": "nearid.report.html",
-    "DPI": "nearid.report.html",
-    "GALLERY": "nearid.report.html",
-    "NUMBER": "nearid.report.html",
-    "THUMB": "nearid.report.html",
+    "COLOURS": "nearid.report.kit",
+    "CSS": "nearid.report.kit",
+    "DPI": "nearid.report.kit",
+    "GALLERY": "nearid.report.kit",
+    "NUMBER": "nearid.report.kit",
+    "THUMB": "nearid.report.kit",
     "write_report": "nearid.report.html",
     "write_tables": "nearid.report.tables",
 }
