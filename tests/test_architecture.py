@@ -20,7 +20,6 @@ OVERSIZE_MODULES: set[str] = {
     "nearid.cli.main",
     "nearid.score.run",
     "nearid.training.trainer",
-    "nearid.report.html",
 }
 OVERSIZE_FUNCTIONS: set[str] = {"nearid.cli.main.build_parser", "nearid.training.trainer.train"}
 
