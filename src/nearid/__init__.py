@@ -6,7 +6,7 @@ does not pay for importing torch and transformers. ``from nearid import embed`` 
 imports :mod:`nearid.models.embedding` at that moment.
 
 The packages, bottom to top: ``io`` (errors, atomic files, outputs, ownership, fingerprints, the hub),
-``images``, ``models``, ``judges``, ``tiny``, ``data``, ``eval``, ``bench`` / ``score``, ``report`` /
+``images``, ``models``, ``judges``, ``tiny``, ``data``, ``eval``, ``report``, ``bench`` / ``score``,
 ``training`` / ``distract``, ``demo``, ``cli`` (docs/ARCHITECTURE.md).
 """
 
