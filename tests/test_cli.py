@@ -26,11 +26,28 @@ def test_embed_to_npz_and_safetensors(rgb_images, tmp_path, capsys):
     assert "wrote 3 embeddings of width 64" in capsys.readouterr().out
 
 
-def test_compare_prints_a_matrix(rgb_images, capsys):
-    assert main(["compare", *map(str, rgb_images), "--model", "tiny"]) == 0
-    out = capsys.readouterr().out
-    assert "cosine similarity [tiny:0 (untrained)]" in out
-    assert out.count("1.0000") == 3  # the diagonal
+def test_compare_prints_the_cosine_matrix(rgb_images, capsys):
+    """Every printed cell against the cosines of nearid.embed's vectors, computed here with numpy in
+    float64; names, column and row indices as laid out."""
+    import nearid
+
+    assert main(["compare", *map(str, rgb_images), "--model", "tiny", "--num-workers", "0"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    vectors = nearid.embed(nearid.load_encoder("tiny", device="cpu"), rgb_images).numpy().astype(np.float64)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    expected = vectors @ vectors.T
+    assert len(lines) == 2 + len(rgb_images)
+    assert lines[0] == "cosine similarity [tiny:0 (untrained)]"
+    assert lines[1] == " " * 8 + "".join(f"{i:>9d}" for i in range(3))
+    printed = []
+    for i, (line, path) in enumerate(zip(lines[2:], rgb_images)):
+        assert line.startswith(f"{path.name:>8}") and line.endswith(f"   [{i}]")
+        cells = line[8 : -len(f"   [{i}]")]
+        assert len(cells) == 9 * 3  # three cells of width 9
+        printed.append([float(cells[9 * j : 9 * (j + 1)]) for j in range(3)])
+    # a cell is the value rounded to 4 decimals; float32 embedding vs float64 here differ far below that
+    np.testing.assert_allclose(np.array(printed), expected, rtol=0, atol=5e-5 + 1e-6)
+    assert np.allclose(np.diag(expected), 1.0) and not np.allclose(expected, 1.0)  # distinct images, unit diagonal
 
 
 def test_encoders_lists_every_family(capsys):

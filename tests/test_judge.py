@@ -360,13 +360,23 @@ def test_cli_judge_options(tmp_path):
 
 
 def test_cli_hands_the_judge_options_to_the_command(tmp_path, monkeypatch):
-    """main() puts the dict on ``args.judge_options``, where bench and score read it."""
+    """main() runs score's command, which builds the judge options as the value load_metric takes
+    (``LoadOptions.judge``, from nearid.cli.options) and as the dict bench's config holds."""
     import nearid.cli.main as cli
+    import nearid.cli.score as score_command
+    from nearid.cli.options import judge_options, load_options
+    from nearid.models.options import JudgeOptions
 
     seen = {}
-    monkeypatch.setattr(cli, "cmd_score", lambda args: seen.setdefault("options", args.judge_options) and 0)
+
+    def command(args):
+        seen.update(value=load_options(args).judge, kwargs=judge_options(args))
+        return 0
+
+    monkeypatch.setattr(score_command, "cmd_score", command)
     assert cli.main(["score", "--refs", str(tmp_path), "--judge-readout", "expected", "--max-new-tokens", "7"]) == 0
-    assert seen["options"] == {"prompt_file": None, "readout": "expected", "max_new_tokens": 7, "judge_batch_size": 8}
+    assert seen["value"] == JudgeOptions(prompt_file=None, readout="expected", max_new_tokens=7, judge_batch_size=8)
+    assert seen["kwargs"] == {"prompt_file": None, "readout": "expected", "max_new_tokens": 7, "judge_batch_size": 8}
 
 
 def test_judge_imports_no_torchvision(judge_dir, tmp_path):

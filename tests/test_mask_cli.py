@@ -77,7 +77,7 @@ def test_text_prompt_through_the_detector_in_the_score_layout(models, photos, tm
         )
     )
     assert not nothing.written and len(nothing.failures) == 2
-    assert "lower --threshold" in next(iter(nothing.failures.values()))
+    assert "lower --detector-threshold" in next(iter(nothing.failures.values()))
 
 
 def test_input_errors(photos, tmp_path, capsys):

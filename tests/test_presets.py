@@ -105,7 +105,7 @@ def test_offline_the_preset_fails_fast_with_the_download_fix(tmp_path, capsys, m
 
 def test_without_a_preset_the_required_options_are_named(tmp_path, capsys):
     assert main(["bench", "--data", "d", "--sources", "A", "--out", str(tmp_path)]) == 2
-    assert "--encoder is required (or --preset table1 / table7)" in capsys.readouterr().err
+    assert "--model is required (or --preset table1 / table7)" in capsys.readouterr().err
 
 
 def test_preset_machinery_on_synthetic_data(data, tmp_path, capsys):

@@ -139,7 +139,7 @@ def check_available(values: dict) -> None:
             snapshot_download(repo_id, repo_type="dataset" if kind == "dataset" else "model", local_files_only=True)
         except (LocalEntryNotFoundError, OSError, ValueError):
             flag = " --repo-type dataset" if kind == "dataset" else ""
-            option = "--data/--sources/--mtg FOLDER" if kind == "dataset" else "--encoder FAMILY:FOLDER"
+            option = "--data/--sources/--mtg FOLDER" if kind == "dataset" else "--model FAMILY:FOLDER"
             raise PresetError(
                 f"{kind} '{repo_id}' is not in the Hugging Face cache and HF_HUB_OFFLINE is set: run "
                 f"`hf download {repo_id}{flag}` where there is network (then unset HF_HUB_OFFLINE or copy the "

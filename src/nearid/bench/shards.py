@@ -148,7 +148,7 @@ def read_records(out: str | os.PathLike) -> list[dict]:
             raise ShardError(
                 f"{record['path']}: other encoders than shard 0 (specs or fingerprints: "
                 f"{[e['spec'] for e in mine['encoders']]} vs {[e['spec'] for e in theirs['encoders']]}); "
-                "run every shard with the same --encoder options and models"
+                "run every shard with the same --model options and models"
             )
     return ordered
 

@@ -1,5 +1,8 @@
-"""The command line: one module per command family and the shared option groups; it parses and
-prints, and the library does the work."""
+"""The command line: :mod:`~nearid.cli.main` (the parser and ``main``), :mod:`~nearid.cli.options` (the
+options several commands share, declared once, and the option values they build), and one module per
+command family: ``embed`` (embed, compare, encoders), ``data`` (synth, distract, mask), ``bench``
+(bench, metrics, dbpp, merge), ``score`` (score, report), ``train`` (train, export), ``demo``. It parses
+and prints; the library does the work."""
 
 from __future__ import annotations
 
@@ -7,24 +10,24 @@ from nearid.io.lazy import lazy_face
 
 # public name -> the module that defines it
 _LAZY = {
-    "add_judge_options": "nearid.cli.main",
+    "add_judge_options": "nearid.cli.options",
     "build_parser": "nearid.cli.main",
-    "cmd_bench": "nearid.cli.main",
-    "cmd_compare": "nearid.cli.main",
-    "cmd_dbpp": "nearid.cli.main",
-    "cmd_demo": "nearid.cli.main",
-    "cmd_distract": "nearid.cli.main",
-    "cmd_embed": "nearid.cli.main",
-    "cmd_encoders": "nearid.cli.main",
-    "cmd_export": "nearid.cli.main",
-    "cmd_mask": "nearid.cli.main",
-    "cmd_merge": "nearid.cli.main",
-    "cmd_metrics": "nearid.cli.main",
-    "cmd_report": "nearid.cli.main",
-    "cmd_score": "nearid.cli.main",
-    "cmd_synth": "nearid.cli.main",
-    "cmd_train": "nearid.cli.main",
-    "judge_options": "nearid.cli.main",
+    "cmd_bench": "nearid.cli.bench",
+    "cmd_compare": "nearid.cli.embed",
+    "cmd_dbpp": "nearid.cli.bench",
+    "cmd_demo": "nearid.cli.demo",
+    "cmd_distract": "nearid.cli.data",
+    "cmd_embed": "nearid.cli.embed",
+    "cmd_encoders": "nearid.cli.embed",
+    "cmd_export": "nearid.cli.train",
+    "cmd_mask": "nearid.cli.data",
+    "cmd_merge": "nearid.cli.bench",
+    "cmd_metrics": "nearid.cli.bench",
+    "cmd_report": "nearid.cli.score",
+    "cmd_score": "nearid.cli.score",
+    "cmd_synth": "nearid.cli.data",
+    "cmd_train": "nearid.cli.train",
+    "judge_options": "nearid.cli.options",
     "main": "nearid.cli.main",
 }
 

@@ -76,7 +76,7 @@ class SynthConfig:
         checks = [
             ("--identities", self.identities, 1, None),
             ("--size", self.size, 16, 4096),
-            ("--workers", self.workers, 1, None),
+            ("--num-workers", self.workers, 1, None),
             ("--val", self.val, 0, None),
             ("--test", self.test, 1, None),
             ("--mtg-train", self.mtg_train, 0, None),

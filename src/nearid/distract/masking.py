@@ -7,7 +7,7 @@ backend: torchvision is never imported (SAM 2/3's processors need it; SAM v1's d
 Masks are written as 8-bit PNGs (255 = object) in one of two layouts:
 
 * ``score`` (default): ``OUT/<relative path of the image>.png`` — pass ``--out MASKS/refs`` (or
-  ``MASKS/gens``) and ``nearid score --masks MASKS`` finds them;
+  ``MASKS/gens``) and ``nearid score --mask-folder MASKS`` finds them;
 * ``folder``: ``OUT/<relative folder>/<stem>_mask.png`` — with ``--out`` the benchmark folder itself,
   each ``view1.png`` gets the ``view1_mask.png`` that :func:`nearid.data.load_folder` reads.
 """
@@ -204,7 +204,7 @@ def make_masks(config: MaskConfig) -> MaskResult:
         image_box = box if box is not None else detector.best_box(image, config.prompt, config.threshold)
         if image_box is None:
             result.failures[str(path)] = (
-                f"no box for '{config.prompt}' above threshold {config.threshold}; lower --threshold or give --box"
+                f"no box for '{config.prompt}' above threshold {config.threshold}; lower --detector-threshold or give --box"
             )
             continue
         mask = segmenter.mask(image, image_box)

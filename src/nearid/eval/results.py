@@ -364,7 +364,7 @@ class ScoreSummary(_Document):
     errors_file: str | None = None
     per_generated_file: str | None = None
     pairing_how: str = "given"  # "given" (--pairing) or "chosen automatically: <why>"
-    masks: str | None = None  # the --masks folder (absolute), when images were cut with masks
+    masks: str | None = None  # score's --mask-folder (absolute), when images were cut with masks
     masked_images: int = 0  # unique images embedded with a mask
     mask_cleaning: str | None = None  # with masks: "authors" (spec 12.2) or "none"
     mask_dilate: int = 0

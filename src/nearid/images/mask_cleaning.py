@@ -1,4 +1,5 @@
-"""Evaluation-time mask cleaning, as the authors clean masks under ``--masks`` (spec section 12.2).
+"""Evaluation-time mask cleaning, as the authors clean masks (bench ``--foreground``, score ``--mask-folder``;
+spec section 12.2).
 
 Masks that come with a benchmark or from a segmenter have specks of noise, pinholes and stray blobs;
 the authors clean each one before it blacks out the background, and a masked score is comparable with
@@ -151,7 +152,7 @@ def cleaned_mask_ref(mask, *, dilate: int = 0):
     return ImageRef(key + suffix, fetch, version=version)
 
 
-#: ``--mask-cleaning`` values: the authors' cleaning (the default under ``--masks``), or the raw mask.
+#: ``--mask-cleaning`` values: the authors' cleaning (the default when masks are used), or the raw mask.
 MASK_CLEANINGS = ("authors", "none")
 
 

@@ -1,6 +1,6 @@
 """Encoder and backbone specs, parsed in one place, without importing torch or transformers.
 
-A spec is a string a user types (``nearid bench --encoder``, ``nearid train --backbone``); this module
+A spec is a string a user types (``nearid bench --model``, ``nearid train --backbone``); this module
 turns it into what the factories need, so ``nearid encoders`` and argument errors stay instant and the
 two grammars cannot drift apart. The factories that build models from a parsed spec are
 :func:`nearid.models.backbones.load_backbone` (a :class:`~nearid.models.nearid_model.NearIDModel` and its preprocessing)

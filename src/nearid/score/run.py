@@ -312,11 +312,11 @@ def _attach_masks(plan: PairPlan, masks: Path) -> None:
     image, any image extension. A side whose folder exists needs a mask for every image of that side
     (a missing one is a bad input); a side without a folder is used whole."""
     if not masks.is_dir():
-        raise PairingError(f"--masks {masks}: no such folder; give the folder holding refs/ and gens/ masks")
+        raise PairingError(f"--mask-folder {masks}: no such folder; give the folder holding refs/ and gens/ masks")
     sides = [side for side in ("refs", "gens") if (masks / side).is_dir()]
     if not sides:
         raise PairingError(
-            f"--masks {masks}: holds no refs/ or gens/ folder; masks go to "
+            f"--mask-folder {masks}: holds no refs/ or gens/ folder; masks go to "
             f"{masks}/refs/<relative path> and {masks}/gens/<relative path>"
         )
     plan.masks = masks
