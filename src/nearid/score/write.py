@@ -95,9 +95,10 @@ def write_metric_outputs(
             writer = csv.DictWriter(handle, fieldnames=header)
             writer.writeheader()
             writer.writerows({k: "" if v is None else v for k, v in row.items()} for row in rows)
-    summary = (
-        summarise_metrics(result, thresholds) if result.several else summarise(result, thresholds.get(_spec(result)))
-    )
+    if result.several:
+        summary = summarise_metrics(result, thresholds)
+    else:
+        summary = summarise(result, thresholds.get(result.metrics[0].spec))
     summary.pairs_file = out.name
     if result.failures:
         summary.errors_file = _write_errors(result, side_file(out, "errors.csv"))
@@ -114,10 +115,6 @@ def write_metric_outputs(
             write_text_atomic(path, json.dumps(scores, indent=0))
     summary.write(side_file(out, "summary.json"))
     return summary
-
-
-def _spec(result: MultiScoreResult) -> str:
-    return result.metrics[0].spec
 
 
 def _pair_rows(result: MultiScoreResult, thresholds: dict[str, dict | None]) -> tuple[list[str], list[dict]]:
