@@ -79,11 +79,11 @@ def judge(monkeypatch):
     made, kw = [], {}
     real_load, real_parse = judge_loading.load_metric, specs.parse_encoder_spec
 
-    def load(spec, options=None, **keywords):
+    def load(spec, **options):
         if spec == "judge":
             made.append(CountingJudge(nearid.load_encoder("tiny", device="cpu"), **kw))
             return made[-1]
-        return real_load(spec, options, **keywords)
+        return real_load(spec, **options)
 
     monkeypatch.setattr(specs, "parse_encoder_spec", lambda s: real_parse("tiny" if s == "judge" else s))
     monkeypatch.setattr(judge_loading, "load_metric", load)

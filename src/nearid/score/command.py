@@ -162,7 +162,7 @@ def _prepare(config: ScoreConfig, log: Log, warn: Log) -> tuple[PairPlan, str]:
 def _load_metrics(config: ScoreConfig) -> list[tuple[str, object]]:
     from nearid.judges.loading import load_metric
 
-    return [(spec, load_metric(spec, config.load)) for spec in config.models]
+    return [(spec, load_metric(spec, options=config.load)) for spec in config.models]
 
 
 def _score_shard(config: ScoreConfig, plan: PairPlan, shard: Shard, encoder, threshold, fmt: str, log: Log) -> Path:
