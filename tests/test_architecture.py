@@ -17,7 +17,6 @@ SHAPE = code_shape.read_shape()
 #: Modules and functions still over the size limits, each with the change that brings it under; the
 #: list only shrinks (a test below fails when an entry is no longer needed).
 OVERSIZE_MODULES: set[str] = {
-    "nearid.score.run",
     "nearid.training.trainer",
 }
 OVERSIZE_FUNCTIONS: set[str] = {"nearid.training.trainer.train"}

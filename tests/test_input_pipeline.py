@@ -372,7 +372,7 @@ def test_embed_command_with_workers_and_fast_decode(files, tmp_path, capsys):
 
 def test_bench_and_score_pass_the_input_options_on(tmp_path, monkeypatch):
     import nearid.models.embedding as embedding
-    import nearid.score.run
+    import nearid.score.compute
     from nearid.bench.run import BenchConfig, run_bench
     from nearid.data.synth import SynthConfig, generate
 
@@ -384,7 +384,7 @@ def test_bench_and_score_pass_the_input_options_on(tmp_path, monkeypatch):
         return original(*args, **kwargs)
 
     monkeypatch.setattr(embedding, "embed", spy)
-    monkeypatch.setattr(nearid.score.run, "embed", spy)  # score imports it at its own import
+    monkeypatch.setattr(nearid.score.compute, "embed", spy)  # score imports it at its own import
     data = tmp_path / "synth"
     generate(
         data,

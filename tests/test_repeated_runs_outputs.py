@@ -270,12 +270,12 @@ def test_report_thumbnails_with_relative_inputs_and_out_in_a_subfolder(folders, 
     ],
 )
 def test_bad_score_invocations_are_one_line_before_embedding(tmp_path, capsys, monkeypatch, case, needles):
-    import nearid.score.run
+    import nearid.score.compute
 
     def no_embedding(*args, **kwargs):
         raise AssertionError("embedded before the invocation was checked")
 
-    monkeypatch.setattr(nearid.score.run, "embed", no_embedding)
+    monkeypatch.setattr(nearid.score.compute, "embed", no_embedding)
     for i in range(2):
         draw(tmp_path / "refs" / f"{i}.png", i)
         draw(tmp_path / "gens" / f"{i}.png", 5 + i)
@@ -330,9 +330,11 @@ def test_same_files_as_references_and_generated_warn(tmp_path, capsys):
 
 
 def test_all_bad_inputs_are_listed_in_one_message(folders, capsys, monkeypatch):
-    import nearid.score.run
+    import nearid.score.compute
 
-    monkeypatch.setattr(nearid.score.run, "embed", lambda *a, **k: (_ for _ in ()).throw(AssertionError("embedded")))
+    monkeypatch.setattr(
+        nearid.score.compute, "embed", lambda *a, **k: (_ for _ in ()).throw(AssertionError("embedded"))
+    )
     for i in range(25):
         (folders / "gens" / f"bad{i:02d}.png").write_bytes(b"not an image")
         draw(folders / "refs" / f"bad{i:02d}.png", 100 + i)

@@ -15,7 +15,10 @@ from nearid.cli.main import main
 from nearid.eval.metrics import Threshold
 from nearid.eval.results import BenchInfo, BenchResults, Calibration, EncoderResult, NearIDResult, read_results
 from nearid.io.errors import NearIDError
-from nearid.score.run import plan_pairs, resolve_threshold, score_pairs, summarise
+from nearid.score.compute import score_pairs
+from nearid.score.plan import plan_pairs
+from nearid.score.summary import summarise
+from nearid.score.thresholds import resolve_threshold
 
 
 def draw(path, seed: int, size=(40, 40)):
@@ -58,11 +61,11 @@ def test_paths_rule_matches_by_name_without_extension(tmp_path, tiny):
 
 
 def test_subjects_rule_aggregates_mean_and_max(tmp_path, tiny, capsys):
-    for subject in ("dog", "cat"):
+    for s, subject in enumerate(("dog", "cat")):  # a seed per image, the same in every interpreter run
         for i in range(3):
-            draw(tmp_path / "refs" / subject / f"ref{i}.png", hash((subject, i)) % 1000)
+            draw(tmp_path / "refs" / subject / f"ref{i}.png", 10 * s + i)
         for i in range(2):
-            draw(tmp_path / "gens" / subject / f"sample{i}.png", hash((subject, "g", i)) % 1000)
+            draw(tmp_path / "gens" / subject / f"sample{i}.png", 100 + 10 * s + i)
     out = tmp_path / "out" / "scores.csv"
     argv = [
         "score",
@@ -339,15 +342,83 @@ def test_skip_errors_with_every_pair_bad_names_the_inputs(tmp_path, capsys):
 
 
 def test_header_checks_find_every_bad_image_before_the_model(tmp_path, monkeypatch):
-    from nearid.score import run as score
+    from nearid.score import inputs
 
     for i in range(3):
         draw(tmp_path / "refs" / f"{i}.png", i)
         (tmp_path / "gens").mkdir(exist_ok=True)
         (tmp_path / "gens" / f"{i}.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
-    plan = score.prepare(plan_pairs(tmp_path / "refs", tmp_path / "gens"))
+    plan = inputs.prepare(plan_pairs(tmp_path / "refs", tmp_path / "gens"))
     assert sorted(p for p, _ in plan.unmatched) == [str(tmp_path / "gens" / f"{i}.png") for i in range(3)]
     with pytest.raises(NearIDError, match=r"^3 bad inputs: .*gens/0\.png: not an image file.*gens/2\.png"):
-        score.check_plan(plan)
+        inputs.check_plan(plan)
     with pytest.raises(NearIDError, match="prepared with masks None"):
-        score.prepare(plan, tmp_path / "m")
+        inputs.prepare(plan, tmp_path / "m")
+
+
+@pytest.fixture
+def no_model(monkeypatch):
+    """Fails the test if any model is loaded."""
+    from nearid.judges import loading
+    from nearid.models import encoders
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a model was loaded before the inputs were checked")
+
+    monkeypatch.setattr(loading, "load_metric", refuse)
+    monkeypatch.setattr(encoders, "load_encoder", refuse)
+
+
+@pytest.mark.parametrize(
+    "case, message",
+    [
+        ("out_is_input", r"pairs\.csv: is also an input of this command"),
+        ("misspelt_masks", r"^--masks \S+/maskz: no such folder; give the folder holding refs/ and gens/ masks$"),
+    ],
+)
+def test_run_score_checks_the_inputs_before_any_model_loads(tmp_path, capsys, no_model, case, message):
+    import re
+
+    from nearid.score import ScoreConfig, run_score
+
+    for i in range(2):
+        draw(tmp_path / "refs" / f"{i}.png", i)
+        draw(tmp_path / "gens" / f"{i}.png", 5 + i)
+    (tmp_path / "masks" / "refs").mkdir(parents=True)
+    pairs = tmp_path / "pairs.csv"
+    pairs.write_text("reference,generated\nrefs/0.png,gens/0.png\n")
+    config = {
+        "out_is_input": ScoreConfig(refs=pairs, out=pairs, models=("tiny",)),
+        "misspelt_masks": ScoreConfig(
+            refs=tmp_path / "refs", gens=tmp_path / "gens", masks=tmp_path / "maskz", out=tmp_path / "o.csv"
+        ),
+    }[case]
+    logged = []
+    with pytest.raises(NearIDError) as raised:
+        run_score(config, log=logged.append, warn=logged.append)
+    assert "\n" not in str(raised.value) and re.search(message, str(raised.value)), raised.value
+    assert logged == [] and pairs.read_text() == "reference,generated\nrefs/0.png,gens/0.png\n"
+    assert not (tmp_path / "o.csv").exists()
+    argv = ["score", "--refs", str(config.refs), "--out", str(config.out), "--model", "tiny"]
+    argv += ["--gens", str(config.gens), "--masks", str(config.masks)] if config.gens else []
+    assert main(argv) == 2  # the command is the same call: the same line, still no model
+    err = capsys.readouterr().err
+    assert err == f"nearid score: error: {raised.value}\n"
+
+
+def test_score_config_refuses_what_means_nothing_when_built():
+    from nearid.images.options import MaskOptions
+    from nearid.score import ScoreConfig
+
+    with pytest.raises(NearIDError, match="--model tiny is given twice"):
+        ScoreConfig(refs="r", models=("tiny", "tiny"))
+    with pytest.raises(NearIDError, match="one number cannot cut 2 metrics"):
+        ScoreConfig(refs="r", models=("tiny", "histogram"), threshold="0.5")
+    with pytest.raises(NearIDError, match="score one --model per sharded run"):
+        ScoreConfig(refs="r", models=("tiny", "histogram"), num_shards=2, shard_index=0)
+    with pytest.raises(NearIDError, match="--shard-index 2: out of range for --num-shards 2"):
+        ScoreConfig(refs="r", models="tiny", num_shards=2, shard_index=2)
+    with pytest.raises(NearIDError, match="--mask-dilate 3 dilates the cleaned mask"):
+        ScoreConfig(refs="r", models="tiny", mask=MaskOptions("none", 3))
+    config = ScoreConfig(refs="r", models="tiny", num_shards=2, shard_index=1)
+    assert config.models == ("tiny",) and (config.shard.count, config.shard.index) == (2, 1)

@@ -18,7 +18,8 @@ from nearid.eval.torchmetrics import identity_similarity
 from nearid.judges import loading as judge_loading
 from nearid.models import specs
 from nearid.models.pair_scorers import EncoderPairScorer
-from nearid.score.run import plan_pairs, score_metrics, score_pairs
+from nearid.score.compute import score_metrics
+from nearid.score.plan import plan_pairs
 
 from .test_score import draw, rows
 
@@ -33,6 +34,21 @@ def subjects(tmp_path):
         for i in range(3):
             draw(tmp_path / "gens" / subject / f"sample{i}.png", 100 + 10 * s + i)
     return tmp_path
+
+
+def cosines(encoder, plan) -> np.ndarray:
+    """Per pair the cosine of the two images' embeddings, each image embedded by ``nearid.embed`` and
+    compared in float64 numpy: independent of score's unique-input plan and its pair loop."""
+    images = sorted({image for pair in plan.pairs for image in (pair.reference, pair.generated)})
+    vectors = dict(zip(images, np.asarray(nearid.embed(encoder, images), dtype=np.float64)))
+    return np.array(
+        [
+            vectors[p.reference]
+            @ vectors[p.generated]
+            / (np.linalg.norm(vectors[p.reference]) * np.linalg.norm(vectors[p.generated]))
+            for p in plan.pairs
+        ]
+    )
 
 
 def _argv(root, out, *models, extra=()):
@@ -84,8 +100,8 @@ def test_three_models_write_three_columns_a_summary_each_and_their_correlations(
     summary = json.loads((subjects / "out" / "s.csv.summary.json").read_text())
     assert list(summary["metrics"]) == MODELS
     columns = {}
-    for model in MODELS:  # each column is that model's own one-model score of the same pairs
-        alone = score_pairs(nearid.load_encoder(model, device="cpu"), plan).similarities
+    for model in MODELS:  # each column is the cosine of that model's embeddings of the pair's images
+        alone = cosines(nearid.load_encoder(model, device="cpu"), plan)
         column = np.array([float(r[f"similarity:{model}"]) for r in written])
         np.testing.assert_allclose(column, alone, atol=2e-6)
         section = summary["metrics"][model]
@@ -270,3 +286,54 @@ def test_dreambench_writes_one_dbpp_file_per_metric(tmp_path):
         assert scores == {r["key"]: pytest.approx(100 * float(r[f"similarity:{spec}"]), abs=1e-6) for r in written}
     assert not (tmp_path / "emu2.csv.dbpp.json").exists()
     assert _csv_header(out)[:4] == ["reference", "generated", "subject", "key"]
+
+
+def _written(folder):
+    return {path.name: path.read_bytes() for path in sorted(folder.iterdir())}
+
+
+@pytest.mark.parametrize(
+    "models, extra",
+    [
+        (("tiny",), ("--threshold", "0.25")),  # the one-model layout, with decisions
+        (("tiny", "histogram"), ()),  # a column, a summary section and a mean / max per metric
+    ],
+)
+def test_run_score_writes_what_the_command_writes(subjects, capsys, models, extra):
+    from nearid.score import ScoreConfig, run_score
+
+    (subjects / "cli").mkdir()
+    (subjects / "lib").mkdir()
+    assert main(_argv(subjects, subjects / "cli" / "s.csv", *models, extra=extra)) == 0
+    printed = capsys.readouterr()
+    config = ScoreConfig(
+        refs=subjects / "refs",
+        gens=subjects / "gens",
+        out=subjects / "lib" / "s.csv",
+        models=models,
+        threshold=extra[1] if extra else None,
+    )
+    logged, warned = [], []
+    outcome = run_score(config, log=logged.append, warn=warned.append)
+    cli, lib = _written(subjects / "cli"), _written(subjects / "lib")
+    expected = ["s.csv", "s.csv.per_generated.csv", "s.csv.summary.json"]
+    assert sorted(cli) == sorted(lib) == expected and cli == lib  # byte for byte
+    assert "\n".join(logged).replace("/lib/", "/cli/") + "\n" == printed.out
+    assert warned == [] and printed.err == ""
+    assert outcome.scored_any and outcome.record is None
+    assert [m.spec for m in outcome.result.metrics] == list(models)
+    assert outcome.summary == ScoreSummary.from_json((subjects / "lib" / "s.csv.summary.json").read_text())
+    first = np.array(
+        [float(r["similarity" if len(models) == 1 else "similarity:tiny"]) for r in rows(subjects / "lib" / "s.csv")]
+    )
+    np.testing.assert_allclose(first, cosines(nearid.load_encoder("tiny", device="cpu"), outcome.plan), atol=2e-6)
+
+
+def test_a_judge_that_answers_nothing_is_exit_2(subjects, judge, capsys):
+    _, kw = judge
+    kw["nan_every"] = 1
+    out = subjects / "none.csv"
+    assert main(_argv(subjects, out, "judge")) == 2
+    assert capsys.readouterr().err == "nearid score: error: no pair could be scored; see the errors file\n"
+    assert out.read_text() == "reference,generated,similarity\n"  # the one-model layout's empty output
+    assert json.loads((subjects / "none.csv.summary.json").read_text())["no_answer"] == 12

@@ -14,172 +14,34 @@ from nearid.cli.options import (
     add_option,
     add_read_options,
     add_shard_options,
-    judge_options,
+    load_options,
+    mask_options,
+    read_options,
 )
-from nearid.io.errors import NearIDError
 
 
 def cmd_score(args) -> int:
-    from nearid.io.outputs import check_outputs
-    from nearid.io.records import shard_option
-    from nearid.score.run import (
-        check_options,
-        check_plan,
-        output_files,
-        output_format,
-        plan_pairs,
-        prepare,
-        resolve_threshold,
-        same_files,
-        score_pairs,
-        side_file,
-        write_outputs,
+    """Parse, call :func:`nearid.score.run_score` (the whole command, its checks in order), map to an exit code."""
+    from nearid.score.command import ScoreConfig, run_score
+
+    config = ScoreConfig(
+        refs=args.refs,
+        gens=args.gens,
+        out=args.out,
+        models=tuple(args.model or ("nearid",)),
+        pairing=args.pairing,
+        masks=args.masks,
+        mask=mask_options(args),
+        read=read_options(args),
+        load=load_options(args),
+        threshold=args.threshold,
+        calibration=args.calibration,
+        format=args.format,
+        skip_errors=args.skip_errors,
+        num_shards=args.num_shards,
+        shard_index=args.shard_index,
     )
-    from nearid.score.shards import run_score_shard
-
-    # Everything that needs no model first: options, pairing, masks, image headers, output locations.
-    specs = _score_specs(args)
-    check_options(
-        threshold=args.threshold, calibration=args.calibration, batch_size=args.batch_size, n_models=len(specs)
-    )
-    shard = shard_option(args.num_shards, args.shard_index)  # before anything is read
-    if shard is not None and len(specs) > 1:
-        raise NearIDError("--num-shards: score one --model per sharded run (nearid merge writes one metric's outputs)")
-    plan = plan_pairs(args.refs, args.gens, args.pairing)
-    prepare(plan, args.masks)
-    check_outputs(
-        output_files(args.out, plan.rule, specs), [args.refs, args.gens, args.masks, args.calibration, *plan.inputs()]
-    )
-    fmt = output_format(args.out, args.format)
-    check_plan(plan, args.skip_errors)
-    print(f"pairing: {plan.rule} ({plan.how}), {len(plan.pairs)} pairs")
-    if same := same_files(plan):
-        print(
-            f"nearid score: warning: references and generated images are the same {same} files "
-            f"({same} of {len(plan.pairs)} pairs score 1); check --refs and --gens",
-            file=sys.stderr,
-        )
-    metrics = _score_metrics(args, specs)
-    if shard is not None and _is_pair_scorer(metrics[0][1]):
-        raise NearIDError(f"--num-shards: {specs[0]} is a pair scorer; shards split encoders' scoring only")
-    if len(metrics) > 1 or _is_pair_scorer(metrics[0][1]):
-        return _score_several(args, plan, fmt, metrics)
-    encoder = metrics[0][1]
-    threshold = resolve_threshold(args.threshold, encoder, args.calibration)  # by the encoder's fingerprint
-    if shard is not None:  # one share of the pairs; `nearid merge OUT` writes the outputs
-        options = _scoring_options(args)
-        settings = {"refs": args.refs, "gens": args.gens, "pairing": args.pairing, "masks": args.masks}
-        settings.update(format=fmt, threshold=threshold, **{k: v for k, v in options.items() if k != "num_workers"})
-        path = run_score_shard(encoder, plan, shard, out=args.out, settings=settings, **options)
-        print(f"{shard.name}: partial record {path}; when every shard is done: nearid merge {args.out}")
-        return 0
-    result = score_pairs(encoder, plan, **_scoring_options(args))
-    summary = write_outputs(result, args.out, threshold=threshold, fmt=fmt)
-    stats = summary.similarity or {}
-    print(
-        f"scored {summary.n_pairs} pairs ({plan.rule} pairing) with {encoder.name}; "
-        f"{result.embedded} unique images embedded" + (f", {result.masked} with a mask" if plan.masks else "")
-    )
-    if stats:
-        print("similarity: " + "  ".join(f"{k} {v:.4f}" for k, v in stats.items()))
-    for subject, values in list(summary.per_subject.items())[:20]:
-        print(f"  {subject:30s} n={values['n']:4d}  mean {values['mean']:.4f}  median {values['median']:.4f}")
-    if summary.decisions:
-        d, t = summary.decisions, summary.threshold
-        print(f"threshold {t['value']:.4f} ({t['source']}): same {d['same']}, different {d['different']}")
-    if summary.errors:
-        print(f"skipped {summary.errors} failures, listed in {summary.errors_file}")
-    print(f"wrote {args.out} and {side_file(args.out, 'summary.json').name}")
-    if not summary.n_pairs:
-        print("nearid score: error: no pair could be scored; see the errors file", file=sys.stderr)
-        return 2
-    return 0
-
-
-def _score_specs(args) -> list[str]:
-    """``score --model`` (repeatable): the specs, checked before anything is read; one spec keeps
-    ``args.model`` a string, as before several metrics."""
-    from nearid.score.run import check_metric_specs
-
-    specs = args.model or ["nearid"]
-    check_metric_specs(specs)
-    if len(specs) == 1:
-        args.model = specs[0]
-    return specs
-
-
-def _score_metrics(args, specs: list[str]) -> list[tuple[str, object]]:
-    from nearid.judges.loading import load_metric
-
-    judge = judge_options(args)
-    return [
-        (
-            spec,
-            load_metric(
-                spec, device=args.device, dtype=args.dtype, allow_pickle=args.allow_pickle, judge_options=judge
-            ),
-        )
-        for spec in specs
-    ]
-
-
-def _is_pair_scorer(metric) -> bool:
-    from nearid.models.pair_scorers import is_pair_scorer
-
-    return is_pair_scorer(metric)
-
-
-def _scoring_options(args) -> dict:
-    """``nearid score``'s options for the library's scoring functions (one model, several, or a shard)."""
-    return {
-        "batch_size": args.batch_size,
-        "skip_errors": args.skip_errors,
-        "mask_cleaning": args.mask_cleaning,
-        "mask_dilate": args.mask_dilate,
-        "num_workers": args.num_workers,
-        "fast_decode": args.fast_decode,
-    }
-
-
-def _score_several(args, plan, fmt, metrics) -> int:
-    """``nearid score`` with several metrics (or one pair scorer): a column per metric, a summary per metric,
-    each metric's calibrated decision when its bench results have one."""
-    from nearid.score.run import resolve_thresholds, score_metrics, side_file, write_metric_outputs
-
-    thresholds, problems = resolve_thresholds(args.threshold, metrics, args.calibration)
-    for problem in problems:
-        print(f"nearid score: warning: no decision for this metric: {problem}", file=sys.stderr)
-    result = score_metrics(metrics, plan, **_scoring_options(args))
-    summary = write_metric_outputs(result, args.out, thresholds=thresholds, fmt=fmt)
-    print(f"scored {len(plan.pairs)} pairs ({plan.rule} pairing) with {len(metrics)} metric(s)")
-    for metric in result.metrics:
-        section = (summary.metrics or {}).get(metric.spec) or {
-            "n_pairs": summary.n_pairs,
-            "similarity": summary.similarity,
-            "decisions": summary.decisions,
-        }
-        stats = section["similarity"] or {}
-        line = f"  {metric.spec}: {section['n_pairs']} pairs" + (
-            "  " + "  ".join(f"{k} {v:.4f}" for k, v in stats.items()) if stats else ""
-        )
-        if metric.no_answer:
-            line += f"  no answer {metric.no_answer}"
-        judge_stats = getattr(dict(metrics).get(metric.spec), "stats", None)  # a VLM judge times itself
-        if judge_stats is not None and judge_stats.pairs:
-            line += f"  {judge_stats.seconds_per_pair:.3g} s per pair"
-        if section.get("decisions"):
-            line += f"  same {section['decisions']['same']}, different {section['decisions']['different']}"
-        print(line)
-    for values in (summary.correlations or {}).values():
-        r, rho = values["pearson"], values["spearman"]
-        print(
-            f"  {values['a']} vs {values['b']}: Pearson {'n/a' if r is None else f'{r:.3f}'}, "
-            f"Spearman {'n/a' if rho is None else f'{rho:.3f}'} ({values['n']} pairs)"
-        )
-    if summary.errors:
-        print(f"skipped {summary.errors} failures, listed in {summary.errors_file}")
-    print(f"wrote {args.out} and {side_file(args.out, 'summary.json').name}")
-    if not result.scored_any:
+    if not run_score(config).scored_any:
         print("nearid score: error: no pair could be scored; see the errors file", file=sys.stderr)
         return 2
     return 0
