@@ -373,7 +373,7 @@ def no_model(monkeypatch):
     "case, message",
     [
         ("out_is_input", r"pairs\.csv: is also an input of this command"),
-        ("misspelt_masks", r"^--masks \S+/maskz: no such folder; give the folder holding refs/ and gens/ masks$"),
+        ("misspelt_masks", r"^--mask-folder \S+/maskz: no such folder; give the folder holding refs/ and gens/ masks$"),
     ],
 )
 def test_run_score_checks_the_inputs_before_any_model_loads(tmp_path, capsys, no_model, case, message):
