@@ -117,7 +117,7 @@ class Validation:
         self.workers = resolve_num_workers(config.num_workers, device)  # decode val images in workers, as bench does
 
     def score(self):
-        """The pooled :class:`~nearid.eval.metrics.Score` of the head as it is now."""
+        """The pooled :class:`~nearid.eval.metrics.DiscriminationScore` of the head as it is now."""
         from nearid.eval.evaluate import pooled_scores, similarity_tables
 
         tables = similarity_tables(self.encoder, self.bench, self.sources, progress=False, num_workers=self.workers)
