@@ -181,10 +181,10 @@ def test_two_processes_match_one(data, tmp_path):
 def test_prepare_run_and_steps_by_hand_give_the_head_of_train(data, tmp_path, token_cache):
     """``train(config)`` is ``fit(prepare_run(config))``: a run prepared and stepped by hand, on the inputs
     it decodes ahead (:func:`step_inputs`), has ``train``'s head, optimizer state and loss bit for bit,
-    cached or streamed; a step given no inputs decodes them itself, to the same head; and a step past the
-    plan is refused."""
+    cached or streamed; a step past the plan is refused; and a run stepped once by hand (no inputs given:
+    the step decodes its own) then fitted ends with the same head."""
     from nearid.io.errors import NearIDError
-    from nearid.training.loop import save_checkpoint, step, step_inputs
+    from nearid.training.loop import fit, save_checkpoint, step, step_inputs
     from nearid.training.run import prepare_run
 
     settings = dict(max_steps=3, save_steps=3, token_cache=token_cache)
@@ -210,11 +210,11 @@ def test_prepare_run_and_steps_by_hand_give_the_head_of_train(data, tmp_path, to
         assert all(torch.equal(moments[key], reference[key]) for key in reference)
     with pytest.raises(NearIDError, match="the run has taken its planned steps"):
         step(run)
-    unfed = prepare_run(config(data, tmp_path / "u", **settings))
-    last = [step(unfed) for _ in range(3)][-1]  # no step_inputs: each step builds its own trunk inputs
-    assert last.loss == trained["loss"]
-    hand = unfed.accelerator.unwrap_model(unfed.head).state_dict()
-    assert all(torch.equal(hand[name], tensor) for name, tensor in load_file(expected / "head.safetensors").items())
+    # one step given no inputs (it builds its own), then fit takes the rest from where the run is
+    mixed = prepare_run(config(data, tmp_path / "m", **settings))
+    assert step(mixed).step == 1
+    assert fit(mixed) == {**trained, "checkpoint": str(tmp_path / "m" / "checkpoints" / "step-3")}
+    assert all(torch.equal(head_of(tmp_path / "m")[name], tensor) for name, tensor in head_of(tmp_path / "t").items())
 
 
 def test_export_loads_with_from_pretrained(data, tmp_path, capsys):
