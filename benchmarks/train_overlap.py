@@ -42,7 +42,8 @@ from nearid.images.processors import preprocessor, siglip_processor
 from nearid.models.backbones import load_backbone
 from nearid.models.nearid_model import NearIDConfig, NearIDModel
 from nearid.training import SampleRecipe, TrainingSet, pixel_values
-from nearid.training.trainer import TrainConfig, _present, train
+from nearid.training.batches import present_slots
+from nearid.training.trainer import TrainConfig, train
 
 SOURCES = ["Part", "Shape"]
 
@@ -59,7 +60,7 @@ def costs(data: Path, backbone: str, batch: int, repeats: int = 3) -> tuple[floa
     model, processor = load_backbone(backbone)
     preprocess = preprocessor(processor)
     training_set = TrainingSet(load_nearid(data, SOURCES, split="train"), SOURCES, None, SampleRecipe(seed=0))
-    slots = [slot for _, _, slot in _present(training_set.samples(0, training_set.batches(0, batch)[0]))]
+    slots = [slot for _, _, slot in present_slots(training_set.samples(0, training_set.batches(0, batch)[0]))]
     inputs, trunk = [], []
     for _ in range(repeats):
         start = time.perf_counter()

@@ -15,14 +15,15 @@ import torch
 from safetensors.torch import load_file
 
 from nearid.cli.main import main
-from nearid.data import load_nearid
+from nearid.data import load_mtg, load_nearid
 from nearid.images.processors import preprocessor
 from nearid.models.backbones import load_backbone
 from nearid.models.nearid_model import NearIDModel
 from nearid.tiny.model import build_tiny_model
 from nearid.training import SampleRecipe, TrainingSet, pixel_values
+from nearid.training.batches import step_loss
 from nearid.training.losses import CombinedLoss
-from nearid.training.trainer import _step_loss, train
+from nearid.training.trainer import train
 
 from .training_run import ARGS, config, head_of, training_data
 
@@ -80,7 +81,7 @@ def test_the_head_learns_a_fixed_batch(data):
     loss_fn = CombinedLoss("nearid:1.0")
     losses = []
     for _ in range(40):
-        loss = _step_loss(model.head, loss_fn, samples, tokens_of, "cpu")
+        loss = step_loss(model.head, loss_fn, samples, tokens_of, "cpu")
         loss.backward()
         optimizer.step()
         optimizer.zero_grad()
@@ -174,6 +175,46 @@ def test_two_processes_match_one(data, tmp_path):
     assert loss == pytest.approx(one["loss"], rel=1e-4)
     for name, tensor in head_of(tmp_path / "one").items():
         torch.testing.assert_close(head_of(tmp_path / "two")[name], tensor, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("token_cache", ["auto", "off"])
+def test_prepare_run_and_steps_by_hand_give_the_head_of_train(data, tmp_path, token_cache):
+    """``train(config)`` is ``fit(prepare_run(config))``: a run prepared and stepped by hand, on the inputs
+    it decodes ahead (:func:`step_inputs`), has ``train``'s head, optimizer state and loss bit for bit,
+    cached or streamed; a step past the plan is refused; and a run stepped once by hand (no inputs given:
+    the step decodes its own) then fitted ends with the same head."""
+    from nearid.io.errors import NearIDError
+    from nearid.training.loop import fit, save_checkpoint, step, step_inputs
+    from nearid.training.run import prepare_run
+
+    settings = dict(max_steps=3, save_steps=3, token_cache=token_cache)
+    trained = train(config(data, tmp_path / "t", **settings))
+    expected = tmp_path / "t" / "checkpoints" / "step-3"
+    run = prepare_run(config(data, tmp_path / "h", **settings))
+    bench, mtg = load_nearid(data, ["Part", "Shape"], split="train"), load_mtg(data / "MTG", split="train")
+    per_epoch = len(TrainingSet(bench, ["Part", "Shape"], mtg, SampleRecipe(seed=0)).batches(0, 8))
+    assert (run.step, run.end, run.total_steps) == (0, 3, 2 * per_epoch)
+    assert run.streams == (token_cache == "off") and (run.cache is None) == (token_cache == "off")
+    with step_inputs(run) as inputs:
+        numbers = [step(run, next(inputs)) for _ in range(3)]
+    assert [(n.step, n.epoch) for n in numbers] == [(1, 0), (2, 0), (3, 0)]
+    assert numbers[-1].loss == trained["loss"] and numbers[-1].lr == run.scheduler.get_last_lr()[0]
+    hand = run.accelerator.unwrap_model(run.head).state_dict()
+    assert all(torch.equal(hand[name], tensor) for name, tensor in load_file(expected / "head.safetensors").items())
+    saved = save_checkpoint(run)
+    assert saved == tmp_path / "h" / "checkpoints" / "step-3"
+    ours, theirs = (torch.load(folder / "state.pt", weights_only=True) for folder in (saved, expected))
+    assert ours["step"] == theirs["step"] == 3 and ours["scheduler"] == theirs["scheduler"]
+    assert len(ours["optimizer"]["state"]) == len(theirs["optimizer"]["state"]) > 0
+    for moments, reference in zip(ours["optimizer"]["state"].values(), theirs["optimizer"]["state"].values()):
+        assert all(torch.equal(moments[key], reference[key]) for key in reference)
+    with pytest.raises(NearIDError, match="the run has taken its planned steps"):
+        step(run)
+    # one step given no inputs (it builds its own), then fit takes the rest from where the run is
+    mixed = prepare_run(config(data, tmp_path / "m", **settings))
+    assert step(mixed).step == 1
+    assert fit(mixed) == {**trained, "checkpoint": str(tmp_path / "m" / "checkpoints" / "step-3")}
+    assert all(torch.equal(head_of(tmp_path / "m")[name], tensor) for name, tensor in head_of(tmp_path / "t").items())
 
 
 def test_export_loads_with_from_pretrained(data, tmp_path, capsys):
@@ -337,8 +378,6 @@ def test_jitter_and_disalignment_train_through_the_trunk(data, tmp_path, monkeyp
 
 
 def load_mtg_train(data):
-    from nearid.data import load_mtg
-
     return load_mtg(data / "MTG", split="train")
 
 
