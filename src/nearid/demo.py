@@ -149,7 +149,9 @@ def _bench(encoders: list[str], data: Path, sources: list[str], out: Path):
 
 def _train_head(data: Path, out: Path, backbone: Path, config: DemoConfig, sources: list[str]) -> Path:
     """Step 4: NearID's head retrained on the frozen stand-in (token cache), exported as a full model."""
-    from nearid.training.trainer import TrainConfig, export, train
+    from nearid.training.config import TrainConfig
+    from nearid.training.export import export
+    from nearid.training.loop import train
 
     trained = train(
         TrainConfig(

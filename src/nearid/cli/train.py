@@ -17,7 +17,8 @@ from nearid.cli.options import (
 
 
 def cmd_train(args) -> int:
-    from nearid.training.trainer import TrainConfig, train
+    from nearid.training.config import TrainConfig
+    from nearid.training.loop import train
 
     config = TrainConfig.from_options(args.config, **vars(args))
     from nearid.io.outputs import check_outputs
@@ -30,7 +31,7 @@ def cmd_train(args) -> int:
 
 def cmd_export(args) -> int:
     from nearid.io.outputs import check_outputs
-    from nearid.training.trainer import export
+    from nearid.training.export import export
 
     check_outputs([], [args.checkpoint], folders=[args.out])
     print(
