@@ -329,7 +329,7 @@ def test_every_merge_goes_through_the_one_merge_core(tmp_path, monkeypatch):
     calls.clear()
     for s, subject in enumerate(("dog", "cat")):
         _draw(tmp_path / "refs" / subject / "a.png", s)
-        _draw(tmp_path / "gens" / subject / "a.png", 10 + s)
+        _draw(tmp_path / "gens" / subject / "b.png", 10 + s)
     scores = tmp_path / "scores.csv"
     for index in (0, 1):
         argv = _score(tmp_path / "refs", tmp_path / "gens", scores, "--num-shards", "2", "--shard-index", str(index))

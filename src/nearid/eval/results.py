@@ -54,6 +54,9 @@ class BenchInfo:
     mask_cleaning: str | None = None  # foreground only: "authors" (spec 12.2) or "none"; None for full images
     mask_dilate: int = 0
     views_without_mask: int = 0  # foreground only: views dropped with their distractors for want of a mask
+    #: the content key of the planned inputs (:func:`nearid.bench.planning.plan_fingerprint`): what
+    #: decides whether two runs measured the same data. ``None`` in files written before it was recorded.
+    inputs: str | None = None
 
     @property
     def split_label(self) -> str:
@@ -73,13 +76,23 @@ class BenchInfo:
         "mtg_samples",
     )
 
+    #: Where the inputs lie: compared as text only when a file has no content key (written before
+    #: ``inputs``); with keys on both sides the content decides, so a link or another spelling of the
+    #: same data is the same benchmark and data regenerated at the same path is not.
+    LOCATIONS: ClassVar[tuple[str, ...]] = ("data", "split_file", "mtg")
+
     def differences(self, other: BenchInfo) -> list[str]:
-        """``field: mine -> other's`` for each field of :data:`SAME_BENCHMARK` that differs."""
-        return [
+        """``field: mine -> other's`` for each field of :data:`SAME_BENCHMARK` that differs (the data by
+        its content key when both have one)."""
+        by_content = self.inputs is not None and other.inputs is not None
+        found = [
             f"{name}: {getattr(self, name)!r} -> {getattr(other, name)!r}"
             for name in self.SAME_BENCHMARK
-            if getattr(self, name) != getattr(other, name)
+            if getattr(self, name) != getattr(other, name) and not (by_content and name in self.LOCATIONS)
         ]
+        if by_content and self.inputs != other.inputs:
+            found.append(f"the content of {other.data} changed: inputs {self.inputs[:12]} -> {other.inputs[:12]}")
+        return found
 
     def to_dict(self) -> dict:
         return dict(self.__dict__)
@@ -100,6 +113,7 @@ class BenchInfo:
             mask_cleaning=values.get("mask_cleaning"),
             mask_dilate=int(values.get("mask_dilate", 0)),
             views_without_mask=int(values.get("views_without_mask", 0)),
+            inputs=values.get("inputs"),
         )
 
 
@@ -285,8 +299,9 @@ class BenchResults(_Document):
         )
 
     def merged(self, run: BenchResults) -> BenchResults:
-        """These results with ``run``'s encoders added or replaced (same benchmark; see :func:`merge_bench_results`)."""
-        return BenchResults(self.benchmark, {**self.encoders, **run.encoders}, [*self.log, *run.log])
+        """These results with ``run``'s encoders added or replaced, under ``run``'s benchmark (the same one:
+        see :func:`merge_bench_results`)."""
+        return BenchResults(run.benchmark, {**self.encoders, **run.encoders}, [*self.log, *run.log])
 
 
 class BenchMismatchError(ResultsError):
@@ -336,8 +351,10 @@ def results_lock(folder: str | os.PathLike, timeout: float = 600):
 def merge_bench_results(path: str | os.PathLike, run: BenchResults) -> BenchResults:
     """Write ``run`` into ``path`` merged per encoder with what is there; returns what was written.
 
-    Call it under :func:`results_lock` of ``path``'s folder: it reads, checks (:func:`check_mergeable`),
-    merges (this run's encoders replace their earlier entries, others stay) and writes atomically.
+    The last step of the one bench merge (:func:`nearid.io.records.merge` -> :func:`nearid.bench.merge.build`),
+    which calls it under :func:`results_lock` of ``path``'s folder: it reads, checks
+    (:func:`check_mergeable`), merges (the entries built now replace their earlier ones, others stay)
+    and writes atomically.
     """
     existing = check_mergeable(path, run.benchmark)
     merged = existing.merged(run) if existing is not None else run
