@@ -53,29 +53,34 @@ def _encoders(out: Path) -> dict:
 
 
 # ------------------------------------------------------------------------------------ (a) other data
-def test_results_of_regenerated_data_never_sit_beside_the_old_ones(tmp_path, capsys, monkeypatch):
+def test_results_of_regenerated_data_never_sit_beside_the_old_ones(tmp_path, capsys):
     """Encoder A into OUT, the data regenerated at the same path (another seed), encoder B into OUT:
-    B is refused before a model loads (one line naming the changed data), and results.json still
-    holds A alone; the regenerated data into a fresh --out works."""
+    results.json holds B alone (A's old numbers are moved to results.stale.json, its record to
+    records/stale/, and the log says so), as a fresh --out would; `nearid merge` afterwards keeps it so."""
     data, out = _generate(tmp_path / "synth", seed=1), tmp_path / "out"
     assert main(_bench(data, out, "histogram")) == 0
-    before = (out / "results.json").read_text()
+    before = _encoders(out)
     shutil.rmtree(data)
     _generate(data, seed=2)
     capsys.readouterr()
-    loaded = []
-    import nearid.models.encoders as encoders
-
-    real = encoders.load_encoder
-    monkeypatch.setattr(encoders, "load_encoder", lambda *a, **k: loaded.append(a) or real(*a, **k))
-    assert main(_bench(data, out, "tiny")) == 2
-    line = _one_line(capsys.readouterr().err)
-    assert str(out) in line and "changed" in line and "another --out" in line, line
-    assert loaded == []  # refused before any model loaded
-    assert (out / "results.json").read_text() == before
-    assert list(_encoders(out)) == ["histogram:8"]
-    assert main(_bench(data, tmp_path / "fresh", "histogram", "tiny")) == 0
-    assert set(_encoders(tmp_path / "fresh")) == {"histogram:8", "tiny:0 (untrained)"}
+    assert main(_bench(data, out, "tiny")) == 0
+    printed = capsys.readouterr().out
+    assert list(_encoders(out)) == ["tiny:0 (untrained)"]
+    stale = json.loads((out / "results.stale.json").read_text())["encoders"]
+    assert stale == before  # the old numbers, kept aside
+    assert "moved aside to results.stale.json" in printed and "made on other data" in printed
+    log = json.loads((out / "results.json").read_text())["log"]
+    assert any("moved aside" in line and "histogram" in line for line in log)
+    assert [p.name.split("-")[0] for p in (out / "records" / "stale").iterdir()] == ["histogram"]
+    assert main(_bench(data, tmp_path / "fresh", "tiny")) == 0
+    assert (
+        _encoders(out)["tiny:0 (untrained)"]["nearid"] == _encoders(tmp_path / "fresh")["tiny:0 (untrained)"]["nearid"]
+    )
+    assert main(["merge", str(out)]) == 0
+    assert list(_encoders(out)) == ["tiny:0 (untrained)"]
+    assert main(_bench(data, out, "histogram")) == 0  # A again, on the new data: beside B, both new
+    assert list(_encoders(out)) == ["tiny:0 (untrained)", "histogram:8"]
+    assert _encoders(out)["histogram:8"]["embeddings_computed"] > 0
 
 
 def test_shards_of_regenerated_data_are_not_merged(tmp_path, capsys):

@@ -13,17 +13,19 @@ loads no model. ``embeddings_computed`` (a judge's ``judgments.computed``) is th
 
 The entries are written into ``results.json`` per metric (:func:`nearid.eval.results.merge_bench_results`:
 a metric built now replaces its earlier entry, the others stay), then the tables are rendered.
-Records made on other data are refused (:mod:`nearid.io.records`), so entries of two contents never
-meet in one table.
+Records made on other data are moved to ``OUT/records/stale/`` by the merge (:mod:`nearid.io.records`),
+and a ``results.json`` made on other data to ``results.stale.json``, each said in the log: entries of
+two contents never meet in one table.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 from nearid.bench.planning import SETTINGS, PlannedBench, config_of, planned
-from nearid.bench.scoring import MetricInfo, score_metric
+from nearid.bench.scoring import JUDGE, MetricInfo, score_metric
 from nearid.io.records import RECORDS_FOLDER, Group, Record, RecordKind, ShardError, register
 from nearid.io.records import merge as merge_bench  # noqa: F401  (the old name: every merge is the one merge)
 
@@ -44,6 +46,11 @@ def record_path(out: Path, record: Record) -> Path:
     slug = "".join(c if c.isalnum() or c in "-_." else "_" for c in family)[:32]
     key = of_json([record.inputs, record.settings, record.metric.get("fingerprint")])[:12]
     return Path(out) / RECORDS_FOLDER / f"{slug}-{key}-{record.shard.name}.json"
+
+
+def aside(path: Path) -> Path:
+    """Where a record made on other data goes: ``OUT/records/stale/``, out of the merge's sight."""
+    return path.parent / "stale" / path.name
 
 
 def explain(record: Record, newest: Record) -> str:
@@ -74,9 +81,10 @@ def record_of(whole: PlannedBench, metric: MetricInfo, shard, payload: dict, run
     )
 
 
-def build(out: Path, groups: list[Group], context: PlannedBench | None = None):
-    """``results.json`` (merged per metric), tables and CSVs from complete groups of bench records."""
-    from nearid.eval.results import BenchResults, merge_bench_results
+def build(out: Path, groups: list[Group], context: PlannedBench | None = None, notes: Sequence[str] = ()):
+    """``results.json`` (merged per metric), tables and CSVs from complete groups of bench records; a
+    ``results.json`` of this benchmark made on other data is first moved to ``results.stale.json``."""
+    from nearid.eval.results import STALE_RESULTS, BenchResults, merge_bench_results, set_aside_other_data
     from nearid.report.tables import write_tables
 
     newest = max((group.newest for group in groups), key=lambda r: r.written)
@@ -87,12 +95,22 @@ def build(out: Path, groups: list[Group], context: PlannedBench | None = None):
         print(line, flush=True)
         lines.append(line)
 
-    results = BenchResults(whole.info())
+    for note in notes:
+        say(note)
+    info = whole.info()
+    moved = set_aside_other_data(Path(out) / "results.json", info)
+    if moved is not None:
+        say(
+            f"results.json: its {len(moved.encoders)} entries ({', '.join(moved.encoders)}) were made on other data "
+            f"(the content of {info.data} changed); moved aside to {STALE_RESULTS}"
+        )
+
+    results = BenchResults(info)
     for group in groups:
         metric = MetricInfo.from_dict(group.newest.metric)
         computed = sum(int(record.payload.get("computed", 0)) for record in group.records)
         if group.count > 1:
-            what = "embeddings" if metric.kind != "judge" else "judgments"
+            what = "judgments" if metric.kind == JUDGE else "embeddings"
             say(
                 f"[{metric.name}] merged {group.count} shards: unique images {len(whole.plan)}; "
                 f"{what} computed by the shards: {computed}"
@@ -144,6 +162,7 @@ BENCH = register(
         command="nearid bench",
         files=record_files,
         path=record_path,
+        aside=aside,
         build=build,
         explain=explain,
         lock=_results_lock,

@@ -10,7 +10,8 @@ then writes one record per metric and hands them to the one merge (:func:`nearid
 and writes ``results.json`` plus Markdown, CSV and LaTeX tables, merged per metric under a file lock:
 metrics run one after the other, or at the same time, into one ``--out`` all stay. A shard
 (``--num-shards``) writes its records and merges nothing (``nearid merge`` finishes it). A run into an
-``--out`` holding results of another benchmark or of other data is refused before anything is embedded.
+``--out`` holding results of another benchmark is refused before anything is embedded; results made
+on other data (the data regenerated since) are moved aside by its merge, never shown beside its own.
 """
 
 from __future__ import annotations
@@ -77,7 +78,7 @@ def run_bench(config: BenchConfig) -> BenchResults | None:
     summary, sources = whole.bench.report.summary(), ", ".join(whole.plan.sources)
     ctx.say(f"NearID-bench: {summary}; sources: {sources}; {ctx.condition} images")
     shard = _select_shard(ctx)
-    _check_out(ctx, whole, shard)  # another benchmark or other data in --out: refused before any model loads
+    _check_out(ctx, whole, shard)  # another benchmark in --out: refused before any model loads
     options = _load_options(config, state)
     made: list[tuple[MetricInfo, dict]] = []
     for spec in config.encoders:
@@ -98,11 +99,15 @@ def run_bench(config: BenchConfig) -> BenchResults | None:
 
 
 def _check_out(ctx: RunContext, whole: PlannedBench, shard) -> None:
-    """Before any work: ``--out``'s results must be of this benchmark and data (a shard is checked
-    against ``results.json`` only: the merge decides about the other shards' records)."""
+    """Before any work: ``--out``'s results must be of this benchmark (a shard is checked against
+    ``results.json`` only: the merge decides about the other shards' records); results made on other
+    data are said now and moved aside by the merge."""
     if shard is None:
         probe = record_of(whole, MetricInfo("", "", "", ENCODER, ""), WHOLE, {}, "", [])
-        records.check(ctx.out, probe)
+        if records.check(ctx.out, probe):
+            ctx.say(
+                f"{ctx.out}: holds results made on other data (the data changed since); this run's merge moves them aside"
+            )
     check_mergeable(ctx.out / "results.json", whole.info())
 
 

@@ -82,17 +82,18 @@ class BenchInfo:
     LOCATIONS: ClassVar[tuple[str, ...]] = ("data", "split_file", "mtg")
 
     def differences(self, other: BenchInfo) -> list[str]:
-        """``field: mine -> other's`` for each field of :data:`SAME_BENCHMARK` that differs (the data by
-        its content key when both have one)."""
+        """``field: mine -> other's`` for each field of :data:`SAME_BENCHMARK` that differs; where the data
+        lies only when one side has no content key (then the path is all there is to compare)."""
         by_content = self.inputs is not None and other.inputs is not None
-        found = [
+        return [
             f"{name}: {getattr(self, name)!r} -> {getattr(other, name)!r}"
             for name in self.SAME_BENCHMARK
             if getattr(self, name) != getattr(other, name) and not (by_content and name in self.LOCATIONS)
         ]
-        if by_content and self.inputs != other.inputs:
-            found.append(f"the content of {other.data} changed: inputs {self.inputs[:12]} -> {other.inputs[:12]}")
-        return found
+
+    def same_data(self, other: BenchInfo) -> bool:
+        """Whether both measured the same content (``True`` when one side has no content key to tell)."""
+        return self.inputs is None or other.inputs is None or self.inputs == other.inputs
 
     def to_dict(self) -> dict:
         return dict(self.__dict__)
@@ -304,6 +305,10 @@ class BenchResults(_Document):
         return BenchResults(run.benchmark, {**self.encoders, **run.encoders}, [*self.log, *run.log])
 
 
+#: where bench results made on other data go when the newer data's results take ``results.json``'s place
+STALE_RESULTS = "results.stale.json"
+
+
 class BenchMismatchError(ResultsError):
     """``--out`` holds bench results of another benchmark (data, split, sources, condition, MTG)."""
 
@@ -312,8 +317,9 @@ def check_mergeable(path: str | os.PathLike, benchmark: BenchInfo) -> BenchResul
     """The bench results in ``path`` if this run's may be merged into them (``None``: no file yet).
 
     A file of another benchmark, or one this nearid cannot read, is refused with one line: results of
-    two benchmarks in one file would look comparable and are not. ``nearid bench`` calls this before it
-    embeds anything and again, under the lock, when it merges.
+    two benchmarks in one file would look comparable and are not. The same benchmark made on other data
+    (its content key differs) is returned: the merge moves it aside (:func:`set_aside_other_data`).
+    ``nearid bench`` calls this before it embeds anything and again, under the lock, when it merges.
     """
     path = Path(path)
     if not path.exists():
@@ -348,6 +354,18 @@ def results_lock(folder: str | os.PathLike, timeout: float = 600):
         ) from None
 
 
+def set_aside_other_data(path: str | os.PathLike, benchmark: BenchInfo) -> BenchResults | None:
+    """Move the bench results in ``path`` to :data:`STALE_RESULTS` beside it when they are of this
+    benchmark but were made on other data (its content changed since); returns them (``None``: nothing
+    moved). Call it under :func:`results_lock`."""
+    path = Path(path)
+    existing = check_mergeable(path, benchmark)
+    if existing is None or existing.benchmark.same_data(benchmark):
+        return None
+    os.replace(path, path.with_name(STALE_RESULTS))
+    return existing
+
+
 def merge_bench_results(path: str | os.PathLike, run: BenchResults) -> BenchResults:
     """Write ``run`` into ``path`` merged per encoder with what is there; returns what was written.
 
@@ -357,6 +375,11 @@ def merge_bench_results(path: str | os.PathLike, run: BenchResults) -> BenchResu
     and writes atomically.
     """
     existing = check_mergeable(path, run.benchmark)
+    if existing is not None and not existing.benchmark.same_data(run.benchmark):
+        raise BenchMismatchError(
+            f"{path}: holds results made on other data (the content of {run.benchmark.data} changed); "
+            "set them aside first (set_aside_other_data) or use another --out"
+        )
     merged = existing.merged(run) if existing is not None else run
     merged.write(path)
     return merged

@@ -16,20 +16,24 @@ shared ``--out`` -- leaves a *record* (JSON, written atomically) rather than the
   similarities keyed by the pairs' image content keys).
 
 :func:`merge` is the one path from records to results, for every kind: it reads the records of one
-``--out``, checks that they agree (every record on the newest record's inputs and settings), groups
-them by content (inputs, settings, the metric's fingerprint), checks that each group is complete
+``--out``, checks that they agree (every record on the newest record's settings and inputs: see
+below), groups them by content (inputs, settings, the metric's fingerprint), checks that each group is complete
 (every shard of one count) and hands the groups to the kind's builder, which writes the outputs with
 the same code a one-process run uses (bench: :mod:`nearid.bench.merge`; score: :mod:`nearid.score.shards`).
 It runs at the end of every bench run (the run's records are added under the kind's lock, so runs into
 one ``--out`` at once merge one after the other and keep each other's entries) and for ``nearid merge``
 (bench shards, their judges and score shards alike).
 
-**Records made on other data are refused, never moved aside.** A run that would merge into results
-made on other inputs or settings is refused before it embeds anything (:func:`check`), with one line
-naming the ``--out`` and what differs; ``nearid merge`` refuses a record made on other inputs or
-settings than the newest record, naming it. Nothing is hidden or dropped behind the user's back:
-the results on disk stay what they were, and the fix (another ``--out``, or the shard run again) is
-the user's choice.
+**Records made on other data are moved aside; another benchmark is refused.** The newest record names
+the data. Records made on other inputs (data regenerated at the same path, an image rewritten) are
+moved out of the way when a merge goes ahead (``records/stale/``, ``<out>.stale.shard-I-of-S.json``),
+and the entries built from them with them (``results.stale.json``), each said in the log: results of
+two contents never sit in one table, nothing is deleted, and the run that follows a regeneration just
+works. A merge that cannot go ahead (a shard of the newest data missing, e.g. because its record was
+made before the data changed) is refused with one line naming what is stale, and moves nothing.
+Records of other *settings* (another split, other sources, masks) are another benchmark, not a newer
+version of this one: a run into such an ``--out`` is refused before it embeds anything (:func:`check`),
+and ``nearid merge`` refuses such a record, naming it.
 
 The kinds plug in from above: ``bench`` and ``score`` sit higher than ``io``, so each registers its
 :class:`RecordKind` when its module is imported, and :func:`merge` imports those modules by name
@@ -185,7 +189,9 @@ class RecordKind:
     command: str  # the command that writes the records, for messages ("nearid bench")
     files: Callable[[Path], list[Path]]  # the record files of an --out
     path: Callable[[Path, Record], Path]  # where a record of an --out goes
-    build: Callable[[Path, list[Group], object], object]  # the outputs from complete groups (and a run's plan)
+    aside: Callable[[Path], Path]  # where a record made on other data is moved (out of ``files``' sight)
+    #: the outputs from complete groups: ``build(out, groups, context, notes)`` (``notes``: lines to log)
+    build: Callable[[Path, list[Group], object, list[str]], object]
     explain: Callable[[Record, Record], str]  # "another benchmark (split: ...)": why two records differ
     lock: Callable[[Path], contextlib.AbstractContextManager] = lambda out: contextlib.nullcontext()
 
@@ -232,11 +238,12 @@ def read(paths: Sequence[Path]) -> list[Record]:
     return found
 
 
-def check(out: str | os.PathLike, record: Record) -> None:
-    """Refuse, before any work, a run whose ``record`` (inputs and settings: its metric may be left
-    empty) could not be merged with the records already in ``out``."""
+def check(out: str | os.PathLike, record: Record) -> list[Record]:
+    """Before any work: refuse a run whose ``record`` (inputs and settings: its metric may be left empty)
+    is of another benchmark than the records already in ``out``; returns the records made on other data,
+    which its merge will move aside."""
     kind = kinds()[record.kind]
-    _agree(kind, Path(out), read(kind.files(Path(out))), [record])
+    return _agree(kind, Path(out), read(kind.files(Path(out))), [record])
 
 
 def merge(out: str | os.PathLike, new: Sequence[Record] = (), *, context=None):
@@ -245,22 +252,28 @@ def merge(out: str | os.PathLike, new: Sequence[Record] = (), *, context=None):
     ``new``: records of a run that has just finished; under the kind's lock they are checked against the
     records already there, written, and only their metrics are built (the others' entries stay as the
     results file holds them). Without ``new`` (``nearid merge``) every metric is built, from the newest
-    complete group of its records. ``context``: what the run already planned, handed to the builder
+    complete group of its records. Records made on other data than the newest record's are moved aside
+    once the merge can go ahead. ``context``: what the run already planned, handed to the builder
     (which plans again from the records when it does not match)."""
     out = Path(out)
     kind = _kind_of(out, new)
     with kind.lock(out):
+        for record in new:  # the newest: stamped before they are compared, written once the merge can go ahead
+            record.written = time.time_ns()
         found = read(kind.files(out))
         if not found and not new:
             raise _nothing_to_merge(out)
-        _agree(kind, out, found, new)
-        for record in new:
-            write(out, record)
-        rewritten = {record.path for record in new}
-        records = [r for r in found if r.path not in rewritten] + list(new)
+        stale = _agree(kind, out, found, new)
+        rewritten = {kind.path(out, record) for record in new}
+        aside = {id(record) for record in stale}
+        records = [r for r in found if id(r) not in aside and r.path not in rewritten] + list(new)
         ordered = sorted(records, key=lambda r: r.written)
         names = list(dict.fromkeys(r.name for r in (new or ordered)))
-        return kind.build(out, [_group(kind, out, records, name) for name in names], context)
+        groups = [_group(kind, out, records, name, stale) for name in names]
+        notes = [_set_aside(kind, record, ordered[-1]) for record in stale]
+        for record in new:
+            write(out, record)
+        return kind.build(out, groups, context, notes)
 
 
 def _kind_of(out: Path, new: Sequence[Record]) -> RecordKind:
@@ -280,24 +293,31 @@ def _nothing_to_merge(out: Path) -> ShardError:
     )
 
 
-def _agree(kind: RecordKind, out: Path, found: list[Record], new: Sequence[Record]) -> None:
-    """Every record on the newest record's inputs and settings (``new`` ones are the newest)."""
+def _agree(kind: RecordKind, out: Path, found: list[Record], new: Sequence[Record]) -> list[Record]:
+    """Every record on the newest record's settings (``new`` ones are the newest), else a one-line refusal;
+    returns the records made on other inputs (stale: the newest record names the data)."""
     newest = new[-1] if new else max(found, key=lambda r: r.written)
     for record in found:
-        if (record.inputs, record.settings) == (newest.inputs, newest.settings):
+        if record.settings == newest.settings:
             continue
         if new:
-            raise ShardError(
-                f"{out}: holds results of {kind.explain(record, newest)}; use another --out for this one "
-                f"(or move its results and {record.path.parent.name}/ away)"
-            )
+            raise ShardError(f"{out}: holds results of {kind.explain(record, newest)}; use another --out for this one")
         raise ShardError(
             f"{record.path}: a record of {kind.explain(record, newest)} than the newest one "
             f"({newest.path.name}); run that shard again like the others, or delete it, then merge"
         )
+    return [record for record in found if record.inputs != newest.inputs]
 
 
-def _group(kind: RecordKind, out: Path, records: list[Record], name: str) -> Group:
+def _set_aside(kind: RecordKind, record: Record, newest: Record) -> str:
+    """Move a record made on other data out of the merge's sight; the line that says so."""
+    target = kind.aside(record.path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    os.replace(record.path, target)
+    return f"{record.path.name}: made on {kind.explain(record, newest)}; moved aside to {target}"
+
+
+def _group(kind: RecordKind, out: Path, records: list[Record], name: str, stale: Sequence[Record] = ()) -> Group:
     """The newest computation of metric ``name``, complete: every shard of its count, the latest of each."""
     mine = [r for r in records if r.name == name]
     newest = max(mine, key=lambda r: r.written)
@@ -320,7 +340,9 @@ def _group(kind: RecordKind, out: Path, records: list[Record], name: str) -> Gro
             f"{out}: holds shards of runs split {' and '.join(map(str, counts))} ways ({name}); delete the "
             "records of the run you do not want (...-shard-I-of-S.json) and merge again"
         )
+    old = [r for r in stale if r.name == name and r.shard == Shard(count, missing[0])]
+    why = f": {old[0].path.name} was made on {kind.explain(old[0], newest)}" if old else ""
     raise ShardError(
-        f"{out}: shard {missing[0]} of {count} is missing ({name}); run `{kind.command}` with the same options "
-        f"and --num-shards {count} --shard-index {missing[0]}, then merge"
+        f"{out}: shard {missing[0]} of {count} is missing ({name}){why}; run `{kind.command}` with the same "
+        f"options and --num-shards {count} --shard-index {missing[0]}, then merge"
     )

@@ -147,7 +147,7 @@ def explain(record: Record, newest: Record) -> str:
     return f"other inputs ({changed[0] if changed else 'the pairs'} changed{more} between the two)"
 
 
-def build(out: Path, groups: list[Group], context=None):
+def build(out: Path, groups: list[Group], context=None, notes=()):
     """The outputs of a sharded ``nearid score`` from one complete group of records, written by score's
     own writer (:func:`nearid.score.write_outputs`): a one-process run's files."""
     from nearid.score import ScoreResult, plan_pairs, prepare, write_outputs
@@ -158,6 +158,8 @@ def build(out: Path, groups: list[Group], context=None):
             f"the records ({Path(out).name}.shard-I-of-S.json) of those you do not want and merge again"
         )
     out, group = Path(out).absolute(), groups[0]  # the merge's working directory, not the shards'
+    for note in notes:
+        print(note, flush=True)
     newest = group.newest
     where, settings = newest.locations, newest.settings
     with contextlib.chdir(where["cwd"]):  # paths as the shards (and a one-process run) saw them
@@ -205,6 +207,7 @@ SCORE = register(
         command="nearid score",
         files=lambda out: score_records(out),
         path=lambda out, record: score_record_path(out, record.shard),
+        aside=lambda path: path.with_name(path.name.replace(".shard-", ".stale.shard-", 1)),
         build=build,
         explain=explain,
     )
