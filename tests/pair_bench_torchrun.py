@@ -27,12 +27,12 @@ class Judge(EncoderPairScorer):
 def _install() -> None:
     real_load, real_parse = judge_loading.load_metric, specs.parse_encoder_spec
 
-    def load(spec, **kw):
+    def load(spec, *args, **kw):
         if str(spec).startswith("judge:"):
             judge = Judge(nearid.load_encoder("tiny:" + spec.split(":", 1)[1], device="cpu"))
             judge.name = f"judge({judge.encoder.name})"
             return judge
-        return real_load(spec, **kw)
+        return real_load(spec, *args, **kw)
 
     specs.parse_encoder_spec = lambda s: real_parse("tiny:" + s.split(":", 1)[1] if str(s).startswith("judge:") else s)
     judge_loading.load_metric = load

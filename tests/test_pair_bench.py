@@ -80,13 +80,14 @@ def judge(monkeypatch):
     def parse(spec):
         return real_parse("tiny:" + spec.split(":", 1)[1]) if str(spec).startswith("judge:") else real_parse(spec)
 
-    def load(spec, **kw):
+    def load(spec, load_options=None, **kw):  # bench passes a LoadOptions (its judge part: a judge's options)
         if str(spec).startswith("judge:"):
-            options["judge_options"] = kw.get("judge_options")
+            given = load_options.judge.as_kwargs() if load_options is not None else kw.get("judge_options")
+            options["judge_options"] = given
             encoder = nearid.load_encoder("tiny:" + spec.split(":", 1)[1], device="cpu")
             made.append(CountingScorer(encoder, **made_kw))
             return made[-1]
-        return real_load(spec, **kw)
+        return real_load(spec, load_options, **kw)
 
     made_kw: dict = {}
     monkeypatch.setattr(specs, "parse_encoder_spec", parse)

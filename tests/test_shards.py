@@ -78,8 +78,9 @@ def test_shards_then_merge_equal_one_process(runs, data, tmp_path, capsys):
     sharded = tmp_path / "sharded"
     shutil.copytree(runs / "sharded", sharded)
     assert not (sharded / "results.json").exists()  # a share never writes a result
-    records = [json.loads((sharded / "shards" / f"shard-{i}-of-2.json").read_text()) for i in (0, 1)]
-    assert records[0]["partial"].startswith("shard 0 of 2: not a result")
+    records = [json.loads(path.read_text()) for path in (sharded / "records").glob("*-shard-*-of-2.json")]
+    records = {(r["metric"]["name"], r["shard"]["index"]): r for r in records}  # one per encoder and shard
+    assert len(records) == 4 and records[("histogram:8", 0)]["partial"].startswith("shard 0 of 2: not a result")
     capsys.readouterr()
     assert main(["merge", str(sharded)]) == 0
     assert "merged 2 shards" in capsys.readouterr().out
@@ -100,11 +101,10 @@ def test_shards_then_merge_equal_one_process(runs, data, tmp_path, capsys):
     assert got["mtg"].pop("correlations") == pytest.approx(tiny["mtg"].pop("correlations"), abs=1e-6)
     assert got["mtg"] == pytest.approx(tiny["mtg"], abs=1e-6)
     for name, result in one["encoders"].items():  # the shards' partial counts add up: the split is by identity
-        index = list(one["encoders"]).index(name)
         for source in SOURCES:
             parts = [
-                DiscriminationScore.from_dict(r["encoders"][index]["partial_nearid"]["per_source"][source])
-                for r in records
+                DiscriminationScore.from_dict(records[(name, i)]["payload"]["partial_nearid"]["per_source"][source])
+                for i in (0, 1)
             ]
             assert DiscriminationScore.pool(*parts).as_dict() == result["nearid"]["per_source"][source]
     expected, files = _files(runs / "one"), _files(sharded)
@@ -136,7 +136,7 @@ def _merge_error(folder, capsys) -> str:
 def test_a_missing_or_foreign_shard_is_refused(runs, tmp_path, capsys):
     folder = tmp_path / "sharded"
     shutil.copytree(runs / "sharded", folder)
-    record = folder / "shards" / "shard-1-of-2.json"
+    (record,) = (folder / "records").glob("tiny-*-shard-1-of-2.json")  # the tiny encoder's shard 1
     saved = record.read_text()
     record.unlink()
     assert "shard 1 of 2 is missing" in _merge_error(folder, capsys)
@@ -145,15 +145,17 @@ def test_a_missing_or_foreign_shard_is_refused(runs, tmp_path, capsys):
     values = json.loads(saved)
     values["settings"]["mask_dilate"] = 3
     record.write_text(json.dumps(values))
-    assert "shard-1-of-2.json: another benchmark than shard 0 (mask_dilate: 0 -> 3)" in _merge_error(folder, capsys)
+    assert f"{record.name}: a record of another benchmark (mask_dilate: 3 -> 0)" in _merge_error(folder, capsys)
 
     values = json.loads(saved)
-    values["encoders"][0]["fingerprint"] = "0" * 64
+    values["metric"]["fingerprint"] = "0" * 64
     record.write_text(json.dumps(values))
-    assert "other encoders than shard 0" in _merge_error(folder, capsys)
+    assert "shard-0-of-2.json: other encoders than shard 1 of 2" in _merge_error(folder, capsys)
 
     record.write_text(saved)
-    (folder / "shards" / "shard-0-of-3.json").write_text(saved.replace('"count": 2', '"count": 3'))
+    values = json.loads(saved)
+    values["shard"], values["written"] = {"count": 3, "index": 0}, values["written"] + 1  # a newer run, split 3 ways
+    record.with_name(record.name.replace("shard-1-of-2", "shard-0-of-3")).write_text(json.dumps(values))
     assert "split 2 and 3 ways" in _merge_error(folder, capsys)
 
     assert "no shards to merge" in _merge_error(tmp_path / "nothing", capsys)

@@ -71,7 +71,7 @@ OLD_PATHS = {
     "nearid.store": ("nearid.bench.store",),
     "nearid.judgments": ("nearid.bench.judgments",),
     "nearid.shards": ("nearid.bench.shards", "nearid.score.shards"),
-    "nearid.merge": ("nearid.bench.merge",),
+    "nearid.merge": ("nearid.io.records", "nearid.bench.merge"),
     "nearid.presets": ("nearid.bench.presets",),
     "nearid.losses": ("nearid.training.losses",),
     "nearid.masking": ("nearid.distract.masking", "nearid.tiny.detectors"),

@@ -1,65 +1,170 @@
-"""``nearid merge OUT``: finish a run that was split into rendezvous-free shards (:mod:`nearid.bench.shards`).
+"""The bench kind of record (:mod:`nearid.io.records`) and its builder: records -> ``results.json``, tables, CSVs.
 
-Bench shards (``OUT/shards/shard-I-of-S.json``): the records are checked (every shard of one run,
-same settings, same encoders and fingerprints; :func:`nearid.bench.shards.read_records`), the benchmark is
-planned whole again from the recorded settings (no model is loaded), each encoder's vectors are read
-from the shared store, and the tables are filled and scored by bench's own
-:func:`nearid.bench.run.score_encoder`: the merged ``results.json``, tables and sims CSVs are those of a
-one-process run over the same vectors, not a sum of rounded shares. ``embeddings_computed`` is the
-shards' sum. Score shards (``<out>.shard-I-of-S.json`` of ``nearid score``) are concatenated in pair
-order and written by score's own writer (:func:`nearid.score.shards.merge_score_shards`); ``nearid merge`` decides which.
+Every bench run writes one record per encoder or judge into ``OUT/records/`` (a run that is not split
+is shard 0 of 1): the benchmark's content key (:func:`~nearid.bench.planning.plan_fingerprint`) and
+settings, the metric (spec, name, fingerprint, its store), its share and that share's counts. The one
+merge (:func:`nearid.io.records.merge`) checks them and calls :func:`build` with the complete groups:
+the benchmark is planned whole (the run's own plan at the end of a run; planned again from the newest
+record's locations for ``nearid merge``, and refused if its content changed since), and each metric
+is scored from its store over the whole plan by :func:`~nearid.bench.scoring.score_metric`, the one
+scoring function, so a merged sharded run's results, tables and CSVs are a one-process run's.
+Judges are finished from their judgment store like encoders from theirs: the merge asks no pair and
+loads no model. ``embeddings_computed`` (a judge's ``judgments.computed``) is the shards' sum.
+
+The entries are written into ``results.json`` per metric (:func:`nearid.eval.results.merge_bench_results`:
+a metric built now replaces its earlier entry, the others stay), then the tables are rendered.
+Records made on other data are moved to ``OUT/records/stale/`` by the merge (:mod:`nearid.io.records`),
+and a ``results.json`` made on other data to ``results.stale.json``, each said in the log: entries of
+two contents never meet in one table.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from types import SimpleNamespace
 
-from nearid.bench.shards import ShardError, read_records
-from nearid.io.errors import NearIDError
+from nearid.bench.planning import SETTINGS, PlannedBench, config_of, planned
+from nearid.bench.scoring import JUDGE, MetricInfo, score_metric
+from nearid.io.records import RECORDS_FOLDER, Group, Record, RecordKind, ShardError, register
+from nearid.io.records import merge as merge_bench  # noqa: F401  (the old name: every merge is the one merge)
+
+KIND = "bench"
 
 
-def merge_bench(out: str | os.PathLike):
-    """The merged :class:`~nearid.eval.results.BenchResults`, written to ``out`` as a one-process run writes them."""
-    from nearid.bench.run import BenchConfig, RunContext, plan_benchmark, score_encoder
-    from nearid.bench.store import EmbeddingStore
-    from nearid.eval.results import BenchInfo, BenchResults, merge_bench_results, results_lock
+def record_files(out: Path) -> list[Path]:
+    folder = Path(out) / RECORDS_FOLDER
+    return sorted(folder.glob("*-shard-*-of-*.json")) if folder.is_dir() else []
+
+
+def record_path(out: Path, record: Record) -> Path:
+    """``OUT/records/<family>-<content key>-shard-I-of-S.json``: a run of the same computation replaces
+    its own record; another model, setting or data gets a file of its own."""
+    from nearid.io.fingerprint import of_json
+
+    family = record.name.split(":")[0].split("(")[0] or "metric"
+    slug = "".join(c if c.isalnum() or c in "-_." else "_" for c in family)[:32]
+    key = of_json([record.inputs, record.settings, record.metric.get("fingerprint")])[:12]
+    return Path(out) / RECORDS_FOLDER / f"{slug}-{key}-{record.shard.name}.json"
+
+
+def aside(path: Path) -> Path:
+    """Where a record made on other data goes: ``OUT/records/stale/``, out of the merge's sight."""
+    return path.parent / "stale" / path.name
+
+
+def explain(record: Record, newest: Record) -> str:
+    """Why ``record`` is not of ``newest``'s benchmark: its settings, or else the content of its data."""
+    differences = [
+        f"{name}: {record.settings.get(name)!r} -> {newest.settings.get(name)!r}"
+        for name in SETTINGS
+        if record.settings.get(name) != newest.settings.get(name)
+    ]
+    if differences:
+        return f"another benchmark ({'; '.join(differences)})"
+    data = newest.locations.get("data") or record.locations.get("data")
+    return f"other data (the content of {data} changed: inputs {record.inputs[:12]} -> {newest.inputs[:12]})"
+
+
+def record_of(whole: PlannedBench, metric: MetricInfo, shard, payload: dict, run: str, log: list[str]) -> Record:
+    """A run's record of one metric: the whole benchmark's content key and settings, its share, its counts."""
+    return Record(
+        kind=KIND,
+        shard=shard,
+        inputs=whole.inputs,
+        settings=whole.settings(),
+        metric=metric.to_dict(),
+        locations=whole.locations(),
+        payload=payload,
+        run=run,
+        log=list(log),
+    )
+
+
+def build(out: Path, groups: list[Group], context: PlannedBench | None = None, notes: Sequence[str] = ()):
+    """``results.json`` (merged per metric), tables and CSVs from complete groups of bench records; a
+    ``results.json`` of this benchmark made on other data is first moved to ``results.stale.json``."""
+    from nearid.eval.results import STALE_RESULTS, BenchResults, merge_bench_results, set_aside_other_data
     from nearid.report.tables import write_tables
 
-    out = Path(out)
-    records = read_records(out)
-    first = records[0]
-    config = BenchConfig(encoders=[e["spec"] for e in first["encoders"]], out=str(out), **first["settings"])
-    bench, mtg, plan = plan_benchmark(config)
-    benchmark = BenchInfo.from_dict(first["benchmark"])
-    if len(bench) != benchmark.identities or len(plan.ids) != benchmark.identities:
-        raise ShardError(
-            f"{config.data}: has {len(bench)} identities now, the shards planned {benchmark.identities}; "
-            "the data changed since the shards ran: run them again"
-        )
-    ctx = RunContext(config, None, bench, mtg, plan, out)
-    results = BenchResults(benchmark)
-    log = [line for record in records for line in record.get("log", [])]
-    for index, entry in enumerate(first["encoders"]):
-        store = EmbeddingStore(out / "embeddings" / entry["store"], entry["name"], entry["dim"], entry["fingerprint"])
-        missing = store.missing(plan.keys)
-        if missing:
-            raise NearIDError(
-                f"{store.folder}: {len(missing)} of the {len(plan)} images of {entry['name']} are not in the "
-                f"store (e.g. {missing[0]}); a shard did not finish or wrote elsewhere: run it again, then merge"
-            )
-        computed = sum(record["encoders"][index]["embeddings_computed"] for record in records)
-        line = (
-            f"[{entry['name']}] merged {len(records)} shards: unique images {len(plan)}; "
-            f"embeddings computed by the shards: {computed}"
-        )
+    newest = max((group.newest for group in groups), key=lambda r: r.written)
+    whole = _plan(out, newest, context)
+    lines: list[str] = []
+
+    def say(line: str) -> None:
         print(line, flush=True)
-        log.append(line)
-        encoder = SimpleNamespace(name=entry["name"], untrained=entry["untrained"])
-        results.encoders[entry["name"]] = score_encoder(ctx, encoder, entry["spec"], store, computed)
-    results.log = log
-    with results_lock(out):
-        merged = merge_bench_results(out / "results.json", results)
-        write_tables(merged, out)
+        lines.append(line)
+
+    for note in notes:
+        say(note)
+    info = whole.info()
+    moved = set_aside_other_data(Path(out) / "results.json", info)
+    if moved is not None:
+        say(
+            f"results.json: its {len(moved.encoders)} entries ({', '.join(moved.encoders)}) were made on other data "
+            f"(the content of {info.data} changed); moved aside to {STALE_RESULTS}"
+        )
+
+    results = BenchResults(info)
+    for group in groups:
+        metric = MetricInfo.from_dict(group.newest.metric)
+        computed = sum(int(record.payload.get("computed", 0)) for record in group.records)
+        if group.count > 1:
+            what = "judgments" if metric.kind == JUDGE else "embeddings"
+            say(
+                f"[{metric.name}] merged {group.count} shards: unique images {len(whole.plan)}; "
+                f"{what} computed by the shards: {computed}"
+            )
+        results.encoders[metric.name] = score_metric(whole, metric, computed, say)
+    results.log = [*_run_logs(groups), *lines]
+    merged = merge_bench_results(Path(out) / "results.json", results)
+    write_tables(merged, out)
     return merged
+
+
+def _plan(out: Path, newest: Record, context: PlannedBench | None) -> PlannedBench:
+    """The whole benchmark of the records: the run's own plan when it is theirs, else planned again from
+    the newest record's locations -- refused if the data's content changed since the records were made."""
+    if context is not None and context.inputs == newest.inputs:
+        return context
+    whole = planned(config_of(newest.locations, out))
+    if whole.inputs != newest.inputs:
+        raise ShardError(
+            f"{newest.locations.get('data')}: its content changed since the records in {out} were made "
+            f"(inputs {newest.inputs[:12]} then, {whole.inputs[:12]} now); run the shards again, then merge"
+        )
+    return whole
+
+
+def _run_logs(groups: list[Group]) -> list[str]:
+    """Each run's log once (the records of one run share it), oldest run first."""
+    records = sorted((r for group in groups for r in group.records), key=lambda r: r.written)
+    logs = {record.run or str(record.path): record.log for record in records}
+    return [line for log in logs.values() for line in log]
+
+
+def read_records(out: str | os.PathLike) -> list[Record]:
+    """Every bench record in ``out`` (any run, any share), as written."""
+    from nearid.io.records import read
+
+    return read(record_files(Path(out)))
+
+
+def _results_lock(out: Path):
+    from nearid.eval.results import results_lock
+
+    return results_lock(out)
+
+
+BENCH = register(
+    RecordKind(
+        name=KIND,
+        command="nearid bench",
+        files=record_files,
+        path=record_path,
+        aside=aside,
+        build=build,
+        explain=explain,
+        lock=_results_lock,
+    )
+)

@@ -1,87 +1,43 @@
-"""``nearid bench``: NearID-bench (and MTG) for one or more encoders, in one or many processes.
+"""``nearid bench``: NearID-bench (and MTG) for one or more encoders or judges, in one or many processes.
 
-This module keeps only the store, the processes and the files; what is computed is
-:mod:`nearid.eval.evaluate`'s. The images are planned once for all encoders (views and distractors of
-every source, masked or not, and the MTG images). For each encoder: skip the planned keys already in
-the on-disk store, split the rest across processes (``accelerate launch`` / ``torchrun``; each embeds
-its own share and writes its own shards), wait, then the main process builds the embedding matrix
-from the store, fills and scores the tables, writes them in the authors' CSV layout, and at the end
-writes ``results.json`` (:class:`~nearid.eval.results.BenchResults`) plus Markdown, CSV and LaTeX tables.
-``results.json`` is merged per encoder under a file lock: encoders run one after the other, or at the
-same time, into one ``--out`` all stay; another benchmark into that ``--out`` is refused before embedding.
+This module keeps only the work of one run: the images are planned once for all metrics
+(:mod:`nearid.bench.planning`: views and distractors of every source, masked or not, and the MTG
+images). For each encoder: skip the planned keys already in the on-disk store, split the rest across
+processes (``accelerate launch`` / ``torchrun``; each embeds its own share and writes its own store
+files), wait; a pair scorer judges the pairs not in its judgment store the same way. The main process
+then writes one record per metric and hands them to the one merge (:func:`nearid.io.records.merge`,
+:mod:`nearid.bench.merge`), which scores each from its store (:func:`~nearid.bench.scoring.score_metric`)
+and writes ``results.json`` plus Markdown, CSV and LaTeX tables, merged per metric under a file lock:
+metrics run one after the other, or at the same time, into one ``--out`` all stay. A shard
+(``--num-shards``) writes its records and merges nothing (``nearid merge`` finishes it). A run into an
+``--out`` holding results of another benchmark is refused before anything is embedded; results made
+on other data (the data regenerated since) are moved aside by its merge, never shown beside its own.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from nearid.bench.shards import partial_entry, shard_option, shard_plan, write_record
+from nearid.bench.merge import record_of
+from nearid.bench.planning import BenchConfig, PlannedBench, load_data, plan_benchmark, planned  # noqa: F401
+from nearid.bench.scoring import ENCODER, JUDGE, MetricInfo
+from nearid.bench.shards import partial_entry, shard_option, shard_plan
 from nearid.bench.store import EmbeddingStore, store_folder
-from nearid.data import load_mtg, load_nearid
-from nearid.data.folder import is_folder_benchmark, load_folder
-from nearid.eval.evaluate import (
-    ImagePlan,
-    calibration,
-    fill_tables,
-    fill_tables_from_judgments,
-    mtg_oracles,
-    mtg_similarities,
-    mtg_similarities_from_judgments,
-    plan_images,
-    plan_judged_pairs,
-    score_mtg,
-    score_tables,
-)
-from nearid.eval.results import (
-    BenchInfo,
-    BenchResults,
-    EncoderResult,
-    check_mergeable,
-    merge_bench_results,
-    results_lock,
-)
-from nearid.eval.simtables import write_mtg_csv, write_nearid_csv
-from nearid.io.errors import NearIDError
+from nearid.eval.evaluate import ImagePlan, plan_judged_pairs
+from nearid.eval.results import BenchResults, check_mergeable
+from nearid.io import records
+from nearid.io.records import WHOLE
 
 CHUNK = 256
 
 
 @dataclass
-class BenchConfig:
-    encoders: list[str]
-    data: str
-    sources: list[str] | None
-    out: str
-    split: str | None = "test"
-    split_file: str | None = None
-    masks: bool = False
-    mask_cleaning: str = "authors"  # under masks: the authors' cleaning (spec 12.2) or "none"
-    mask_dilate: int = 0
-    mtg: str | None = None
-    mtg_split: str = "test"  # MTG has train and test; the paper's benchmark is test
-    batch_size: int = 32
-    device: str = "auto"
-    dtype: str = "auto"
-    allow_pickle: bool = False
-    num_shards: int | None = None  # rendezvous-free shards (nearid.bench.shards): this run is one share
-    shard_index: int | None = None
-    judge_options: dict | None = None  # a pair scorer's options (a VLM judge's prompt file, readout, ...)
-    num_workers: int | str = 0  # input worker processes per bench process (nearid.images.pipeline)
-    fast_decode: bool = False  # JPEG draft decoding; its embeddings get a store of their own
-    log: list[str] = field(default_factory=list)
-
-    @property
-    def split_name(self) -> str | None:
-        """The split column value the rows came from; ``None`` when a split file chose them instead."""
-        return None if self.split_file else self.split
-
-
-@dataclass
 class RunContext:
-    """What every step of one bench run shares: settings, process state, data, the plan, the output."""
+    """What every step of one bench run shares: settings, process state, data, the plan (this run's
+    share of it under ``--num-shards``), the output."""
 
     config: BenchConfig
     state: object  # accelerate.PartialState
@@ -89,8 +45,7 @@ class RunContext:
     mtg: object | None  # MTGBenchmark
     plan: ImagePlan
     out: Path
-    oracles: tuple | None = None  # MTG oracles, decoded from the masks once for all encoders
-    judged_pairs: object | None = None  # evaluate.JudgedPairs: the pairs pair scorers are asked, planned once
+    judged_pairs: object | None = None  # evaluate.JudgedPairs of this run's plan, planned once
 
     @property
     def condition(self) -> str:
@@ -111,103 +66,57 @@ def _state(device: str):
 
 
 def run_bench(config: BenchConfig) -> BenchResults | None:
-    """Run the benchmark; the main process returns the results as written, merged with the encoders already
-    in ``results.json`` (other processes return ``None``)."""
-    from nearid.images.pipeline import decoded_fingerprint
+    """Run the benchmark; the main process returns the results as written, merged with the metrics already
+    in ``results.json`` (other processes, and shards, return ``None``)."""
     from nearid.judges.loading import load_metric
     from nearid.models.pair_scorers import is_pair_scorer
 
     check_config(config)
     state = _state(config.device)
-    bench, mtg, plan = plan_benchmark(config)
-    ctx = RunContext(config, state, bench, mtg, plan, Path(config.out))
-    ctx.say(f"NearID-bench: {bench.report.summary()}; sources: {', '.join(ctx.plan.sources)}; {ctx.condition} images")
-    # local inputs recorded absolute, so the report opens them from any working directory
-    from nearid.io.outputs import recorded_path
-
-    results = BenchResults(
-        BenchInfo(
-            data=recorded_path(config.data),
-            split=config.split_name,
-            split_file=recorded_path(config.split_file),
-            sources=ctx.plan.sources,
-            condition=ctx.condition,
-            identities=len(bench),
-            load_report=bench.report.summary(),
-            mtg=recorded_path(config.mtg),
-            mtg_split=config.mtg_split if mtg is not None else None,
-            mtg_samples=len(mtg) if mtg is not None else 0,
-            mask_cleaning=config.mask_cleaning if config.masks else None,
-            mask_dilate=config.mask_dilate if config.masks else 0,
-            views_without_mask=bench.report.views_without_mask + plan.views_without_mask,
-        )
-    )
-    check_mergeable(ctx.out / "results.json", results.benchmark)  # another benchmark in --out: refused before embedding
-    shard, partial = _select_shard(ctx), []
+    whole = planned(config)
+    ctx = RunContext(config, state, whole.bench, whole.mtg, whole.plan, Path(config.out))
+    summary, sources = whole.bench.report.summary(), ", ".join(whole.plan.sources)
+    ctx.say(f"NearID-bench: {summary}; sources: {sources}; {ctx.condition} images")
+    shard = _select_shard(ctx)
+    _check_out(ctx, whole, shard)  # another benchmark in --out: refused before any model loads
+    options = _load_options(config, state)
+    made: list[tuple[MetricInfo, dict]] = []
     for spec in config.encoders:
-        device = state.device if config.device == "auto" else config.device
-        encoder = load_metric(
-            spec,
-            device=device,
-            dtype=config.dtype,
-            allow_pickle=config.allow_pickle,
-            judge_options=config.judge_options,
-        )
-        if is_pair_scorer(encoder):
-            result = _run_pair_scorer(ctx, encoder, spec)
-            if result is not None and shard is None:
-                results.encoders[encoder.name] = result
-            elif result is not None:  # a shard fills the judgment store; an un-sharded run reuses it all
-                ctx.say(
-                    f"[{encoder.name}] {shard.name}: judgments stored; `nearid merge` finishes encoders only: "
-                    f"finish a pair scorer with the same nearid bench run without --num-shards (it asks nothing stored)"
-                )
-            state.wait_for_everyone()
-            continue
-        fingerprint = decoded_fingerprint(getattr(encoder, "fingerprint", None), config.fast_decode)
-        store = EmbeddingStore(
-            store_folder(ctx.out / "embeddings", encoder.name, fingerprint), encoder.name, encoder.dim, fingerprint
-        )
-        computed = _embed_missing(ctx, encoder, store)
-        if state.is_main_process:
-            ctx.say(
-                f"[{encoder.name}] unique images: {len(ctx.plan)}; embeddings computed: {computed}; "
-                f"reused from the store: {len(ctx.plan) - computed}; processes: {state.num_processes}"
-            )
-            if shard is None:
-                results.encoders[encoder.name] = score_encoder(ctx, encoder, spec, store, computed)
-            else:
-                partial.append(partial_entry(ctx.plan, encoder, spec, store, computed))
+        metric = load_metric(spec, options)
+        made.append((_judge if is_pair_scorer(metric) else _embed)(ctx, metric, spec, shard))
         state.wait_for_everyone()
     if not state.is_main_process:
         return None
-    if shard is not None:  # a share: a partial record, never results.json (`nearid merge` finishes)
-        path = write_record(ctx.out, shard, config, results.benchmark, partial, config.log)
-        print(f"{shard.name}: partial record {path}; when every shard is done: nearid merge {ctx.out}", flush=True)
+    run = records.run_id()
+    new = [record_of(whole, info, shard or WHOLE, payload, run, config.log) for info, payload in made]
+    if shard is not None:  # a share: its records, never results.json (`nearid merge` finishes)
+        for record in new:
+            records.write(ctx.out, record)
+        folder = ctx.out / records.RECORDS_FOLDER
+        print(f"{shard.name}: records in {folder}; when every shard is done: nearid merge {ctx.out}", flush=True)
         return None
-    from nearid.report.tables import write_tables
-
-    results.log = config.log
-    with results_lock(ctx.out):  # runs into one --out at once merge one after the other
-        merged = merge_bench_results(ctx.out / "results.json", results)
-        write_tables(merged, ctx.out)
-    return merged
+    return records.merge(ctx.out, new, context=whole)
 
 
-def plan_benchmark(config: BenchConfig):
-    """``(bench, mtg, plan)``: the identities, the MTG samples (or ``None``) and every (image, mask) the
-    run embeds, as ``config`` selects them; a bench run and ``nearid merge`` plan through this one path."""
-    bench = load_data(config)
-    mtg = load_mtg(config.mtg, split=config.mtg_split) if config.mtg else None
-    plan = plan_images(
-        bench,
-        bench.source_names,
-        masks=config.masks,
-        mtg=mtg,
-        mask_cleaning=config.mask_cleaning,
-        mask_dilate=config.mask_dilate,
-    )
-    return bench, mtg, plan
+def _check_out(ctx: RunContext, whole: PlannedBench, shard) -> None:
+    """Before any work: ``--out``'s results must be of this benchmark (a shard is checked against
+    ``results.json`` only: the merge decides about the other shards' records); results made on other
+    data are said now and moved aside by the merge."""
+    if shard is None:
+        probe = record_of(whole, MetricInfo("", "", "", ENCODER, ""), WHOLE, {}, "", [])
+        if records.check(ctx.out, probe):
+            ctx.say(
+                f"{ctx.out}: holds results made on other data (the data changed since); this run's merge moves them aside"
+            )
+    check_mergeable(ctx.out / "results.json", whole.info())
+
+
+def _load_options(config: BenchConfig, state):
+    from nearid.models.options import JudgeOptions, LoadOptions
+
+    device = state.device if config.device == "auto" else config.device
+    judge = JudgeOptions(**(config.judge_options or {}))
+    return LoadOptions(device=device, dtype=config.dtype, allow_pickle=config.allow_pickle, judge=judge)
 
 
 def check_config(config: BenchConfig) -> None:
@@ -226,39 +135,6 @@ def check_config(config: BenchConfig) -> None:
     check_writable(config.out, folder=True)  # a writable folder (or one that can be made), before any work
 
 
-def load_data(config: BenchConfig):
-    """The benchmark's identities: a dataset (hub id, ``save_to_disk``, parquet, a ``nearid synth`` root)
-    through :func:`~nearid.data.load_nearid`, or a folder in :mod:`nearid.data.folder`'s layout, whose
-    split comes from each identity's ``meta.json`` and whose sources default to all found. An empty
-    selection is an error here, not a ``nan`` score later."""
-    if is_folder_benchmark(config.data):
-        if config.split_file:
-            raise NearIDError(
-                f"--split-file: {config.data} is a folder benchmark; its split is each identity's "
-                'meta.json "split" (default test): pass --split NAME or --split all'
-            )
-        bench = load_folder(config.data, config.sources or None, split=config.split)
-    else:
-        if not config.sources:
-            from nearid.data.nearid_bench import bench_locations, sources_beside
-
-            there = sources_beside(bench_locations(config.data, [])[0])
-            raise NearIDError(
-                f"--sources is required for {config.data}: name its distractor sources "
-                "(<data>-<Source>, or NAME=LOCATION)" + (f"; the sources there are {', '.join(there)}" if there else "")
-            )
-        bench = load_nearid(
-            config.data, config.sources, split=config.split, split_file=config.split_file, masks=config.masks
-        )
-    if not len(bench):
-        which = f"the rows of {config.split_file}" if config.split_file else f"split '{config.split}'"
-        raise NearIDError(
-            f"{config.data}: no identity with 2 or more views in {which} ({bench.report.summary()}); "
-            "choose another --split (or --split all)"
-        )
-    return bench
-
-
 def _select_shard(ctx: RunContext):
     """With ``--num-shards``: keep this shard's share of the plan (identities and MTG samples)."""
     shard = shard_option(ctx.config.num_shards, ctx.config.shard_index)
@@ -269,25 +145,48 @@ def _select_shard(ctx: RunContext):
     return shard
 
 
+def _embed(ctx: RunContext, encoder, spec: str, shard) -> tuple[MetricInfo, dict]:
+    """An encoder's part of the run: embed the planned images not in its store (this process's share);
+    what its record says of it (the main process adds a share's partial counts)."""
+    from nearid.images.pipeline import decoded_fingerprint
+
+    fingerprint = decoded_fingerprint(getattr(encoder, "fingerprint", None), ctx.config.fast_decode)
+    folder = store_folder(ctx.out / "embeddings", encoder.name, fingerprint)
+    store = EmbeddingStore(folder, encoder.name, encoder.dim, fingerprint)
+    computed = _embed_missing(ctx, encoder, store)
+    ctx.say(
+        f"[{encoder.name}] unique images: {len(ctx.plan)}; embeddings computed: {computed}; "
+        f"reused from the store: {len(ctx.plan) - computed}; processes: {ctx.state.num_processes}"
+    )
+    info = MetricInfo(
+        spec=spec,
+        name=encoder.name,
+        fingerprint=fingerprint,
+        kind=ENCODER,
+        store=folder.relative_to(ctx.out).as_posix(),
+        untrained=bool(getattr(encoder, "untrained", False)),
+        dim=int(encoder.dim),
+    )
+    payload = {"computed": computed, "unique_images": len(ctx.plan)}
+    if shard is not None and ctx.state.is_main_process:
+        payload = partial_entry(ctx.plan, store, computed)
+    return info, payload
+
+
 def _embed_missing(ctx: RunContext, encoder, store: EmbeddingStore) -> int:
     """Embed the planned keys not in ``store``, this process's share of them; returns how many in all."""
+    from nearid.images.options import ReadOptions
     from nearid.models.embedding import embed
 
-    state, plan = ctx.state, ctx.plan
+    state, plan, config = ctx.state, ctx.plan, ctx.config
+    reading = ReadOptions(config.batch_size, config.num_workers, config.fast_decode)
     todo = sorted(store.missing(plan.keys))
     state.wait_for_everyone()  # every process must see the store as it was before anyone writes to it
     row = {key: r for r, key in enumerate(plan.keys)}
     mine = todo[state.process_index :: state.num_processes]
     for start in range(0, len(mine), CHUNK):
         rows = [row[key] for key in mine[start : start + CHUNK]]
-        vectors = embed(
-            encoder,
-            [plan.images[r] for r in rows],
-            [plan.masks[r] for r in rows],
-            batch_size=ctx.config.batch_size,
-            num_workers=ctx.config.num_workers,
-            fast_decode=ctx.config.fast_decode,
-        )
+        vectors = embed(encoder, [plan.images[r] for r in rows], [plan.masks[r] for r in rows], **reading.as_kwargs())
         store.add([plan.keys[r] for r in rows], vectors, writer=str(state.process_index))
     ctx.say(f"[{encoder.name}] process {state.process_index}: embedded {len(mine)} images", every_process=True)
     state.wait_for_everyone()
@@ -301,33 +200,33 @@ JUDGE_CHUNK = 64
 FLUSH_SECONDS = 60.0
 
 
-def _run_pair_scorer(ctx: RunContext, scorer, spec: str) -> EncoderResult | None:
+def _judge(ctx: RunContext, scorer, spec: str, shard) -> tuple[MetricInfo, dict]:
     """A pair scorer's part of the run: plan the pairs the metrics read, judge those not in its store
-    (this process's share of the identities), then, on the main process, fill the tables and score."""
-    from nearid.bench.judgments import JudgmentStore
+    (this process's share of the identities); what its record says of it."""
+    from nearid.bench.judgments import JudgmentStore, pair_key
 
     pairs = ctx.judged_pairs
     if pairs is None:
         pairs = ctx.judged_pairs = plan_judged_pairs(ctx.plan)
-    store = JudgmentStore(
-        store_folder(ctx.out / "judgments", scorer.name, scorer.fingerprint), scorer.name, scorer.fingerprint
-    )
-    keys = _pair_keys(ctx, pairs)
+    folder = store_folder(ctx.out / "judgments", scorer.name, scorer.fingerprint)
+    store = JudgmentStore(folder, scorer.name, scorer.fingerprint)
+    keys = [pair_key(ctx.plan.keys[a], ctx.plan.keys[b]) for a, b in pairs.rows]
     computed = _judge_missing(ctx, scorer, store, pairs, keys)
-    if not ctx.state.is_main_process:
-        return None
     ctx.say(
         f"[{scorer.name}] pairs the metrics read: {len(pairs)} (a full table would take {pairs.full_table}); "
         f"judged now: {computed}; reused from the store: {len(pairs) - computed}; processes: {ctx.state.num_processes}"
     )
-    return _score_pair_scorer(ctx, scorer, spec, store, pairs, keys, computed)
-
-
-def _pair_keys(ctx: RunContext, pairs) -> list[str]:
-    from nearid.bench.judgments import pair_key
-
-    keys = ctx.plan.keys
-    return [pair_key(keys[a], keys[b]) for a, b in pairs.rows]
+    if shard is not None:
+        ctx.say(f"[{scorer.name}] {shard.name}: judgments stored; `nearid merge {ctx.out}` finishes it with the others")
+    info = MetricInfo(
+        spec=spec,
+        name=scorer.name,
+        fingerprint=scorer.fingerprint,
+        kind=JUDGE,
+        store=folder.relative_to(ctx.out).as_posix(),
+        untrained=bool(getattr(scorer, "untrained", False)),
+    )
+    return info, {"computed": computed, "pairs": len(pairs)}
 
 
 def _judge_missing(ctx: RunContext, scorer, store, pairs, keys: list[str]) -> int:
@@ -375,78 +274,3 @@ def _judge_missing(ctx: RunContext, scorer, store, pairs, keys: list[str]) -> in
     ctx.say(f"[{scorer.name}] process {state.process_index}: judged {done} pairs{timing}", every_process=True)
     state.wait_for_everyone()
     return sum(len(group) for group in todo)
-
-
-def _score_pair_scorer(ctx: RunContext, scorer, spec: str, store, pairs, keys, computed: int) -> EncoderResult:
-    """The tables, CSVs and scores of a pair scorer, from its store (the same outputs as an encoder's)."""
-    from nearid.eval.results import JudgmentCounts
-
-    stored = store.load()
-    missing = [key for key in keys if key not in stored]
-    if missing:
-        raise RuntimeError(f"{len(missing)} planned pairs are not in the store {store.folder}, e.g. {missing[0]}")
-    scores = np.array([stored[key] for key in keys], dtype=np.float64)
-    tables = fill_tables_from_judgments(ctx.plan, pairs, scores)
-    folder = ctx.out / "sims" / store.folder.name
-    for source, table in tables.items():
-        write_nearid_csv(folder / f"{source}_{ctx.condition}.csv", table, ctx.plan.categories)
-    no_answer = int(np.isnan(scores).sum())
-    if no_answer:
-        ctx.say(f"[{scorer.name}] no answer (NaN) for {no_answer} of {len(scores)} pairs: their trials do not count")
-    result = EncoderResult(
-        spec=spec,
-        fingerprint=store.fingerprint,
-        nearid=score_tables(tables),
-        untrained=bool(getattr(scorer, "untrained", False)),
-        unique_images=len(np.unique(pairs.rows)) if len(pairs) else 0,
-        embeddings_computed=0,
-        sims_folder=str(folder.relative_to(ctx.out)),
-        calibration=_calibration_or_none(tables, ctx),
-        judgments=JudgmentCounts(pairs=len(pairs), computed=computed, no_answer=no_answer, full_table=pairs.full_table),
-    )
-    if ctx.mtg is not None:
-        if ctx.oracles is None:
-            ctx.oracles = mtg_oracles(ctx.mtg)
-        sims = mtg_similarities_from_judgments(ctx.plan, pairs, scores)
-        write_mtg_csv(folder / f"mtg_{ctx.condition}.csv", sims, ctx.oracles)
-        result.mtg = score_mtg(sims, ctx.oracles)
-    return result
-
-
-def _calibration_or_none(tables, ctx: RunContext):
-    """The calibrated threshold, or ``None`` when a judge answered no true pair or no distractor pair."""
-    try:
-        return calibration(tables, split=ctx.config.split_name, split_file=ctx.config.split_file)
-    except ValueError:
-        return None
-
-
-def _matrix(ctx: RunContext, store: EmbeddingStore) -> np.ndarray:
-    """The planned keys' vectors from the store, in plan order, as one float64 matrix (memory-mapped:
-    the store is never loaded whole)."""
-    return store.matrix(ctx.plan.keys, dtype=np.float64)
-
-
-def score_encoder(ctx: RunContext, encoder, spec: str, store: EmbeddingStore, computed: int) -> EncoderResult:
-    matrix = _matrix(ctx, store)
-    tables = fill_tables(ctx.plan, matrix)
-    folder = ctx.out / "sims" / store.folder.name
-    for source, table in tables.items():
-        write_nearid_csv(folder / f"{source}_{ctx.condition}.csv", table, ctx.plan.categories)
-    result = EncoderResult(
-        spec=spec,
-        fingerprint=store.fingerprint,
-        nearid=score_tables(tables),
-        untrained=bool(getattr(encoder, "untrained", False)),
-        unique_images=len(ctx.plan),
-        embeddings_computed=computed,
-        sims_folder=str(folder.relative_to(ctx.out)),
-        calibration=calibration(tables, split=ctx.config.split_name, split_file=ctx.config.split_file),
-    )
-    if ctx.mtg is not None:
-        if ctx.oracles is None:
-            ctx.oracles = mtg_oracles(ctx.mtg)
-        sims = mtg_similarities(ctx.plan, matrix)
-        write_mtg_csv(folder / f"mtg_{ctx.condition}.csv", sims, ctx.oracles)
-        result.mtg = score_mtg(sims, ctx.oracles)
-    return result

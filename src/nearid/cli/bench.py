@@ -129,8 +129,9 @@ def cmd_dbpp(args) -> int:
 
 def cmd_merge(args) -> int:
     from nearid.eval.results import BenchResults
+    from nearid.io import records
 
-    merged = _merge(Path(args.out))
+    merged = records.merge(Path(args.out))  # the one merge: bench shards (judges too) or score shards
     if isinstance(merged, BenchResults):
         from nearid.report.tables import markdown
 
@@ -139,24 +140,6 @@ def cmd_merge(args) -> int:
     else:
         print(f"merged {merged.n_pairs} pairs into {args.out} and its side files")
     return 0
-
-
-def _merge(out: Path):
-    """Merge the shards found at ``out``: a bench ``--out`` folder, or a score ``--out`` file."""
-    from nearid.io.records import SHARDS_FOLDER, ShardError
-
-    if out.is_dir() and (out / SHARDS_FOLDER).is_dir():
-        from nearid.bench.merge import merge_bench
-
-        return merge_bench(out)
-    from nearid.score.shards import merge_score_shards, score_records
-
-    if score_records(out):
-        return merge_score_shards(out)
-    raise ShardError(
-        f"{out}: no shards to merge (a bench --out folder with {SHARDS_FOLDER}/, or a score --out with "
-        f"{out.name}.shard-I-of-S.json beside it); run the shards first with --num-shards S --shard-index I"
-    )
 
 
 def _bench_data_options(p) -> None:

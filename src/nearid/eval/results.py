@@ -54,6 +54,9 @@ class BenchInfo:
     mask_cleaning: str | None = None  # foreground only: "authors" (spec 12.2) or "none"; None for full images
     mask_dilate: int = 0
     views_without_mask: int = 0  # foreground only: views dropped with their distractors for want of a mask
+    #: the content key of the planned inputs (:func:`nearid.bench.planning.plan_fingerprint`): what
+    #: decides whether two runs measured the same data. ``None`` in files written before it was recorded.
+    inputs: str | None = None
 
     @property
     def split_label(self) -> str:
@@ -73,13 +76,24 @@ class BenchInfo:
         "mtg_samples",
     )
 
+    #: Where the inputs lie: compared as text only when a file has no content key (written before
+    #: ``inputs``); with keys on both sides the content decides, so a link or another spelling of the
+    #: same data is the same benchmark and data regenerated at the same path is not.
+    LOCATIONS: ClassVar[tuple[str, ...]] = ("data", "split_file", "mtg")
+
     def differences(self, other: BenchInfo) -> list[str]:
-        """``field: mine -> other's`` for each field of :data:`SAME_BENCHMARK` that differs."""
+        """``field: mine -> other's`` for each field of :data:`SAME_BENCHMARK` that differs; where the data
+        lies only when one side has no content key (then the path is all there is to compare)."""
+        by_content = self.inputs is not None and other.inputs is not None
         return [
             f"{name}: {getattr(self, name)!r} -> {getattr(other, name)!r}"
             for name in self.SAME_BENCHMARK
-            if getattr(self, name) != getattr(other, name)
+            if getattr(self, name) != getattr(other, name) and not (by_content and name in self.LOCATIONS)
         ]
+
+    def same_data(self, other: BenchInfo) -> bool:
+        """Whether both measured the same content (``True`` when one side has no content key to tell)."""
+        return self.inputs is None or other.inputs is None or self.inputs == other.inputs
 
     def to_dict(self) -> dict:
         return dict(self.__dict__)
@@ -100,6 +114,7 @@ class BenchInfo:
             mask_cleaning=values.get("mask_cleaning"),
             mask_dilate=int(values.get("mask_dilate", 0)),
             views_without_mask=int(values.get("views_without_mask", 0)),
+            inputs=values.get("inputs"),
         )
 
 
@@ -285,8 +300,13 @@ class BenchResults(_Document):
         )
 
     def merged(self, run: BenchResults) -> BenchResults:
-        """These results with ``run``'s encoders added or replaced (same benchmark; see :func:`merge_bench_results`)."""
-        return BenchResults(self.benchmark, {**self.encoders, **run.encoders}, [*self.log, *run.log])
+        """These results with ``run``'s encoders added or replaced, under ``run``'s benchmark (the same one:
+        see :func:`merge_bench_results`)."""
+        return BenchResults(run.benchmark, {**self.encoders, **run.encoders}, [*self.log, *run.log])
+
+
+#: where bench results made on other data go when the newer data's results take ``results.json``'s place
+STALE_RESULTS = "results.stale.json"
 
 
 class BenchMismatchError(ResultsError):
@@ -297,8 +317,9 @@ def check_mergeable(path: str | os.PathLike, benchmark: BenchInfo) -> BenchResul
     """The bench results in ``path`` if this run's may be merged into them (``None``: no file yet).
 
     A file of another benchmark, or one this nearid cannot read, is refused with one line: results of
-    two benchmarks in one file would look comparable and are not. ``nearid bench`` calls this before it
-    embeds anything and again, under the lock, when it merges.
+    two benchmarks in one file would look comparable and are not. The same benchmark made on other data
+    (its content key differs) is returned: the merge moves it aside (:func:`set_aside_other_data`).
+    ``nearid bench`` calls this before it embeds anything and again, under the lock, when it merges.
     """
     path = Path(path)
     if not path.exists():
@@ -333,13 +354,32 @@ def results_lock(folder: str | os.PathLike, timeout: float = 600):
         ) from None
 
 
+def set_aside_other_data(path: str | os.PathLike, benchmark: BenchInfo) -> BenchResults | None:
+    """Move the bench results in ``path`` to :data:`STALE_RESULTS` beside it when they are of this
+    benchmark but were made on other data (its content changed since); returns them (``None``: nothing
+    moved). Call it under :func:`results_lock`."""
+    path = Path(path)
+    existing = check_mergeable(path, benchmark)
+    if existing is None or existing.benchmark.same_data(benchmark):
+        return None
+    os.replace(path, path.with_name(STALE_RESULTS))
+    return existing
+
+
 def merge_bench_results(path: str | os.PathLike, run: BenchResults) -> BenchResults:
     """Write ``run`` into ``path`` merged per encoder with what is there; returns what was written.
 
-    Call it under :func:`results_lock` of ``path``'s folder: it reads, checks (:func:`check_mergeable`),
-    merges (this run's encoders replace their earlier entries, others stay) and writes atomically.
+    The last step of the one bench merge (:func:`nearid.io.records.merge` -> :func:`nearid.bench.merge.build`),
+    which calls it under :func:`results_lock` of ``path``'s folder: it reads, checks
+    (:func:`check_mergeable`), merges (the entries built now replace their earlier ones, others stay)
+    and writes atomically.
     """
     existing = check_mergeable(path, run.benchmark)
+    if existing is not None and not existing.benchmark.same_data(run.benchmark):
+        raise BenchMismatchError(
+            f"{path}: holds results made on other data (the content of {run.benchmark.data} changed); "
+            "set them aside first (set_aside_other_data) or use another --out"
+        )
     merged = existing.merged(run) if existing is not None else run
     merged.write(path)
     return merged
