@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 import nearid
-from nearid.cli.main import main
+from nearid.cli.app import main
 from nearid.judges import loading as judge_loading
 from nearid.models import specs
 from nearid.models.pair_scorers import EncoderPairScorer

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from nearid.cli.main import main
+from nearid.cli.app import main
 
 from .conftest import save_processor, small_siglip_config
 

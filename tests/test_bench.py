@@ -15,7 +15,7 @@ import pytest
 
 import nearid
 from nearid.bench.run import BenchConfig, run_bench
-from nearid.cli.main import main
+from nearid.cli.app import main
 from nearid.data import Identity, View, load_mtg, load_nearid
 from nearid.data.synth import SynthConfig, generate
 from nearid.eval.evaluate import fill_tables, image_key, plan_images

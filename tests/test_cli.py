@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from safetensors.numpy import load_file
 
-from nearid.cli.main import main
+from nearid.cli.app import main
 
 
 def test_embed_to_npz_and_safetensors(rgb_images, tmp_path, capsys):

@@ -50,7 +50,7 @@ def run_nearid(tmp_path: Path, *argv: str, timeout: float = 120) -> tuple[subpro
 
 def assert_light(done: subprocess.CompletedProcess, modules: set[str]) -> None:
     assert modules, f"the exit hook did not run: {done.stderr}"
-    assert "nearid.cli.main" in modules  # the probe saw the command, not an empty interpreter
+    assert "nearid.cli.app" in modules  # the probe saw the command, not an empty interpreter
     assert not {m for m in modules if m.split(".")[0] in HEAVY}, "imported " + ", ".join(
         sorted({m.split(".")[0] for m in modules if m.split(".")[0] in HEAVY})
     )
@@ -389,7 +389,7 @@ def test_embed_refuses_a_mask_count_that_does_not_match(rgb_images):
     ],
 )
 def test_embed_command_checks_its_arguments_before_loading_a_model(rgb_images, tmp_path, capsys, extra, message):
-    from nearid.cli.main import main
+    from nearid.cli.app import main
 
     # an encoder that cannot load: the argument error must come first
     argv = ["embed", str(rgb_images[0]), "--model", "nosuch", "--out", str(tmp_path / "e.npz"), *extra]
@@ -441,7 +441,7 @@ def test_train_config_names_a_missing_field(tmp_path):
 
 
 def test_train_command_reports_the_missing_field(capsys):
-    from nearid.cli.main import main
+    from nearid.cli.app import main
 
     assert main(["train", "--out", "run"]) == 2
     assert capsys.readouterr().err == "nearid train: error: --data is required (or give --config FILE)\n"

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from nearid.cli.main import build_parser, main
+from nearid.cli.app import build_parser, main
 from nearid.cli.options import load_options, mask_options, read_options
 from nearid.images.options import MaskOptions, OptionError, ReadOptions
 from nearid.models.options import JudgeOptions, LoadOptions

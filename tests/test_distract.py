@@ -22,7 +22,7 @@ from PIL import Image
 pytest.importorskip("diffusers")
 pytest.importorskip("sklearn")
 
-from nearid.cli.main import main
+from nearid.cli.app import main
 from nearid.data import load_nearid, open_table
 from nearid.data.schema import distractors_features
 from nearid.data.synth import SynthConfig, generate

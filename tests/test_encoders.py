@@ -448,7 +448,7 @@ def test_specs_and_the_encoders_command_import_no_torch():
         "import sys, types\n"
         f"package = types.ModuleType('nearid'); package.__path__ = [{str(package)!r}]; sys.modules['nearid'] = package\n"
         "from nearid.models.specs import available_encoders, parse_backbone, parse_encoder_spec\n"
-        "from nearid.cli.main import cmd_encoders\n"
+        "from nearid.cli.app import cmd_encoders\n"
         "cmd_encoders(None)\n"
         "parse_backbone('tiny:1'); parse_encoder_spec('clip')\n"
     )

@@ -21,7 +21,7 @@ from PIL import Image, ImageDraw
 from transformers import CLIPImageProcessorPil, SiglipImageProcessorPil
 
 import nearid
-from nearid.cli.main import main
+from nearid.cli.app import main
 from nearid.images.decode import load_image
 from nearid.images.pipeline import decoded_fingerprint, resolve_num_workers
 from nearid.images.processors import (

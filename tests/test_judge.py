@@ -337,7 +337,7 @@ def test_vlm_spec_rules():
 
 
 def test_cli_judge_options(tmp_path):
-    from nearid.cli.main import build_parser, judge_options
+    from nearid.cli.app import build_parser, judge_options
 
     for command in (["bench", "--out", str(tmp_path)], ["score", "--refs", str(tmp_path)]):
         args = build_parser().parse_args(command)
@@ -362,7 +362,7 @@ def test_cli_judge_options(tmp_path):
 def test_cli_hands_the_judge_options_to_the_command(tmp_path, monkeypatch):
     """main() runs score's command, which builds the judge options as the value load_metric takes
     (``LoadOptions.judge``, from nearid.cli.options) and as the dict bench's config holds."""
-    import nearid.cli.main as cli
+    import nearid.cli.app as cli
     import nearid.cli.score as score_command
     from nearid.cli.options import judge_options, load_options
     from nearid.models.options import JudgeOptions

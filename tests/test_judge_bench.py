@@ -10,7 +10,7 @@ import json
 import numpy as np
 import pytest
 
-from nearid.cli.main import main
+from nearid.cli.app import main
 from nearid.data.synth import SynthConfig, generate
 from nearid.eval.metrics import nearid_scores
 from nearid.eval.simtables import read_nearid_csv

@@ -192,5 +192,5 @@ def test_cleaned_mask_ref_feeds_the_masked_loading_path(tmp_path):
 
 
 def test_importing_the_cli_and_images_does_not_import_opencv():
-    code = "import sys, nearid.cli.main, nearid.images.decode; assert 'cv2' not in sys.modules, 'cv2 imported'"
+    code = "import sys, nearid.cli.app, nearid.images.decode; assert 'cv2' not in sys.modules, 'cv2 imported'"
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from nearid.cli.main import main
+from nearid.cli.app import main
 from nearid.data import load_folder
 from nearid.distract.masking import MaskConfig, find_images, make_masks, mask_path, parse_box
 from nearid.io.errors import NearIDError

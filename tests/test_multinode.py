@@ -13,7 +13,7 @@ import sys
 
 import pytest
 
-from nearid.cli.main import main
+from nearid.cli.app import main
 from nearid.data.synth import SynthConfig, generate
 
 SOURCES = ["Instance", "Shape"]

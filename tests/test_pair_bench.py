@@ -12,7 +12,7 @@ import pytest
 import nearid
 from nearid.bench.judgments import JudgmentStore, pair_key
 from nearid.bench.run import BenchConfig, run_bench
-from nearid.cli.main import main
+from nearid.cli.app import main
 from nearid.data.synth import SynthConfig, generate
 from nearid.eval.evaluate import (
     ImagePlan,

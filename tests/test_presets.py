@@ -11,7 +11,7 @@ import pytest
 import tomllib
 
 from nearid.bench.presets import PRESETS, comparison_rows, hub_ids, published_values, resolve
-from nearid.cli.main import main
+from nearid.cli.app import main
 from nearid.data.synth import SynthConfig, generate
 from nearid.eval.results import read_results
 from nearid.tiny.model import build_tiny_model

@@ -20,7 +20,7 @@ from typing import ClassVar
 import numpy as np
 import pytest
 
-from nearid.cli.main import main
+from nearid.cli.app import main
 from nearid.data.synth import SynthConfig, generate
 
 SOURCES = ["Part", "Shape"]
@@ -272,7 +272,7 @@ def spy(*args, **kwargs):
         handle.write("merge\\n")
     return real(*args, **kwargs)
 records.merge = spy
-from nearid.cli.main import main
+from nearid.cli.app import main
 sys.exit(main(sys.argv[2:]))
 """
 

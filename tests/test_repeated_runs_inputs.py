@@ -21,7 +21,7 @@ import pytest
 from datasets import DatasetDict
 from PIL import Image
 
-from nearid.cli.main import main
+from nearid.cli.app import main
 from nearid.data import DatasetError, load_folder, load_nearid
 from nearid.data.synth import SynthConfig, generate
 from nearid.images.decode import load_mask, load_masked

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from nearid.cli.main import main
+from nearid.cli.app import main
 from nearid.io.outputs import OutputError, check_outputs, check_writable
 
 

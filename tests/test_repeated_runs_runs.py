@@ -22,7 +22,7 @@ import torch
 from safetensors.torch import load_file
 
 from nearid.bench.run import BenchConfig, run_bench
-from nearid.cli.main import main
+from nearid.cli.app import main
 from nearid.data.synth import SynthConfig, generate
 from nearid.eval.results import BenchResults, read_results
 from nearid.io.errors import NearIDError

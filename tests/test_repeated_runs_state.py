@@ -20,7 +20,7 @@ from PIL import Image
 from safetensors.torch import load_file
 
 from nearid.bench.run import BenchConfig, run_bench
-from nearid.cli.main import main
+from nearid.cli.app import main
 from nearid.data.synth import SynthConfig, generate
 
 SOURCES = ["Part"]

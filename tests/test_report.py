@@ -228,7 +228,7 @@ def test_score_report_without_threshold_and_with_missing_images(tmp_path):
 
 
 def test_report_command(bench, tmp_path, capsys):
-    from nearid.cli.main import main
+    from nearid.cli.app import main
 
     folder, _ = bench
     out = tmp_path / "page.html"
@@ -276,7 +276,7 @@ def test_score_report_of_a_jsonl_run_beside_a_csv_run(tmp_path):
     report reads either format (a JSONL similarity of exactly 0 and `same` 0 are kept)."""
     from PIL import Image
 
-    from nearid.cli.main import main
+    from nearid.cli.app import main
 
     for side in ("refs", "gens"):
         (tmp_path / side).mkdir()

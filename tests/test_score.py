@@ -11,7 +11,7 @@ import torch
 from PIL import Image, ImageDraw
 
 import nearid
-from nearid.cli.main import main
+from nearid.cli.app import main
 from nearid.eval.metrics import Threshold
 from nearid.eval.results import BenchInfo, BenchResults, Calibration, EncoderResult, NearIDResult, read_results
 from nearid.io.errors import NearIDError

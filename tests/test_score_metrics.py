@@ -11,7 +11,7 @@ import pytest
 import scipy.stats
 
 import nearid
-from nearid.cli.main import main
+from nearid.cli.app import main
 from nearid.eval.metrics import Threshold
 from nearid.eval.results import BenchInfo, BenchResults, Calibration, EncoderResult, NearIDResult, ScoreSummary
 from nearid.eval.torchmetrics import identity_similarity

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from nearid.bench.shards import Shard, select_plan, shard_option
-from nearid.cli.main import main
+from nearid.cli.app import main
 from nearid.data import load_mtg, load_nearid
 from nearid.data.synth import SynthConfig, generate
 from nearid.eval.evaluate import plan_images

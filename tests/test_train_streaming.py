@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from nearid.cli.main import main
+from nearid.cli.app import main
 from nearid.data import load_mtg, load_nearid
 from nearid.io.errors import NearIDError
 from nearid.models.nearid_model import NearIDModel

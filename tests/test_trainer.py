@@ -14,7 +14,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from nearid.cli.main import main
+from nearid.cli.app import main
 from nearid.data import load_mtg, load_nearid
 from nearid.images.processors import preprocessor
 from nearid.models.backbones import load_backbone

@@ -70,7 +70,7 @@ OLD_PATHS = {
     "nearid.tables": ("nearid.report.tables",),
     "nearid.store": ("nearid.bench.store",),
     "nearid.judgments": ("nearid.bench.judgments",),
-    "nearid.shards": ("nearid.bench.shards", "nearid.score.shards"),
+    "nearid.shards": ("nearid.bench.shards", "nearid.bench.merge", "nearid.bench.planning", "nearid.score.shards"),
     "nearid.merge": ("nearid.io.records", "nearid.bench.merge"),
     "nearid.presets": ("nearid.bench.presets",),
     "nearid.losses": ("nearid.training.losses",),

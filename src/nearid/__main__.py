@@ -1,5 +1,5 @@
 try:
-    from nearid.cli.main import main
+    from nearid.cli.app import main
 except KeyboardInterrupt:  # Ctrl-C while the command line itself is imported: the same one line as main()'s
     import sys
 

@@ -30,8 +30,6 @@ from pathlib import Path
 
 import numpy as np
 
-from nearid.bench.merge import KIND, read_records  # noqa: F401  (re-exported: the old names)
-from nearid.bench.planning import SETTINGS  # noqa: F401  (re-exported)
 from nearid.eval.evaluate import ImagePlan
 from nearid.io.records import SCHEMA_VERSION, SHARDS_FOLDER, Shard, ShardError, shard_option  # noqa: F401
 

@@ -1,4 +1,4 @@
-"""The command line: :mod:`~nearid.cli.main` (the parser and ``main``), :mod:`~nearid.cli.options` (the
+"""The command line: :mod:`~nearid.cli.app` (the parser and ``main``), :mod:`~nearid.cli.options` (the
 options several commands share, declared once, and the option values they build), and one module per
 command family: ``embed`` (embed, compare, encoders), ``data`` (synth, distract, mask), ``bench``
 (bench, metrics, dbpp, merge), ``score`` (score, report), ``train`` (train, export), ``demo``. It parses
@@ -11,7 +11,7 @@ from nearid.io.lazy import lazy_face
 # public name -> the module that defines it
 _LAZY = {
     "add_judge_options": "nearid.cli.options",
-    "build_parser": "nearid.cli.main",
+    "build_parser": "nearid.cli.app",
     "cmd_bench": "nearid.cli.bench",
     "cmd_compare": "nearid.cli.embed",
     "cmd_dbpp": "nearid.cli.bench",
@@ -28,7 +28,7 @@ _LAZY = {
     "cmd_synth": "nearid.cli.data",
     "cmd_train": "nearid.cli.train",
     "judge_options": "nearid.cli.options",
-    "main": "nearid.cli.main",
+    "main": "nearid.cli.app",
 }
 
 __all__ = sorted(_LAZY)
