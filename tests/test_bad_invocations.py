@@ -348,6 +348,7 @@ def test_bad_invocation_is_one_line_exit_2_and_writes_nothing(
     assert _tree(world) == before, "an input changed"
 
 
+@pytest.mark.slow
 def test_bad_invocation_through_python_m(world, tmp_path):
     """The same through the real entry point: one line, exit 2."""
     done = subprocess.run(
@@ -385,6 +386,7 @@ def test_dbpp_json_into_a_closed_pipe(tmp_path):
     assert done.returncode in (0, 141)  # 0 when the one line fitted into the pipe before it closed
 
 
+@pytest.mark.slow
 def test_train_into_a_closed_pipe(world, tmp_path):
     done = _closed_pipe(
         [

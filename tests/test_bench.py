@@ -253,6 +253,7 @@ def test_fill_tables_against_direct_cosines():
         assert tables["B"].ids == [0, 1, 2]
 
 
+@pytest.mark.slow
 def test_two_processes_give_the_same_numbers(data, tmp_path):
     torchrun = shutil.which("torchrun", path=os.path.dirname(sys.executable))
     argv = [

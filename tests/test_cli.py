@@ -82,6 +82,7 @@ def test_argument_errors_exit_2(rgb_images, tmp_path, capsys, argv, message):
     assert message in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_demo_runs_end_to_end_and_reports_what_the_bench_measured(tmp_path, capsys):
     out = tmp_path / "demo"
     argv = [
@@ -138,6 +139,7 @@ def test_demo_refuses_a_headline_source_it_does_not_make(tmp_path, capsys):
     assert not (tmp_path / "demo").exists()
 
 
+@pytest.mark.slow
 def test_module_entry_point_and_offline_error():
     done = subprocess.run(
         [sys.executable, "-m", "nearid", "compare", "x.png", "--model", "clip"],

@@ -28,6 +28,9 @@ HEAVY = ("torch", "transformers")
 PROBE = """
 import atexit, os, runpy, sys
 
+# several processes or a fresh interpreter per test: `make test-fast` skips them
+pytestmark = pytest.mark.slow
+
 def _modules():
     with open(os.environ["NEARID_MODULES_OUT"], "w") as handle:
         handle.write("\\n".join(sorted(sys.modules)))

@@ -428,6 +428,7 @@ def _flux_argv(synth, out):
     ]
 
 
+@pytest.mark.slow
 def test_sigkill_then_resume_gives_identical_bytes(synth, reference, tmp_path):
     out = tmp_path / "Gen"
     shards = tmp_path / ".Gen.shards"
@@ -453,6 +454,7 @@ def test_sigkill_then_resume_gives_identical_bytes(synth, reference, tmp_path):
     assert not shards.exists()  # removed once assembled
 
 
+@pytest.mark.slow
 def test_two_processes_give_the_same_dataset(synth, reference, tmp_path):
     torchrun = shutil.which("torchrun", path=os.path.dirname(sys.executable))
     out = tmp_path / "Gen"

@@ -422,6 +422,7 @@ def _default_sigint() -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)  # a shell may start the suite with SIGINT ignored
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("group", [True, False], ids=["terminal-ctrl-c", "main-process-only"])
 def test_ctrl_c_with_workers_leaves_no_process_and_no_output(tmp_path, group):
     """SIGINT to the whole process group (a terminal's Ctrl-C) or to the main process alone, while two

@@ -379,6 +379,7 @@ def test_cli_hands_the_judge_options_to_the_command(tmp_path, monkeypatch):
     assert seen["kwargs"] == {"prompt_file": None, "readout": "expected", "max_new_tokens": 7, "judge_batch_size": 8}
 
 
+@pytest.mark.slow
 def test_judge_imports_no_torchvision(judge_dir, tmp_path):
     """Loading and running the judge never imports torchvision (it cannot be imported here, and it
     stays optional everywhere)."""

@@ -278,6 +278,7 @@ def two_process_runs(tmp_path_factory):
     return json.loads(out.read_text())
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("size", TWO_PROCESS_SIZES)
 @pytest.mark.parametrize("spec", TWO_PROCESS_SPECS)
 def test_two_processes_match_one(two_process_runs, spec, size):

@@ -16,6 +16,9 @@ import pytest
 from nearid.cli.app import main
 from nearid.data.synth import SynthConfig, generate
 
+# several processes or a fresh interpreter per test: `make test-fast` skips them
+pytestmark = pytest.mark.slow
+
 SOURCES = ["Instance", "Shape"]
 
 

@@ -274,6 +274,7 @@ def test_report_of_a_bench_with_a_judge(data, tmp_path, judge):
     assert 'class="note"' not in html  # every sims table was read back
 
 
+@pytest.mark.slow
 def test_two_processes_split_the_identities_and_give_the_same_numbers(data, tmp_path):
     import os
     import shutil

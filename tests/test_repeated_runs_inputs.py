@@ -327,6 +327,7 @@ def test_train_on_synthetic_data_with_the_default_sources_names_the_ones_there(t
     assert "--sources Part" in message and "hf download" not in message
 
 
+@pytest.mark.slow
 def test_bench_cli_missing_source_is_one_line_exit_2(local_bench):
     done = subprocess.run(
         [

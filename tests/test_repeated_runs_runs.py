@@ -312,6 +312,7 @@ def test_rerunning_an_encoder_replaces_only_its_entry(data, tmp_path):
     assert again.encoders["histogram:8"].embeddings_computed == 0  # this run's entry, from the store
 
 
+@pytest.mark.slow
 def test_two_encoders_at_the_same_time_are_both_kept(data, tmp_path):
     out = tmp_path / "both"
     runs = [

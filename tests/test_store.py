@@ -106,6 +106,7 @@ def test_a_truncated_shard_is_named(tmp_path):
         store.missing(["a"])
 
 
+@pytest.mark.slow
 def test_peak_memory_is_bounded_by_one_shard(tmp_path):
     """100 MB of vectors in 50 shards, read back in full, 4096 random rows at a time: the memory map
     adds about one shard (2 MB) plus the answer to the resident set; the dict path holds all 100 MB."""

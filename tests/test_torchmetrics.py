@@ -144,6 +144,7 @@ def test_bench_score_counts_equal_metrics_module():
         metric.update(pair_sims[:, :2], own[:, :2])
 
 
+@pytest.mark.slow
 def test_two_processes_equal_one(folders, tiny, tmp_path):
     refs, refs2, gens = _paths(folders / "refs"), _paths(folders / "refs2"), _paths(folders / "gens")
     references = [[str(a), str(b)] for a, b in zip(refs, refs2)]

@@ -209,6 +209,7 @@ def _children(pid: int) -> set[int]:
     return found
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads the process table from /proc")
 def test_ctrl_c_while_streaming_leaves_no_worker_and_no_partial_file(data, tmp_path):
     out = tmp_path / "run"

@@ -106,6 +106,7 @@ def test_training_improves_a_training_batch_and_touches_only_the_head(data, tmp_
     assert after > before + 0.2, (before, after)  # a batch it trained on; measured: -0.67 -> -0.24
 
 
+@pytest.mark.slow
 def test_resume_after_sigkill_equals_an_uninterrupted_run(data, tmp_path):
     reference = train(config(data, tmp_path / "ref", epochs=12, save_steps=2))
     argv = [
@@ -140,6 +141,7 @@ def test_resume_after_sigkill_equals_an_uninterrupted_run(data, tmp_path):
         torch.testing.assert_close(head_of(tmp_path / "run")[name], tensor, rtol=0, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_two_processes_match_one(data, tmp_path):
     torchrun = shutil.which("torchrun", path=os.path.dirname(sys.executable))
     one = train(config(data, tmp_path / "one", max_steps=4, mtg=None))
