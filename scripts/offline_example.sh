@@ -11,7 +11,7 @@ export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1
 nearid synth "$OUT/data" --identities 60 --size 48 --sources Instance --test 20 --val 10 --mtg-train 0 --mtg-test 0
 
 # 2. frozen baselines on the validation split (also calibrates a same/different threshold per encoder)
-nearid bench --encoder tiny --encoder histogram --data "$OUT/data/NearID" --sources Instance --split val --out "$OUT/bench"
+nearid bench --model tiny --model histogram --data "$OUT/data/NearID" --sources Instance --split val --out "$OUT/bench"
 
 # 3. train the head on the frozen tiny trunk, then export a full model folder
 nearid train --data "$OUT/data/NearID" --sources Instance --backbone tiny --out "$OUT/run" \
@@ -19,7 +19,7 @@ nearid train --data "$OUT/data/NearID" --sources Instance --backbone tiny --out 
 nearid export "$OUT/run/checkpoints/$(ls "$OUT/run/checkpoints" | sort -t- -k2 -n | tail -1)" "$OUT/model"
 
 # 4. the trained model into the same bench folder: results.json keeps all three encoders
-nearid bench --encoder "nearid:$OUT/model" --data "$OUT/data/NearID" --sources Instance --split val --out "$OUT/bench"
+nearid bench --model "nearid:$OUT/model" --data "$OUT/data/NearID" --sources Instance --split val --out "$OUT/bench"
 
 # 5. score pairs of images with the trained model and its calibrated threshold
 python3 - "$OUT" <<'PY'

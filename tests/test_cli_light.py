@@ -21,15 +21,15 @@ from nearid.io.errors import NearIDError
 
 from .test_dbpp import METHODS, METRIC, _human, _write
 
+# a fresh interpreter per test: `make test-fast` skips them
+pytestmark = pytest.mark.slow
+
 HEAVY = ("torch", "transformers")
 
 # `python -m nearid ARGS`, run through runpy so that an exit hook can list the modules the command
 # imported: the list is written to $NEARID_MODULES_OUT when the interpreter exits, whatever the status.
 PROBE = """
 import atexit, os, runpy, sys
-
-# several processes or a fresh interpreter per test: `make test-fast` skips them
-pytestmark = pytest.mark.slow
 
 def _modules():
     with open(os.environ["NEARID_MODULES_OUT"], "w") as handle:
