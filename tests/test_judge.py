@@ -106,6 +106,9 @@ def test_prompt_file(tmp_path):
     assert read_prompt_file(path) == "Same object? Answer JSON with score."
     with pytest.raises(NearIDError, match="does not exist"):
         read_prompt_file(tmp_path / "nope.txt")
+    (tmp_path / "padded.txt").write_text("\n  Same object?\nJSON only.  \n\n", encoding="utf-8")
+    # the authors read their template with .strip() (spec 12.10): no extra tokens around it
+    assert read_prompt_file(tmp_path / "padded.txt") == "Same object?\nJSON only."
     (tmp_path / "empty.txt").write_text("  \n")
     with pytest.raises(NearIDError, match="empty"):
         read_prompt_file(tmp_path / "empty.txt")

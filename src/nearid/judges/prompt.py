@@ -60,7 +60,9 @@ _BARE_NUMBER = re.compile(r"\s*(-?\d+(?:\.\d+)?)\s*(?:/\s*10)?\s*\.?\s*")
 
 
 def read_prompt_file(path: str | os.PathLike) -> str:
-    """The text of ``--prompt-file`` (UTF-8); a missing, unreadable or empty file is a one-line error."""
+    """The text of ``--prompt-file`` (UTF-8), stripped of surrounding whitespace as the authors read
+    their template (``.strip()``, spec 12.10: a trailing newline would add tokens to every prompt and
+    change a judge's answers); a missing, unreadable or empty file is a one-line error."""
     path = Path(path).expanduser()
     try:
         text = path.read_text(encoding="utf-8")
@@ -72,7 +74,7 @@ def read_prompt_file(path: str | os.PathLike) -> str:
         ) from None
     if not text.strip():
         raise NearIDError(f"--prompt-file '{path}' is empty; pass the rubric text the judge should read")
-    return text
+    return text.strip()
 
 
 def parse_score(answer: str) -> float:
