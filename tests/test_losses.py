@@ -174,7 +174,9 @@ def siglip_ext_by_loops(anchor, positives, distractors, pos_mask, neg_mask, tau=
 def circle_ext_by_loops(
     anchor, positives, distractors, pos_mask, neg_mask, m=0.25, gamma=64.0, rank_weight=0.5, rank_margin=0.25
 ):
-    """Spec 5.2's extended Circle loss one similarity at a time (padded entries left out of every mean)."""
+    """Spec 5.2's extended Circle loss one similarity at a time. Padded entries are left out of the circle
+    term; the rank hinge of a distractor is averaged over all M = B x P pool columns (own and padded
+    columns add 0 but count), as the authors' code does (spec 12.10), then over the valid distractors."""
     unit = lambda v: v / v.norm()
     cos = lambda u, v: float(unit(u) @ unit(v))
     b, p_count, _ = positives.shape
@@ -188,7 +190,7 @@ def circle_ext_by_loops(
             lse_n = math.log(sum(math.exp(max(s + m, 0) * (s - m) * gamma) for s in s_b + s_r))
             circles.append(math.log1p(math.exp(lse_p + lse_n)))
         for r in s_r:
-            hinges.append(sum(max(s - r + rank_margin, 0.0) for s in s_b) / max(len(s_b), 1))
+            hinges.append(sum(max(s - r + rank_margin, 0.0) for s in s_b) / (b * p_count))
     return sum(circles) / len(circles) + rank_weight * sum(hinges) / len(hinges)
 
 
