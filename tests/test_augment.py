@@ -215,6 +215,43 @@ def test_scale_is_about_the_centre():
     assert (a * x_out + b * y_out + c, d * x_out + e * y_out + f) == pytest.approx((26.0, 13.0))
 
 
+def nearest_affine_reference(pixels: np.ndarray, dx: float, dy: float, scale: float) -> np.ndarray:
+    """The authors' call written independently (spec 12.10): shift ``int(dx * W)``, ``int(dy * H)``
+    (truncated toward zero), zoom about ``(W / 2, H / 2)``, nearest neighbour, black fill. Each output
+    pixel centre (x + 0.5, y + 0.5) is mapped back through the inverse transform and takes the input
+    pixel it falls in (PIL's NEAREST on torchvision's inverse matrix)."""
+    height, width = pixels.shape[:2]
+    tx, ty = int(dx * width), int(dy * height)
+    cx, cy = width / 2, height / 2
+    xs = (np.arange(width) + 0.5 - cx - tx) / scale + cx
+    ys = (np.arange(height) + 0.5 - cy - ty) / scale + cy
+    xi, yi = np.floor(xs).astype(int), np.floor(ys).astype(int)
+    out = np.zeros_like(pixels)
+    inside_x, inside_y = (xi >= 0) & (xi < width), (yi >= 0) & (yi < height)
+    out[np.ix_(inside_y, inside_x)] = pixels[np.ix_(yi[inside_y], xi[inside_x])]
+    return out
+
+
+def test_disalignment_truncates_the_shift_as_the_authors():
+    """``int()``, not ``round()``: 0.075 x 20 = 1.5 px -> 1; -0.17 x 10 = -1.7 px -> -1."""
+    image = Image.fromarray(np.arange(10 * 20 * 3, dtype=np.uint8).reshape(10, 20, 3) % 251)
+    pixels = np.asarray(image)
+    out = np.asarray(disalign(image, 0.075, -0.17, 1.0))
+    np.testing.assert_array_equal(out[:9, 1:], pixels[1:, :19])  # 1 right, 1 up
+    assert (out[:, 0] == 0).all() and (out[9] == 0).all()
+
+
+@pytest.mark.parametrize(
+    ("size", "dx", "dy", "scale"),
+    [((40, 30), 0.1, -0.1, 1.07), ((37, 23), -0.093, 0.061, 0.913), ((64, 48), 0.0, 0.0, 1.093)],
+)
+def test_disalignment_is_nearest_neighbour_as_the_authors(size, dx, dy, scale):
+    rng = np.random.default_rng(sum(size))
+    pixels = rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
+    got = np.asarray(disalign(Image.fromarray(pixels), dx, dy, scale))
+    np.testing.assert_array_equal(got, nearest_affine_reference(pixels, dx, dy, scale))
+
+
 def test_jitter_operations():
     grey = Image.new("RGB", (8, 8), (100, 100, 100))
     np.testing.assert_array_equal(np.asarray(color_jitter(grey, Augment(brightness=1.2, jitter=True))), 120)
