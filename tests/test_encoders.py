@@ -474,19 +474,41 @@ def test_nearid_encoders_command_imports_no_torch():
     assert "torch" not in imported and "transformers" not in imported
 
 
-def test_auto_dtype_is_fp16_on_cuda_for_nearid_and_siglip(monkeypatch):
-    """The authors evaluated NearID and SigLIP2 in fp16 (spec 12.3); other families keep bf16; the CPU fp32."""
+def test_auto_dtype_is_fp16_on_cuda_for_every_family_the_authors_ran(monkeypatch):
+    """The authors evaluated every embedding baseline in fp16: NearID, SigLIP2, CLIP, DINOv2 (spec 12.10);
+    families they did not run keep bf16; the CPU fp32."""
     from nearid.models.encoders import resolve_dtype
 
     cuda, cpu = torch.device("cuda"), torch.device("cpu")
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
-    for family in ("nearid", "siglip2-map", "siglip2-mean", "tiny", None):  # None: nearid_encoder over a NearID model
+    authors = ("nearid", "siglip2-map", "siglip2-mean", "clip", "dinov2", "tiny", None)  # None: a NearID model
+    for family in authors:
         assert resolve_dtype("auto", cuda, family) == torch.float16
         assert resolve_dtype("auto", cpu, family) == torch.float32
-    assert resolve_dtype("auto", cuda, "clip") == resolve_dtype(None, cuda, "dinov2") == torch.bfloat16
+    assert resolve_dtype("auto", cuda, "dinov3") == resolve_dtype(None, cuda, "hf") == torch.bfloat16
     assert (
-        resolve_dtype("bf16", cuda, "nearid") == torch.bfloat16
-        and resolve_dtype("fp32", cuda, "nearid") == torch.float32
+        resolve_dtype("bf16", cuda, "nearid") == torch.bfloat16 and resolve_dtype("fp32", cuda, "clip") == torch.float32
     )
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
-    assert resolve_dtype("auto", cuda, "clip") == torch.float32
+    assert resolve_dtype("auto", cuda, "dinov3") == torch.float32
+
+
+def test_a_non_finite_embedding_is_a_one_line_error_not_a_silent_nan():
+    """fp16 can overflow: an embedding with inf or NaN stops with the fix (another dtype), never a NaN score."""
+    from nearid.io.errors import NearIDError
+    from nearid.models.encoders import TransformersEncoder
+
+    def overflowing(model, pixels):
+        out = torch.ones(len(pixels), 4)
+        out[-1, 2] = float("inf")
+        return out
+
+    encoder = TransformersEncoder(
+        "clip", torch.nn.Identity(), None, overflowing, device="cpu", dtype=torch.float32, dim=4
+    )
+    with pytest.raises(NearIDError, match=r"clip.*non-finite.*1 of 3.*--dtype fp32"):
+        encoder.embed(torch.zeros(3, 3, 8, 8))
+    fine = TransformersEncoder(
+        "clip", torch.nn.Identity(), None, lambda m, x: torch.ones(len(x), 4), device="cpu", dtype=torch.float32, dim=4
+    )
+    assert torch.equal(fine.embed(torch.zeros(2, 3, 8, 8)), torch.full((2, 4), 0.5))

@@ -124,7 +124,7 @@ def add_device_options(parser, *, dtype: bool = True) -> None:
             "--dtype",
             default="auto",
             help="auto | float32 | bfloat16 | float16 (auto: float32 on the CPU; on CUDA float16 for NearID, "
-            "SigLIP2 and the inpainting generators, bfloat16 for other encoders)",
+            "SigLIP2, CLIP, DINOv2 and the inpainting generators, bfloat16 for other encoders)",
         )
 
 

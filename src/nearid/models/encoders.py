@@ -30,7 +30,7 @@ from nearid.images.processors import (
     preprocess_images,
     split_processor,
 )
-from nearid.io.errors import EncoderSpecError
+from nearid.io.errors import EncoderSpecError, NearIDError
 from nearid.models.backbones import load_backbone
 from nearid.models.loading import load_pretrained
 from nearid.models.nearid_model import NearIDModel
@@ -44,6 +44,10 @@ from nearid.models.specs import (
     parse_encoder_spec,
     register_family,
 )
+
+
+class NonFiniteEmbeddingError(NearIDError):
+    """An embedding came out inf or NaN (an fp16 overflow): the fix is another ``--dtype``."""
 
 
 @runtime_checkable
@@ -143,8 +147,14 @@ class TransformersEncoder:
 
     @torch.inference_mode()
     def embed(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        features = self.readout(self.model, pixel_values.to(device=self.device, dtype=self.dtype))
-        return F.normalize(features.float(), dim=-1).cpu()
+        features = self.readout(self.model, pixel_values.to(device=self.device, dtype=self.dtype)).float()
+        finite = torch.isfinite(features).all(dim=-1)
+        if not bool(finite.all()):  # an fp16 overflow would otherwise become a NaN score, silently
+            raise NonFiniteEmbeddingError(
+                f"encoder {self.name} produced a non-finite embedding for {int((~finite).sum())} of {len(finite)} "
+                f"images in {str(self.dtype).removeprefix('torch.')}; rerun with --dtype fp32 (or bf16)"
+            )
+        return F.normalize(features, dim=-1).cpu()
 
     def _probe_dim(self) -> int:
         """Embed one grey image to learn the width of a model whose config does not say it."""
@@ -265,8 +275,8 @@ _DTYPES = {
 
 
 def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device, family: str | None = None) -> torch.dtype:
-    """``auto`` is fp32 on the CPU; on CUDA fp16 for the NearID and SigLIP2 families
-    (:data:`~nearid.models.specs.FP16_FAMILIES`, as the authors evaluated; spec 12.3) and bf16 for the others
+    """``auto`` is fp32 on the CPU; on CUDA fp16 for the families the authors ran in fp16 (NearID,
+    SigLIP2, CLIP, DINOv2: :data:`~nearid.models.specs.FP16_FAMILIES`; spec 12.10) and bf16 for the others
     (fp32 where the GPU has no bf16). ``family=None`` is a NearID model (:func:`nearid_encoder`)."""
     if isinstance(dtype, torch.dtype):
         return dtype
@@ -480,6 +490,7 @@ __all__ = [
     "Encoder",
     "HistogramEncoder",
     "LoadOptions",
+    "NonFiniteEmbeddingError",
     "TransformersEncoder",
     "available_encoders",
     "cls_token_readout",

@@ -64,9 +64,10 @@ class Family:
 _FAMILIES: dict[str, Family] = {}
 
 #: Families whose ``--dtype auto`` is fp16 on CUDA: the NearID release stores fp16 and the authors
-#: evaluated NearID and SigLIP2 in fp16 (spec 12.3); bf16 embeddings are ~10x further from fp32.
-#: Other families' ``auto`` is bf16 on CUDA; every family's is fp32 on the CPU.
-FP16_FAMILIES = ("nearid", "siglip2-map", "siglip2-mean", "tiny")
+#: evaluated every embedding baseline (NearID, SigLIP2, CLIP, DINOv2) in fp16 (spec 12.3, 12.10); bf16
+#: embeddings are ~10x further from fp32. Families they did not run keep bf16 on CUDA; every family's
+#: ``auto`` is fp32 on the CPU. An fp16 overflow is an error, never a NaN (``TransformersEncoder.embed``).
+FP16_FAMILIES = ("nearid", "siglip2-map", "siglip2-mean", "clip", "dinov2", "tiny")
 
 
 def register_family(
