@@ -65,31 +65,99 @@ def scripted(judge: VLMJudge, answers: list[str]):
 
 
 # ----------------------------------------------------------------------------------- parsing
-@pytest.mark.parametrize(
-    ("answer", "expected"),
-    [
-        ('{"score": 7, "confidence": "high"}', 7.0),  # valid JSON
-        ('```json\n{"score": 3, "match_cues": []}\n```', 3.0),  # JSON in a code fence
-        ('{"match_cues": ["a }"], "score": 8}', 8.0),  # a brace inside a string: parsed, not cut
-        ('{"score": "9"}', 9.0),  # a number written as a string
-        ('{"score": 6.5}', 6.5),
-        ("{score: 6, confidence: 'low',}", 6.0),  # repaired JSON only: no quoted "score" for the regex
-        ('{"score": 8, "match_cues": ["red stri', 8.0),  # cut by max_new_tokens: repaired
-        ('The answer: "score": 4 because', 4.0),  # regex fallback
-        ("7", 7.0),  # a bare number
-        (" 7/10 ", 7.0),
-        ('{"score": 14}', 10.0),  # out of range: clipped
-        ('{"score": -2}', 0.0),
-        ("I cannot tell.", math.nan),  # nothing
-        ("", math.nan),
-        ('{"score": true}', math.nan),  # not a number
-        ('{"score": null, "confidence": "low"}', math.nan),
-        ("scores 3 and 4", math.nan),  # numbers, but no score
-    ],
-)
+PARSE_CASES = [
+    ('{"score": 7, "confidence": "high"}', 7.0),  # valid JSON
+    ('```json\n{"score": 3, "match_cues": []}\n```', 3.0),  # JSON in a code fence
+    ('{"match_cues": ["a }"], "score": 8}', 8.0),  # a brace inside a string: parsed, not cut
+    ('{"score": "9"}', 9.0),  # a number written as a string
+    ('{"score": 6.5}', 6.5),
+    ("{score: 6, confidence: 'low',}", 6.0),  # repaired JSON only: no quoted "score" for the regex
+    ('{"score": 8, "match_cues": ["red stri', 8.0),  # cut by max_new_tokens: repaired
+    ('The answer: "score": 4 because', 4.0),  # regex fallback
+    ("7", 7.0),  # a bare number
+    (" 7/10 ", 7.0),
+    ('{"score": 14}', 10.0),  # out of range: clipped
+    ('{"score": -2}', 0.0),
+    ("I cannot tell.", math.nan),  # nothing
+    ("", math.nan),
+    ('{"score": true}', math.nan),  # not a number
+    ('{"score": null, "confidence": "low"}', math.nan),
+    ("scores 3 and 4", math.nan),  # numbers, but no score
+]
+
+
+@pytest.mark.parametrize(("answer", "expected"), PARSE_CASES)
 def test_parse_score(answer, expected):
     got = parse_score(answer)
     assert (math.isnan(got) and math.isnan(expected)) or got == expected
+
+
+#: Answers the two parsers read differently, and the usual ones (the parametrized cases above).
+MALFORMED = [
+    "7",
+    " 7/10 ",
+    "8.",
+    '{"Score": 8}',
+    '{"SCORE": "9"}',
+    '{"similarity": 6}',
+    '{"Similarity": "4.5", "score": 2}',
+    '{"score": true}',
+    '{"score": null, "Score": 7}',
+    "Score: 8",
+    'I think {"confidence": "low"} and "score": 5',
+    '{"confidence": "low"}\n"Score" : 3',
+    '{"score": "7/10"}',
+    '{"score": "n/a"}',
+    '[{"score": 5}]',
+    "The score is 6 out of 10.",
+    '```\n{"score": 12.5}\n```',
+    '  {"score": -0.0}  ',
+]
+
+
+def authors_parse(answer: str) -> float:
+    """The authors' parse as spec 12.10 describes it, written here independently of nearid: strip; repair
+    into an object (objects only); the first present key of score/Score/SCORE/similarity/Similarity
+    through float(); else the case-insensitive ``"score": <num>`` regex on the repaired string (the raw
+    text when repair gave nothing); clip finite scores to [0, 10]."""
+    import re
+
+    import json_repair
+
+    text = answer.strip()
+    if not text:
+        return math.nan
+    score = math.nan
+    obj = json_repair.loads(text)
+    if isinstance(obj, dict):
+        key = next((k for k in ("score", "Score", "SCORE", "similarity", "Similarity") if k in obj), None)
+        if key is not None:
+            try:
+                score = float(obj[key])
+            except (TypeError, ValueError):
+                score = math.nan
+    if math.isnan(score):
+        haystack = json_repair.repair_json(text) or text
+        found = re.search(r'"score"\s*:\s*([-+]?\d+(?:\.\d+)?)', haystack, re.IGNORECASE)
+        score = float(found.group(1)) if found else math.nan
+    return score if math.isnan(score) else min(max(score, 0.0), 10.0)
+
+
+def _same(a: float, b: float) -> bool:
+    return (math.isnan(a) and math.isnan(b)) or a == b
+
+
+def test_the_authors_parser_reads_as_the_authors():
+    """``parser="authors"`` (the default) equals the authors' parse on every answer, the malformed ones
+    included; ``lenient`` (ours) reads more of the malformed ones."""
+    from nearid.judges.prompt import PARSERS
+
+    usual = [answer for answer, _ in PARSE_CASES]
+    for answer in usual + MALFORMED:
+        assert _same(PARSERS["authors"](answer), authors_parse(answer)), answer
+    differ = [a for a in usual + MALFORMED if not _same(PARSERS["lenient"](a), authors_parse(a))]
+    assert PARSERS["lenient"] is parse_score and len(differ) >= 5
+    assert math.isnan(PARSERS["authors"]("7")) and PARSERS["authors"]('{"score": true}') == 1.0
 
 
 def test_rubric_puts_the_score_first_for_the_forced_prefix():
@@ -328,6 +396,27 @@ def test_loading_is_strict(judge_dir, tmp_path):
         load_vlm_judge(str(judge_dir), device="cpu", readout="mean")
 
 
+def test_judge_parser_and_pixels_options(judge_dir):
+    """The default judge parses as the authors and sees the fast processor's pixels; the options switch
+    both, and the fingerprint tells the judgments apart."""
+    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
+
+    from nearid.judges.pixels import QwenFastPixels
+
+    default = load_vlm_judge(str(judge_dir), device="cpu")
+    ours = load_vlm_judge(str(judge_dir), device="cpu", parser="lenient", pixels="pil")
+    assert isinstance(default.image_processor, QwenFastPixels) and default.parser == "authors"
+    assert type(ours.image_processor) is Qwen2VLImageProcessorPil and ours.parser == "lenient"
+    assert default.fingerprint != ours.fingerprint
+    a, b = Image.new("RGB", (40, 30), "red"), Image.new("RGB", (30, 40), "blue")
+    assert np.isnan(scripted(default, ["7/10"]).score_pairs([(a, b)])).all()  # the authors': NaN
+    assert scripted(ours, ["7/10"]).score_pairs([(a, b)]).tolist() == [0.7]
+    with pytest.raises(EncoderSpecError, match="judge-parser"):
+        load_vlm_judge(str(judge_dir), device="cpu", parser="loose")
+    with pytest.raises(EncoderSpecError, match="judge-pixels"):
+        load_vlm_judge(str(judge_dir), device="cpu", pixels="slow")
+
+
 def test_vlm_spec_rules():
     from nearid.models.encoders import load_encoder
     from nearid.models.specs import available_encoders, parse_encoder_spec
@@ -349,14 +438,19 @@ def test_cli_judge_options(tmp_path):
             "readout": "generate",
             "max_new_tokens": 512,
             "judge_batch_size": 8,
+            "parser": "authors",  # the authors' parse and pixels by default
+            "pixels": "fast",
         }
         options = ["--judge-readout", "expected", "--max-new-tokens", "64", "--judge-batch-size", "2"]
+        options += ["--judge-parser", "lenient", "--judge-pixels", "pil"]
         args = build_parser().parse_args([*command, *options, "--prompt-file", "r.txt"])
         assert judge_options(args) == {
             "prompt_file": "r.txt",
             "readout": "expected",
             "max_new_tokens": 64,
             "judge_batch_size": 2,
+            "parser": "lenient",
+            "pixels": "pil",
         }
     with pytest.raises(SystemExit):
         build_parser().parse_args(["bench", "--out", str(tmp_path), "--judge-readout", "mean"])
@@ -379,7 +473,14 @@ def test_cli_hands_the_judge_options_to_the_command(tmp_path, monkeypatch):
     monkeypatch.setattr(score_command, "cmd_score", command)
     assert cli.main(["score", "--refs", str(tmp_path), "--judge-readout", "expected", "--max-new-tokens", "7"]) == 0
     assert seen["value"] == JudgeOptions(prompt_file=None, readout="expected", max_new_tokens=7, judge_batch_size=8)
-    assert seen["kwargs"] == {"prompt_file": None, "readout": "expected", "max_new_tokens": 7, "judge_batch_size": 8}
+    assert seen["kwargs"] == {
+        "prompt_file": None,
+        "readout": "expected",
+        "max_new_tokens": 7,
+        "judge_batch_size": 8,
+        "parser": "authors",
+        "pixels": "fast",
+    }
 
 
 @pytest.mark.slow

@@ -152,6 +152,22 @@ def add_judge_options(parser) -> None:
     )
     add_option(
         group,
+        "--judge-parser",
+        default="authors",
+        choices=["authors", "lenient"],
+        help="authors: their parse exactly (JSON repair, score keys, a score regex; the published numbers); "
+        "lenient: ours, which also reads a bare number or 7/10 (default: authors)",
+    )
+    add_option(
+        group,
+        "--judge-pixels",
+        default="fast",
+        choices=["fast", "pil"],
+        help="fast: Qwen's fast image processor's pixels, as the authors ran it (torch antialiased bicubic); "
+        "pil: transformers' PIL processor (default: fast)",
+    )
+    add_option(
+        group,
         "--max-new-tokens",
         type=positive_int,
         default=512,
@@ -181,6 +197,8 @@ def _judge(args):
         readout=args.judge_readout,
         max_new_tokens=args.max_new_tokens,
         judge_batch_size=args.judge_batch_size,
+        parser=args.judge_parser,
+        pixels=args.judge_pixels,
     )
 
 

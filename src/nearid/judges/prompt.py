@@ -8,10 +8,18 @@ small; a 0-10 scale with anchors; JSON only. One difference, on purpose: ``score
 that the ``expected`` readout can force the answer up to the number (:data:`ANSWER_PREFIX`) and both
 readouts read the same prompt.
 
-Parsing follows the authors' order, made stricter at each step: the first JSON object (``json``), then
-the same text repaired (the ``json_repair`` package, as they used), then a regex on ``"score": <num>``,
-then a bare number (the whole answer is one number, optionally ``/10``). The value is clipped to
-[0, 10]; nothing parsed is NaN (the judge counts those).
+Two parsers (``--judge-parser``, :data:`PARSERS`):
+
+* ``authors`` (the default, so the published judge numbers are what the default computes): the
+  authors' parse exactly (spec 12.10, :func:`parse_score_authors`): ``json_repair`` into an object, the
+  first present key of ``score``/``Score``/``SCORE``/``similarity``/``Similarity`` through ``float()``,
+  else a case-insensitive ``"score": <num>`` regex; a bare ``7`` or ``7/10`` is NaN.
+* ``lenient`` (ours, :func:`parse_score`): the authors' order made stricter at each step and one step
+  longer: the first JSON object (``json``), the same text repaired, the ``"score": <num>`` regex, then a
+  bare number (the whole answer is one number, optionally ``/10``); only the ``score`` key, never
+  ``true``. It reads answers the authors' parse leaves NaN, and NaN where theirs reads ``true`` as 1.
+
+Either way the value is clipped to [0, 10]; nothing parsed is NaN (the judge counts those).
 """
 
 from __future__ import annotations
@@ -90,6 +98,40 @@ def parse_score(answer: str) -> float:
     return math.nan
 
 
+#: The keys the authors' parse looks for, in order; the first one present is taken.
+AUTHORS_KEYS = ("score", "Score", "SCORE", "similarity", "Similarity")
+_AUTHORS_SCORE = re.compile(r'"score"\s*:\s*([-+]?\d+(?:\.\d+)?)', re.IGNORECASE)
+
+
+def parse_score_authors(answer: str) -> float:
+    """The authors' parse (spec 12.10): strip (empty: NaN); repair the text with ``json_repair``; from
+    the repaired object (a dict only) the first present key of :data:`AUTHORS_KEYS` through ``float()``
+    (so ``true`` is 1 and a failure NaN); if still NaN, the case-insensitive ``"score": <num>`` regex on
+    the repaired string, or on the text when repair gave nothing. Finite scores clipped to [0, 10]."""
+    import json_repair
+
+    text = answer.strip()
+    if not text:
+        return math.nan
+    repaired = json_repair.repair_json(text)
+    try:
+        value = json.loads(repaired) if repaired else None
+    except ValueError:
+        value = None
+    score = math.nan
+    if isinstance(value, dict):
+        key = next((k for k in AUTHORS_KEYS if k in value), None)
+        if key is not None:
+            try:
+                score = float(value[key])
+            except (TypeError, ValueError):
+                score = math.nan
+    if math.isnan(score):
+        match = _AUTHORS_SCORE.search(repaired or text)
+        score = float(match.group(1)) if match else math.nan
+    return score if math.isnan(score) else min(max(score, 0.0), SCALE)
+
+
 def _number(value) -> float | None:
     if isinstance(value, bool):
         return None
@@ -137,6 +179,10 @@ def _from_bare_number(answer: str) -> float | None:
     return float(match.group(1)) if match else None
 
 
+#: ``--judge-parser``: name -> parse function (answer text -> 0-10 score or NaN).
+PARSERS = {"authors": parse_score_authors, "lenient": parse_score}
+
+
 #: Qwen3-VL's chat layout for what a judge sends (a user turn of images and text, no system turn):
 #: ``<|im_start|>user\n<|vision_start|><|image_pad|><|vision_end|>...text<|im_end|>\n<|im_start|>assistant\n``.
 CHAT_TEMPLATE = (
@@ -153,4 +199,14 @@ CHAT_TEMPLATE = (
 )
 
 
-__all__ = ["ANSWER_PREFIX", "CHAT_TEMPLATE", "RUBRIC", "SCALE", "parse_score", "read_prompt_file"]
+__all__ = [
+    "ANSWER_PREFIX",
+    "AUTHORS_KEYS",
+    "CHAT_TEMPLATE",
+    "PARSERS",
+    "RUBRIC",
+    "SCALE",
+    "parse_score",
+    "parse_score_authors",
+    "read_prompt_file",
+]

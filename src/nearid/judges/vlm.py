@@ -17,9 +17,10 @@ Loading follows the encoder rules: hub ids resolved by :mod:`nearid.io.hub` (cac
 offline, no ``*.py``, no pickles unless asked), no remote code, strict (a missing weight is an error).
 The model class is chosen from ``config.json``'s ``model_type``. ``Qwen3VLProcessor`` is never built:
 its video processor imports torchvision. The judge builds the chat text with the checkpoint's own chat
-template, preprocesses images with ``Qwen2VLImageProcessorPil`` (the PIL twin of Qwen-VL's image
-processor) and expands each ``<|image_pad|>`` to ``grid_t * grid_h * grid_w / merge_size**2`` tokens,
-as the processor does (:func:`expand_image_tokens`).
+template, preprocesses images as Qwen's fast image processor does (:mod:`nearid.judges.pixels`,
+``--judge-pixels fast``, the authors' pixels; ``pil``: transformers' PIL twin), parses answers as the
+authors do (``--judge-parser authors``; ``lenient``: ours) and expands each ``<|image_pad|>`` to
+``grid_t * grid_h * grid_w / merge_size**2`` tokens, as the processor does (:func:`expand_image_tokens`).
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ import torch
 
 from nearid.images.decode import load_masked
 from nearid.io.errors import EncoderSpecError, ModelNotAvailableError, NearIDError
-from nearid.judges.prompt import ANSWER_PREFIX, RUBRIC, SCALE, parse_score
+from nearid.judges.prompt import ANSWER_PREFIX, PARSERS, RUBRIC, SCALE
 
 #: ``config.json`` ``model_type`` -> transformers class of the judges we run.
 MODEL_CLASSES = {
@@ -46,12 +47,13 @@ MODEL_CLASSES = {
     "qwen2_5_vl": "Qwen2_5_VLForConditionalGeneration",
 }
 READOUTS = ("generate", "expected")
+PIXELS = ("fast", "pil")
 #: The authors' answers run ~250-260 tokens; their default 128 truncated them (spec 12.7), 512 leaves room.
 DEFAULT_MAX_NEW_TOKENS = 512
 #: Pairs per generate call: an identity's 3-6 pairs fit; more are split to bound activation memory.
 DEFAULT_JUDGE_BATCH_SIZE = 8
 #: Bumped when :func:`~nearid.judges.prompt.parse_score` or :func:`expected_scores` change meaning.
-SCORING_VERSION = 1
+SCORING_VERSION = 2  # 2: the parser is named in the fingerprint
 
 
 @dataclass
@@ -91,8 +93,12 @@ class VLMJudge:
         max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
         judge_batch_size: int = DEFAULT_JUDGE_BATCH_SIZE,
         weights_fingerprint: str | None = None,
+        parser: str = "authors",
     ):
-        check_judge_options(readout=readout, max_new_tokens=max_new_tokens, judge_batch_size=judge_batch_size)
+        check_judge_options(
+            readout=readout, max_new_tokens=max_new_tokens, judge_batch_size=judge_batch_size, parser=parser
+        )
+        self.parser = parser
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.tokenizer.padding_side = "left"
@@ -149,6 +155,7 @@ class VLMJudge:
                     "prompt": self.prompt,
                     "readout": self.readout,
                     "max_new_tokens": self.max_new_tokens if self.readout == "generate" else None,
+                    "parser": self.parser if self.readout == "generate" else None,
                     "answer_prefix": ANSWER_PREFIX if self.readout == "expected" else None,
                     "attention": getattr(self.model.config, "_attn_implementation", None),
                     "dtype": str(self.dtype),
@@ -250,7 +257,8 @@ class VLMJudge:
             self.stats.generated_tokens += length
             answers.append(self.tokenizer.decode(row[:length], skip_special_tokens=True))
         self.answers.extend(answers)
-        scores = np.array([parse_score(answer) for answer in answers], dtype=np.float64)
+        parse = PARSERS[self.parser]
+        scores = np.array([parse(answer) for answer in answers], dtype=np.float64)
         self.stats.unparsed += int(np.isnan(scores).sum())
         return scores / SCALE
 
@@ -326,10 +334,22 @@ def _eos_ids(model, tokenizer) -> list[int]:
     return sorted({*eos, tokenizer.convert_tokens_to_ids("<|im_end|>")} - {None})
 
 
-def check_judge_options(*, readout="generate", max_new_tokens=DEFAULT_MAX_NEW_TOKENS, judge_batch_size=8, **_):
+def check_judge_options(
+    *,
+    readout="generate",
+    max_new_tokens=DEFAULT_MAX_NEW_TOKENS,
+    judge_batch_size=8,
+    parser="authors",
+    pixels="fast",
+    **_,
+):
     """The judge settings a user types, checked before any model loads."""
     if readout not in READOUTS:
         raise EncoderSpecError(f"--judge-readout '{readout}': use one of {', '.join(READOUTS)}")
+    if parser not in PARSERS:
+        raise EncoderSpecError(f"--judge-parser '{parser}': use one of {', '.join(PARSERS)}")
+    if pixels not in PIXELS:
+        raise EncoderSpecError(f"--judge-pixels '{pixels}': use one of {', '.join(PIXELS)}")
     if int(max_new_tokens) < 1:
         raise EncoderSpecError(f"--max-new-tokens {max_new_tokens}: a judge needs at least 1 (default 512)")
     if int(judge_batch_size) < 1:
@@ -347,6 +367,8 @@ def load_vlm_judge(
     readout: str | None = "generate",
     max_new_tokens: int | None = None,
     judge_batch_size: int | None = None,
+    parser: str = "authors",
+    pixels: str = "fast",
 ) -> VLMJudge:
     """``vlm:<argument>``: load a Qwen3-VL, Qwen3-VL-MoE or Qwen2.5-VL checkpoint as a judge.
 
@@ -365,7 +387,9 @@ def load_vlm_judge(
     readout = readout or "generate"
     max_new_tokens = DEFAULT_MAX_NEW_TOKENS if max_new_tokens is None else max_new_tokens
     judge_batch_size = DEFAULT_JUDGE_BATCH_SIZE if judge_batch_size is None else judge_batch_size
-    check_judge_options(readout=readout, max_new_tokens=max_new_tokens, judge_batch_size=judge_batch_size)
+    check_judge_options(
+        readout=readout, max_new_tokens=max_new_tokens, judge_batch_size=judge_batch_size, parser=parser, pixels=pixels
+    )
     prompt = read_prompt_file(prompt_file) if prompt_file else RUBRIC
     if importlib.util.find_spec("json_repair") is None:
         raise NearIDError("the vlm judge parses answers with json_repair: pip install 'nearid[judge]'")
@@ -409,7 +433,7 @@ def load_vlm_judge(
         )
     if resolved.type != "cuda":
         model = model.to(resolved)
-    tokenizer, image_processor, template = _load_text_and_vision(folder, argument)
+    tokenizer, image_processor, template = _load_text_and_vision(folder, argument, pixels)
     files = sorted(
         p for pattern in ("*.safetensors", "*.bin", "*.json", "*.jinja", "*.txt") for p in folder.glob(pattern)
     )
@@ -424,23 +448,25 @@ def load_vlm_judge(
         max_new_tokens=max_new_tokens,
         judge_batch_size=judge_batch_size,
         weights_fingerprint=of_files(files),
+        parser=parser,
     )
 
 
-def _load_text_and_vision(folder: Path, argument: str):
-    """The tokenizer (left padding), the PIL image processor and the chat template of a checkpoint.
+def _load_text_and_vision(folder: Path, argument: str, pixels: str = "fast"):
+    """The tokenizer (left padding), the image processor (``pixels``: :mod:`nearid.judges.pixels`) and
+    the chat template of a checkpoint.
     The template is the processor's (``chat_template.json`` / ``.jinja``), else the tokenizer's, else
     Qwen3-VL's layout (:data:`nearid.judges.prompt.CHAT_TEMPLATE`)."""
     from transformers import AutoTokenizer
-    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
 
+    from nearid.judges.pixels import image_processor as load_image_processor
     from nearid.judges.prompt import CHAT_TEMPLATE
     from nearid.models.loading import quiet_transformers
 
     try:
         with quiet_transformers():
             tokenizer = AutoTokenizer.from_pretrained(folder)
-            image_processor = Qwen2VLImageProcessorPil.from_pretrained(folder)
+            image_processor = load_image_processor(pixels, folder)
     except (OSError, ValueError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ModelNotAvailableError(

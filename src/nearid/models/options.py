@@ -8,6 +8,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 JUDGE_READOUTS = ("generate", "expected")
+#: ``--judge-parser``: the authors' parse (default) or ours (:mod:`nearid.judges.prompt`).
+JUDGE_PARSERS = ("authors", "lenient")
+#: ``--judge-pixels``: Qwen's fast processor's pixels (default, as the authors ran) or the PIL one's.
+JUDGE_PIXELS = ("fast", "pil")
 
 
 @dataclass(frozen=True)
@@ -15,12 +19,17 @@ class JudgeOptions:
     """A ``vlm:`` judge's options (they act on ``vlm:`` specs only): ``prompt_file`` (a rubric instead of
     ours), ``readout`` (``generate``: parse the written score, the paper's; ``expected``: the
     probability-weighted score of one forward pass), ``max_new_tokens``, ``judge_batch_size`` (pairs per
-    model call)."""
+    model call), ``parser`` (``authors``: their parse exactly; ``lenient``: ours, which reads more
+    malformed answers) and ``pixels`` (``fast``: Qwen's fast image processor, as the authors ran it;
+    ``pil``: transformers' PIL processor). The defaults are the authors', so the published judge numbers
+    are what the default computes."""
 
     prompt_file: str | None = None
     readout: str = "generate"
     max_new_tokens: int = 512
     judge_batch_size: int = 8
+    parser: str = "authors"
+    pixels: str = "fast"
 
     def as_kwargs(self) -> dict:
         """The keyword arguments :func:`nearid.judges.vlm.load_vlm_judge` takes."""
@@ -29,6 +38,8 @@ class JudgeOptions:
             "readout": self.readout,
             "max_new_tokens": self.max_new_tokens,
             "judge_batch_size": self.judge_batch_size,
+            "parser": self.parser,
+            "pixels": self.pixels,
         }
 
 
@@ -44,4 +55,4 @@ class LoadOptions:
     judge: JudgeOptions = field(default_factory=JudgeOptions)
 
 
-__all__ = ["JUDGE_READOUTS", "JudgeOptions", "LoadOptions"]
+__all__ = ["JUDGE_PARSERS", "JUDGE_PIXELS", "JUDGE_READOUTS", "JudgeOptions", "LoadOptions"]
