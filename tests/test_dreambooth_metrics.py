@@ -68,8 +68,11 @@ def images(tmp_path):
     return paths
 
 
-def dino_pixels(paths, resize: int, crop: int, centre=lambda margin: round(margin / 2.0)) -> torch.Tensor:
-    """torchvision's Resize(resize, BICUBIC) + CenterCrop(crop) + ToTensor + Normalize, by hand."""
+def dino_pixels(
+    paths, resize: int, crop: int, centre=lambda margin: round(margin / 2.0), mean=IMAGENET_MEAN, std=IMAGENET_STD
+) -> torch.Tensor:
+    """torchvision's Resize(resize, BICUBIC) + CenterCrop(crop) + ToTensor + Normalize, by hand (DINO's
+    eval transform; with resize = crop and CLIP's mean/std, OpenAI ``clip.load``'s ``_transform``)."""
     rows = []
     for path in paths:
         image = Image.open(path).convert("RGB")
@@ -81,7 +84,7 @@ def dino_pixels(paths, resize: int, crop: int, centre=lambda margin: round(margi
         image = image.resize(size, Image.Resampling.BICUBIC)
         left, top = centre(size[0] - crop), centre(size[1] - crop)
         array = np.asarray(image.crop((left, top, left + crop, top + crop)), dtype=np.float64) / 255.0
-        array = (array - np.asarray(IMAGENET_MEAN)) / np.asarray(IMAGENET_STD)
+        array = (array - np.asarray(mean)) / np.asarray(std)
         rows.append(torch.from_numpy(array.transpose(2, 0, 1).astype(np.float32)))
     return torch.stack(rows)
 
@@ -208,7 +211,11 @@ def test_hf_with_a_pooler_still_reads_the_pooler(tmp_path, images):
     assert not torch.allclose(expected, _cls(model, pixels), atol=1e-3)
 
 
-def test_clip_i_is_get_image_features_with_the_checkpoints_processor(tmp_path, images):
+def test_clip_i_is_get_image_features_with_openai_clip_preprocessing(tmp_path, images):
+    """DreamBooth's CLIP-I is OpenAI CLIP's image features with ``clip.load``'s preprocessing:
+    Resize(n, BICUBIC) of the shorter side, CenterCrop(n) with torchvision's rounded offset, ToTensor,
+    CLIP's mean/std. The 56x45 image resizes to 39x32: margin 7, offset round(3.5) = 4 where the
+    checkpoint's CLIPImageProcessor floors it to 3."""
     torch.manual_seed(0)
     vision = dict(TINY_VIT, image_size=32, projection_dim=24)
     model = CLIPModel(CLIPConfig(text_config=SMALL_TEXT, vision_config=vision, projection_dim=24)).eval()
@@ -222,9 +229,12 @@ def test_clip_i_is_get_image_features_with_the_checkpoints_processor(tmp_path, i
     ).save_pretrained(tmp_path / "clip")
     encoder = load_encoder(f"clip-i:{tmp_path / 'clip'}", device="cpu")
     assert encoder.dim == 24 and encoder.name.startswith("clip-i:")
-    pixels = CLIPImageProcessorPil.from_pretrained(tmp_path / "clip")(
+    pixels = dino_pixels(images, 32, 32, mean=CLIP_MEAN, std=CLIP_STD)
+    torch.testing.assert_close(encoder.preprocess(images), pixels, rtol=0, atol=1e-5)
+    checkpoints = CLIPImageProcessorPil.from_pretrained(tmp_path / "clip")(
         images=[Image.open(p).convert("RGB") for p in images], return_tensors="pt"
     )["pixel_values"]
+    assert not torch.allclose(checkpoints[:1], pixels[:1], atol=1e-3)  # one pixel off for this aspect ratio
     with torch.no_grad():
         features = model.get_image_features(pixel_values=pixels)
         features = features if isinstance(features, torch.Tensor) else features.pooler_output

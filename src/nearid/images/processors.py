@@ -25,7 +25,7 @@ from transformers import (
     SiglipImageProcessorPil,
     ViTImageProcessorPil,
 )
-from transformers.image_utils import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+from transformers.image_utils import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
 
 from nearid.images.decode import ImageInput, load_masked
 
@@ -85,7 +85,7 @@ class DinoEvalProcessor:
     def to_dict(self) -> dict:
         """Every setting, as transformers' processors give theirs (what an encoder's fingerprint hashes)."""
         return {
-            "processor": "DinoEvalProcessor",
+            "processor": type(self).__name__,
             "resize": self.resize,
             "crop": self.crop,
             "mean": self.mean.ravel().tolist(),
@@ -126,6 +126,21 @@ class DinoEvalProcessor:
         rows = [torch.from_numpy(np.ascontiguousarray(self.transform(image))) for image in images]
         pixels = torch.stack(rows) if rows else torch.empty(0, 3, self.crop, self.crop)
         return {"pixel_values": pixels}
+
+
+class OpenAIClipProcessor(DinoEvalProcessor):
+    """OpenAI CLIP's own preprocessing, ``clip.load``'s ``_transform(n_px)`` (openai/CLIP,
+    ``clip/clip.py``), exactly: ``Resize(n_px, BICUBIC)`` of the shorter side, ``CenterCrop(n_px)`` with
+    torchvision's rounded offsets, ``ToTensor``, CLIP's mean/std. The DreamBooth CLIP-I metric
+    (``clip-i``) claims this reference; the checkpoint's ``CLIPImageProcessor`` floors the crop offset
+    instead, which shifts the crop by one pixel for about 1 in 4 aspect ratios. DINO's eval transform
+    with resize = crop, so the same code (and the same uint8 split for input workers)."""
+
+    def __init__(self, size: int = 224):
+        super().__init__(resize=size, crop=size, mean=OPENAI_CLIP_MEAN, std=OPENAI_CLIP_STD)
+
+    def __repr__(self) -> str:
+        return f"OpenAIClipProcessor(size={self.crop})"
 
 
 def dinov3_processor(folder: Path | None, image_size: int = 224) -> ViTImageProcessorPil:

@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from nearid.images.decode import ImageInput, load_masked
 from nearid.images.processors import (
     DinoEvalProcessor,
+    OpenAIClipProcessor,
     PixelSplit,
     clip_processor,
     dinov2_processor,
@@ -380,11 +381,14 @@ def _tiny(argument: str, options: LoadOptions):
     )
 
 
-def _clip_encoder(family: str, argument: str, options: LoadOptions):
+def _clip_encoder(family: str, argument: str, options: LoadOptions, openai_preprocessing: bool = False):
     from transformers import CLIPVisionModelWithProjection
 
     folder, model = load_pretrained(CLIPVisionModelWithProjection, argument, allow_pickle=options.allow_pickle)
-    processor = load_processor(folder, clip_processor())
+    if openai_preprocessing:
+        processor = OpenAIClipProcessor(model.config.image_size)
+    else:
+        processor = load_processor(folder, clip_processor())
     return _encoder(
         f"{family}:{argument}", model, processor, image_embeds_readout, options, dim=model.config.projection_dim
     )
@@ -398,8 +402,9 @@ def _clip(argument: str, options: LoadOptions):
 @_builder("clip-i")
 def _clip_i(argument: str, options: LoadOptions):
     # DreamBooth's CLIP-I: CLIPModel.get_image_features = visual_projection(pooled CLS) = the projection
-    # model's image_embeds, with the checkpoint's own processor (ViT-B/32: shortest side 224 bicubic, crop 224)
-    return _clip_encoder("clip-i", argument, options)
+    # model's image_embeds, with OpenAI clip.load's preprocessing (torchvision's crop rounding), not the
+    # checkpoint's processor; `clip` (the paper's baseline) keeps the checkpoint's, as the authors ran it
+    return _clip_encoder("clip-i", argument, options, openai_preprocessing=True)
 
 
 @_builder("dino-i")
