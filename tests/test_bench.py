@@ -52,12 +52,15 @@ def expected_unique_images(data, masks=False) -> int:
     return views + distractors + 6 * 4  # MTG: 2 originals + 2 edited per sample
 
 
-def expected_mtg(encoder, data, masks=False) -> dict:
-    """MTG figures computed here from directly embedded images, by the spec's formulas (spec 6.4)."""
+def expected_mtg(encoder, data, masks=False, clean=False) -> dict:
+    """MTG figures computed here from directly embedded images, by the spec's formulas (spec 6.4). Under
+    masks the object masks are used raw (binarised), as the authors use MTG's masks (spec 12.10), or
+    cleaned with ``clean`` (``--mtg-mask-cleaning authors``)."""
     samples = list(load_mtg(data / "MTG", split="test"))
     sims = {name: [] for name in ("12", "11p", "12p", "22p", "21p")}
     for sample in samples:
-        m = [cleaned_mask_ref(sample.object_masks[k]) if masks else None for k in (0, 1)]  # the authors' cleaning
+        m = [sample.object_masks[k] if masks else None for k in (0, 1)]
+        m = [cleaned_mask_ref(x) if clean else x for x in m]
         v1, v2, v1p, v2p = nearid.embed(encoder, [*sample.originals, *sample.edited], [m[0], m[1], m[0], m[1]]).double()
         for name, (a, b) in zip(sims, ((v1, v2), (v1, v1p), (v1, v2p), (v2, v2p), (v2, v1p))):
             sims[name].append(float(a @ b))
@@ -148,12 +151,16 @@ def test_counts_tables_and_csvs(data, tmp_path):
     assert len(oracles[0]) == 6 and np.all((oracles[0] > 0) & (oracles[0] < 1))
 
 
-@pytest.mark.parametrize("masks", [False, True])
-def test_mtg_figures_equal_a_direct_computation(data, tmp_path, masks):
-    results = run_bench(config(data, tmp_path, encoders=["histogram"], sources=["Part"], mtg_split="test", masks=masks))
+@pytest.mark.parametrize(("masks", "clean"), [(False, False), (True, False), (True, True)])
+def test_mtg_figures_equal_a_direct_computation(data, tmp_path, masks, clean):
+    cleaning = {"mtg_mask_cleaning": "authors"} if clean else {}
+    results = run_bench(
+        config(data, tmp_path, encoders=["histogram"], sources=["Part"], mtg_split="test", masks=masks, **cleaning)
+    )
     assert (results.benchmark.mtg_split, results.benchmark.mtg_samples) == ("test", 6)
+    assert results.benchmark.mtg_mask_cleaning == (("authors" if clean else "none") if masks else None)
     mtg = results.encoders["histogram:8"].mtg
-    expected = expected_mtg(nearid.load_encoder("histogram", device="cpu"), data, masks)
+    expected = expected_mtg(nearid.load_encoder("histogram", device="cpu"), data, masks, clean)
     assert 0.05 < abs(expected["m_o"]) < 0.999 and expected["m_o"] != expected["m_opair"]  # can tell right from wrong
     np.testing.assert_allclose(mtg.correlations, expected.pop("correlations"), atol=1e-9)
     assert {k: mtg.as_dict()[k] for k in expected} == pytest.approx(expected, abs=1e-9)
@@ -417,3 +424,16 @@ def test_bench_drops_a_view_whose_mask_is_missing(data, tmp_path):
     assert full_trials - masked_trials == 6 - 2  # that identity: 6 trials with 3 views, 2 with 2
     raw = json.loads((tmp_path / "out" / "results.json").read_text())["benchmark"]
     assert (raw["views_without_mask"], raw["mask_cleaning"]) == (1, "none")
+
+
+def test_trials_are_recorded_and_equal_where_nothing_is_missing(data, tmp_path):
+    """``--trials authors`` is written to results.json; on data with every view and distractor present
+    the compacted lists are the slots, so the plan, its content key and the numbers are the same."""
+    slot = run_bench(config(data, tmp_path / "slot", encoders=["histogram"], sources=["Part"], mtg=None))
+    authors = run_bench(
+        config(data, tmp_path / "authors", encoders=["histogram"], sources=["Part"], mtg=None, trials="authors")
+    )
+    assert (slot.benchmark.trials, authors.benchmark.trials) == ("slot", "authors")
+    assert authors.benchmark.inputs == slot.benchmark.inputs
+    assert authors.encoders["histogram:8"].nearid == slot.encoders["histogram:8"].nearid
+    assert BenchResults.from_json((tmp_path / "authors" / "results.json").read_text()).benchmark.trials == "authors"

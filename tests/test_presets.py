@@ -37,6 +37,8 @@ def test_presets_are_the_papers_tables():
     assert (table1["data"], table1["split"], table1["masks"]) == ("Aleksandar/NearID", "test", False)
     assert (table1["mtg"], table1["mtg_split"]) == ("abdo-eldesokey/mtg-dataset", "test")
     assert {**table1, "masks": True} == table7 and table7["mask_cleaning"] == "authors"
+    # the authors' trial formation and MTG's raw masks (spec 12.10), so ours and the published are one procedure
+    assert table1["trials"] == table7["trials"] == "authors" and table7["mtg_mask_cleaning"] == "none"
 
 
 def test_explicit_options_override_the_preset():

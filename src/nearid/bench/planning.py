@@ -20,6 +20,7 @@ from pathlib import Path
 from nearid.data import load_mtg, load_nearid
 from nearid.data.folder import is_folder_benchmark, load_folder
 from nearid.eval.evaluate import ImagePlan, plan_images
+from nearid.eval.trials import form_trials
 from nearid.io.errors import NearIDError
 
 
@@ -36,6 +37,8 @@ class BenchConfig:
     mask_dilate: int = 0
     mtg: str | None = None
     mtg_split: str = "test"  # MTG has train and test; the paper's benchmark is test
+    trials: str = "slot"  # "slot" (by background) or "authors" (compacted lists; nearid.eval.trials)
+    mtg_mask_cleaning: str = "none"  # under masks: MTG's object masks raw (the authors') or "authors"
     batch_size: int = 32
     device: str = "auto"
     dtype: str = "auto"
@@ -80,8 +83,9 @@ def plan_benchmark(config: BenchConfig):
         mtg=mtg,
         mask_cleaning=config.mask_cleaning,
         mask_dilate=config.mask_dilate,
+        mtg_mask_cleaning=config.mtg_mask_cleaning,
     )
-    return bench, mtg, plan
+    return bench, mtg, form_trials(plan, config.trials)
 
 
 def load_data(config: BenchConfig):
@@ -214,6 +218,8 @@ class PlannedBench:
             "mask_dilate": config.mask_dilate,
             "mtg": recorded_path(config.mtg),
             "mtg_split": config.mtg_split,
+            "trials": config.trials,
+            "mtg_mask_cleaning": config.mtg_mask_cleaning,
         }
 
     def info(self):
@@ -236,6 +242,8 @@ class PlannedBench:
             mask_dilate=config.mask_dilate if config.masks else 0,
             views_without_mask=bench.report.views_without_mask + self.plan.views_without_mask,
             inputs=self.inputs,
+            trials=config.trials,
+            mtg_mask_cleaning=config.mtg_mask_cleaning if config.masks and self.mtg is not None else None,
         )
 
 
@@ -249,4 +257,9 @@ def config_of(locations: dict, out: str | os.PathLike) -> BenchConfig:
     """The config that plans a record's benchmark again, from its ``locations`` (no encoder)."""
     chosen = ("split", "split_file", "masks", "mask_cleaning", "mask_dilate", "mtg", "mtg_split")
     config = BenchConfig(encoders=[], data=locations["data"], sources=locations["sources"], out=str(out))
-    return dataclasses.replace(config, **{name: locations[name] for name in chosen})
+    # records written before these settings existed were made with what was then the only behaviour
+    later = {
+        "trials": locations.get("trials", "slot"),
+        "mtg_mask_cleaning": locations.get("mtg_mask_cleaning", locations["mask_cleaning"]),
+    }
+    return dataclasses.replace(config, **{name: locations[name] for name in chosen}, **later)

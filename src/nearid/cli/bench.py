@@ -35,6 +35,8 @@ def cmd_bench(args) -> int:
         "mask_cleaning": args.mask_cleaning,
         "mtg": args.mtg,
         "mtg_split": args.mtg_split,
+        "trials": args.trials,
+        "mtg_mask_cleaning": args.mtg_mask_cleaning,
     }
     if args.preset:
         from nearid.bench.presets import check_available, resolve
@@ -44,7 +46,14 @@ def cmd_bench(args) -> int:
     for option, name in (("--model", "encoders"), ("--data", "data")):
         if not values[name]:
             raise NearIDError(f"{option} is required (or --preset table1 / table7)")
-    defaults = {"split": "test", "masks": False, "mask_cleaning": "authors", "mtg_split": "test"}
+    defaults = {
+        "split": "test",
+        "masks": False,
+        "mask_cleaning": "authors",
+        "mtg_split": "test",
+        "trials": "slot",
+        "mtg_mask_cleaning": "none",
+    }
     values = {k: defaults[k] if v is None and k in defaults else v for k, v in values.items()}
     named = [s.split("=", 1)[1] for s in values["sources"] or [] if "=" in s]
     check_outputs([], [values["data"], args.split_file, values["mtg"], *named], folders=[args.out])
@@ -190,6 +199,21 @@ def _add_bench(commands) -> None:
         old=("--encoder",),
     )
     _bench_data_options(p)
+    add_option(
+        p,
+        "--trials",
+        choices=["slot", "authors"],
+        help="slot: a view against the distractor in its own background, by slot (default); authors: the "
+        "authors' compacted lists, which pair a view with another background's distractor when one is "
+        "missing (--preset table1/table7 use it)",
+    )
+    add_option(
+        p,
+        "--mtg-mask-cleaning",
+        choices=["none", "authors"],
+        help="with --foreground and --mtg: MTG's object masks raw, binarised, as the authors use them "
+        "(none, default) or cleaned like the views' (authors)",
+    )
     add_option(p, "--out", required=True, help="output folder (embedding store, sims/, results.*)")
     add_load_options(p)
     add_read_options(p)

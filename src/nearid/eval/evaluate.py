@@ -126,6 +126,7 @@ def plan_images(
     mtg=None,
     mask_cleaning: str = "authors",
     mask_dilate: int = 0,
+    mtg_mask_cleaning: str = "none",
 ) -> ImagePlan:
     """Walk ``bench`` (and ``mtg``) once and plan every view and distractor, each unique key once.
 
@@ -133,7 +134,9 @@ def plan_images(
     distractor uses the silhouette of its positive), so the key of a masked image includes its mask;
     MTG images are cut with their view's object mask. Masks are cleaned as the authors clean them
     (``mask_cleaning="authors"``, optionally dilated by ``mask_dilate``; spec 12.2) or used raw
-    (``"none"``); a cleaned mask's key says so, so an embedding store never mixes the two. A view
+    (``"none"``); a cleaned mask's key says so, so an embedding store never mixes the two. MTG's object
+    masks follow ``mtg_mask_cleaning``, raw by default as the authors use them (binarised, never cleaned:
+    "MTG masks are already clean"; cleaning drops separate object parts, spec 12.10). A view
     without a mask is dropped with its distractors (the authors' rule) and counted in
     ``plan.views_without_mask`` (``load_nearid(..., masks=True)`` has already dropped and counted them).
     """
@@ -166,7 +169,12 @@ def plan_images(
         rows = []
         for sample in mtg:
             object_masks = [
-                evaluation_mask(sample.object_masks[k], mask_cleaning, mask_dilate) if masks else None for k in (0, 1)
+                evaluation_mask(
+                    sample.object_masks[k], mtg_mask_cleaning, mask_dilate if mtg_mask_cleaning != "none" else 0
+                )
+                if masks
+                else None
+                for k in (0, 1)
             ]
             rows.append(
                 [

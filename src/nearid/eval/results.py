@@ -57,6 +57,10 @@ class BenchInfo:
     #: the content key of the planned inputs (:func:`nearid.bench.planning.plan_fingerprint`): what
     #: decides whether two runs measured the same data. ``None`` in files written before it was recorded.
     inputs: str | None = None
+    #: how trials pair a view with a distractor when one is missing: "slot" or "authors" (nearid.eval.trials)
+    trials: str = "slot"
+    #: foreground runs with MTG: MTG's object masks "none" (raw, the authors') or "authors" (cleaned)
+    mtg_mask_cleaning: str | None = None
 
     @property
     def split_label(self) -> str:
@@ -115,6 +119,8 @@ class BenchInfo:
             mask_dilate=int(values.get("mask_dilate", 0)),
             views_without_mask=int(values.get("views_without_mask", 0)),
             inputs=values.get("inputs"),
+            trials=str(values.get("trials", "slot")),
+            mtg_mask_cleaning=values.get("mtg_mask_cleaning"),
         )
 
 
