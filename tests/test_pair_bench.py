@@ -251,6 +251,8 @@ def test_cli_bench_with_a_judge_and_an_encoder_in_one_results_file(data, tmp_pat
         "readout": "generate",
         "max_new_tokens": 512,
         "judge_batch_size": 8,
+        "parser": "authors",
+        "pixels": "fast",
     }
     assert main(argv) == 0  # again: the judge is asked nothing new
     assert made[-1].asked == [] and "judged now: 0" in capsys.readouterr().out
