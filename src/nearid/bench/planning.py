@@ -84,6 +84,7 @@ def plan_benchmark(config: BenchConfig):
         mask_cleaning=config.mask_cleaning,
         mask_dilate=config.mask_dilate,
         mtg_mask_cleaning=config.mtg_mask_cleaning,
+        accept_masks=True,
     )
     return bench, mtg, form_trials(plan, config.trials)
 
@@ -200,6 +201,15 @@ class PlannedBench:
             "mtg_split": config.mtg_split if self.mtg is not None else None,
         }
 
+    def _mask_report(self) -> str:
+        """The masks accepted as the authors accept them, for the load report ("" when none)."""
+        plan, parts = self.plan, []
+        if plan.masks_emptied:
+            parts.append(f"{plan.masks_emptied} view masks empty after cleaning (views embedded all black)")
+        if plan.masks_resized:
+            parts.append(f"{plan.masks_resized} view masks of another aspect ratio resized to their image")
+        return "".join(f"; {part}" for part in parts)
+
     def locations(self) -> dict:
         """Where the inputs are (absolute local paths), for a merge that plans again: never compared."""
         from nearid.io.outputs import recorded_path
@@ -234,7 +244,7 @@ class PlannedBench:
             sources=self.plan.sources,
             condition=self.condition,
             identities=len(bench),
-            load_report=bench.report.summary(),
+            load_report=bench.report.summary() + self._mask_report(),
             mtg=where["mtg"],
             mtg_split=config.mtg_split if self.mtg is not None else None,
             mtg_samples=len(self.mtg) if self.mtg is not None else 0,
@@ -243,6 +253,8 @@ class PlannedBench:
             views_without_mask=bench.report.views_without_mask + self.plan.views_without_mask,
             inputs=self.inputs,
             trials=config.trials,
+            masks_emptied=self.plan.masks_emptied,
+            masks_resized=self.plan.masks_resized,
             mtg_mask_cleaning=config.mtg_mask_cleaning if config.masks and self.mtg is not None else None,
         )
 

@@ -90,6 +90,8 @@ class ImagePlan:
     distractors: dict[str, np.ndarray] = field(default_factory=dict)
     mtg: np.ndarray | None = None
     views_without_mask: int = 0  # views dropped (with their distractors) under masks: no mask to cut with
+    masks_emptied: int = 0  # views whose mask had no foreground: embedded all black (nearid.images.accept)
+    masks_resized: int = 0  # view masks of another aspect ratio, resized to their image
     _rows: dict[str, int] = field(default_factory=dict, repr=False)
 
     def add(self, image: ImageRef, mask: ImageRef | None) -> int:
@@ -127,6 +129,7 @@ def plan_images(
     mask_cleaning: str = "authors",
     mask_dilate: int = 0,
     mtg_mask_cleaning: str = "none",
+    accept_masks: bool = False,
 ) -> ImagePlan:
     """Walk ``bench`` (and ``mtg``) once and plan every view and distractor, each unique key once.
 
@@ -139,7 +142,11 @@ def plan_images(
     "MTG masks are already clean"; cleaning drops separate object parts, spec 12.10). A view
     without a mask is dropped with its distractors (the authors' rule) and counted in
     ``plan.views_without_mask`` (``load_nearid(..., masks=True)`` has already dropped and counted them).
+    With ``accept_masks`` (bench) a mask the authors accept is planned as they use it: an empty one
+    makes the view and its distractors all black, one of another aspect ratio is resized
+    (:func:`nearid.images.accept.accept_mask`, counted in ``masks_emptied`` / ``masks_resized``).
     """
+    from nearid.images.accept import accept_mask
     from nearid.images.mask_cleaning import evaluation_mask
 
     evaluation_mask(None, mask_cleaning, mask_dilate)  # a bad setting fails before the walk
@@ -155,11 +162,17 @@ def plan_images(
                 plan.views_without_mask += 1
                 continue
             mask = evaluation_mask(view.mask, mask_cleaning, mask_dilate) if masks else None
-            row[j] = plan.add(view.image, mask)
+            image, emptied = view.image, None
+            if masks and accept_masks:
+                image, mask, outcome = accept_mask(view.image, mask)
+                plan.masks_emptied += outcome == "emptied"
+                plan.masks_resized += outcome == "resized"
+                emptied = image if outcome == "emptied" else None
+            row[j] = plan.add(image, mask)
             for source in sources:
                 distractor = identity.distractor(source, j)
                 if distractor is not None:
-                    rows[source][j] = plan.add(distractor, mask)
+                    rows[source][j] = plan.add(emptied or distractor, mask)
         views.append(row)
         for source in sources:
             distractors[source].append(rows[source])

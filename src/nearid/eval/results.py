@@ -59,6 +59,9 @@ class BenchInfo:
     inputs: str | None = None
     #: how trials pair a view with a distractor when one is missing: "slot" or "authors" (nearid.eval.trials)
     trials: str = "slot"
+    #: foreground only: view masks empty after cleaning (embedded all black, as the authors) / resized
+    masks_emptied: int = 0
+    masks_resized: int = 0
     #: foreground runs with MTG: MTG's object masks "none" (raw, the authors') or "authors" (cleaned)
     mtg_mask_cleaning: str | None = None
 
@@ -120,6 +123,8 @@ class BenchInfo:
             views_without_mask=int(values.get("views_without_mask", 0)),
             inputs=values.get("inputs"),
             trials=str(values.get("trials", "slot")),
+            masks_emptied=int(values.get("masks_emptied", 0)),
+            masks_resized=int(values.get("masks_resized", 0)),
             mtg_mask_cleaning=values.get("mtg_mask_cleaning"),
         )
 
