@@ -92,6 +92,8 @@ def cmd_metrics(args) -> int:
                     "pa_published": score.pa_published,
                     "n_samples": score.n_samples,
                     "n_trials": score.n_trials,
+                    # a judge's unanswered (lost) trials, only when there are some: the layout stays
+                    **({"n_unanswered": score.n_unanswered} if getattr(score, "n_unanswered", 0) else {}),
                 }
             )
         )
@@ -103,7 +105,7 @@ def cmd_metrics(args) -> int:
     else:
         print(
             f"SSR {score.ssr:.2f}  PA {score.pa:.2f}  PA as published {score.pa_published:.2f}  "
-            f"({score.n_samples} identities, {score.n_trials} trials, {pooled})"
+            f"({score.n_samples} identities, {score.n_trials} trials, {score.n_unanswered} unanswered, {pooled})"
         )
     return 0
 

@@ -1,0 +1,113 @@
+"""Issue 21 (trust, third round), judges' results: unanswered trials, rubrics, NaN in results files."""
+
+from __future__ import annotations
+
+import json
+import warnings
+
+import pytest
+
+from nearid.bench.run import run_bench
+from nearid.eval.results import BenchResults, read_results
+from tests.test_pair_bench import SOURCES, config, data, judge  # noqa: F401  (fixtures)
+
+
+def _strict(text: str):
+    """JSON as jq / JavaScript read it: a bare NaN / Infinity token is an error."""
+
+    def refuse(token):
+        raise ValueError(f"not JSON: {token}")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+def test_results_of_an_all_nan_judge_are_strict_json_and_report_quietly(data, tmp_path, judge, capsys):  # noqa: F811
+    """Issue 21.25: results.json held bare NaN tokens and `nearid report` printed numpy RuntimeWarnings."""
+    from nearid.cli.app import main
+
+    _, made_kw, _ = judge
+    made_kw.update(nan_every=1)  # a judge that answers nothing
+    run_bench(config(data, tmp_path, encoders=["judge:2", "tiny:2"]))
+    text = (tmp_path / "results.json").read_text()
+    values = _strict(text)  # raised "not JSON: NaN" before
+    judged = values["encoders"]["judge(tiny:2 (untrained))"]
+    assert judged["judgments"]["no_answer"] == judged["judgments"]["pairs"] > 0
+    again = read_results(tmp_path / "results.json", (BenchResults,))  # null is read back
+    assert again.to_json() == text
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        assert main(["report", str(tmp_path / "results.json"), "--out", str(tmp_path / "report.html")]) == 0
+    assert "RuntimeWarning" not in capsys.readouterr().err
+
+
+def _affected_trials(plan, pairs, unanswered):
+    """[N, 3, 2] True where a trial reads a judged pair that got no answer (by hand, from the plan)."""
+    import numpy as np
+
+    from nearid.eval.metrics import VIEW_PAIRS
+
+    lost = {tuple(pairs.rows[p]) for p in np.flatnonzero(unanswered)}
+    out = np.zeros((len(plan.views), 3, 2), dtype=bool)
+    for _source, dist in list(plan.distractors.items())[:1]:
+        for i, views in enumerate(plan.views):
+            for k, (a, b) in enumerate(VIEW_PAIRS):
+                for d, v in enumerate((a, b)):
+                    out[i, k, d] = (views[a], views[b]) in lost or (views[v], dist[i][v]) in lost
+    return out
+
+
+def test_an_unanswered_trial_is_lost_by_default():
+    """Issue 21.7: a judge's NaN answer dropped its trials, so not answering a hard pair cost nothing."""
+    import numpy as np
+
+    from nearid.eval.evaluate import fill_tables, fill_tables_from_judgments, plan_judged_pairs
+    from nearid.eval.metrics import discrimination, nearid_margins
+    from tests.test_pair_bench import _plan_from_matrix
+
+    plan, matrix = _plan_from_matrix(n_identities=6, sources=("A",), seed=3)
+    pairs = plan_judged_pairs(plan)
+    scores = np.array([matrix[a] @ matrix[b] for a, b in pairs.rows])
+    unanswered = np.zeros(len(scores), dtype=bool)
+    unanswered[::3] = True
+    scores[unanswered] = np.nan
+    # by hand: the encoder's margins, with every trial that reads an unanswered pair set to a loss
+    table = fill_tables(plan, matrix)["A"]
+    margins = nearid_margins(table.pair, table.own_background)
+    affected = _affected_trials(plan, pairs, unanswered) & ~np.isnan(margins)
+    assert affected.any()
+    judged = fill_tables_from_judgments(plan, pairs, scores)["A"].scores()
+    expected = discrimination(np.where(affected, -1.0, margins))
+    assert (judged.n_trials, judged.n_wins, judged.n_samples, judged.n_all_win) == (
+        expected.n_trials,
+        expected.n_wins,
+        expected.n_samples,
+        expected.n_all_win,
+    )
+    assert judged.n_unanswered == int(affected.sum())
+    # the published protocol's rule (NaN-aware: unanswered trials are no trials), only when asked for
+    skipped = fill_tables_from_judgments(plan, pairs, scores, unanswered="skip")["A"].scores()
+    by_hand = discrimination(np.where(affected, np.nan, margins))
+    assert (skipped.n_trials, skipped.n_wins, skipped.n_unanswered) == (by_hand.n_trials, by_hand.n_wins, 0)
+
+
+def test_unanswered_trials_are_reported_beside_ssr_pa(data, tmp_path, judge, capsys):  # noqa: F811
+    """Issue 21.7: the count of unanswered trials is in results tables and in `nearid metrics`."""
+    from nearid.cli.app import main
+
+    _, made_kw, _ = judge
+    made_kw.update(nan_every=5)
+    results = run_bench(config(data, tmp_path, encoders=["judge:1", "tiny:1"], mtg=None))
+    judged, encoder = results.encoders["judge(tiny:1 (untrained))"], results.encoders["tiny:1 (untrained)"]
+    group = "all sources"
+    lost = judged.nearid.groups[group].score
+    assert lost.n_trials == encoder.nearid.groups[group].score.n_trials and lost.n_unanswered > 0
+    header = (tmp_path / "results.md").read_text().splitlines()[2]
+    assert "unanswered" in header, header
+    capsys.readouterr()
+    csv = tmp_path / judged.sims_folder / f"{SOURCES[0]}_full.csv"
+    assert main(["metrics", str(csv)]) == 0
+    per_source = judged.nearid.per_source[SOURCES[0]]
+    assert f"{per_source.n_unanswered} unanswered" in capsys.readouterr().out
+    assert main(["metrics", "--json", str(csv)]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert (printed["n_unanswered"], printed["pa"]) == (per_source.n_unanswered, pytest.approx(per_source.pa))
