@@ -1,0 +1,68 @@
+"""Issue 21 (trust, third round), sharded `nearid score`: content-keyed shards, empty shards, merges
+after the data changed."""
+
+from __future__ import annotations
+
+import os
+
+from nearid.cli.app import main
+from tests.test_shards import _draw
+
+
+def _folders(root, n: int = 2):
+    for i in range(n):
+        _draw(root / "refs" / f"s{i}.png", i)
+        _draw(root / "gens" / f"s{i}.png", 100 + i)
+
+
+ARGS = ["--model", "histogram", "--threshold", "0.5"]
+
+
+def _score(root, out, *more) -> int:
+    return main(["score", "--refs", str(root / "refs"), "--gens", str(root / "gens"), *ARGS, "--out", str(out), *more])
+
+
+def _outputs(folder):
+    return {p.name: p.read_bytes() for p in folder.iterdir() if ".shard-" not in p.name}
+
+
+def test_more_shards_than_pairs_merge(tmp_path, capsys):
+    """Issue 21.14: an empty shard exited 2 ("no pairs to score") and `nearid merge` kept asking for it."""
+    _folders(tmp_path, 2)
+    assert _score(tmp_path, tmp_path / "one" / "s.csv") == 0
+    for index in range(5):  # 2 pairs, 5 shards: shards 2..4 have nothing to score
+        assert _score(tmp_path, tmp_path / "five" / "s.csv", "--num-shards", "5", "--shard-index", str(index)) == 0
+    capsys.readouterr()
+    assert main(["merge", str(tmp_path / "five" / "s.csv")]) == 0, capsys.readouterr().err
+    assert "merged 2 pairs" in capsys.readouterr().out
+    assert _outputs(tmp_path / "five") == _outputs(tmp_path / "one")
+
+
+def test_an_image_changed_between_shards_is_named_never_mixed(tmp_path, capsys):
+    """Issue 21.2: a shard made before an image changed must not be merged with one made after it."""
+    _folders(tmp_path, 4)
+    out = tmp_path / "run" / "s.csv"
+    assert _score(tmp_path, out, "--num-shards", "2", "--shard-index", "0") == 0
+    _draw(tmp_path / "gens" / "s3.png", 999)  # shard 1's image, rewritten between the shards
+    os.utime(tmp_path / "gens" / "s3.png", (1e9, 1e9))
+    assert _score(tmp_path, out, "--num-shards", "2", "--shard-index", "1") == 0
+    capsys.readouterr()
+    assert main(["merge", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "s3.png" in err and err.count("\n") == 1, err
+    assert not out.exists()
+
+
+def test_merge_after_the_data_changed_says_so(tmp_path, capsys):
+    """Issue 21.21: `merge` after the data was regenerated blamed the shards ("a shard did not finish")."""
+    _folders(tmp_path, 4)
+    out = tmp_path / "run" / "s.csv"
+    for index in range(2):
+        assert _score(tmp_path, out, "--num-shards", "2", "--shard-index", str(index)) == 0
+    _draw(tmp_path / "refs" / "s1.png", 555)
+    os.utime(tmp_path / "refs" / "s1.png", (1e9, 1e9))
+    capsys.readouterr()
+    assert main(["merge", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "changed since the shards ran" in err and "s1.png" in err and "did not finish" not in err, err
+    assert err.count("\n") == 1
