@@ -111,3 +111,43 @@ def test_unanswered_trials_are_reported_beside_ssr_pa(data, tmp_path, judge, cap
     assert main(["metrics", "--json", str(csv)]) == 0
     printed = json.loads(capsys.readouterr().out)
     assert (printed["n_unanswered"], printed["pa"]) == (per_source.n_unanswered, pytest.approx(per_source.pa))
+
+
+def _synth(root, seed: int):
+    from nearid.data.synth import SynthConfig, generate
+
+    generate(root, SynthConfig(identities=20, size=40, seed=seed, val=2, test=6, mtg_train=0, mtg_test=0, workers=1))
+
+
+def test_merge_of_a_judges_shards_writes_the_judge(data, tmp_path, judge, capsys):  # noqa: F811
+    """Issue 21.15: `nearid merge` on a sharded bench with a judge left the judge out of results.json."""
+    from nearid.cli.app import main
+
+    out = tmp_path / "sharded"
+    for index in (0, 1):
+        run_bench(config(data, out, encoders=["judge:2", "tiny:2"], mtg=None, num_shards=2, shard_index=index))
+    assert main(["merge", str(out)]) == 0
+    merged = read_results(out / "results.json", (BenchResults,))
+    fresh = run_bench(config(data, tmp_path / "fresh", encoders=["judge:2", "tiny:2"], mtg=None))
+    assert set(merged.encoders) == set(fresh.encoders) == {"judge(tiny:2 (untrained))", "tiny:2 (untrained)"}
+    for name in fresh.encoders:
+        assert merged.encoders[name].nearid == fresh.encoders[name].nearid, name
+
+
+def test_bench_merge_after_the_data_changed_says_so(tmp_path, judge, capsys):  # noqa: F811
+    """Issue 21.21: `merge` after the data was regenerated blamed the shards ("a shard did not finish")."""
+    from nearid.cli.app import main
+
+    data_root, out = tmp_path / "synth", tmp_path / "sharded"
+    _synth(data_root, 11)
+    for index in (0, 1):
+        run_bench(config(data_root, out, encoders=["judge:2", "tiny:2"], mtg=None, num_shards=2, shard_index=index))
+    import shutil
+
+    shutil.rmtree(data_root)
+    _synth(data_root, 12)  # the data regenerated at the same path
+    capsys.readouterr()
+    assert main(["merge", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "synth: its content changed since the records" in err and "run the shards again" in err, err
+    assert "did not finish" not in err and err.count("\n") == 1
