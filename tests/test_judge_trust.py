@@ -151,3 +151,28 @@ def test_bench_merge_after_the_data_changed_says_so(tmp_path, judge, capsys):  #
     err = capsys.readouterr().err
     assert "synth: its content changed since the records" in err and "run the shards again" in err, err
     assert "did not finish" not in err and err.count("\n") == 1
+
+
+def test_bench_results_never_mix_data_contents(tmp_path, capsys):
+    """Issue 21.3: data regenerated at the same path, a second encoder into the same --out: the first
+    encoder's numbers on the old data must not sit beside the second's; the same data through a link is
+    the same benchmark."""
+    import shutil
+
+    data_root, out = tmp_path / "synth", tmp_path / "out"
+    _synth(data_root, 11)
+    run_bench(config(data_root, out, encoders=["tiny:1"], mtg=None))
+    link = tmp_path / "link"
+    link.symlink_to(data_root)
+    both = run_bench(config(link, out, encoders=["histogram"], mtg=None))  # the same data: accepted, kept
+    assert set(both.encoders) == {"tiny:1 (untrained)", "histogram:8"}
+    shutil.rmtree(data_root)
+    _synth(data_root, 12)
+    run_bench(config(data_root, out, encoders=["histogram"], mtg=None))
+    now = read_results(out / "results.json", (BenchResults,))
+    assert set(now.encoders) == {"histogram:8"}  # tiny:1 was on the old data: moved aside
+    stale = read_results(out / "results.stale.json", (BenchResults,))
+    assert "tiny:1 (untrained)" in stale.encoders
+    fresh = run_bench(config(data_root, tmp_path / "fresh", encoders=["histogram"], mtg=None))
+    assert now.encoders["histogram:8"].nearid == fresh.encoders["histogram:8"].nearid
+    assert now.encoders["histogram:8"].calibration == fresh.encoders["histogram:8"].calibration
