@@ -66,3 +66,30 @@ def test_merge_after_the_data_changed_says_so(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "changed since the shards ran" in err and "s1.png" in err and "did not finish" not in err, err
     assert err.count("\n") == 1
+
+
+def test_the_calibration_refusal_prints_a_command_that_runs(tmp_path, capsys):
+    """Issue 21.20: the refusal said "run `nearid bench --model tiny:0 (untrained)`": a display name, not a
+    spec, and no data; the command printed must run as printed and then calibrate the model."""
+    import re
+    import shlex
+
+    from tests.test_judge_trust import _synth
+
+    data, out = tmp_path / "my data", tmp_path / "bench out"
+    _synth(data, 5)
+    _folders(tmp_path, 2)
+    bench = ["bench", "--model", "tiny:1", "--data", str(data), "--sources", "Part", "Shape", "--split", "val"]
+    assert main([*bench, "--out", str(out)]) == 0
+    argv = ["score", "--refs", str(tmp_path / "refs"), "--gens", str(tmp_path / "gens"), "--model", "tiny:2"]
+    argv += ["--threshold", "calibrated", "--calibration", str(out / "results.json"), "--out", str(tmp_path / "s.csv")]
+    capsys.readouterr()
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    command = re.search(r"run `([^`]*)`", err).group(1)
+    words = shlex.split(command)
+    assert words[:2] == ["nearid", "bench"] and "(untrained)" not in command, command
+    assert main(words[1:]) == 0  # runs as printed
+    capsys.readouterr()
+    assert main(argv) == 0  # and calibrated the model: score finds its threshold now
+    assert "calibrated on val" in capsys.readouterr().out
