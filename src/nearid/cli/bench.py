@@ -68,11 +68,14 @@ def cmd_bench(args) -> int:
         print("\n" + markdown(results))
         print(f"results: {Path(args.out) / 'results.json'} (+ results.md, results.csv, results.tex, sims/)")
         if args.preset:
-            from nearid.bench.presets import comparison_markdown, get_preset, write_comparison
+            from nearid.bench.presets import compare_run, get_preset
 
-            preset = get_preset(args.preset)
-            print("\n" + comparison_markdown(results, preset))
-            print(f"comparison with the published values: {write_comparison(results, preset, args.out)} (+ .csv)")
+            protocol = {**values, "split_file": args.split_file, "mask_dilate": args.mask_dilate}
+            written = compare_run(
+                results, get_preset(args.preset), {**protocol, "fast_decode": args.fast_decode}, args.out
+            )
+            if written is not None:
+                print(f"comparison with the published values: {written} (+ .csv)")
     return 0
 
 
