@@ -176,3 +176,33 @@ def test_bench_results_never_mix_data_contents(tmp_path, capsys):
     fresh = run_bench(config(data_root, tmp_path / "fresh", encoders=["histogram"], mtg=None))
     assert now.encoders["histogram:8"].nearid == fresh.encoders["histogram:8"].nearid
     assert now.encoders["histogram:8"].calibration == fresh.encoders["histogram:8"].calibration
+
+
+def test_two_rubrics_are_two_results(tmp_path, capsys):
+    """Issue 21.8: two --prompt-file rubrics for one judge wrote one results.json entry (`vlm:X@expected`),
+    the second replacing the first. The rubric is part of what a judge's result is: an entry each."""
+    import hashlib
+
+    from nearid.cli.app import main
+    from nearid.tiny.judge import save_tiny_judge
+
+    data_root = tmp_path / "synth"
+    from nearid.data.synth import SynthConfig, generate
+
+    generate(data_root, SynthConfig(identities=8, size=40, seed=5, val=1, test=3, mtg_train=0, mtg_test=0, workers=1))
+    vlm = save_tiny_judge(tmp_path / "judge", seed=0)
+    out = tmp_path / "out"
+    argv = ["bench", "--model", f"vlm:{vlm}", "--data", str(data_root), "--sources", "Part", "--out", str(out)]
+    argv += ["--device", "cpu", "--judge-readout", "expected", "--judge-batch-size", "4"]
+    rubrics = {}
+    for name, text in (("a.txt", "Same object? Answer JSON with score 0-10."), ("b.txt", "Same thing? JSON score.")):
+        (tmp_path / name).write_text(text)
+        rubrics[name] = text
+        assert main([*argv, "--prompt-file", str(tmp_path / name)]) == 0
+    assert main(argv) == 0  # the built-in rubric keeps its plain name
+    written = read_results(out / "results.json", (BenchResults,))
+    base = f"vlm:{vlm}@expected"
+    expected = {base} | {f"{base}#{hashlib.sha256(t.encode()).hexdigest()[:8]}" for t in rubrics.values()}
+    assert set(written.encoders) == expected, set(written.encoders)
+    folders = {entry.sims_folder for entry in written.encoders.values()}
+    assert len(folders) == 3
