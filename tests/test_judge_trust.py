@@ -206,3 +206,26 @@ def test_two_rubrics_are_two_results(tmp_path, capsys):
     assert set(written.encoders) == expected, set(written.encoders)
     folders = {entry.sims_folder for entry in written.encoders.values()}
     assert len(folders) == 3
+
+
+def test_bench_with_a_judge_twice_and_after_a_change_equals_a_fresh_out(tmp_path, judge, capsys):  # noqa: F811
+    """Issue 21, acceptance for `bench` with a judge: twice into one --out, then after the data was
+    regenerated: the judge's and the encoder's entries equal a fresh --out's each time."""
+    import shutil
+
+    data_root, out = tmp_path / "synth", tmp_path / "out"
+    _synth(data_root, 11)
+    encoders = ["judge:3", "tiny:3"]
+    first = run_bench(config(data_root, out, encoders=encoders, mtg=None))
+    again = run_bench(config(data_root, out, encoders=encoders, mtg=None))
+    for name, entry in first.encoders.items():
+        assert again.encoders[name].nearid == entry.nearid and again.encoders[name].calibration == entry.calibration
+    shutil.rmtree(data_root)
+    _synth(data_root, 12)
+    changed = run_bench(config(data_root, out, encoders=encoders, mtg=None))
+    fresh = run_bench(config(data_root, tmp_path / "fresh", encoders=encoders, mtg=None))
+    written = read_results(out / "results.json", (BenchResults,))
+    assert set(written.encoders) == set(fresh.encoders)
+    for name, entry in fresh.encoders.items():
+        assert changed.encoders[name].nearid == written.encoders[name].nearid == entry.nearid, name
+        assert written.encoders[name].calibration == entry.calibration

@@ -93,3 +93,26 @@ def test_the_calibration_refusal_prints_a_command_that_runs(tmp_path, capsys):
     capsys.readouterr()
     assert main(argv) == 0  # and calibrated the model: score finds its threshold now
     assert "calibrated on val" in capsys.readouterr().out
+
+
+def _sharded(root, out, shards: int = 3) -> None:
+    for index in range(shards):
+        assert _score(root, out, "--num-shards", str(shards), "--shard-index", str(index)) == 0
+    assert main(["merge", str(out)]) == 0
+
+
+def test_score_shards_twice_and_after_a_change_equal_a_fresh_out(tmp_path, capsys):
+    """Issue 21, acceptance for `score` (shards): all shards and the merge run twice into one --out, then
+    again after an image changed: each time the outputs equal those of a fresh --out."""
+    _folders(tmp_path, 5)
+    out = tmp_path / "same" / "s.csv"
+    _sharded(tmp_path, out)
+    first = _outputs(out.parent)
+    _sharded(tmp_path, out)  # again: the same files
+    assert _outputs(out.parent) == first
+    _draw(tmp_path / "gens" / "s2.png", 4242)
+    os.utime(tmp_path / "gens" / "s2.png", (1e9, 1e9))
+    _sharded(tmp_path, out)  # the inputs changed: the new shards' records replace the old ones
+    fresh = tmp_path / "fresh" / "s.csv"
+    _sharded(tmp_path, fresh)
+    assert _outputs(out.parent) == _outputs(fresh.parent) != first
