@@ -219,7 +219,8 @@ def register(commands) -> None:
         p,
         "--json",
         action="store_true",
-        help='print {"ssr", "pa", "pa_published", "n_samples", "n_trials"} (MTG: also "m_o", "m_opair")',
+        help='print {"ssr", "pa", "pa_published", "n_samples", "n_trials"} (MTG: also "m_o", "m_opair"; a '
+        'judge\'s table with unanswered pairs: also "n_unanswered", lost trials)',
     )
     p.set_defaults(run=cmd_metrics)
 
