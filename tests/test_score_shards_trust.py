@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import os
 
+import pytest
+
 from nearid.cli.app import main
 from tests.test_shards import _draw
 
@@ -116,3 +118,30 @@ def test_score_shards_twice_and_after_a_change_equal_a_fresh_out(tmp_path, capsy
     fresh = tmp_path / "fresh" / "s.csv"
     _sharded(tmp_path, fresh)
     assert _outputs(out.parent) == _outputs(fresh.parent) != first
+
+
+@pytest.mark.slow
+def test_score_shards_run_at_the_same_time_equal_a_fresh_out(tmp_path):
+    """Issue 21, acceptance for `score` (shards), concurrently with itself: two processes each run every
+    shard and the merge into one --out at the same time; the outputs equal a fresh --out's."""
+    import subprocess
+    import sys
+
+    _folders(tmp_path, 6)
+    out = tmp_path / "same" / "s.csv"
+    base = [sys.executable, "-m", "nearid", "score", "--refs", str(tmp_path / "refs"), "--gens", str(tmp_path / "gens")]
+    script = " && ".join(
+        [
+            *(
+                " ".join([*base, *ARGS, "--out", str(out), "--num-shards", "3", "--shard-index", str(i)])
+                for i in range(3)
+            ),
+            f"{sys.executable} -m nearid merge {out}",
+        ]
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path), "HF_HUB_OFFLINE": "1"}
+    runs = [subprocess.Popen(script, shell=True, env=env, stdout=subprocess.DEVNULL) for _ in range(2)]
+    assert [run.wait(timeout=300) for run in runs] == [0, 0]
+    fresh = tmp_path / "fresh" / "s.csv"
+    _sharded(tmp_path, fresh)
+    assert _outputs(out.parent) == _outputs(fresh.parent)
