@@ -8,6 +8,7 @@ returns fixed text through the real tokenizer.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import subprocess
@@ -330,7 +331,8 @@ def test_load_metric_gives_a_pair_scorer(judge_dir, pairs, tmp_path):
     )
     assert isinstance(judge, PairScorer) and is_pair_scorer(judge)
     assert judge.prompt == rubric.read_text() and judge.dtype == torch.float32
-    assert judge.name == f"vlm:{judge_dir}" and judge.max_new_tokens == 8
+    rubric_fp = hashlib.sha256(rubric.read_text().encode()).hexdigest()[:8]  # another rubric: named so (issue 21.8)
+    assert judge.name == f"vlm:{judge_dir}#{rubric_fp}" and judge.max_new_tokens == 8
     scores = judge.score_pairs(pairs[:3])
     assert scores.dtype == np.float64 and scores.shape == (3,)
     assert judge.stats.unparsed == int(np.isnan(scores).sum())

@@ -10,7 +10,16 @@ from pathlib import Path
 import pytest
 import tomllib
 
-from nearid.bench.presets import PRESETS, comparison_rows, hub_ids, published_values, resolve
+from nearid.bench.presets import (
+    PRESETS,
+    compared_encoders,
+    comparison_csv,
+    comparison_rows,
+    hub_ids,
+    protocol_differences,
+    published_values,
+    resolve,
+)
 from nearid.cli.app import main
 from nearid.data.synth import SynthConfig, generate
 from nearid.eval.results import read_results
@@ -137,7 +146,13 @@ def test_preset_machinery_on_synthetic_data(data, tmp_path, capsys):
     ]
     assert main(argv) == 0
     printed = capsys.readouterr().out
-    assert "Preset table1" in printed and "| PA (as published) |" in printed
+    # issue 21.9: another data, sources and model are not the published protocol: the run's numbers,
+    # and one line saying why there is no comparison (there was an "ours - published" table before)
+    assert "| PA (as published) |" not in printed and "ours - published" not in printed
+    (why,) = [line for line in printed.splitlines() if line.startswith("no comparison with the published")]
+    assert "data:" in why and "sources:" in why and f"nearid:{model}" in why, why
+    assert "| encoder | SSR |" in printed  # the run's own table
+    assert not (out / "table1.md").exists() and not (out / "table1.csv").exists()
     results = read_results(out / "results.json")
     assert results.benchmark.sources == ["Part"] and results.benchmark.mtg_split == "test"
     assert results.benchmark.split == "test" and results.benchmark.condition == "full"
@@ -154,7 +169,25 @@ def test_preset_machinery_on_synthetic_data(data, tmp_path, capsys):
     assert nearid["MTG M-O"]["published"] == 0.465
     histogram = [r for r in rows if r["encoder"] == "histogram:8"]
     assert len(histogram) == 7 and all(math.isnan(r["published"]) for r in histogram)  # not in the paper
-    with open(out / "table1.csv", newline="") as handle:
+    with open(out / "x.csv", "w") as handle:  # the library still writes the comparison when asked
+        handle.write(comparison_csv(results, PRESETS["table1"]))
+    with open(out / "x.csv", newline="") as handle:
         written = list(csv.DictReader(handle))
     assert len(written) == 14 and written[0]["published"] == "99.17"
-    assert "| 99.17 |" in (out / "table1.md").read_text()
+
+
+def test_only_the_published_protocol_is_compared():
+    """Issue 21.9: the differences from a preset's protocol, by hand: none for the preset as it is."""
+    preset = PRESETS["table1"]
+    assert protocol_differences(preset, preset.values()) == []
+    assert protocol_differences(preset, {**preset.values(), "split_file": None, "mask_dilate": 0}) == []
+    changed = {**preset.values(), "split": "val", "encoders": ["nearid", "nearid:./mine"]}
+    found = protocol_differences(preset, changed)
+    assert found == ["split: val instead of test"], found  # an extra model is left out of the comparison, not the run
+    assert compared_encoders(preset, changed["encoders"]) == ["nearid"]
+    assert protocol_differences(preset, {**preset.values(), "sources": ["Flux"]}) == [
+        "sources: Flux instead of " + " ".join(preset.sources)
+    ]
+    assert protocol_differences(preset, {**preset.values(), "fast_decode": True}) == [
+        "fast_decode: True instead of False"
+    ]

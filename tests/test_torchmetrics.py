@@ -215,3 +215,22 @@ def test_equals_nearid_score_mean(folders, tiny, tmp_path):
     metric.update(_uint8(_paths(folders / "gens")), _uint8(_paths(folders / "refs")))
     assert float(metric.compute()) == pytest.approx(summary["similarity"]["mean"], abs=1e-7)
     assert summary["n_pairs"] == int(metric.count) == 5
+
+
+def test_float_images_outside_0_1_or_nan_are_refused(folders, tiny):
+    """Issue 21.6: ``img.float()`` (0..255 as float) clipped to white and scored ~1.0 silently; NaN too."""
+    refs, gens = _uint8(_paths(folders / "refs")), _uint8(_paths(folders / "gens"))
+    with pytest.raises(NearIDError, match=r"outside \[0, 1\].*divide by 255"):
+        identity_similarity(tiny, gens.float(), refs)
+    with pytest.raises(NearIDError, match=r"outside \[0, 1\]"):
+        identity_similarity(tiny, gens.float() / 255 * 2 - 1, refs)  # [-1, 1] normalised: ambiguous
+    nan = gens.float() / 255
+    nan[2, 0, 3, 3] = float("nan")
+    with pytest.raises(NearIDError, match="NaN"):
+        IdentitySimilarity(tiny).update(nan, refs)
+    # float rounding just past the ends is unambiguous: clamped, the same value as the exact image
+    exact = gens.float() / 255
+    nudged = exact.clone()
+    nudged[exact == 1] += 1e-6
+    nudged[exact == 0] -= 1e-6
+    assert float(identity_similarity(tiny, nudged, refs)) == float(identity_similarity(tiny, exact, refs))

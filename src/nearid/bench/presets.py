@@ -163,6 +163,39 @@ def check_available(values: dict) -> None:
             ) from None
 
 
+# ------------------------------------------------------------------------------ protocol
+#: settings outside a preset that change the numbers too: their value in the published protocol
+PROTOCOL_EXTRAS = {"split_file": None, "mask_dilate": 0, "fast_decode": False}
+
+
+def _shown(value) -> str:
+    return " ".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)
+
+
+def protocol_differences(preset: Preset, values: dict) -> list[str]:
+    """How a run's settings (``values``: :data:`SETTINGS` and :data:`PROTOCOL_EXTRAS`) differ from the
+    published protocol of ``preset`` (``name: ours instead of theirs``); ``[]``: it is that protocol and
+    its numbers may be set beside the published ones. The models are not compared here: a model the
+    table does not hold is left out of the comparison (:func:`compared_encoders`), not the whole run."""
+    theirs = {**preset.values(), **PROTOCOL_EXTRAS}
+    found = []
+    for name, published in theirs.items():
+        if name == "encoders" or (name == "mask_cleaning" and not preset.masks):
+            continue
+        ours = values.get(name, published)
+        if name == "sources":
+            ours, published = list(ours or []), list(published)
+        if ours != published:
+            found.append(f"{name}: {_shown(ours)} instead of {_shown(published)}")
+    return found
+
+
+def compared_encoders(preset: Preset, encoders) -> list[str]:
+    """The specs of ``encoders`` that are the table's models exactly as the preset names them (another
+    checkpoint of a family, ``nearid:./mine``, is another model: its numbers are not the paper's)."""
+    return [spec for spec in encoders if spec in preset.encoders]
+
+
 # ------------------------------------------------------------------------------ comparison
 METRICS = (  # (label, our value from (group score, mtg), published key)
     ("SSR", lambda g, m: g.ssr, "ssr"),
@@ -175,14 +208,17 @@ METRICS = (  # (label, our value from (group score, mtg), published key)
 )
 
 
-def comparison_rows(results, preset: Preset) -> list[dict]:
-    """One row per (encoder, metric): ours, the published value and ours - published (NaN: none)."""
+def comparison_rows(results, preset: Preset, specs=None) -> list[dict]:
+    """One row per (encoder, metric): ours, the published value and ours - published (NaN: none).
+    ``specs``: only the entries of these specs (``None``: every entry)."""
     from nearid.models.specs import parse_encoder_spec
     from nearid.report.tables import PRIMARY_GROUPS
 
     table = published_values()["tables"][preset.published]
     rows = []
     for name, result in results.encoders.items():
+        if specs is not None and result.spec not in specs:
+            continue
         family = parse_encoder_spec(result.spec).family
         paper = table["rows"].get(family, {})
         group = next((result.nearid.groups[g].score for g in PRIMARY_GROUPS if g in result.nearid.groups), None)
@@ -211,8 +247,8 @@ def _fmt(value: float, metric: str) -> str:
     return f"{value:.3f}" if "M-O" in metric else f"{value:.2f}"
 
 
-def comparison_markdown(results, preset: Preset) -> str:
-    rows = comparison_rows(results, preset)
+def comparison_markdown(results, preset: Preset, specs=None) -> str:
+    rows = comparison_rows(results, preset, specs)
     source = published_values()["tables"][preset.published]["source"]
     lines = [
         f"Preset {preset.name}: {preset.description}.",
@@ -233,22 +269,39 @@ def comparison_markdown(results, preset: Preset) -> str:
     return "\n".join(lines) + "\n"
 
 
-def comparison_csv(results, preset: Preset) -> str:
+def comparison_csv(results, preset: Preset, specs=None) -> str:
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=["encoder", "metric", "ours", "published", "difference", "source"])
     writer.writeheader()
-    for row in comparison_rows(results, preset):
+    for row in comparison_rows(results, preset, specs):
         writer.writerow({k: ("" if isinstance(v, float) and math.isnan(v) else v) for k, v in row.items()})
     return buffer.getvalue()
 
 
-def write_comparison(results, preset: Preset, out: str | os.PathLike) -> Path:
+def write_comparison(results, preset: Preset, out: str | os.PathLike, specs=None) -> Path:
     """``<out>/<preset>.md`` and ``.csv``; returns the Markdown file."""
     out = Path(out)
-    write_text_atomic(out / f"{preset.name}.csv", comparison_csv(results, preset))
+    write_text_atomic(out / f"{preset.name}.csv", comparison_csv(results, preset, specs))
     path = out / f"{preset.name}.md"
-    write_text_atomic(path, comparison_markdown(results, preset))
+    write_text_atomic(path, comparison_markdown(results, preset, specs))
     return path
+
+
+def compare_run(results, preset: Preset, values: dict, out: str | os.PathLike, say=print) -> Path | None:
+    """After ``nearid bench --preset``: set the run's numbers beside the published ones only when the run
+    is the published protocol (:func:`protocol_differences`), for the table's own models; otherwise say
+    in one line why there is no comparison. Returns the comparison file written, if any."""
+    differences = protocol_differences(preset, values)
+    compared = compared_encoders(preset, values["encoders"])
+    others = [spec for spec in values["encoders"] if spec not in compared]
+    if differences or not compared:
+        why = differences + ([f"models not in the table: {', '.join(others)}"] if others else [])
+        say(f"no comparison with the published {preset.name} values: this run is not its protocol ({'; '.join(why)})")
+        return None
+    say("\n" + comparison_markdown(results, preset, compared))
+    if others:
+        say(f"not compared (not the table's models): {', '.join(others)}")
+    return write_comparison(results, preset, out, compared)
 
 
 __all__ = [
@@ -256,10 +309,14 @@ __all__ = [
     "Preset",
     "PresetError",
     "check_available",
+    "compare_run",
+    "compared_encoders",
+    "comparison_csv",
     "comparison_markdown",
     "comparison_rows",
     "get_preset",
     "hub_ids",
+    "protocol_differences",
     "published_values",
     "resolve",
     "write_comparison",

@@ -116,7 +116,7 @@ def _judged(planned: PlannedBench, metric: MetricInfo, computed: int, say):
     scores = np.array([stored[key] for key in keys], dtype=np.float64)
     no_answer = int(np.isnan(scores).sum())
     if no_answer:
-        say(f"[{metric.name}] no answer (NaN) for {no_answer} of {len(scores)} pairs: their trials do not count")
+        say(f"[{metric.name}] no answer (NaN) for {no_answer} of {len(scores)} pairs: their trials count as lost")
     tables = fill_tables_from_judgments(plan, pairs, scores)
     mtg_sims = mtg_similarities_from_judgments(plan, pairs, scores) if planned.mtg is not None else None
     counts = JudgmentCounts(pairs=len(pairs), computed=computed, no_answer=no_answer, full_table=pairs.full_table)

@@ -77,11 +77,14 @@ def cmd_bench(args) -> int:
         print("\n" + markdown(results))
         print(f"results: {Path(args.out) / 'results.json'} (+ results.md, results.csv, results.tex, sims/)")
         if args.preset:
-            from nearid.bench.presets import comparison_markdown, get_preset, write_comparison
+            from nearid.bench.presets import compare_run, get_preset
 
-            preset = get_preset(args.preset)
-            print("\n" + comparison_markdown(results, preset))
-            print(f"comparison with the published values: {write_comparison(results, preset, args.out)} (+ .csv)")
+            protocol = {**values, "split_file": args.split_file, "mask_dilate": args.mask_dilate}
+            written = compare_run(
+                results, get_preset(args.preset), {**protocol, "fast_decode": args.fast_decode}, args.out
+            )
+            if written is not None:
+                print(f"comparison with the published values: {written} (+ .csv)")
     return 0
 
 
@@ -101,6 +104,8 @@ def cmd_metrics(args) -> int:
                     "pa_published": score.pa_published,
                     "n_samples": score.n_samples,
                     "n_trials": score.n_trials,
+                    # a judge's unanswered (lost) trials, only when there are some: the layout stays
+                    **({"n_unanswered": score.n_unanswered} if getattr(score, "n_unanswered", 0) else {}),
                 }
             )
         )
@@ -112,7 +117,7 @@ def cmd_metrics(args) -> int:
     else:
         print(
             f"SSR {score.ssr:.2f}  PA {score.pa:.2f}  PA as published {score.pa_published:.2f}  "
-            f"({score.n_samples} identities, {score.n_trials} trials, {pooled})"
+            f"({score.n_samples} identities, {score.n_trials} trials, {score.n_unanswered} unanswered, {pooled})"
         )
     return 0
 
@@ -238,7 +243,8 @@ def register(commands) -> None:
         p,
         "--json",
         action="store_true",
-        help='print {"ssr", "pa", "pa_published", "n_samples", "n_trials"} (MTG: also "m_o", "m_opair")',
+        help='print {"ssr", "pa", "pa_published", "n_samples", "n_trials"} (MTG: also "m_o", "m_opair"; a '
+        'judge\'s table with unanswered pairs: also "n_unanswered", lost trials)',
     )
     p.set_defaults(run=cmd_metrics)
 

@@ -28,6 +28,7 @@ from nearid.eval.metrics import (
 )
 from nearid.eval.results import Calibration, NearIDResult, SourceGroup
 from nearid.images.decode import ImageRef
+from nearid.io.errors import NearIDError
 
 #: The paper's pooled groups (spec 6.2); a group is reported when all its sources were evaluated.
 SOURCE_GROUPS = {
@@ -308,16 +309,32 @@ def _lookup(pairs: JudgedPairs, scores: np.ndarray, first: np.ndarray, second: n
     return padded[np.where(at < 0, len(padded) - 1, at)].reshape(np.shape(first))
 
 
-def fill_tables_from_judgments(plan: ImagePlan, pairs: JudgedPairs, scores: np.ndarray) -> dict[str, SimilarityTable]:
+#: what a judged pair without an answer (NaN) does to the trials that read it: ``lose`` (the default: the
+#: trial counts and loses, as a tie does) or ``skip`` (the published protocol's NaN-aware metrics, spec
+#: 6.4 / 12.7: no trial, so a judge that leaves the hard pairs unanswered loses nothing)
+UNANSWERED = ("lose", "skip")
+
+
+def fill_tables_from_judgments(
+    plan: ImagePlan, pairs: JudgedPairs, scores: np.ndarray, *, unanswered: str = "lose"
+) -> dict[str, SimilarityTable]:
     """The tables of :func:`fill_tables` from a pair scorer's judgments (``scores[p]`` of ``pairs.rows[p]``):
     ``pair`` and the diagonal of ``cross`` filled, every cell that was not judged NaN (the metrics never
-    read the off-diagonal cells; the CSVs show them empty)."""
+    read the off-diagonal cells; the CSVs show them empty). With ``unanswered="lose"`` an unanswered true
+    pair is ``-inf`` and an unanswered distractor pair ``+inf``: every trial that reads one has margin
+    -inf, a lost trial (:func:`nearid.eval.metrics.discrimination` counts it in ``n_unanswered``)."""
+    if unanswered not in UNANSWERED:
+        raise NearIDError(f"unanswered '{unanswered}': use one of {', '.join(UNANSWERED)}")
+    scores = np.asarray(scores, dtype=np.float64)
+    lose = unanswered == "lose"
+    positive = np.where(np.isnan(scores), -np.inf, scores) if lose else scores
+    negative = np.where(np.isnan(scores), np.inf, scores) if lose else scores
     first = plan.views[:, _FIRST]
-    pair = _lookup(pairs, scores, first, plan.views[:, _SECOND])
+    pair = _lookup(pairs, positive, first, plan.views[:, _SECOND])
     tables = {}
     for source, rows in plan.distractors.items():
         cross = np.full((len(plan.views), 3, 3), np.nan)
-        cross[:, np.arange(3), np.arange(3)] = _lookup(pairs, scores, plan.views, rows)
+        cross[:, np.arange(3), np.arange(3)] = _lookup(pairs, negative, plan.views, rows)
         tables[source] = SimilarityTable(source, list(plan.ids), pair.copy(), cross)
     return tables
 

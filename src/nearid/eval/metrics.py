@@ -24,6 +24,8 @@ from dataclasses import asdict, dataclass, fields
 
 import numpy as np
 
+from nearid.io.jsonvalues import number
+
 VIEW_PAIRS = ((0, 1), (0, 2), (1, 2))
 
 
@@ -44,6 +46,9 @@ class DiscriminationScore:
     n_trials: int = 0  # valid trials
     n_wins: int = 0  # winning trials
     n_mean_win: int = 0  # identities (with a valid trial) whose mean margin over valid trials is > 0
+    #: of ``n_trials``, trials a pair scorer (a judge) gave no answer for: lost (margin -inf), so not
+    #: answering a hard pair costs what answering it wrongly does (issue 21.7); 0 for encoders
+    n_unanswered: int = 0
 
     @property
     def ssr(self) -> float:
@@ -76,13 +81,17 @@ class DiscriminationScore:
             "ssr": self.ssr,
             "pa": self.pa,
             "pa_published": self.pa_published,
-            **{f.name: getattr(self, f.name) for f in fields(self)},
+            # n_unanswered only where a judge left trials unanswered: encoders' entries keep their layout
+            **{f.name: getattr(self, f.name) for f in fields(self) if f.name != "n_unanswered" or self.n_unanswered},
         }
 
     @classmethod
     def from_dict(cls, values: dict) -> DiscriminationScore:
         """The counts of an :meth:`as_dict` (the percentages are derived, never read)."""
-        return cls(**{f.name: int(values[f.name]) for f in fields(cls)})
+        optional = {"n_unanswered"}  # absent in files written before it was counted: 0
+        return cls(
+            **{f.name: int(values.get(f.name, 0) if f.name in optional else values[f.name]) for f in fields(cls)}
+        )
 
 
 def nearid_margins(pair_sims: np.ndarray, cross_sims: np.ndarray) -> np.ndarray:
@@ -99,10 +108,14 @@ def nearid_margins(pair_sims: np.ndarray, cross_sims: np.ndarray) -> np.ndarray:
 
 
 def discrimination(margins: np.ndarray) -> DiscriminationScore:
-    """SSR and PA from margins of any shape ``[N, ...]`` (one row per identity, NaN = no trial)."""
+    """SSR and PA from margins of any shape ``[N, ...]`` (one row per identity, NaN = no trial).
+
+    A margin of ``-inf`` is a trial a judge did not answer (:func:`nearid.eval.evaluate.fill_tables_from_judgments`
+    writes its similarity as -inf, or its distractor's as +inf): a valid trial that loses, counted in
+    ``n_unanswered`` too; an identity with one has no mean win."""
     margins = np.asarray(margins, dtype=np.float64)
     margins = margins.reshape(len(margins), int(np.prod(margins.shape[1:])))
-    valid = np.isfinite(margins)
+    valid = ~np.isnan(margins)
     wins = valid & (np.where(valid, margins, 0.0) > 0)
     has_trial = valid.any(axis=1)
     all_win = (wins | ~valid).all(axis=1) & has_trial
@@ -115,6 +128,7 @@ def discrimination(margins: np.ndarray) -> DiscriminationScore:
         n_trials=int(valid.sum()),
         n_wins=int(wins.sum()),
         n_mean_win=int(mean_win.sum()),
+        n_unanswered=int(np.isneginf(margins).sum()),
     )
 
 
@@ -214,9 +228,9 @@ class MTGScore:
     @classmethod
     def from_dict(cls, values: dict) -> MTGScore:
         return cls(
-            m_o=float(values["m_o"]),
-            m_opair=float(values["m_opair"]),
-            correlations=tuple(float(r) for r in values["correlations"]),
+            m_o=number(values["m_o"]),
+            m_opair=number(values["m_opair"]),
+            correlations=tuple(number(r) for r in values["correlations"]),
             discrimination=DiscriminationScore.from_dict(values),
         )
 

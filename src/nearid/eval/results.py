@@ -26,6 +26,7 @@ from typing import ClassVar
 from nearid.eval.metrics import DiscriminationScore, MTGScore, Threshold
 from nearid.io.atomic import write_text_atomic
 from nearid.io.errors import NearIDError
+from nearid.io.jsonvalues import dumps, number
 
 #: Version of the layout below; bump it when a field changes meaning or goes away.
 #: Version 1 is the unversioned layout before this module (``split`` held a name or a file).
@@ -183,10 +184,10 @@ class Calibration:
     @classmethod
     def from_dict(cls, values: dict) -> Calibration:
         threshold = Threshold(
-            value=float(values["value"]),
-            balanced_accuracy=float(values["balanced_accuracy"]),
-            true_positive_rate=float(values["true_positive_rate"]),
-            true_negative_rate=float(values["true_negative_rate"]),
+            value=number(values["value"]),
+            balanced_accuracy=number(values["balanced_accuracy"]),
+            true_positive_rate=number(values["true_positive_rate"]),
+            true_negative_rate=number(values["true_negative_rate"]),
             n_positive=int(values["n_positive"]),
             n_negative=int(values["n_negative"]),
         )
@@ -197,7 +198,7 @@ class Calibration:
 class JudgmentCounts:
     """A pair scorer's judgments in one bench run (absent for encoders): the pairs the metrics read,
     how many were judged now (the rest came from the judgment store), how many got no answer (NaN:
-    their trials do not count), and how many pairs a full table would have taken."""
+    their trials count as lost, :attr:`~nearid.eval.metrics.DiscriminationScore.n_unanswered`), and how many pairs a full table would have taken."""
 
     pairs: int
     computed: int = 0
@@ -274,7 +275,7 @@ class _Document:
         raise NotImplementedError
 
     def to_json(self) -> str:
-        return json.dumps({"schema_version": SCHEMA_VERSION, "kind": self.KIND, **self.to_dict()}, indent=2) + "\n"
+        return dumps({"schema_version": SCHEMA_VERSION, "kind": self.KIND, **self.to_dict()}, indent=2) + "\n"
 
     def write(self, path: str | os.PathLike) -> Path:
         write_text_atomic(path, self.to_json())

@@ -25,7 +25,10 @@ MTG_SIM_COLUMNS = ("mtg_sim_1_2", "mtg_sim_1_1p", "mtg_sim_1_2p", "mtg_sim_2_2p"
 
 
 def _cell(value: float) -> str:
-    return "" if value is None or not math.isfinite(value) else f"{value:.6f}"
+    """Empty for a missing value; ``-inf`` / ``inf`` for a judge's unanswered pair (a lost trial, read back so)."""
+    if value is None or math.isnan(value):
+        return ""
+    return f"{value:.6f}" if math.isfinite(value) else str(value)
 
 
 def write_nearid_csv(path: str | os.PathLike, table, categories: list[str] | None = None) -> None:
@@ -37,7 +40,7 @@ def write_nearid_csv(path: str | os.PathLike, table, categories: list[str] | Non
         for i, sample_id in enumerate(table.ids):
             cross = table.cross[i]
             n_pos = _views_in_pairs(table.pair[i])  # every view of a >= 2-view identity is in a pair
-            n_neg = int(np.isfinite(cross).any(axis=0).sum())
+            n_neg = int((~np.isnan(cross)).any(axis=0).sum())
             category = categories[i] if categories else ""
             writer.writerow(
                 [sample_id, category, n_pos, n_neg, *map(_cell, table.pair[i]), *map(_cell, cross.reshape(-1))]
@@ -47,7 +50,7 @@ def write_nearid_csv(path: str | os.PathLike, table, categories: list[str] | Non
 def _views_in_pairs(pair_row: np.ndarray) -> int:
     present = set()
     for (a, b), value in zip(((0, 1), (0, 2), (1, 2)), pair_row):
-        if np.isfinite(value):
+        if not np.isnan(value):
             present |= {a, b}
     return len(present)
 

@@ -10,7 +10,9 @@ NearID-bench's SSR / PA as the counts of :class:`~nearid.eval.metrics.Discrimina
 processes = the paper's micro-averaging). The functional twins take a loaded encoder or arrays.
 
 Images: a batch tensor ``[B, 3, H, W]`` (``uint8`` in 0..255, or floating point in [0, 1], which is
-rounded to 8 bits like every image file, so a tensor and its saved PNG score the same), or a sequence
+rounded to 8 bits like every image file, so a tensor and its saved PNG score the same; a float image
+with NaN or with values past [0, 1] by more than float rounding (1e-3) is refused, never clamped: 0..255
+floats clamped to 1 score white pictures), or a sequence
 of images (PIL images, ``[3, H, W]`` tensors, paths, arrays). References: one per generated image
 (the same forms), or several per generated image (a ``[B, K, 3, H, W]`` tensor or a sequence whose
 items are lists / ``[K, 3, H, W]`` tensors; K may vary); several are reduced by ``reduction``
@@ -47,10 +49,27 @@ def _to_image(image):
     if image.dtype == torch.uint8:
         pixels = image
     elif image.is_floating_point():
-        pixels = (image.detach().float().clamp(0, 1) * 255).round().to(torch.uint8)
+        pixels = (_checked_float(image).clamp(0, 1) * 255).round().to(torch.uint8)
     else:
         raise NearIDError(f"image tensors must be uint8 (0..255) or floating point (0..1), got {image.dtype}")
     return Image.fromarray(pixels.permute(1, 2, 0).cpu().numpy())
+
+
+#: how far past 0 or 1 a float image may go and still be clamped: float rounding, not another range
+FLOAT_SLACK = 1e-3
+
+
+def _checked_float(image: torch.Tensor) -> torch.Tensor:
+    """A float image in [0, 1] (within :data:`FLOAT_SLACK`), else one line: clamping 0..255 or [-1, 1]
+    images would score white (or half-black) pictures, a similarity near 1 that means nothing."""
+    pixels = image.detach().float()
+    if torch.isnan(pixels).any():
+        raise NearIDError("an image tensor holds NaN values; pass finite pixels (uint8 0..255 or float 0..1)")
+    low, high = float(pixels.min()), float(pixels.max())
+    if low < -FLOAT_SLACK or high > 1 + FLOAT_SLACK:
+        hint = "divide by 255 (or pass uint8)" if high > 1 + FLOAT_SLACK else "map [-1, 1] to [0, 1] with (x + 1) / 2"
+        raise NearIDError(f"float image values {low:g}..{high:g} lie outside [0, 1]: {hint}")
+    return pixels
 
 
 def _images(batch) -> list:

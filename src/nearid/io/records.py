@@ -215,10 +215,11 @@ def kinds() -> dict[str, RecordKind]:
 def write(out: str | os.PathLike, record: Record) -> Path:
     """Write ``record`` atomically where its kind keeps the records of ``out``; returns the file."""
     from nearid.io.atomic import write_text_atomic
+    from nearid.io.jsonvalues import dumps
 
     record.written = record.written or time.time_ns()
     record.path = kinds()[record.kind].path(Path(out), record)
-    write_text_atomic(record.path, json.dumps(record.to_dict(), indent=1) + "\n")
+    write_text_atomic(record.path, dumps(record.to_dict(), indent=1) + "\n")
     return record.path
 
 

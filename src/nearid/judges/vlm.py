@@ -357,6 +357,19 @@ def check_judge_options(
 
 
 # ------------------------------------------------------------------------------------ loading
+def judge_name(argument: str, readout: str, prompt: str) -> str:
+    """The judge's name in results (``results.json``'s entry, logs): ``vlm:<argument>``, ``@expected`` for
+    that readout, and ``#<rubric>`` (the first 8 hex digits of the SHA-256 of a ``--prompt-file``'s text)
+    when the rubric is not the built-in one. The rubric and readout decide what a judgment is, so two
+    rubrics are two results side by side, never one replacing the other."""
+    import hashlib
+
+    name = f"vlm:{argument}" + ("@expected" if readout == "expected" else "")
+    if prompt != RUBRIC:
+        name += "#" + hashlib.sha256(prompt.encode("utf-8")).hexdigest()[:8]
+    return name
+
+
 def load_vlm_judge(
     argument: str,
     *,
@@ -441,7 +454,7 @@ def load_vlm_judge(
         model,
         tokenizer,
         image_processor,
-        name=f"vlm:{argument}" + ("@expected" if readout == "expected" else ""),
+        name=judge_name(argument, readout, prompt),
         chat_template=template,
         prompt=prompt,
         readout=readout,

@@ -179,9 +179,9 @@ def _margin_panel(ax, item) -> None:
     ax.hist(m[m > 0], bins, color=COLOURS[2], label="win (margin > 0)")
     ax.hist(m[m <= 0], bins, color=COLOURS[4], label="loss (margin ≤ 0)")
     ax.axvline(0, color="#1f2328", lw=1, ls="--")
-    ax.set(
-        title=f"{name}: {100 * np.mean(m > 0):.1f}% of {m.size} trials win", xlabel="directed margin", ylabel="trials"
-    )
+    # no finite margin (a judge that answered nothing): say so, never the mean of an empty array
+    title = f"{name}: {100 * np.mean(m > 0):.1f}% of {m.size} trials win" if m.size else f"{name}: no answered trial"
+    ax.set(title=title, xlabel="directed margin", ylabel="trials")
     ax.legend(loc="best")
 
 

@@ -43,7 +43,9 @@ def table_rows(results: BenchResults) -> tuple[list[str], list[list]]:
         for name in result.nearid.groups:
             if name not in group_names and name not in PRIMARY_GROUPS:
                 group_names.append(name)
-    header = ["encoder", "SSR", "PA", PA_PUBLISHED]
+    # a judge's unanswered trials (lost, counted in PA's trials) beside its SSR / PA: only when a judge ran
+    judges = any(r.judgments is not None for r in results.encoders.values())
+    header = ["encoder", "SSR", "PA", PA_PUBLISHED] + (["unanswered"] if judges else [])
     header += [f"{g} {m}" for g in group_names for m in ("SSR", "PA")]
     header += [f"{s} {m}" for s in sources for m in ("SSR", "PA")]
     if has_mtg:
@@ -54,6 +56,8 @@ def table_rows(results: BenchResults) -> tuple[list[str], list[list]]:
         _, primary = _primary(groups)
         row = [name + (" (untrained)" if result.untrained and "untrained" not in name else "")]
         row += [primary.ssr, primary.pa, primary.pa_published] if primary else [math.nan] * 3
+        if judges:
+            row += [primary.n_unanswered if primary and result.judgments is not None else math.nan]
         for g in group_names:
             row += [groups[g].score.ssr, groups[g].score.pa] if g in groups else [math.nan, math.nan]
         for s in sources:
@@ -72,6 +76,8 @@ def format_cell(value, column: str, latex: bool = False) -> str:
         return value.replace("_", r"\_") if latex else value
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "--" if latex else "–"
+    if isinstance(value, int):  # a count (a judge's unanswered trials)
+        return str(value)
     return f"{value:.3f}" if "M-O" in column else f"{value:.1f}"
 
 

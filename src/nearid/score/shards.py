@@ -106,9 +106,14 @@ def run_score_shard(encoder, plan, shard: Shard, *, out, settings: dict, **optio
     from nearid.io.records import write
     from nearid.score import score_pairs
 
-    result = score_pairs(encoder, score_shard_plan(plan, shard), **options)
     files, pairs = content_of(plan)
     share = shard.take(pairs)
+    # more shards than pairs: an empty share writes an empty record (nothing to score is its whole
+    # job), so `nearid merge` finds every shard; scoring it would refuse "no pairs to score"
+    similarities, failures = np.zeros(0), {}
+    if share:
+        result = score_pairs(encoder, score_shard_plan(plan, shard), **options)
+        similarities, failures = result.similarities, result.failures
     values = {**settings, "rule": plan.rule, "n_pairs": len(plan.pairs)}
     record = Record(
         kind=SCORE_KIND,
@@ -118,8 +123,8 @@ def run_score_shard(encoder, plan, shard: Shard, *, out, settings: dict, **optio
         metric={"spec": encoder.name, "name": encoder.name, "fingerprint": getattr(encoder, "fingerprint", None)},
         locations={**{name: settings.get(name) for name in LOCATIONS}, "cwd": os.getcwd()},
         payload={
-            "pairs": [[a, b, float(v) if np.isfinite(v) else None] for (a, b), v in zip(share, result.similarities)],
-            "failures": {os.path.realpath(path): why for path, why in result.failures.items()},
+            "pairs": [[a, b, float(v) if np.isfinite(v) else None] for (a, b), v in zip(share, similarities)],
+            "failures": {os.path.realpath(path): why for path, why in failures.items()},
             "files": files,
         },
     )

@@ -21,7 +21,7 @@ def resolve_thresholds(
     problems: list[NearIDError] = []
     for spec, metric in metrics:
         try:
-            thresholds[spec] = resolve_threshold(threshold, metric, calibration)
+            thresholds[spec] = resolve_threshold(threshold, metric, calibration, spec=spec)
         except NearIDError as exc:
             if len(metrics) == 1:
                 raise
@@ -32,12 +32,15 @@ def resolve_thresholds(
     return thresholds, [str(p) for p in problems]
 
 
-def resolve_threshold(threshold: str | None, encoder, calibration: str | os.PathLike | None) -> dict | None:
+def resolve_threshold(
+    threshold: str | None, encoder, calibration: str | os.PathLike | None, *, spec: str | None = None
+) -> dict | None:
     """``None``, a number, or ``calibrated`` (from a bench ``results.json`` or a ``{"value": x}`` file).
 
     In a results file the threshold is found by the loaded ``encoder``'s content fingerprint, not by
     its spec text: ``nearid:./m`` finds what bench recorded for ``nearid:m``, and weights re-exported to
-    the same path do not find the old model's threshold (a one-line error says so)."""
+    the same path do not find the old model's threshold (a one-line error says so, with the ``nearid
+    bench`` command that calibrates it: ``spec``, the model as the user typed it, on that benchmark)."""
     if threshold is None:
         return None
     if threshold != "calibrated":
@@ -61,7 +64,7 @@ def resolve_threshold(threshold: str | None, encoder, calibration: str | os.Path
             return {"value": float(data["value"]), "source": path.name}
         raise NearIDError(f'{path}: not a calibration file (expected a bench results.json or {{"value": x}})')
     results = read_results(path, (BenchResults,))
-    entry = _calibrated_entry(results, encoder, path)
+    entry = _calibrated_entry(results, encoder, path, spec)
     return {
         "value": entry.calibration.threshold.value,
         "source": f"calibrated on {entry.calibration.split_label} ({path.name})",
@@ -69,10 +72,26 @@ def resolve_threshold(threshold: str | None, encoder, calibration: str | os.Path
     }
 
 
-def _calibrated_entry(results, encoder, path: Path):
+def bench_command(spec: str, results: BenchResults, out: Path) -> str:
+    """The ``nearid bench`` command line (shell-quoted) that adds ``spec`` to the benchmark of ``results``
+    in its folder ``out``: the same data, rows, sources, masks and MTG, so the run is accepted there."""
+    import shlex
+
+    bench = results.benchmark
+    words = ["nearid", "bench", "--model", spec, "--data", bench.data, "--sources", *bench.sources]
+    words += ["--split-file", bench.split_file] if bench.split_file else ["--split", str(bench.split)]
+    if bench.condition == "foreground":
+        words += ["--foreground", "--mask-cleaning", str(bench.mask_cleaning), "--mask-dilate", str(bench.mask_dilate)]
+    if bench.mtg:
+        words += ["--mtg", bench.mtg, "--mtg-split", str(bench.mtg_split)]
+    return shlex.join([*words, "--out", str(out)])
+
+
+def _calibrated_entry(results, encoder, path: Path, spec: str | None = None):
     """The bench entry made with ``encoder``'s exact weights and preprocessing (its fingerprint)."""
     name, fingerprint = encoder.name, getattr(encoder, "fingerprint", None)
-    rerun = f"run `nearid bench --model {name}` to calibrate this model"
+    command = bench_command(spec or getattr(encoder, "spec", None) or name, results, path.absolute().parent)
+    rerun = f"run `{command}` to calibrate this model"
     matches = [e for e in results.encoders.values() if fingerprint and e.fingerprint == fingerprint]
     calibrated = [e for e in matches if e.calibration is not None]
     if calibrated:

@@ -15,7 +15,6 @@ null where it has no value), the key before them, and one ``<out>.<spec>.dbpp.js
 from __future__ import annotations
 
 import csv
-import json
 import os
 from collections import defaultdict
 from pathlib import Path
@@ -25,6 +24,7 @@ import numpy as np
 from nearid.eval.results import ScoreSummary
 from nearid.io.atomic import atomic_path, write_text_atomic
 from nearid.io.errors import NearIDError
+from nearid.io.jsonvalues import dumps
 from nearid.score.result import MultiScoreResult, ScoreResult, result_column
 from nearid.score.summary import summarise, summarise_metrics
 
@@ -90,7 +90,7 @@ def write_metric_outputs(
     header, rows = _pair_rows(result, thresholds)
     with atomic_path(out) as tmp, open(tmp, "w", newline="") as handle:
         if fmt == "jsonl":
-            handle.writelines(json.dumps(row) + "\n" for row in rows)
+            handle.writelines(dumps(row) + "\n" for row in rows)
         else:
             writer = csv.DictWriter(handle, fieldnames=header)
             writer.writeheader()
@@ -112,7 +112,7 @@ def write_metric_outputs(
                 if np.isfinite(value)
             }
             path = dbpp_file(out, metric.spec) if result.several else side_file(out, "dbpp.json")
-            write_text_atomic(path, json.dumps(scores, indent=0))
+            write_text_atomic(path, dumps(scores, indent=0))
     summary.write(side_file(out, "summary.json"))
     return summary
 

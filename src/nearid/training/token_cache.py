@@ -412,7 +412,11 @@ def slot_tokens(
     cacheable slots from ``cache`` (filled beforehand; a missing key is a KeyError), the rest
     (augmented slots, or all when ``cache`` is None) from the trunk, in one batch. This is the cache
     policy of a run with jitter or disalignment on: cache what recurs, compute what does not.
-    Cached tokens are the fp16 copies, fresh ones the trunk's precision (as an uncached run's).
+    Every token the head sees has the cache's precision (:data:`DTYPE`, float16): cached tokens are
+    the stored copies, fresh ones are rounded to it the same way (float32 -> float16 -> float32), so a
+    streamed run (``--token-cache off``, or ``auto`` on a full disk) trains the head a cached run
+    trains, and the free disk space never changes the result (issue 21.5; a bf16 or fp16 trunk's tokens
+    are exact in float16).
     ``pixels``: the trunk's inputs, already built (prefetched by workers), of the slots that run the
     trunk, in slot order; built here from ``preprocess`` when not given."""
     device = next(model.parameters()).device
@@ -426,7 +430,7 @@ def slot_tokens(
             pixels = pixel_values([slots[i] for i in fresh], preprocess)
         elif len(pixels) != len(fresh):
             raise ValueError(f"{len(pixels)} prefetched inputs for {len(fresh)} slots that run the trunk")
-        out[fresh] = model.encode_tokens(pixels.to(device)).to(torch.float32)
+        out[fresh] = model.encode_tokens(pixels.to(device)).to(getattr(torch, DTYPE)).to(torch.float32)
     return out
 
 
