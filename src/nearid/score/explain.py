@@ -54,7 +54,9 @@ def _pairs(config: ExplainConfig):
             load_image(path, draft=64)  # a missing or corrupt file: its one-line error now
         return [(Path(config.refs), Path(config.gens), tuple(config.masks or (None, None)), Path(config.out))]
     if config.masks:
-        raise NearIDError("--masks REF_MASK GEN_MASK is for one pair; a batch reads no masks (from Python: mask_folder)")
+        raise NearIDError(
+            "--masks REF_MASK GEN_MASK is for one pair; a batch reads no masks (from Python: mask_folder)"
+        )
     from nearid.score.inputs import check_plan, prepare
     from nearid.score.plan import plan_pairs
 
