@@ -60,6 +60,8 @@ class IdentityExplanation:
     reference_patches: np.ndarray
     generated_patches: np.ndarray
     method: str
+    reference_geometry: InputGeometry | None = None
+    generated_geometry: InputGeometry | None = None
 
 
 @dataclass(frozen=True)
@@ -247,6 +249,8 @@ def explain_readings(encoder, reference: ImageReading, generated: ImageReading, 
         reference_patches=ref_patches,
         generated_patches=gen_patches,
         method=method,
+        reference_geometry=reference.geometry,
+        generated_geometry=generated.geometry,
     )
 
 

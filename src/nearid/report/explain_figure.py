@@ -15,6 +15,8 @@ from pathlib import Path
 import numpy as np
 
 CMAP = "inferno"  # perceptually uniform, readable in greyscale, dark = no mismatch
+#: ``nearid score --explain K`` writes its maps to ``<out>.`` + this, beside the pairs file ``<out>``.
+EXPLAIN_SIDE_FILE = "explain.json"
 
 
 def verdict_text(similarity: float, threshold: dict | None) -> str:
@@ -65,6 +67,50 @@ def figure_png(
     return buffer.getvalue()
 
 
+def overlay(image, pixel_map: np.ndarray, top: float):
+    """A PIL image: ``image`` in grey with ``pixel_map`` (its own pixels) blended over it on :data:`CMAP`,
+    ``top`` the value of the brightest colour (shared by a pair's two maps). For gallery thumbnails."""
+    from matplotlib import colormaps
+    from PIL import Image
+
+    grey = np.asarray(image.convert("L"), dtype=np.float32)[..., None] / 255.0
+    level = np.clip(np.asarray(pixel_map, dtype=np.float32) / (top or 1.0), 0, 1)
+    colour = colormaps[CMAP](level)[..., :3]
+    alpha = level[..., None] * 0.75 + 0.15
+    blended = (1 - alpha) * grey + alpha * colour
+    return Image.fromarray((blended * 255).round().astype(np.uint8))
+
+
+def read_side_file(path: Path) -> dict:
+    """``nearid score --explain``'s maps by (reference, generated) absolute path; {} when there are none
+    or the file cannot be read (a report never fails for a side file)."""
+    import json
+
+    try:
+        payload = json.loads(Path(path).read_text(encoding="utf-8"))
+        return {(entry["reference"], entry["generated"]): entry for entry in payload["pairs"]}
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}
+
+
+def map_thumbnails(entry: dict, reference, generated) -> list[tuple[str, object]]:
+    """The two overlays of one stored entry (patch maps + geometry) over the pair's images."""
+    from nearid.images.geometry import InputGeometry
+
+    out = []
+    patches = [np.asarray(entry["reference_patches"]), np.asarray(entry["generated_patches"])]
+    top = max(float(p.max()) for p in patches)
+    for label, image, grid, geometry in zip(
+        ("reference map", "generated map"),
+        (reference, generated),
+        patches,
+        (entry["reference_geometry"], entry["generated_geometry"]),
+    ):
+        shape = InputGeometry(*(tuple(geometry[k]) for k in ("size", "resized", "crop")))
+        out.append((label, overlay(image, shape.to_pixels(grid), top)))
+    return out
+
+
 def write_figure(path: str | os.PathLike, png: bytes) -> Path:
     """Write the PNG atomically (a crash never leaves half a picture)."""
     from nearid.io.atomic import atomic_path
@@ -75,4 +121,13 @@ def write_figure(path: str | os.PathLike, png: bytes) -> Path:
     return path
 
 
-__all__ = ["CMAP", "figure_png", "verdict_text", "write_figure"]
+__all__ = [
+    "CMAP",
+    "EXPLAIN_SIDE_FILE",
+    "figure_png",
+    "map_thumbnails",
+    "overlay",
+    "read_side_file",
+    "verdict_text",
+    "write_figure",
+]

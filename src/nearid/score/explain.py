@@ -144,8 +144,78 @@ def run_explain(config: ExplainConfig, log: Callable[[str], None] = print) -> li
 
 
 def explain_out(out: str | os.PathLike) -> Path:
-    """Where the score command's ``--explain K`` keeps its maps: ``<out>.explain.npz`` (named from the whole ``--out``)."""
-    return Path(f"{os.fspath(out)}.explain.npz")
+    """Where ``nearid score --explain K`` keeps its maps: ``<out>.explain.json``, named from the whole
+    ``--out`` as every side file is (``nearid report`` finds it beside the pairs file)."""
+    from nearid.report.explain_figure import EXPLAIN_SIDE_FILE
+    from nearid.score.write import side_file
+
+    return side_file(out, EXPLAIN_SIDE_FILE)
 
 
-__all__ = ["ExplainConfig", "explain_out", "run_explain"]
+def write_score_explanations(
+    metrics: list[tuple[str, object]],
+    result,
+    out: str | os.PathLike,
+    count: int,
+    *,
+    mask_cleaning: str = "authors",
+    mask_dilate: int = 0,
+    batch_size: int = 8,
+    log: Callable[[str], None] = print,
+) -> Path | None:
+    """Maps of the ``count`` lowest-scoring pairs of the first encoder metric into :func:`explain_out`
+    (atomic JSON: patch maps and each image's geometry, so a report draws them without a model). The
+    masks are the ones the scores were computed with (the same cleaning)."""
+    import dataclasses
+    import json
+    import time
+
+    import numpy as np
+
+    from nearid.images.mask_cleaning import evaluation_mask
+    from nearid.io.atomic import write_text_atomic
+    from nearid.models.explain import explain_pairs
+    from nearid.models.pair_scorers import is_pair_scorer
+
+    chosen = [(spec, m) for spec, m in metrics if not is_pair_scorer(m) and getattr(m, "pixel_split", None) is not None]
+    if not chosen:
+        log("--explain: no metric of this run has patch tokens to explain; no maps written")
+        return None
+    spec, encoder = chosen[0]
+    similarities = next(m.similarities for m in result.metrics if m.spec == spec)
+    finite = np.flatnonzero(np.isfinite(similarities))
+    lowest = finite[np.argsort(similarities[finite], kind="stable")[:count]]
+    plan = result.plan
+    pairs = [(plan.pairs[i].reference, plan.pairs[i].generated) for i in lowest]
+    masks = [
+        tuple(
+            evaluation_mask(plan.mask_of.get((image, side)), mask_cleaning, mask_dilate)
+            for image, side in ((ref, "refs"), (gen, "gens"))
+        )
+        for ref, gen in pairs
+    ]
+    start = time.perf_counter()
+    explanations = explain_pairs(encoder, pairs, masks, batch_size=batch_size)
+    seconds = time.perf_counter() - start
+    entries = []
+    for index, (ref, gen), explanation in zip(lowest, pairs, explanations):
+        entries.append(
+            {
+                "pair": int(index),
+                "reference": str(Path(ref).resolve()),
+                "generated": str(Path(gen).resolve()),
+                "similarity": explanation.similarity,
+                "reference_patches": explanation.reference_patches.tolist(),
+                "generated_patches": explanation.generated_patches.tolist(),
+                "reference_geometry": dataclasses.asdict(explanation.reference_geometry),
+                "generated_geometry": dataclasses.asdict(explanation.generated_geometry),
+            }
+        )
+    path = explain_out(out)
+    payload = {"kind": "score-explanations", "model": spec, "method": "tokens", "seconds": seconds, "pairs": entries}
+    write_text_atomic(path, json.dumps(payload))
+    log(f"explained the {len(entries)} lowest-scoring pairs in {seconds:.2f} s: {path}")
+    return path
+
+
+__all__ = ["ExplainConfig", "explain_out", "run_explain", "write_score_explanations"]
