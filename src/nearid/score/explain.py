@@ -143,6 +143,26 @@ def run_explain(config: ExplainConfig, log: Callable[[str], None] = print) -> li
     return written
 
 
+def explain_example(mtg: str | os.PathLike, spec: str, out: str | os.PathLike) -> Path:
+    """The picture ``make demo`` ends with: ``spec``'s map of the first MTG test sample (an object and the
+    same object with one part re-drawn), written to ``out``."""
+    from nearid.data.mtg import load_mtg
+    from nearid.images.decode import load_image
+    from nearid.models.encoders import load_encoder
+    from nearid.models.explain import explain
+    from nearid.report.explain_figure import figure_png, verdict_text, write_figure
+
+    sample = load_mtg(mtg, "test")[0]
+    encoder = load_encoder(spec, device="cpu")
+    original, edited = load_image(sample.originals[0]), load_image(sample.edited[0])
+    result = explain(encoder, original, edited)
+    title = f"{spec}: {verdict_text(result.similarity, None)} (one part re-drawn)"
+    png = figure_png(
+        original, edited, result.reference_map, result.generated_map, title, names=("original", "part edited")
+    )
+    return write_figure(out, png)
+
+
 def explain_out(out: str | os.PathLike) -> Path:
     """Where ``nearid score --explain K`` keeps its maps: ``<out>.explain.json``, named from the whole
     ``--out`` as every side file is (``nearid report`` finds it beside the pairs file)."""
@@ -218,4 +238,4 @@ def write_score_explanations(
     return path
 
 
-__all__ = ["ExplainConfig", "explain_out", "run_explain", "write_score_explanations"]
+__all__ = ["ExplainConfig", "explain_example", "explain_out", "run_explain", "write_score_explanations"]
