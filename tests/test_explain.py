@@ -170,3 +170,34 @@ def test_restoring_the_top_12_percent_recovers_most_of_the_lost_similarity(tiny)
     result = restoration_test(tiny, replaced_region_pairs(8, seed=7), qs=(0.12,))
     assert result.by_map[0] >= 0.5, result
     assert result.by_map[0] >= 3 * result.by_random[0], result
+
+
+def test_pointing_score_by_hand():
+    from nearid.eval.faithfulness import pointing_score, top_area
+
+    pixel_map = np.zeros((4, 4))
+    pixel_map[0, :2] = [3.0, 1.0]  # mass 4, 3 of it in the part
+    part = np.zeros((4, 4), bool)
+    part[0, 0] = True
+    obj = np.zeros((4, 4), bool)
+    obj[0, :] = True  # the part is 1/4 of the object: 3/4 of the mass in it -> 3.0 x chance
+    assert pointing_score(pixel_map, part, obj) == pytest.approx(3.0)
+    assert np.isnan(pointing_score(np.zeros((4, 4)), part, obj))
+    assert top_area(pixel_map, 2 / 16).sum() == 2 and top_area(pixel_map, 2 / 16)[0, :2].all()
+
+
+def test_gradient_method_localises_on_a_map_head_and_is_refused_elsewhere(tiny):
+    rng = np.random.default_rng(2)
+    ref = scene(rng, 64)
+    gen = ref.copy()
+    gen[0:24, 0:24] = scene(rng, 64)[0:24, 0:24]
+    result = nearid.explain(tiny, Image.fromarray(ref), Image.fromarray(gen), method="gradient")
+    assert result.method == "gradient" and (result.generated_patches >= 0).all()
+    assert result.generated_patches[:3, :3].mean() > result.generated_patches[3:, 3:].mean()
+    from nearid.models.encoders import TransformersEncoder, mean_token_readout
+
+    mean = TransformersEncoder(
+        "mean", tiny.model, tiny.processor, mean_token_readout, device="cpu", dtype=torch.float32
+    )
+    with pytest.raises(ExplainError, match="MAP-head"):
+        nearid.explain(mean, Image.fromarray(ref), Image.fromarray(gen), method="gradient")
