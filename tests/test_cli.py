@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 from safetensors.numpy import load_file
 
 from nearid.cli.app import main
@@ -127,6 +128,8 @@ def test_demo_runs_end_to_end_and_reports_what_the_bench_measured(tmp_path, caps
         assert results["gain"][key] == pytest.approx(results["trained"][key] - results["baseline"][key])
     assert set(results["encoders"]) == set(by_spec) == set(results["per_source"])
     assert (out / "report.html").is_file() and (out / "bench" / "results.md").is_file()
+    with Image.open(out / "explain.png") as picture:  # the demo ends with an identity map of the trained model
+        assert picture.format == "PNG"
     assert (out / "model" / "config.json").is_file() and (out / "train" / "token_cache" / "manifest.json").is_file()
     printed = capsys.readouterr().out
     assert "NearID head vs frozen MAP head (baseline), Instance, Recolor" in printed and "5/5" in printed

@@ -19,6 +19,7 @@ from nearid.io.lazy import install_aliases, lazy_face
 # public name -> the module that defines it
 _LAZY = {
     "Encoder": "nearid.models.encoders",
+    "IdentityExplanation": "nearid.models.explain",
     "NearIDConfig": "nearid.models.nearid_model",
     "NearIDError": "nearid.io.errors",
     "NearIDModel": "nearid.models.nearid_model",
@@ -26,6 +27,7 @@ _LAZY = {
     "available_encoders": "nearid.models.encoders",
     "build_tiny_model": "nearid.tiny.model",
     "embed": "nearid.models.embedding",
+    "explain": "nearid.models.explain",
     "load_encoder": "nearid.models.encoders",
     "load_image": "nearid.images.decode",
     "load_mask": "nearid.images.decode",
@@ -41,6 +43,7 @@ if TYPE_CHECKING:  # static checkers and IDEs see the eager imports
     from nearid.io.errors import NearIDError
     from nearid.models.embedding import embed, similarity
     from nearid.models.encoders import Encoder, available_encoders, load_encoder, register_encoder
+    from nearid.models.explain import IdentityExplanation, explain
     from nearid.models.nearid_model import NearIDConfig, NearIDModel
     from nearid.score.run import score_pairs
     from nearid.tiny.model import build_tiny_model

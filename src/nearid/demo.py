@@ -98,6 +98,10 @@ def run_demo(out_dir: str | Path = "runs/demo", config: DemoConfig = DemoConfig(
     )
     results.write(out / "results.json")
     log("\n" + comparison_table(results))
+    from nearid.score.explain import explain_example
+
+    picture = explain_example(data / "MTG", f"nearid:{model}", out / "explain.png")
+    log(f"where the trained model sees an identity change (nearid explain, docs/explain.md): {picture}")
     log(
         f"\n{clock()} done. results: {out / 'results.json'}   tables: {out / 'bench' / 'results.md'}   report: {report}"
     )

@@ -18,7 +18,7 @@ import argparse
 import os
 import sys
 
-from nearid.cli import bench, data, demo, embed, score, train
+from nearid.cli import bench, data, demo, embed, explain, score, train
 from nearid.cli.bench import cmd_bench, cmd_dbpp, cmd_merge, cmd_metrics
 from nearid.cli.data import cmd_distract, cmd_mask, cmd_synth
 from nearid.cli.demo import cmd_demo
@@ -29,7 +29,7 @@ from nearid.cli.train import cmd_export, cmd_train
 from nearid.io.errors import NearIDError
 
 #: The command families, in the order ``nearid --help`` lists their commands.
-FAMILIES = (embed, data, bench, score, train, demo)
+FAMILIES = (embed, data, bench, score, explain, train, demo)
 
 
 class _Parser(argparse.ArgumentParser):

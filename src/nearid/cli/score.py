@@ -16,6 +16,7 @@ from nearid.cli.options import (
     add_shard_options,
     load_options,
     mask_options,
+    nonnegative_int,
     read_options,
 )
 
@@ -40,6 +41,7 @@ def cmd_score(args) -> int:
         skip_errors=args.skip_errors,
         num_shards=args.num_shards,
         shard_index=args.shard_index,
+        explain=args.explain,
     )
     if not run_score(config).scored_any:
         print("nearid score: error: no pair could be scored; see the errors file", file=sys.stderr)
@@ -87,6 +89,15 @@ def _add_score(commands) -> None:
     add_option(p, "--calibration", help='a `nearid bench` results.json (validation split) or {"value": x}')
     add_option(
         p, "--skip-errors", action="store_true", help="score what can be scored; list failures in <out>.errors.csv"
+    )
+    add_option(
+        p,
+        "--explain",
+        type=nonnegative_int,
+        default=0,
+        metavar="K",
+        help="identity maps of the K lowest-scoring pairs into <out>.explain.json, shown by nearid report "
+        "(default 0: none; one more forward pass per image explained)",
     )
     add_model_option(
         p,

@@ -13,6 +13,7 @@ _LAZY = {
     "PairScorer": "nearid.models.pair_scorers",
     "available_encoders": "nearid.models.encoders",
     "embed": "nearid.models.embedding",
+    "explain": "nearid.models.explain",
     "is_pair_scorer": "nearid.models.pair_scorers",
     "load_backbone": "nearid.models.backbones",
     "load_encoder": "nearid.models.encoders",

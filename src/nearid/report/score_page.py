@@ -118,7 +118,14 @@ def render(summary: ScoreSummary, path: Path) -> tuple[str, str]:
     else:
         scored = [p for p in pairs if math.isfinite(p["similarity"])]
         lowest = sorted(scored, key=lambda p: p["similarity"])[:GALLERY]
-        parts.append(gallery([_pair_card(p) for p in lowest]))
+        maps = explanation_maps(path.parent / summary.pairs_file)
+        if maps:
+            parts.append(
+                '<p class="lead">Beside a pair explained by <code>--explain</code>: where it differs in identity '
+                "(brighter = the read-out attends there and the patch has no counterpart in the other image; "
+                "docs/explain.md).</p>"
+            )
+        parts.append(gallery([_pair_card(p, maps) for p in lowest]))
     return "Score report", "\n".join(parts)
 
 
@@ -237,7 +244,14 @@ def _histograms(pairs: list[dict], metrics: list[MetricSummary]) -> str:
     return plot(panels, draw, caption, "similarity histograms", height=2.6)
 
 
-def _pair_card(pair: dict) -> str:
+def explanation_maps(pairs_file: Path) -> dict:
+    """``nearid score --explain``'s maps stored beside the pairs file (``<out>.explain.json``), if any."""
+    from nearid.report.explain_figure import EXPLAIN_SIDE_FILE, read_side_file
+
+    return read_side_file(pairs_file.with_name(f"{pairs_file.name}.{EXPLAIN_SIDE_FILE}"))
+
+
+def _pair_card(pair: dict, maps: dict | None = None) -> str:
     """Reference and generated image; the first metric's score and decision, then every metric's score."""
     same = "" if pair.get("same") in ("", None) else str(pair["same"])
     verdict = {"": "", "1": " · same"}.get(same, ' · <span class="neg">different</span>')
@@ -247,4 +261,14 @@ def _pair_card(pair: dict) -> str:
         caption += "<br>" + " · ".join(
             f"{escape(name)} {'–' if not math.isfinite(v) else f'{v:.4f}'}" for name, v in pair["scores"].items()
         )
-    return card([("reference", pair["reference"]), ("generated", pair["generated"])], caption)
+    images = [("reference", pair["reference"]), ("generated", pair["generated"])]
+    entry = (maps or {}).get((str(Path(pair["reference"]).resolve()), str(Path(pair["generated"]).resolve())))
+    if entry is not None:
+        from nearid.images.decode import load_image
+        from nearid.report.explain_figure import map_thumbnails
+
+        try:
+            images += map_thumbnails(entry, load_image(pair["reference"]), load_image(pair["generated"]))
+        except Exception as exc:  # one bad image or entry never fails the page
+            caption += f"<br>map unavailable: {escape(exc)}"
+    return card(images, caption)

@@ -57,6 +57,7 @@ class ScoreConfig:
     num_shards: int | None = None
     shard_index: int | None = None
     progress: bool | None = None  # embedding progress bars (None: when the output is a terminal)
+    explain: int = 0  # identity maps of this many lowest-scoring pairs (<out>.explain.json; 0: none)
 
     def __post_init__(self):
         from nearid.images.mask_cleaning import evaluation_mask
@@ -77,6 +78,10 @@ class ScoreConfig:
                 "--num-shards: score one --model per sharded run (nearid merge writes one metric's outputs)"
             )
         evaluation_mask(None, self.mask.cleaning, self.mask.dilate)  # a dilation of masks left uncleaned
+        if isinstance(self.explain, bool) or not isinstance(self.explain, int) or self.explain < 0:
+            raise NearIDError(f"--explain {self.explain!r}: give a number of pairs (0: no maps)")
+        if self.explain and self.shard is not None:
+            raise NearIDError("--explain: maps are made by an unsharded run (score once more without --num-shards)")
 
     @property
     def shard(self) -> Shard | None:
@@ -134,6 +139,20 @@ def run_score(config: ScoreConfig, *, log: Log = print, warn: Log = _to_stderr) 
         warn(f"nearid score: warning: no decision for this metric: {problem}")
     result = score_metrics(metrics, plan, progress=config.progress, **config.scoring_options())
     summary = write_metric_outputs(result, config.out, thresholds=thresholds, fmt=fmt)
+    if config.explain:
+        from nearid.score.explain import write_score_explanations
+
+        options = config.scoring_options()
+        write_score_explanations(
+            metrics,
+            result,
+            config.out,
+            config.explain,
+            mask_cleaning=options["mask_cleaning"],
+            mask_dilate=options["mask_dilate"],
+            batch_size=config.read.batch_size,
+            log=log,
+        )
     if result.several or result.metrics[0].kind == "pair scorer":
         report_metrics(result, summary, dict(metrics), config.out, log)
     else:
@@ -147,7 +166,12 @@ def _prepare(config: ScoreConfig, log: Log, warn: Log) -> tuple[PairPlan, str]:
 
     plan = prepare(plan_pairs(config.refs, config.gens, config.pairing), config.masks)
     reads = [config.refs, config.gens, config.masks, config.calibration, *plan.inputs()]
-    check_outputs(output_files(config.out, plan.rule, list(config.models)), reads)
+    outputs = output_files(config.out, plan.rule, list(config.models))
+    if config.explain:
+        from nearid.score.explain import explain_out
+
+        outputs.append(explain_out(config.out))
+    check_outputs(outputs, reads)
     fmt = output_format(config.out, config.format)
     check_plan(plan, config.skip_errors)
     log(f"pairing: {plan.rule} ({plan.how}), {len(plan.pairs)} pairs")
