@@ -4,6 +4,7 @@ after changed inputs, at the same time) equal a fresh --out or are refused with 
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -98,7 +99,7 @@ def test_a_view_with_no_background_left_is_flagged_and_filtered(synth, tmp_path,
     argv += ["--steps", "2", "--resolution", "32", "--dilate", "100", "--feather", "2", "--out", str(out)]
     assert main([*argv, "--filter"]) == 0
     printed = capsys.readouterr().out
-    summary = __import__("json").loads((out / "distract.json").read_text())
+    summary = json.loads((out / "distract.json").read_text())
     assert summary["measurements"]["outside_mean_abs"]["with_paste_back"] is None
     assert summary["quality"] == {"no-background": summary["distractors"]} and summary["kept"] == 0
     assert "outside-mask mean abs difference n/a" in printed
@@ -108,3 +109,72 @@ def test_a_view_with_no_background_left_is_flagged_and_filtered(synth, tmp_path,
     # item 22: --filter keeping none says so, not "wrote N distractors"
     assert f"generated {summary['distractors']} distractors" in printed and "kept 0" in printed
     assert "wrote" not in printed
+
+
+def test_a_second_distract_into_an_out_being_written_is_refused_with_one_line(synth, tmp_path, capsys):
+    from nearid.io.locks import output_lock
+
+    out = tmp_path / "busy"
+    argv = ["distract", "--data", str(synth), "--generator", "tiny-flux-fill", "--source", "B", "--split", "test"]
+    argv += ["--steps", "2", "--resolution", "32", "--dilate", "2", "--feather", "2", "--out", str(out)]
+    with output_lock(out, "nearid distract"):  # as a first run holds it while it generates
+        assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "another nearid distract" in err and len(err.strip().splitlines()) == 1
+    assert not out.exists() and not (tmp_path / ".busy.shards").exists() and not (tmp_path / "busy.partial").exists()
+    assert main(argv) == 0  # released: the run goes through
+
+
+def _distract_bytes(folder):
+    return {
+        p.relative_to(folder).as_posix(): p.read_bytes()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file() and p.name not in {"distract.json", "quality.md"}  # both hold the seconds taken
+    }
+
+
+@pytest.mark.slow
+def test_distract_concurrently_with_itself_equals_a_fresh_out_or_is_refused(synth, tmp_path):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import nearid
+
+    argv = [sys.executable, "-m", "nearid", "distract", "--data", str(synth), "--generator", "tiny-flux-fill"]
+    argv += ["--source", "C", "--split", "test", "--steps", "2", "--resolution", "32", "--dilate", "2"]
+    argv += ["--feather", "2", "--overwrite"]
+    env = {**os.environ, "PYTHONPATH": str(Path(nearid.__file__).parents[1]), "OMP_NUM_THREADS": "1"}
+    out, fresh = tmp_path / "c", tmp_path / "fresh"
+    runs = [subprocess.Popen([*argv, "--out", str(out)], env=env, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    errors = [run.communicate()[1] for run in runs]
+    codes = sorted(run.returncode for run in runs)
+    assert codes in ([0, 0], [0, 2]), errors
+    if codes == [0, 2]:
+        refusal = next(e for run, e in zip(runs, errors) if run.returncode == 2)
+        assert "Traceback" not in refusal and "another nearid distract" in refusal
+    assert subprocess.run([*argv, "--out", str(fresh)], env=env).returncode == 0
+    assert _distract_bytes(out) == _distract_bytes(fresh)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([".c.lock", ".fresh.lock", "c", "fresh"])
+
+
+def test_distract_again_after_changed_inputs_equals_a_fresh_out(tmp_path):
+    from PIL import Image
+
+    rng = np.random.default_rng(2)
+    root = tmp_path / "photos"
+    for name, description in (("mug", "a red mug"), ("cup", "a blue cup"), ("bowl", "a green bowl")):
+        (root / name).mkdir(parents=True)
+        (root / name / "meta.json").write_text(json.dumps({"description": description}))
+        for j in (1, 2):
+            Image.fromarray(rng.integers(0, 256, (40, 48, 3), dtype=np.uint8)).save(root / name / f"view{j}.png")
+            mask = np.zeros((40, 48), np.uint8)
+            mask[10:30, 12:36] = 255
+            Image.fromarray(mask).save(root / name / f"view{j}_mask.png")
+    config = dict(FAST, split="all", data=str(root), source="Mine", overwrite=True)
+    distract(DistractConfig(**config, out=str(tmp_path / "again")))
+    Image.fromarray(rng.integers(0, 256, (40, 48, 3), dtype=np.uint8)).save(root / "cup" / "view2.png")
+    distract(DistractConfig(**config, out=str(tmp_path / "again")))
+    distract(DistractConfig(**config, out=str(tmp_path / "fresh")))
+    assert _distract_bytes(tmp_path / "again") == _distract_bytes(tmp_path / "fresh")

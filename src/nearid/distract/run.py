@@ -15,6 +15,7 @@ any number of processes gives the same bytes. The main process assembles the dat
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import shutil
@@ -35,6 +36,7 @@ from nearid.distract.settings import check_settings
 from nearid.images.decode import load_image, load_mask
 from nearid.io.atomic import atomic_path, write_text_atomic
 from nearid.io.errors import NearIDError
+from nearid.io.locks import output_lock
 
 FORMAT_VERSION = 2  # 2: outside measures are None (n/a) when the dilated mask covers the whole view
 
@@ -209,8 +211,6 @@ def resolve_out(config: DistractConfig, inputs: Inputs) -> Path:
 
 def distract(config: DistractConfig) -> dict | None:
     """Run ``nearid distract``; the summary (also ``<out>/distract.json``) on the main process, else None."""
-    from tqdm.auto import tqdm
-
     check_settings(config)
     spec = generator_spec(config.generator)
     if not config.source or "/" in config.source or "=" in config.source:
@@ -221,6 +221,16 @@ def distract(config: DistractConfig) -> dict | None:
         rows = rows[: config.limit]
     out = resolve_out(config, inputs)
     state = _state(config.device)
+    # the main process assembles and swaps in the output: a second run into the same --out is refused
+    lock = output_lock(out, "nearid distract") if state.is_main_process else contextlib.nullcontext()
+    with lock:
+        return _generate(config, spec, inputs, rows, out, state)
+
+
+def _generate(config: DistractConfig, spec, inputs: Inputs, rows: list[int], out: Path, state) -> dict | None:
+    """Generate the missing shards of ``rows`` (this process's share) and, on the main process, assemble."""
+    from tqdm.auto import tqdm
+
     slots = {row: sorted(inputs.views[row]) for row in rows}
     choices = choose_prompts(
         inputs.ids,
