@@ -75,6 +75,13 @@ def check_writable(path: PathLike, *, folder: bool = False) -> None:
     temporary name); the nearest existing folder above is a folder and writable.
     """
     given = Path(path)
+    spelled = os.fspath(path).replace(os.sep, "/").rstrip("/").rsplit("/", 1)[-1]
+    if folder and spelled in {"", ".", ".."}:
+        # `synth .` would build `..partial` beside the working folder and replace it whole: a folder
+        # output is named, so the name is what the command makes, replaces or deletes
+        raise OutputError(
+            f"{os.fspath(path) or '(empty)'}: name the folder to write (e.g. {os.path.abspath(path)}), not '.' or '..'"
+        )
     target = _resolve(path)
     existing = _existing_ancestor(target)
     limit = _name_max(existing if existing.is_dir() else existing.parent)
