@@ -178,3 +178,12 @@ def test_distract_again_after_changed_inputs_equals_a_fresh_out(tmp_path):
     distract(DistractConfig(**config, out=str(tmp_path / "again")))
     distract(DistractConfig(**config, out=str(tmp_path / "fresh")))
     assert _distract_bytes(tmp_path / "again") == _distract_bytes(tmp_path / "fresh")
+
+
+def test_bench_on_a_source_whose_slots_were_all_filtered_is_one_line(synth, tmp_path, capsys):
+    out = tmp_path / "filtered"
+    distract(DistractConfig(data=str(synth), source="F", out=str(out), change_threshold=256.0, filter=True, **FAST))
+    argv = ["bench", "--model", "histogram", "--data", str(synth), "--sources", f"F={out}", "--split", "test"]
+    assert main([*argv, "--out", str(tmp_path / "bench")]) == 2
+    err = capsys.readouterr().err
+    assert "F" in err and "no distractor" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
