@@ -47,3 +47,14 @@ def test_free_bytes_override_must_be_a_count(monkeypatch, tmp_path, value):
     monkeypatch.setenv("NEARID_FREE_BYTES", value)
     with pytest.raises(NearIDError, match="NEARID_FREE_BYTES"):
         free_bytes(tmp_path)
+
+
+def test_a_mistyped_local_data_name_leads_with_the_local_miss(tmp_path, monkeypatch, capsys):
+    (tmp_path / "synth").mkdir()
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    argv = ["bench", "--data", "synn", "--model", "histogram", "--sources", "Instance", "--out", "o"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("nearid bench: error: synn: no such local folder; did you mean 'synth'?"), err
+    assert "ConnectionError" not in err and len(err.splitlines()) == 1

@@ -54,3 +54,26 @@ def test_an_unknown_subfolder_of_the_mask_folder_is_an_error_naming_the_expected
             _image(masks / side / subject / "a.png", 5)
     with pytest.raises(NearIDError, match=r"references.*refs/ and gens/"):
         prepare(plan, masks)
+
+
+@pytest.mark.parametrize(
+    "name, text, found, delimiter",
+    [
+        ("p.csv", "Reference,Generated\na.png,b.png\n", "Reference, Generated", ","),
+        ("p.csv", "reference;generated\na.png;b.png\n", "reference, generated", ";"),
+        ("p.tsv", "reference\tgenerated\na.png\tb.png\n", "reference, generated", "tab"),
+    ],
+)
+def test_a_pairs_csv_with_other_columns_lists_the_columns_found(tmp_path, name, text, found, delimiter):
+    (tmp_path / name).write_text(text)
+    with pytest.raises(NearIDError) as refusal:
+        plan_pairs(tmp_path / name)
+    message = str(refusal.value)
+    assert f"found: {found}" in message and f"delimiter {delimiter!r}" in message.replace("'tab'", "'tab'")
+
+
+def test_gens_that_is_a_file_says_so(tmp_path):
+    _subject_tree(tmp_path)
+    (tmp_path / "g.csv").write_text("x")
+    with pytest.raises(NearIDError, match="is a file"):
+        plan_pairs(tmp_path / "refs", tmp_path / "g.csv")

@@ -141,6 +141,16 @@ def _open_hub(repo_id: str, split: str):
     try:
         return datasets.load_dataset(repo_id, split=split)
     except Exception as exc:  # offline, not cached, unknown or gated repo
+        from nearid.io.hub import offline
+
+        hint = missing_path_hint(repo_id)
+        if hint and (offline() or "/" not in repo_id):
+            # a bare name beside a close local folder is most likely a typo of that folder, and offline
+            # the hub was never asked: lead with the local miss, not with a connection error
+            raise DatasetError(
+                f"{repo_id}: no such local folder{hint} (as a hub dataset id it is not on this machine either"
+                f"{', and the hub is offline' if offline() else ''})"
+            ) from None
         raise DatasetError(
             f"dataset '{repo_id}' is not available on this machine ({type(exc).__name__}). Download it where "
             f"there is network (`hf download {repo_id} --repo-type dataset --local-dir DIR`), copy DIR here "

@@ -126,9 +126,8 @@ def _csv(path: Path) -> PairPlan:
         with open(path, newline="", encoding="utf-8-sig") as handle:
             reader = csv.DictReader(handle)
             if not reader.fieldnames or not {"reference", "generated"} <= set(reader.fieldnames):
-                raise PairingError(
-                    f"{path}: a pairs CSV needs the columns reference,generated (and optionally subject)"
-                )
+                handle.seek(0)
+                raise PairingError(_header_refusal(path, handle.readline()))
             rows = list(reader)
     except UnicodeDecodeError as exc:
         raise PairingError(
@@ -155,6 +154,20 @@ def _csv(path: Path) -> PairPlan:
     return PairPlan("csv", pairs, unmatched, {"refs": base, "gens": base})
 
 
+def _header_refusal(path: Path, header: str) -> str:
+    """Why a pairs CSV's header is not ``reference,generated``: the columns found, split by the
+    delimiter the header seems to use (``;`` from a European Excel, a tab from a ``.tsv``)."""
+    header = header.lstrip("\ufeff").rstrip("\r\n")
+    delimiter = max(",;\t|", key=header.count) if any(c in header for c in ",;\t|") else ","
+    columns = next(csv.reader([header], delimiter=delimiter), [])
+    shown = ", ".join(c.strip() for c in columns) or "(none)"
+    name = "tab" if delimiter == "\t" else delimiter
+    return (
+        f"{path}: a pairs CSV needs the columns reference,generated (and optionally subject), comma-separated "
+        f"and lower case; found: {shown} (delimiter {name!r}); rename the columns or save it comma-separated"
+    )
+
+
 def plan_pairs(refs: str | os.PathLike, gens: str | os.PathLike | None = None, pairing: str = "auto") -> PairPlan:
     """Pair references with generated images by one of the rules in the module docstring."""
     refs = Path(refs)
@@ -164,6 +177,10 @@ def plan_pairs(refs: str | os.PathLike, gens: str | os.PathLike | None = None, p
     if refs.is_file() and refs.suffix.lower() in IMAGE_SUFFIXES:
         raise PairingError(
             f"{refs}: is an image; --refs takes a folder of references, a pairs CSV or a DreamBench++ folder"
+        )
+    if gens is not None and gens.is_file():
+        raise PairingError(
+            f"--gens {gens}: is a file; --gens takes the folder of generated images (a pairs CSV goes to --refs)"
         )
     if gens is not None and not gens.is_dir():
         raise PairingError(f"{gens}: no such folder")
