@@ -56,5 +56,7 @@ def test_a_mistyped_local_data_name_leads_with_the_local_miss(tmp_path, monkeypa
     argv = ["bench", "--data", "synn", "--model", "histogram", "--sources", "Instance", "--out", "o"]
     assert main(argv) == 2
     err = capsys.readouterr().err.strip()
-    assert err.startswith("nearid bench: error: synn: no such local folder; did you mean 'synth'?"), err
+    assert err.startswith("nearid bench: error: synn: no such local folder; did you mean 'synth'?"), (
+        err
+    )  # the local miss first
     assert "ConnectionError" not in err and len(err.splitlines()) == 1
