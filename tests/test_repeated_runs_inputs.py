@@ -115,10 +115,15 @@ def test_synth_overwrite_replaces_its_own_output(tmp_path):
     generate(out, TINY, progress=False)
     marker = json.loads((out / ".nearid-output.json").read_text())
     assert marker["command"] == "synth"
-    (out / "stale.txt").write_text("from the first run")
+    (out / "NearID" / "stale.txt").write_text("inside a folder synth wrote: part of its output")
     generate(out, TINY, overwrite=True, progress=False)
-    assert not (out / "stale.txt").exists() and (out / "NearID").is_dir()
+    assert not (out / "NearID" / "stale.txt").exists() and (out / "NearID").is_dir()
     assert (out / ".nearid-output.json").is_file()
+    # a file added beside what synth wrote is not synth's to delete (issue 21 item 4): refused, kept
+    (out / "notes.txt").write_text("mine")
+    with pytest.raises(NearIDError, match=r"notes\.txt, which nearid synth did not write"):
+        generate(out, TINY, overwrite=True, progress=False)
+    assert (out / "notes.txt").read_text() == "mine"
 
 
 def test_synth_into_an_existing_empty_folder(tmp_path):
@@ -290,7 +295,7 @@ def test_hub_looking_typo_keeps_the_download_fix_and_names_a_close_local_folder(
     # `dta` and `dat/NearID` are valid hub ids as well as typos: the message says both
     with pytest.raises(
         DatasetError,
-        match=rf"dataset '{name}' is not available.*hf download.*no local folder '{name}' either; did you mean '{close}'",
+        match=rf"{name}: no such local folder; did you mean '{close}'\?.*hub dataset id.*hf download",  # issue 21 item 23
     ):
         load_nearid(name, [])
 

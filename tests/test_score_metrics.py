@@ -85,7 +85,8 @@ def judge(monkeypatch):
             return made[-1]
         return real_load(spec, **options)
 
-    monkeypatch.setattr(specs, "parse_encoder_spec", lambda s: real_parse("tiny" if s == "judge" else s))
+    # "judge" parses as a spec of its own (not tiny:0, which the same run may score too: one metric twice)
+    monkeypatch.setattr(specs, "parse_encoder_spec", lambda s: real_parse("tiny:987" if s == "judge" else s))
     monkeypatch.setattr(judge_loading, "load_metric", load)
     return made, kw
 

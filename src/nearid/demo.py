@@ -32,7 +32,7 @@ from pathlib import Path
 from nearid.eval.metrics import DiscriminationScore
 from nearid.eval.results import DemoSummary, EncoderResult
 from nearid.io.errors import NearIDError
-from nearid.io.ownership import create_owned, remove_owned
+from nearid.io.ownership import create_owned, remove_owned, seal_owned
 
 
 @dataclass(frozen=True)
@@ -62,7 +62,8 @@ def run_demo(out_dir: str | Path = "runs/demo", config: DemoConfig = DemoConfig(
     if not headline or not set(headline) <= set(sources):
         raise NearIDError(f"headline sources {headline} must be among the demo's sources {sources}")
     out = Path(out_dir)
-    remove_owned(out)  # a demo run starts clean, but deletes only an earlier nearid output (nearid.io.ownership)
+    # a demo run starts clean, but deletes only an earlier demo output (nearid.io.ownership)
+    remove_owned(out, "demo")
     create_owned(out, "demo")
     started = time.perf_counter()
     clock = lambda: f"[{time.perf_counter() - started:5.0f} s]"
@@ -97,6 +98,7 @@ def run_demo(out_dir: str | Path = "runs/demo", config: DemoConfig = DemoConfig(
         outputs={"tables": str(out / "bench" / "results.md"), "report": str(report), "model": str(model)},
     )
     results.write(out / "results.json")
+    seal_owned(out, "demo")  # what it wrote; anything added later is not demo's to delete
     log("\n" + comparison_table(results))
     from nearid.score.explain import explain_example
 

@@ -124,7 +124,19 @@ def load_data(config: BenchConfig):
             f"{config.data}: no identity with 2 or more views in {which} ({bench.report.summary()}); "
             "choose another --split (or --split all)"
         )
+    check_sources_have_distractors(bench, config)
     return bench
+
+
+def check_sources_have_distractors(bench, config: BenchConfig) -> None:
+    """Refuse a source with no distractor in the selected identities (every slot empty, e.g. all
+    dropped by ``distract --filter``): its SSR / PA and the calibration would have nothing to count."""
+    for source in bench.source_names:
+        if not any(identity.distractor(source, j) is not None for identity in bench for j in range(3)):
+            raise NearIDError(
+                f"--sources {source}: no distractor in the {len(bench)} selected identities (every slot is empty, "
+                "e.g. all filtered by nearid distract --filter); drop it from --sources or generate it again"
+            )
 
 
 def plan_fingerprint(plan: ImagePlan) -> str:

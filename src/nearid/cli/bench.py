@@ -55,6 +55,9 @@ def cmd_bench(args) -> int:
         "mtg_mask_cleaning": "none",
     }
     values = {k: defaults[k] if v is None and k in defaults else v for k, v in values.items()}
+    from nearid.models.specs import check_distinct_specs
+
+    check_distinct_specs(list(values["encoders"]))  # `histogram` and `histogram:8` are one metric
     named = [s.split("=", 1)[1] for s in values["sources"] or [] if "=" in s]
     check_outputs([], [values["data"], args.split_file, values["mtg"], *named], folders=[args.out])
     config = BenchConfig(

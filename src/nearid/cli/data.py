@@ -15,6 +15,7 @@ from nearid.cli.options import (
     add_option,
     add_overwrite,
     add_seed,
+    finite_float,
     nonnegative_int,
     positive_int,
 )
@@ -67,13 +68,16 @@ def cmd_distract(args) -> int:
     if summary is not None:
         m = summary["measurements"]
         untrained = " (untrained)" if summary["untrained"] else ""
+        outside = {k: "n/a" if v is None else v for k, v in m["outside_mean_abs"].items()}
+        if all(v == "n/a" for v in outside.values()):
+            outside = "n/a"  # every view's dilated mask covers it whole: no background left to compare
         print(
-            f"wrote {summary['distractors']} distractors of {summary['identities']} identities "
-            f"({summary['generator']}{untrained}; kept {summary['kept']}, filtered {summary['filtered']}; "
-            f"resumed {summary['resumed_identities']}) to {summary['out']}"
+            f"generated {summary['distractors']} distractors of {summary['identities']} identities "
+            f"({summary['generator']}{untrained}; resumed {summary['resumed_identities']}), "
+            f"kept {summary['kept']}, filtered {summary['filtered']}; dataset at {summary['out']}"
         )
         print(
-            f"quality: {summary['quality']}; outside-mask mean abs difference {m['outside_mean_abs']}; "
+            f"quality: {summary['quality']}; outside-mask mean abs difference {outside}; "
             f"{summary['seconds']['per_image']} s per image"
         )
     return 0
@@ -161,21 +165,27 @@ def _distract_inputs(p) -> None:
 
 def _distract_generation(p) -> None:
     """The generator's settings (each defaults to the generator's own: nearid distract --list)."""
-    add_option(p, "--steps", type=int, help="denoising steps (default: the generator's)")
+    add_option(p, "--steps", type=positive_int, help="denoising steps (default: the generator's)")
     add_option(
-        p, "--guidance", type=float, help="guidance scale of flux-fill and sdxl-inpaint (default: the generator's)"
+        p,
+        "--guidance",
+        type=finite_float,
+        help="guidance scale of flux-fill and sdxl-inpaint (default: the generator's)",
     )
     add_option(
         p,
         "--strength",
-        type=float,
+        type=finite_float,
         help="inpainting strength 0-1: how far the masked region is re-noised (default: the generator's)",
     )
     add_option(p, "--negative-prompt", help="what the image must not show (default: the generator's)")
     add_option(
-        p, "--true-cfg", type=float, help="qwen-image: true classifier-free guidance scale (default: the generator's)"
+        p,
+        "--true-cfg",
+        type=finite_float,
+        help="qwen-image: true classifier-free guidance scale (default: the generator's)",
     )
-    add_option(p, "--resolution", type=int, help="longer side of the generation canvas (paper: 512 or native)")
+    add_option(p, "--resolution", type=positive_int, help="longer side of the generation canvas (paper: 512 or native)")
     add_option(p, "--dilate", type=int, help="mask dilation in pixels (default 8)")
     add_option(p, "--feather", type=int, help="blend ramp inside the dilated mask, pixels, <= --dilate (default 6)")
     add_option(
@@ -190,7 +200,12 @@ def _distract_generation(p) -> None:
     add_option(p, "--prompts", help='JSON {"<id>": "prompt" or ["view 1", "view 2", ...]} instead of retrieval')
     add_option(p, "--template", help="prompt template with {description} and {category} (default {description})")
     add_option(
-        p, "--band", nargs=2, type=float, metavar=("LOW", "HIGH"), help="TF-IDF similarity band (default 0.1 0.8)"
+        p,
+        "--band",
+        nargs=2,
+        type=finite_float,
+        metavar=("LOW", "HIGH"),
+        help="TF-IDF similarity band (default 0.1 0.8)",
     )
 
 
@@ -208,9 +223,11 @@ def _add_distract(commands) -> None:
         metavar="SPEC",
         help="encoder spec judging 'not the same object' (default: none)",
     )
-    add_option(p, "--change-threshold", type=float, help="least mean abs change inside the mask, 0-255 (default 2)")
+    add_option(
+        p, "--change-threshold", type=finite_float, help="least mean abs change inside the mask, 0-255 (default 2)"
+    )
     add_option(p, "--filter", action="store_true", help="drop distractors that fail the quality checks (slots kept)")
-    add_option(p, "--limit", type=int, help="only the first N selected identities")
+    add_option(p, "--limit", type=positive_int, help="only the first N selected identities")
     add_device_options(p)
     add_option(p, "--offload", action="store_true", help="model CPU offload (GPUs too small for the model)")
     add_option(p, "--controlnet", help="qwen-image: the inpainting ControlNet (folder or hub id)")

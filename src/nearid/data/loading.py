@@ -141,6 +141,17 @@ def _open_hub(repo_id: str, split: str):
     try:
         return datasets.load_dataset(repo_id, split=split)
     except Exception as exc:  # offline, not cached, unknown or gated repo
+        from nearid.io.hub import offline
+
+        hint = missing_path_hint(repo_id)
+        if hint and (offline() or "/" not in repo_id):
+            # a name beside a close local folder is most likely a typo of that folder (and offline the hub
+            # was never asked): lead with the local miss, then keep the download fix for a real hub id
+            raise DatasetError(
+                f"{repo_id}: no such local folder{hint} As a hub dataset id it is not on this machine either "
+                f"({'offline' if offline() else type(exc).__name__}): download it where there is network "
+                f"(`hf download {repo_id} --repo-type dataset --local-dir DIR`) and pass DIR."
+            ) from None
         raise DatasetError(
             f"dataset '{repo_id}' is not available on this machine ({type(exc).__name__}). Download it where "
             f"there is network (`hf download {repo_id} --repo-type dataset --local-dir DIR`), copy DIR here "

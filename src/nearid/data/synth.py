@@ -45,7 +45,7 @@ from nearid.data.schema import (
     positives_features,
 )
 from nearid.io.errors import NearIDError
-from nearid.io.ownership import check_removable, create_owned, remove_owned
+from nearid.io.ownership import check_removable, create_owned, remove_owned, seal_owned
 
 #: Source dataset name -> distractor rule: one part / a region's colour / the texture / the body shape
 #: changed (single-attribute edits, MTG-like), or another object of the same kind (the paper's distractors).
@@ -254,8 +254,8 @@ def generate(out: str | os.PathLike, config: SynthConfig, *, overwrite: bool = F
     if out.is_dir() and any(out.iterdir()) and not overwrite:
         raise NearIDError(f"{out}: already exists and is not empty; choose another folder or pass --overwrite")
     config.validate()
-    check_removable(out)  # --overwrite deletes only an earlier nearid output; refuse now, not after rendering
-    check_removable(partial)
+    check_removable(out, "synth")  # --overwrite deletes only an earlier nearid output; refuse now, not after rendering
+    check_removable(partial, "synth")
     if config.image_format not in {"jpeg", "png"} or config.output_format not in {"arrow", "parquet"}:
         raise NearIDError("image format must be jpeg or png, and output format arrow or parquet")
     sources = canonical_sources(config.sources)
@@ -290,7 +290,7 @@ def generate(out: str | os.PathLike, config: SynthConfig, *, overwrite: bool = F
         )
     rendered = time.perf_counter()
 
-    remove_owned(partial)  # a crashed run's leftovers
+    remove_owned(partial, "synth")  # a crashed run's leftovers
     create_owned(partial, "synth")  # the marker travels with the folder when it is renamed to OUT
     positives = [_positives_row(config, int(ids[i]), i, split_of[i], item) for i, item in enumerate(items)]
     _save({"train": positives}, positives_features(), partial / "NearID", config.output_format)
@@ -318,9 +318,10 @@ def generate(out: str | os.PathLike, config: SynthConfig, *, overwrite: bool = F
         "seconds": {"render": round(rendered - started, 2), "total": round(time.perf_counter() - started, 2)},
     }
     (partial / "synth.json").write_text(json.dumps(summary, indent=2) + "\n")
-    remove_owned(out)
+    remove_owned(out, "synth")
     partial.rename(out)
     _write_contact_sheet(out, sources)
+    seal_owned(out, "synth")  # what it wrote; anything added later is not synth's to delete
     return summary
 
 

@@ -49,11 +49,13 @@ def paste_back(original: np.ndarray, generated: np.ndarray, weights: np.ndarray)
     return np.where(w > 0, np.clip(blended, 0, 255), original).astype(np.uint8)
 
 
-def outside_difference(original: np.ndarray, result: np.ndarray, region: np.ndarray) -> float:
-    """Mean absolute difference (0-255 scale, over channels) of the pixels outside ``region``."""
+def outside_difference(original: np.ndarray, result: np.ndarray, region: np.ndarray) -> float | None:
+    """Mean absolute difference (0-255 scale, over channels) of the pixels outside ``region``; ``None``
+    (n/a) when ``region`` covers the whole image: nothing of the background is left to compare, and the
+    mean of no pixels is not a perfect 0."""
     outside = ~np.asarray(region, dtype=bool)
     if not outside.any():
-        return 0.0
+        return None
     diff = np.abs(np.asarray(original, dtype=np.float32) - np.asarray(result, dtype=np.float32))
     return float(diff[outside].mean())
 
@@ -67,12 +69,13 @@ def inside_difference(original: np.ndarray, result: np.ndarray, region: np.ndarr
     return float(diff[inside].mean())
 
 
-def seam_strength(original: np.ndarray, result: np.ndarray, region: np.ndarray) -> float:
+def seam_strength(original: np.ndarray, result: np.ndarray, region: np.ndarray) -> float | None:
     """Excess edge strength on the border of ``region``: the mean absolute step between horizontally or
     vertically adjacent pixels that straddle the border, in ``result`` minus in ``original`` (0-255).
 
     About 0 means the border is no more visible than the image's own texture there; a hard paste of a
-    different image gives a large positive value.
+    different image gives a large positive value. ``None`` (n/a) when ``region`` has no border inside
+    the image (it covers all of it).
     """
     region = np.asarray(region, dtype=bool)
     a, b = np.asarray(original, dtype=np.float32), np.asarray(result, dtype=np.float32)
@@ -86,5 +89,5 @@ def seam_strength(original: np.ndarray, result: np.ndarray, region: np.ndarray) 
             steps_a.append(np.abs(a[tuple(lo)] - a[tuple(hi)])[crossing])
             steps_b.append(np.abs(b[tuple(lo)] - b[tuple(hi)])[crossing])
     if not steps_a:
-        return 0.0
+        return None if region.all() else 0.0
     return float(np.concatenate(steps_b).mean() - np.concatenate(steps_a).mean())

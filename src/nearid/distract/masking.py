@@ -86,6 +86,30 @@ def find_images(inputs: list[str]) -> list[tuple[Path, Path]]:
     return found
 
 
+def box_overlaps(box, size: tuple[int, int]) -> bool:
+    """Whether ``box`` (x0, y0, x1, y1 in pixels) covers any of an image of ``size`` (width, height):
+    SAM returns a mask for any box, so a box wholly outside the image would give a mask of nothing."""
+    x0, y0, x1, y1 = box
+    return x0 < size[0] and y0 < size[1] and x1 > 0 and y1 > 0
+
+
+def check_mask_outputs(config: MaskConfig, out: Path, images: list[tuple[Path, Path]], targets: list[Path]) -> None:
+    """Refuse, before any model loads, a mask that would be written over a photo being read.
+
+    The ``score`` layout writes a tree of its own, so ``--out`` may neither be nor lie inside an input
+    folder (``--out photos`` would name each mask like its photo). The ``folder`` layout writes
+    ``<stem>_mask.png`` beside each view on purpose, so there only each mask file is checked against
+    every image read (links and hard links included): ``--overwrite`` replaces masks, never photos.
+    """
+    from nearid.io.outputs import check_outputs
+
+    photos = [path for path, _ in images]
+    if config.layout == "folder":
+        check_outputs(targets, photos)
+    else:
+        check_outputs(targets, [*config.inputs, *photos], folders=[out])
+
+
 def mask_path(out: Path, relative: Path, layout: str) -> Path:
     if layout == "folder":
         return out / relative.parent / f"{relative.stem}_mask.png"
@@ -183,12 +207,15 @@ def make_masks(config: MaskConfig) -> MaskResult:
 
     if (config.prompt is None) == (config.box is None):
         raise MaskingError('give exactly one of --prompt "the object" or --box x0,y0,x1,y1')
+    if config.prompt is not None and not config.prompt.strip():
+        raise MaskingError('--prompt is empty: name the object to mask (e.g. --prompt "a red mug") or give --box')
     if config.layout not in {"score", "folder"}:
         raise MaskingError(f"--layout {config.layout}: use score or folder")
     box = parse_box(config.box) if config.box else None
     images = find_images(list(config.inputs))
     out = Path(config.out).expanduser()
     targets = [mask_path(out, relative, config.layout) for _, relative in images]
+    check_mask_outputs(config, out, images, targets)
     existing = [t for t in targets if t.exists()]
     if existing and not config.overwrite:
         raise MaskingError(f"{existing[0]}: already exists ({len(existing)} masks would be replaced); pass --overwrite")
@@ -202,6 +229,11 @@ def make_masks(config: MaskConfig) -> MaskResult:
     for (path, _), target in tqdm(list(zip(images, targets)), desc="masks", unit="image", disable=len(images) < 4):
         image = load_image(path)
         image_box = box if box is not None else detector.best_box(image, config.prompt, config.threshold)
+        if box is not None and not box_overlaps(box, image.size):
+            result.failures[str(path)] = (
+                f"the box {config.box} lies outside the {image.width}x{image.height} image; give a box inside it"
+            )
+            continue
         if image_box is None:
             result.failures[str(path)] = (
                 f"no box for '{config.prompt}' above threshold {config.threshold}; lower --detector-threshold or give --box"

@@ -9,6 +9,9 @@ Two questions per distractor (one per view slot):
   similarity to an anchor (another view of the identity) must stay below the true view's similarity to
   that anchor. A distractor the encoder finds *more* similar than the real view is likely the same
   object again. Without an encoder only the first check is made.
+* **background left** — when the dilated mask covers the whole view, the pipeline regenerated all of
+  it: nothing of the original context is kept, so it is no matched-context distractor
+  (``no-background``, dropped by ``--filter``; its outside difference is n/a, not 0).
 
 The row's ``quality`` is ``view1=ok;view2=unchanged;...``; ``ok`` only when every present view is ok.
 """
@@ -17,7 +20,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-OK, UNCHANGED, SAME = "ok", "unchanged", "same-object"
+OK, UNCHANGED, SAME, NO_BACKGROUND = "ok", "unchanged", "same-object", "no-background"
 
 
 @dataclass(frozen=True)
@@ -27,9 +30,12 @@ class Verdict:
     distractor_similarity: float | None = None
     view_similarity: float | None = None
     change_threshold: float = 2.0
+    background: bool = True  # any pixel of the view outside the dilated mask
 
     @property
     def label(self) -> str:
+        if not self.background:
+            return NO_BACKGROUND
         if self.changed < self.change_threshold:
             return UNCHANGED
         known = self.distractor_similarity is not None and self.view_similarity is not None

@@ -15,6 +15,7 @@ any number of processes gives the same bytes. The main process assembles the dat
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import shutil
@@ -31,11 +32,13 @@ from nearid.distract.generators import generator_spec, load_generator, quiet, se
 from nearid.distract.inputs import Inputs, open_inputs
 from nearid.distract.prompts import PromptChoice, choose_prompts
 from nearid.distract.quality import Verdict, anchor_slot, quality_string
+from nearid.distract.settings import check_settings
 from nearid.images.decode import load_image, load_mask
 from nearid.io.atomic import atomic_path, write_text_atomic
 from nearid.io.errors import NearIDError
+from nearid.io.locks import output_lock
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: outside measures are None (n/a) when the dilated mask covers the whole view
 
 
 @dataclass(frozen=True)
@@ -208,16 +211,8 @@ def resolve_out(config: DistractConfig, inputs: Inputs) -> Path:
 
 def distract(config: DistractConfig) -> dict | None:
     """Run ``nearid distract``; the summary (also ``<out>/distract.json``) on the main process, else None."""
-    from tqdm.auto import tqdm
-
+    check_settings(config)
     spec = generator_spec(config.generator)
-    if config.dilate < 0 or config.feather < 0:
-        raise NearIDError("--dilate and --feather are pixel counts >= 0")
-    if config.feather > config.dilate and config.paste_back:
-        raise NearIDError(
-            f"--feather {config.feather} is wider than --dilate {config.dilate}: the blend would mix the original "
-            "object's edge into the distractor; use --feather <= --dilate"
-        )
     if not config.source or "/" in config.source or "=" in config.source:
         raise NearIDError(f"--source '{config.source}': give a plain name such as Gen or MyFlux")
     inputs = open_inputs(config.data, split=config.split, split_file=config.split_file)
@@ -226,6 +221,16 @@ def distract(config: DistractConfig) -> dict | None:
         rows = rows[: config.limit]
     out = resolve_out(config, inputs)
     state = _state(config.device)
+    # the main process assembles and swaps in the output: a second run into the same --out is refused
+    lock = output_lock(out, "nearid distract") if state.is_main_process else contextlib.nullcontext()
+    with lock:
+        return _generate(config, spec, inputs, rows, out, state)
+
+
+def _generate(config: DistractConfig, spec, inputs: Inputs, rows: list[int], out: Path, state) -> dict | None:
+    """Generate the missing shards of ``rows`` (this process's share) and, on the main process, assemble."""
+    from tqdm.auto import tqdm
+
     slots = {row: sorted(inputs.views[row]) for row in rows}
     choices = choose_prompts(
         inputs.ids,
@@ -366,7 +371,13 @@ def _verdicts(config, inputs: Inputs, results: dict) -> dict[int, list[Verdict]]
     verdicts = {}
     for row, result in results.items():
         verdicts[row] = [
-            Verdict(j, info["changed"], *sims.get((row, j), (None, None)), change_threshold=config.change_threshold)
+            Verdict(
+                j,
+                info["changed"],
+                *sims.get((row, j), (None, None)),
+                change_threshold=config.change_threshold,
+                background=info["outside"] is not None,
+            )
             for j, info in sorted(result["info"].items())
         ]
     return verdicts
@@ -409,7 +420,7 @@ def _summary(config, inputs: Inputs, rows, results, verdicts, choices, kept, spe
     labels = Counter(v.label for vs in verdicts.values() for v in vs)
 
     def mean(name):
-        values = [info[name] for info in infos]
+        values = [info[name] for info in infos if info[name] is not None]  # n/a views have no background
         return round(float(np.mean(values)), 4) if values else None
 
     return {
@@ -443,6 +454,10 @@ def _summary(config, inputs: Inputs, rows, results, verdicts, choices, kept, spe
 
 def _quality_markdown(summary: dict) -> str:
     m = summary["measurements"]
+
+    def na(value):  # no view kept any background: nothing outside the mask was measured
+        return "n/a" if value is None else value
+
     title = f"{summary['generator']}{' (untrained: random weights, noise not objects)' if summary['untrained'] else ''}"
     lines = [
         f"# Distractors {summary['config']['source']} from {summary['input']}",
@@ -458,8 +473,8 @@ def _quality_markdown(summary: dict) -> str:
         "",
         "| measurement (0-255) | with paste-back | without |",
         "|---|---|---|",
-        f"| mean abs difference outside the dilated mask | {m['outside_mean_abs']['with_paste_back']} | {m['outside_mean_abs']['without_paste_back']} |",
-        f"| seam (excess step across the mask border) | {m['seam']['with_paste_back']} | {m['seam']['without_paste_back']} |",
+        f"| mean abs difference outside the dilated mask | {na(m['outside_mean_abs']['with_paste_back'])} | {na(m['outside_mean_abs']['without_paste_back'])} |",
+        f"| seam (excess step across the mask border) | {na(m['seam']['with_paste_back'])} | {na(m['seam']['without_paste_back'])} |",
         "",
         f"mean change inside the mask: {m['changed_inside_mask']}; seconds per image: {summary['seconds']['per_image']}",
         f"prompts: {summary['prompts']}",

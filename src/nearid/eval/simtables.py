@@ -143,6 +143,22 @@ def is_mtg_table(path: str | os.PathLike) -> bool:
     return all(column in table_columns(path) for column in MTG_SIM_COLUMNS)
 
 
+def check_distinct_tables(paths: list[Path]) -> None:
+    """Refuse a table given twice, by content (``T.csv ./T.csv``, a link, a copy): pooled twice, every
+    trial would count double and SSR / PA would look surer than they are."""
+    import hashlib
+
+    seen: dict[str, Path] = {}
+    for path in paths:
+        try:
+            digest = hashlib.sha256(path.read_bytes()).hexdigest()
+        except OSError:
+            continue  # a missing table is reported by the reader, with its own message
+        if digest in seen:
+            raise NearIDError(f"{path}: the same table as {seen[digest]} (same content); give each table once")
+        seen[digest] = path
+
+
 def score_tables(paths) -> tuple[str, object]:
     """``nearid metrics``: ``("nearid", DiscriminationScore)`` for NearID-bench tables (pooled), or
     ``("mtg", MTGScore)`` for MTG tables (samples concatenated: M-O / M-Opair are correlations over
@@ -150,6 +166,7 @@ def score_tables(paths) -> tuple[str, object]:
     from nearid.eval.metrics import mtg_scores
 
     paths = [Path(p) for p in paths]
+    check_distinct_tables(paths)
     kinds = {path: is_mtg_table(path) for path in paths}
     if len(set(kinds.values())) > 1:
         mtg = [str(p) for p, k in kinds.items() if k]

@@ -42,13 +42,14 @@ def _resolve(path: PathLike) -> Path:
         return absolute
 
 
-def _same(a: Path, b: Path) -> bool:
-    if a == b:
-        return True
+def _identity(path: Path) -> tuple[int, int] | None:
+    """(device, inode) of an existing path: the same file under two names (hard link, case-insensitive
+    file system) has one identity; ``None`` when it does not exist."""
     try:
-        return a.exists() and b.exists() and os.path.samefile(a, b)
-    except OSError:
-        return False
+        stat = path.stat()
+    except (OSError, ValueError):
+        return None
+    return stat.st_dev, stat.st_ino
 
 
 def _name_max(folder: Path) -> int:
@@ -74,6 +75,13 @@ def check_writable(path: PathLike, *, folder: bool = False) -> None:
     temporary name); the nearest existing folder above is a folder and writable.
     """
     given = Path(path)
+    spelled = os.fspath(path).replace(os.sep, "/").rstrip("/").rsplit("/", 1)[-1]
+    if folder and spelled in {"", ".", ".."}:
+        # `synth .` would build `..partial` beside the working folder and replace it whole: a folder
+        # output is named, so the name is what the command makes, replaces or deletes
+        raise OutputError(
+            f"{os.fspath(path) or '(empty)'}: name the folder to write (e.g. {os.path.abspath(path)}), not '.' or '..'"
+        )
     target = _resolve(path)
     existing = _existing_ancestor(target)
     limit = _name_max(existing if existing.is_dir() else existing.parent)
@@ -111,26 +119,36 @@ def check_outputs(
     ``inputs`` every file or folder it reads (``None`` and names that are not local paths are skipped).
     Call it before loading a model: every problem it finds would otherwise show only at the end.
     """
-    read = []
-    for item in inputs:
+    read, identities, folders_read = {}, {}, []
+    for order, item in enumerate(inputs):
         if item is None or str(item) == "":
             continue
         resolved = _resolve(item)
-        if os.path.lexists(resolved):
-            read.append((Path(item), resolved))
+        if not os.path.lexists(resolved):
+            continue
+        read.setdefault(resolved, (order, Path(item)))
+        identity = _identity(resolved)
+        if identity is not None:
+            identities.setdefault(identity, (order, Path(item)))
+        if resolved.is_dir():
+            folders_read.append((order, Path(item), resolved))
     wanted = [(Path(p), False) for p in outputs if p is not None] + [(Path(p), True) for p in folders if p is not None]
     for given, is_folder in wanted:
         target = _resolve(given)
-        for name, source in read:
-            if _same(target, source):
-                raise OutputError(
-                    f"{given}: is also an input of this command ({name}); writing would replace it, "
-                    "choose another output"
-                )
-            if source.is_dir() and target.is_relative_to(source):
+        # one dictionary look-up per output (by path, then by device and inode for links and hard links),
+        # so a command writing one file per input image checks thousands of outputs at once; the first
+        # input (in the order given) that the output is or contains names the refusal
+        found = [hit for hit in (read.get(target), identities.get(_identity(target) or (-1, -1))) if hit]
+        found += [(order, name, "inside") for order, name, source in folders_read if target.is_relative_to(source)]
+        if found:
+            _, name, *inside = min(found, key=lambda hit: (hit[0], len(hit)))
+            if inside:
                 raise OutputError(
                     f"{given}: lies inside the input folder {name}, which is being read; choose an output outside it"
                 )
+            raise OutputError(
+                f"{given}: is also an input of this command ({name}); writing would replace it, choose another output"
+            )
         check_writable(given, folder=is_folder)
 
 

@@ -6,6 +6,13 @@ prove it made: a folder is *owned* when it holds the marker file ``.nearid-outpu
 :func:`create_owned` when nearid created the folder (which command, when, which version). A folder
 without the marker is never deleted; a nonexistent or empty folder is free to use. The check is by
 marker, not by contents that look like ours, because a user's folder can look like anything.
+
+Ownership is "*this* command made it": the marker names the command, and a command deletes only a
+folder its own kind made (``synth --overwrite`` never deletes a ``train`` run folder, with its
+checkpoints and exported model). When the command finishes it *seals* the folder: the marker lists
+the names it wrote at the top level. Anything found there later that is not in the list (a user's
+notes) makes the folder non-removable: the command refuses, naming those files, instead of deleting
+them. (A folder marked but not sealed, e.g. left by a crashed run, is entirely the command's.)
 """
 
 from __future__ import annotations
@@ -56,10 +63,20 @@ def owned_by(folder: str | os.PathLike) -> str | None:
         return None
 
 
-def check_removable(folder: str | os.PathLike) -> None:
+def _marker(folder: Path) -> dict:
+    try:
+        data = json.loads((folder / MARKER).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def check_removable(folder: str | os.PathLike, command: str | None = None) -> None:
     """Raise :class:`OutputFolderError` unless :func:`remove_owned` would succeed on ``folder``.
 
-    Commands call this before long work, so a refusal comes at once and not after an hour.
+    With ``command``, a folder made by another command is refused, and so is a sealed folder holding
+    names the command did not write (named in the refusal). Commands call this before long work, so a
+    refusal comes at once and not after an hour.
     """
     folder = Path(folder)
     if folder.is_symlink():
@@ -68,24 +85,48 @@ def check_removable(folder: str | os.PathLike) -> None:
         return
     if not folder.is_dir():
         raise _refusal(folder, "is a file, not a folder")
-    if not is_owned(folder) and any(folder.iterdir()):
-        raise _refusal(folder, f"not made by nearid (no {MARKER}) and not empty")
+    if not is_owned(folder):
+        if any(folder.iterdir()):
+            raise _refusal(folder, f"not made by nearid (no {MARKER}) and not empty")
+        return
+    if command is not None and owned_by(folder) != command:
+        raise OutputFolderError(
+            f"{folder}: made by `nearid {owned_by(folder)}`, not by `nearid {command}`, so nearid {command} will "
+            "not delete it; choose another folder"
+        )
+    written = _marker(folder).get("contents")
+    if command is not None and isinstance(written, list):
+        foreign = sorted(p.name for p in folder.iterdir() if p.name != MARKER and p.name not in written)
+        if foreign:
+            raise OutputFolderError(
+                f"{folder}: holds {', '.join(foreign[:5])}{' …' if len(foreign) > 5 else ''}, which nearid "
+                f"{command} did not write, so it will not delete the folder; move them out or choose another folder"
+            )
 
 
-def remove_owned(folder: str | os.PathLike) -> None:
+def remove_owned(folder: str | os.PathLike, command: str | None = None) -> None:
     """Delete ``folder`` if nearid made it (it holds the marker) or it is empty; a missing one is fine.
 
-    Anything else — a user's folder, a file, a symbolic link — raises :class:`OutputFolderError` and
-    nothing is deleted.
+    With ``command``, only a folder that command made, and holding nothing but what it wrote (see
+    :func:`check_removable`). Anything else — a user's folder, another command's output, a file, a
+    symbolic link — raises :class:`OutputFolderError` and nothing is deleted.
     """
     folder = Path(folder)
-    check_removable(folder)
+    check_removable(folder, command)
     if not folder.exists():
         return
     if is_owned(folder):
         shutil.rmtree(folder)
     else:
         folder.rmdir()  # empty (checked above); rmdir cannot delete anything that appeared since
+
+
+def seal_owned(folder: str | os.PathLike, command: str) -> None:
+    """Record in the marker of ``folder`` (made by ``command``) the top-level names it holds now, when
+    ``command`` has finished writing: whatever appears there later is not the command's to delete."""
+    folder = Path(folder)
+    contents = sorted(p.name for p in folder.iterdir() if p.name != MARKER)
+    mark(folder, command, contents=contents)
 
 
 def create_owned(folder: str | os.PathLike, command: str) -> Path:
@@ -104,10 +145,12 @@ def create_owned(folder: str | os.PathLike, command: str) -> Path:
     return folder
 
 
-def mark(folder: str | os.PathLike, command: str) -> None:
-    """Write the marker into ``folder``, which nearid has just created."""
+def mark(folder: str | os.PathLike, command: str, *, contents: list[str] | None = None) -> None:
+    """Write the marker into ``folder``, which nearid has just created (``contents``: see :func:`seal_owned`)."""
     from nearid import __version__
 
     created = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
     marker = {"created_by": "nearid", "command": command, "created": created, "version": __version__}
+    if contents is not None:
+        marker["contents"] = contents
     write_text_atomic(Path(folder) / MARKER, json.dumps(marker, indent=2) + "\n")

@@ -149,6 +149,25 @@ def parse_encoder_spec(spec: str) -> EncoderSpec:
     return EncoderSpec(name, argument)
 
 
+def check_distinct_specs(specs: list[str], option: str = "--model") -> None:
+    """Refuse one metric named twice, however spelled (``histogram`` and ``histogram:8`` are the same
+    encoder: the family's default filled in, integer arguments compared as numbers); its column or
+    results entry would otherwise be written twice."""
+    seen: dict[tuple, str] = {}
+    for spec in specs:
+        parsed = parse_encoder_spec(spec)
+        family = _FAMILIES[parsed.family]
+        key = (parsed.family, _integer(family, parsed.argument) if family.integer else parsed.argument)
+        if key in seen:
+            same = (
+                f"{option} {seen[key]} and {option} {spec} are one metric"
+                if seen[key] != spec
+                else f"{option} {spec} is given twice"
+            )
+            raise EncoderSpecError(f"{same} ({parsed}); give each model once")
+        seen[key] = spec
+
+
 def integer_argument(spec: EncoderSpec) -> int:
     """The integer argument of a family that takes one (``tiny``'s seed, ``histogram``'s bins)."""
     return _integer(_FAMILIES[spec.family], spec.argument)

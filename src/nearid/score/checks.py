@@ -41,10 +41,6 @@ def check_options(
 
 def check_metric_specs(specs: list[str]) -> None:
     """Every ``--model`` spec parses, and none is given twice (its column would be written twice)."""
-    from nearid.models.specs import parse_encoder_spec
+    from nearid.models.specs import check_distinct_specs
 
-    for spec in specs:
-        parse_encoder_spec(spec)
-    twice = sorted({spec for spec in specs if specs.count(spec) > 1})
-    if twice:
-        raise NearIDError(f"--model {twice[0]} is given twice; give each model once")
+    check_distinct_specs(specs)

@@ -34,6 +34,15 @@ def _attach_masks(plan: PairPlan, masks: Path) -> None:
     if not masks.is_dir():
         raise PairingError(f"--mask-folder {masks}: no such folder; give the folder holding refs/ and gens/ masks")
     sides = [side for side in ("refs", "gens") if (masks / side).is_dir()]
+    unknown = sorted(
+        p.name for p in masks.iterdir() if p.is_dir() and p.name not in {"refs", "gens"} and not p.name.startswith(".")
+    )
+    if unknown:
+        # `references/` beside `gens/` would leave the references unmasked without a word
+        raise PairingError(
+            f"--mask-folder {masks}: holds {', '.join(f'{u}/' for u in unknown)}, which is neither of the "
+            "expected refs/ and gens/; rename it (masks of references go to refs/, of generated images to gens/)"
+        )
     if not sides:
         raise PairingError(
             f"--mask-folder {masks}: holds no refs/ or gens/ folder; masks go to "

@@ -13,8 +13,9 @@
 ``auto`` takes a ``.csv`` as ``csv``, a folder with ``src_image/`` and ``tgt_image/`` as ``dreambench``,
 two folders of subject folders whose file names differ as ``subjects``, and two folders of files as
 ``paths``. Two folders of subject folders whose files *share* names fit both ``paths`` and ``subjects``
-(which give different numbers of pairs), so ``auto`` refuses them and asks for ``--pairing``; the rule
-used is always printed and recorded. The plan only names files: :mod:`nearid.score.inputs` attaches
+(which usually give different pairs), so ``auto`` refuses them and asks for ``--pairing``, unless
+both rules give exactly the same pairs (then there is nothing to choose); the rule used is always
+printed and recorded. The plan only names files: :mod:`nearid.score.inputs` attaches
 masks and checks every image before a model loads.
 """
 
@@ -91,7 +92,20 @@ def _match(refs: Path, gens: Path, rule: str) -> PairPlan:
     return PairPlan(rule, pairs, unmatched, {"refs": refs, "gens": gens})
 
 
+def _loose_images(folder: Path) -> list[str]:
+    """Image files directly in ``folder``, where the subjects rule reads only subject folders."""
+    return sorted(p.name for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+
+
 def _subjects(refs: Path, gens: Path) -> PairPlan:
+    for option, folder in (("--refs", refs), ("--gens", gens)):
+        loose = _loose_images(folder)
+        if loose:  # they would be ignored without a word: no subject to pair them in
+            raise PairingError(
+                f"{option} {folder}: holds images beside its subject folders ({', '.join(loose[:3])}"
+                f"{' …' if len(loose) > 3 else ''}), which --pairing subjects would ignore; move them into a "
+                "subject folder or use --pairing paths"
+            )
     ref_subjects = {p.name: p for p in sorted(refs.iterdir()) if p.is_dir()}
     pairs, unmatched = [], []
     for subject_dir in sorted(p for p in gens.iterdir() if p.is_dir()):
@@ -112,9 +126,8 @@ def _csv(path: Path) -> PairPlan:
         with open(path, newline="", encoding="utf-8-sig") as handle:
             reader = csv.DictReader(handle)
             if not reader.fieldnames or not {"reference", "generated"} <= set(reader.fieldnames):
-                raise PairingError(
-                    f"{path}: a pairs CSV needs the columns reference,generated (and optionally subject)"
-                )
+                handle.seek(0)
+                raise PairingError(_header_refusal(path, handle.readline()))
             rows = list(reader)
     except UnicodeDecodeError as exc:
         raise PairingError(
@@ -141,6 +154,20 @@ def _csv(path: Path) -> PairPlan:
     return PairPlan("csv", pairs, unmatched, {"refs": base, "gens": base})
 
 
+def _header_refusal(path: Path, header: str) -> str:
+    """Why a pairs CSV's header is not ``reference,generated``: the columns found, split by the
+    delimiter the header seems to use (``;`` from a European Excel, a tab from a ``.tsv``)."""
+    header = header.lstrip("\ufeff").rstrip("\r\n")
+    delimiter = max(",;\t|", key=header.count) if any(c in header for c in ",;\t|") else ","
+    columns = next(csv.reader([header], delimiter=delimiter), [])
+    shown = ", ".join(c.strip() for c in columns) or "(none)"
+    name = "tab" if delimiter == "\t" else delimiter
+    return (
+        f"{path}: a pairs CSV needs the columns reference,generated (and optionally subject), comma-separated "
+        f"and lower case; found: {shown} (delimiter {name!r}); rename the columns or save it comma-separated"
+    )
+
+
 def plan_pairs(refs: str | os.PathLike, gens: str | os.PathLike | None = None, pairing: str = "auto") -> PairPlan:
     """Pair references with generated images by one of the rules in the module docstring."""
     refs = Path(refs)
@@ -150,6 +177,10 @@ def plan_pairs(refs: str | os.PathLike, gens: str | os.PathLike | None = None, p
     if refs.is_file() and refs.suffix.lower() in IMAGE_SUFFIXES:
         raise PairingError(
             f"{refs}: is an image; --refs takes a folder of references, a pairs CSV or a DreamBench++ folder"
+        )
+    if gens is not None and gens.is_file():
+        raise PairingError(
+            f"--gens {gens}: is a file; --gens takes the folder of generated images (a pairs CSV goes to --refs)"
         )
     if gens is not None and not gens.is_dir():
         raise PairingError(f"{gens}: no such folder")
@@ -185,7 +216,10 @@ def _choose(refs: Path, gens: Path | None) -> tuple[str, str]:
         return "paths", "chosen automatically: the folders hold image files"
     if not _same_relative_files(refs, gens):
         return "subjects", "chosen automatically: subject folders whose file names differ"
-    by_path, by_subject = len(_plan(refs, gens, "paths").pairs), len(_plan(refs, gens, "subjects").pairs)
+    by_path, by_subject = _plan(refs, gens, "paths").pairs, _plan(refs, gens, "subjects").pairs
+    if {(p.reference, p.generated) for p in by_path} == {(p.reference, p.generated) for p in by_subject}:
+        return "subjects", f"chosen automatically: paths and subjects give the same {len(by_subject)} pairs"
+    by_path, by_subject = len(by_path), len(by_subject)
     raise PairingError(
         f"{refs} and {gens} hold subject folders with files of the same names, which fits two rules: "
         f"--pairing paths ({by_path} pairs, same name against same name) or --pairing subjects "

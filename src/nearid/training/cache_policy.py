@@ -47,9 +47,14 @@ def free_bytes(folder: str | os.PathLike) -> int:
     override = os.environ.get(FREE_BYTES_ENV)
     if override is not None:
         try:
-            return int(override)
+            value = int(override)
         except ValueError:
-            raise NearIDError(f"{FREE_BYTES_ENV}={override!r}: must be an integer number of bytes") from None
+            value = -1
+        if value < 0:
+            raise NearIDError(
+                f"{FREE_BYTES_ENV}={override!r}: must be a whole number of bytes >= 0; unset it to measure"
+            )
+        return value
     path = Path(folder).absolute()
     while not path.exists() and path != path.parent:
         path = path.parent
