@@ -323,8 +323,9 @@ def test_fill_skips_augmented_slots_and_slot_tokens_mixes(tmp_path, bench, encod
     mixed = slot_tokens(batch, encoder.model, encoder.preprocess, cache)
     assert mixed.dtype == torch.float32 and mixed.shape == (4, 64, 64)
     torch.testing.assert_close(mixed[2:], cache.load([s.key for s in cacheable[:2]]).float(), rtol=0, atol=0)
-    fresh = encoder.model.encode_tokens(pixel_values(batch[:2], encoder.preprocess)).float()
+    # fresh tokens get the cache's float16 rounding too, so cached and streamed runs train one head (issue 21.5)
+    fresh = encoder.model.encode_tokens(pixel_values(batch[:2], encoder.preprocess)).half().float()
     torch.testing.assert_close(mixed[:2], fresh, rtol=0, atol=0)
     uncached = slot_tokens(batch, encoder.model, encoder.preprocess)
     torch.testing.assert_close(uncached[:2], fresh, rtol=0, atol=0)
-    torch.testing.assert_close(uncached[2:], mixed[2:], rtol=0, atol=1e-2)  # fp16 cache vs fp32
+    torch.testing.assert_close(uncached[2:], mixed[2:], rtol=0, atol=1e-2)  # another batch: last-bit rounding
