@@ -59,3 +59,76 @@ def test_bench_with_a_vlm_judge_and_an_encoder(data, tmp_path, capsys):
     rewritten = json.loads((out / "results.json").read_text())
     assert rewritten["encoders"][judge_name]["nearid"] == entry["nearid"]
     assert rewritten["encoders"][judge_name]["judgments"]["computed"] == 0
+
+
+def _without_counts(entry: dict) -> dict:
+    """An entry less what says how this run reached its numbers (how many pairs or images it computed)."""
+    return {k: v for k, v in entry.items() if k not in {"judgments", "embeddings_computed"}}
+
+
+@pytest.mark.slow
+def test_bench_with_a_judge_concurrently_with_itself_equals_a_fresh_out(data, tmp_path):
+    """Issue 21, acceptance for `bench` (judges) concurrently with itself: two processes run the same bench
+    (a VLM judge and an encoder) into one --out at once. Each finishes or is refused in one line; the
+    results equal a fresh --out's, and the judge's table holds one answer per asked pair (the store is not
+    left with a half-written block or a pair judged twice into two different values)."""
+    import os
+    import subprocess
+    import sys
+
+    judge = save_tiny_judge(tmp_path / "judge", seed=0)
+
+    def argv(out):
+        return [
+            "bench",
+            "--encoder",
+            f"vlm:{judge}",
+            "--encoder",
+            "tiny",
+            "--data",
+            str(data),
+            "--sources",
+            *SOURCES,
+            "--out",
+            str(out),
+            "--device",
+            "cpu",
+            "--judge-readout",
+            "expected",
+            "--judge-batch-size",
+            "4",
+        ]
+
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path), "HF_HUB_OFFLINE": "1"}
+    out = tmp_path / "both"
+    runs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "nearid", *argv(out)],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(2)
+    ]
+    results = [(run.wait(timeout=600), run.stderr.read()) for run in runs]
+    for status, err in results:
+        lines = [line for line in err.strip().splitlines() if "%|" not in line]  # progress bars aside
+        assert status == 0 or (status == 2 and len(lines) == 1 and "Traceback" not in err), err[-3000:]
+    assert any(status == 0 for status, _ in results)
+    assert main(argv(tmp_path / "fresh")) == 0
+    got = json.loads((out / "results.json").read_text())["encoders"]
+    fresh = json.loads((tmp_path / "fresh" / "results.json").read_text())["encoders"]
+    assert set(got) == set(fresh)
+    for name in fresh:
+        assert _without_counts(got[name]) == _without_counts(fresh[name]), name
+        if "judgments" in fresh[name]:
+            assert got[name]["judgments"]["pairs"] == fresh[name]["judgments"]["pairs"]
+    (judge_name,) = set(fresh) - {"tiny:0 (untrained)"}
+    for folder in (out, tmp_path / "fresh"):
+        pair, cross = read_nearid_csv(folder / fresh[judge_name]["sims_folder"] / "Part_full.csv")
+        if folder == out:
+            got_tables = (pair, cross)
+        else:
+            np.testing.assert_array_equal(got_tables[0], pair)
+            np.testing.assert_array_equal(got_tables[1], cross)

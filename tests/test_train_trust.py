@@ -77,3 +77,55 @@ def test_train_auto_twice_at_the_same_time(tmp_path):
     assert sorted(got) == sorted(fresh)
     for name in fresh:
         assert_same_heads(got[name], fresh[name])
+
+
+def test_a_second_train_into_an_out_being_written_is_refused_with_one_line(tmp_path, capsys):
+    """Issue 21, `train` concurrently with itself: a run that starts while another run is writing the same
+    --out is refused in one line before it loads a model or touches the folder -- even with other settings,
+    where both would otherwise pass the empty-folder check and write one folder together."""
+    from nearid.io.locks import output_lock
+
+    data, out = _data(tmp_path / "synth", 3), tmp_path / "run"
+    with output_lock(out, "nearid train"):  # as a first run holds it from its check to its last checkpoint
+        assert main(_argv(data, out, "--seed", "7")) == 2
+    err = one_error_line(capsys.readouterr().err)
+    assert "another nearid train" in err and "--out" in err
+    assert not out.exists()
+    assert main(_argv(data, out)) == 0  # released: the run goes through
+
+
+@pytest.mark.slow
+def test_train_with_other_settings_at_the_same_time_is_one_run_or_refused(tmp_path):
+    """Two processes with different seeds into one new --out: the folder ends as exactly one of the two
+    fresh runs (never a mixture), and a refused run says so in one line."""
+    data, out = _data(tmp_path / "synth", 3), tmp_path / "run"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path), "HF_HUB_OFFLINE": "1"}
+    seeds = ("7", "8")
+    runs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "nearid", *_argv(data, out, "--seed", seed)],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for seed in seeds
+    ]
+    results = [(run.wait(timeout=600), run.stderr.read()) for run in runs]
+    for status, err in results:
+        assert status == 0 or (status == 2 and len(err.strip().splitlines()) == 1 and "Traceback" not in err), err
+    finished = [seed for seed, (status, _) in zip(seeds, results) if status == 0]
+    assert finished
+    got = checkpoints(out)
+    matches = []
+    for seed in seeds:
+        assert main(_argv(data, tmp_path / f"fresh-{seed}", "--seed", seed)) == 0
+        fresh = checkpoints(tmp_path / f"fresh-{seed}")
+        try:
+            assert sorted(got) == sorted(fresh)
+            for name in fresh:
+                assert_same_heads(got[name], fresh[name])
+            matches.append(seed)
+        except AssertionError:
+            pass
+    assert len(matches) == 1 and matches[0] in finished, (matches, finished)
