@@ -132,3 +132,50 @@ def test_bench_with_a_judge_concurrently_with_itself_equals_a_fresh_out(data, tm
         else:
             np.testing.assert_array_equal(got_tables[0], pair)
             np.testing.assert_array_equal(got_tables[1], cross)
+
+
+@pytest.mark.slow
+def test_bench_with_a_judge_after_the_data_changed_equals_a_fresh_out(tmp_path):
+    """Issue 21, acceptance for `bench` (judges) after its inputs changed: the same bench (a VLM judge and
+    an encoder) into one --out, the data regenerated at the same path, the bench again: the numbers and
+    the judge's tables equal a fresh --out's (the judge's stored answers were for other pixels)."""
+    import shutil
+
+    judge = save_tiny_judge(tmp_path / "judge", seed=0)
+    data = tmp_path / "synth"
+
+    def regenerate(seed):
+        shutil.rmtree(data, ignore_errors=True)
+        config = SynthConfig(identities=8, size=40, seed=seed, val=1, test=3, mtg_train=0, mtg_test=0, workers=1)
+        generate(data, config, progress=False)
+
+    def argv(out):
+        more = ["--out", str(out), "--device", "cpu", "--judge-readout", "expected", "--judge-batch-size", "4"]
+        return [
+            "bench",
+            "--encoder",
+            f"vlm:{judge}",
+            "--encoder",
+            "tiny",
+            "--data",
+            str(data),
+            "--sources",
+            *SOURCES,
+            *more,
+        ]
+
+    regenerate(5)
+    out = tmp_path / "out"
+    assert main(argv(out)) == 0
+    regenerate(6)
+    assert main(argv(out)) == 0
+    assert main(argv(tmp_path / "fresh")) == 0
+    got = json.loads((out / "results.json").read_text())["encoders"]
+    fresh = json.loads((tmp_path / "fresh" / "results.json").read_text())["encoders"]
+    assert set(got) == set(fresh)
+    for name in fresh:
+        assert _without_counts(got[name]) == _without_counts(fresh[name]), name
+        pair, cross = read_nearid_csv(out / fresh[name]["sims_folder"] / "Part_full.csv")
+        fresh_pair, fresh_cross = read_nearid_csv(tmp_path / "fresh" / fresh[name]["sims_folder"] / "Part_full.csv")
+        np.testing.assert_array_equal(pair, fresh_pair)
+        np.testing.assert_array_equal(cross, fresh_cross)
