@@ -81,7 +81,7 @@ def test_train_auto_twice_at_the_same_time(tmp_path):
 
 def test_a_second_train_into_an_out_being_written_is_refused_with_one_line(tmp_path, capsys):
     """Issue 21, `train` concurrently with itself: a run that starts while another run is writing the same
-    --out is refused in one line before it loads a model or touches the folder -- even with other settings,
+    --out is refused in one line before it touches the folder -- even with other settings,
     where both would otherwise pass the empty-folder check and write one folder together."""
     from nearid.io.locks import output_lock
 

@@ -129,7 +129,8 @@ def _distract_bytes(folder):
     return {
         p.relative_to(folder).as_posix(): p.read_bytes()
         for p in sorted(folder.rglob("*"))
-        if p.is_file() and p.name not in {"distract.json", "quality.md"}  # both hold the seconds taken
+        # distract.json and quality.md hold the seconds taken, the ownership marker its time
+        if p.is_file() and p.name not in {"distract.json", "quality.md", ".nearid-output.json"}
     }
 
 
@@ -187,3 +188,36 @@ def test_bench_on_a_source_whose_slots_were_all_filtered_is_one_line(synth, tmp_
     assert main([*argv, "--out", str(tmp_path / "bench")]) == 2
     err = capsys.readouterr().err
     assert "F" in err and "no distractor" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+# ------------------------------------------------------------------ distract joins the shared output checks
+def test_an_out_inside_the_input_dataset_is_refused_before_any_model_loads(synth, tmp_path, capsys, monkeypatch):
+    """`--out DATA/NearID/sub` writes into the positives being read: refused in one line like every other
+    writer. (A new source folder beside them, `DATA/NearID-<source>`, is the default output on purpose.)"""
+    monkeypatch.setattr("nearid.distract.run.load_generator", lambda *a, **k: pytest.fail("a model loaded"))
+    argv = ["distract", "--data", str(synth), "--generator", "tiny-flux-fill", "--source", "G", "--split", "test"]
+    assert main([*argv, "--out", str(synth / "NearID" / "inside")]) == 2
+    err = capsys.readouterr().err
+    assert "inside the input folder" in err and len(err.strip().splitlines()) == 1
+    assert not (synth / "NearID" / "inside").exists()
+
+
+def test_overwrite_never_deletes_a_file_distract_did_not_write(synth, tmp_path, capsys):
+    """A user's note put into a distract output: `--overwrite` (other settings) refuses in one line naming
+    the note, before any model loads, and the output and the note stay; once the note is moved out the
+    run replaces the output."""
+    out = tmp_path / "out"
+    assert distract(DistractConfig(data=str(synth), source="G", out=str(out), **FAST)) is not None
+    (out / "notes.txt").write_text("mine")
+    before = sorted(p.relative_to(out).as_posix() for p in out.rglob("*"))
+    argv = ["distract", "--data", str(synth), "--generator", "tiny-flux-fill", "--source", "G", "--split", "test"]
+    argv += ["--steps", "2", "--resolution", "32", "--dilate", "3", "--feather", "2", "--overwrite", "--out", str(out)]
+    capsys.readouterr()
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "notes.txt" in err and len(err.strip().splitlines()) == 1
+    assert (out / "notes.txt").read_text() == "mine"
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*")) == before
+    (out / "notes.txt").unlink()
+    assert main(argv) == 0
+    assert json.loads((out / "distract.json").read_text())["config"]["dilate"] == 3

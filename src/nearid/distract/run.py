@@ -37,7 +37,11 @@ from nearid.images.decode import load_image, load_mask
 from nearid.io.atomic import atomic_path, write_text_atomic
 from nearid.io.errors import NearIDError
 from nearid.io.locks import output_lock
+from nearid.io.outputs import check_outputs
+from nearid.io.ownership import check_removable, is_owned, mark, remove_owned, seal_owned
 
+#: the command named in the output's ownership marker (nearid.io.ownership)
+COMMAND = "distract"
 FORMAT_VERSION = 2  # 2: outside measures are None (n/a) when the dilated mask covers the whole view
 
 
@@ -195,14 +199,20 @@ class ShardFolder:
 
 # ------------------------------------------------------------------------------------- driver
 def resolve_out(config: DistractConfig, inputs: Inputs) -> Path:
+    """The output folder, checked before any model loads by the shared mechanisms: not the dataset
+    being read nor inside it (:func:`~nearid.io.outputs.check_outputs`), and -- when it exists and
+    ``--overwrite`` asks to replace it -- made by ``nearid distract`` and holding nothing distract did not
+    write (:func:`~nearid.io.ownership.check_removable`: a user's note in it refuses the run, one line)."""
     out = Path(config.out).expanduser() if config.out else inputs.default_out(config.source)
     if out.resolve() == Path(inputs.location).expanduser().resolve():
         raise NearIDError(f"--out {out}: is the input dataset; choose another folder")
-    marker = out / ("distract.json" if inputs.kind == "nearid" else f"NearID-{config.source}/distract.json")
+    check_outputs([], [inputs.location], folders=[out])  # the default, a new source beside the positives, is fine
     if out.exists() and any(out.iterdir()):
         if not config.overwrite:
             raise NearIDError(f"{out}: already exists and is not empty; choose another --out or pass --overwrite")
-        if not marker.is_file():
+        if is_owned(out):
+            check_removable(out, COMMAND)
+        elif not _summary_path(out, inputs, config).is_file():
             raise NearIDError(
                 f"{out}: was not written by nearid distract, so it will not be replaced; choose another --out"
             )
@@ -296,6 +306,7 @@ def _generate(config: DistractConfig, spec, inputs: Inputs, rows: list[int], out
     summary["processes"] = state.num_processes
     summary["seconds"]["wall"] = round(time.perf_counter() - started, 2)
     write_text_atomic(_summary_path(out, inputs, config), json.dumps(summary, indent=2) + "\n")
+    seal_owned(out, COMMAND)  # what distract wrote; anything added later is not its to delete
     if not config.keep_shards:
         shutil.rmtree(shards.folder, ignore_errors=True)
     return summary
@@ -332,10 +343,11 @@ def _assemble(config, inputs: Inputs, rows, keys, choices, shards: ShardFolder, 
             columns[distractor_column(j)].append({"bytes": result["images"][j], "path": None} if keep else None)
             columns[f"prompts{j + 1}"].append(result["prompts"][j] if present else None)
     partial = out.with_name(out.name + ".partial")
-    shutil.rmtree(partial, ignore_errors=True)
+    remove_owned(partial, COMMAND)  # a killed run's half-built folder (marked when it was made), never a user's
     target = partial if inputs.kind == "nearid" else partial / f"NearID-{config.source}"
     features = distractors_features()
     DatasetDict({"train": Dataset.from_dict(columns, features=features)}).save_to_disk(str(target))
+    mark(partial, COMMAND)
     if inputs.kind == "folder":
         _write_folder_positives(inputs, partial / "NearID")
     summary = _summary(config, inputs, rows, results, verdicts, choices, kept, spec, out)
@@ -360,8 +372,10 @@ def _assemble(config, inputs: Inputs, rows, keys, choices, shards: ShardFolder, 
                 )
                 + "\n"
             )
-    if out.exists():
-        shutil.rmtree(out)
+    if is_owned(out):
+        remove_owned(out, COMMAND)  # checked before any model loaded; checked again now, files may have come
+    elif out.exists():
+        shutil.rmtree(out)  # an output of a release before the ownership marker (its distract.json checked)
     partial.rename(out)
     return summary
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -21,7 +21,6 @@ import torch
 
 from nearid.io.atomic import atomic_path
 from nearid.io.errors import NearIDError
-from nearid.io.locks import output_lock
 from nearid.training.batches import TrunkInputs, step_loss
 from nearid.training.config import TrainConfig
 from nearid.training.run import Run, prepare_run
@@ -174,17 +173,15 @@ def train(config: TrainConfig, *, resume: bool = False, overwrite: bool = False)
     the next steps' inputs in ``num_workers`` processes while the trunk runs on the current one
     (:mod:`nearid.training.prefetch`); either way only filled slots reach the trunk.
 
-    The main process holds the output's lock (:func:`~nearid.io.locks.output_lock`) from before the
-    run-folder check to the last checkpoint: a second ``nearid train`` into the same ``--out`` -- other
-    settings included, which would otherwise pass the empty-folder check too and write one folder
-    together -- is refused in one line before it loads a model or touches the folder.
+    The main process holds the output's lock (:func:`~nearid.io.locks.output_lock`) from the moment every
+    check has passed to the last checkpoint (:func:`~nearid.training.run.prepare_run`): a second
+    ``nearid train`` into the same ``--out`` is refused in one line before the folder changes.
     """
-    from accelerate import PartialState
-
-    state = PartialState(cpu=not torch.cuda.is_available())
-    lock = output_lock(config.out, "nearid train") if state.is_main_process else nullcontext()
-    with lock:
-        return fit(prepare_run(config, resume=resume, overwrite=overwrite))
+    run = prepare_run(config, resume=resume, overwrite=overwrite)
+    try:
+        return fit(run)
+    finally:
+        run.release()
 
 
 __all__ = ["StepNumbers", "fit", "save_checkpoint", "step", "step_inputs", "train", "validate"]

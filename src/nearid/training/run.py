@@ -76,6 +76,9 @@ class Run:
     total_steps: int  # every epoch's steps: the schedule's length, whatever ``max_steps``
     workers: int  # processes decoding the trunk's inputs
     validation: Validation | None
+    #: releases the output's lock (main process; :func:`_hold_output`); :func:`~nearid.training.loop.train`
+    #: calls it when the run ends, a run prepared by hand holds the lock until it is released or collected
+    release: Callable[[], None] = lambda: None
 
     @property
     def out(self) -> Path:
@@ -284,17 +287,49 @@ def _optimisation(config: TrainConfig, accelerator, head, plan: _Plan):
     return head, optimizer, scheduler, step
 
 
+def _hold_output(config: TrainConfig, accelerator, *, resume: bool, overwrite: bool) -> tuple[str, Callable[[], None]]:
+    """Lock ``config.out`` for this run (:func:`~nearid.io.locks.output_lock`, main process) and check the
+    run folder again under the lock: ``(the folder action, the lock's release)``.
+
+    Taken when everything that can refuse the run has been checked (so a bad invocation leaves no lock
+    file) and before the folder first changes. A second ``nearid train`` into a folder a run is writing --
+    with the same settings or others, which would both have passed the empty-folder check and then
+    written one folder together -- is refused in one line; one that starts after the first finished
+    sees its run (the usual ``--resume`` / ``--overwrite`` refusal). Every process raises the same refusal.
+    """
+    from contextlib import ExitStack
+
+    from accelerate.utils import broadcast_object_list
+
+    from nearid.io.locks import output_lock
+
+    stack = ExitStack()
+    outcome: list = [None]
+    if accelerator.is_main_process:
+        try:
+            stack.enter_context(output_lock(config.out, "nearid train"))
+            outcome = [check_run_folder(config, resume=resume, overwrite=overwrite)]
+        except NearIDError as exc:
+            stack.close()
+            outcome = [exc]
+    if accelerator.num_processes > 1:
+        broadcast_object_list(outcome)
+    if isinstance(outcome[0], NearIDError):
+        raise NearIDError(str(outcome[0]))
+    return outcome[0], stack.close
+
+
 def prepare_run(config: TrainConfig, *, resume: bool = False, overwrite: bool = False) -> Run:
     """Everything before a run's first step, as a :class:`Run`; on every process.
 
     ``resume`` continues the run in ``config.out`` (same settings); ``overwrite`` replaces it; without
     either, ``config.out`` must not hold a run (:func:`~nearid.training.run_folder.check_run_folder`,
     before any model loads). The token cache (``config.token_cache``,
-    :mod:`nearid.training.cache_policy`) is decided before the model loads and the folder changes.
+    :mod:`nearid.training.cache_policy`) is decided before the model loads and the folder changes. The
+    main process then holds the output's lock (:func:`_hold_output`) until :attr:`Run.release`.
     """
     from accelerate import Accelerator
 
-    from nearid.images.processors import preprocessor
     from nearid.training.prefetch import default_workers
 
     action = check_run_folder(config, resume=resume, overwrite=overwrite)  # every process, before any changes
@@ -306,6 +341,30 @@ def prepare_run(config: TrainConfig, *, resume: bool = False, overwrite: bool = 
     # before the folder changes
     plan = _plan(config, resume)
     model, processor, cache_slots = _model_and_cache_decision(config, accelerator, plan, action)
+    action, release = _hold_output(config, accelerator, resume=resume, overwrite=overwrite)
+    try:
+        return _ready_run(
+            config,
+            accelerator,
+            plan,
+            model,
+            processor,
+            cache_slots,
+            action=action,
+            precision=precision,
+            workers=workers,
+            release=release,
+        )
+    except BaseException:
+        release()  # a run that fails before its first step leaves the output free
+        raise
+
+
+def _ready_run(config, accelerator, plan: _Plan, model, processor, cache_slots, *, action, precision, workers, release):
+    """The part of :func:`prepare_run` under the output's lock: the folder, the trunk, the token cache,
+    the optimisation state, and the :class:`Run`."""
+    from nearid.images.processors import preprocessor
+
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         prepare_run_folder(config, action)
@@ -349,6 +408,7 @@ def prepare_run(config: TrainConfig, *, resume: bool = False, overwrite: bool = 
         total_steps=plan.total_steps,
         workers=workers,
         validation=validation,
+        release=release,
     )
 
 
