@@ -106,3 +106,17 @@ def test_mask_concurrently_with_itself_equals_a_fresh_out(sam, photos, tmp_path)
     assert [run.returncode for run in runs] == [0, 0], errors
     make_masks(MaskConfig(inputs=[str(photos)], out=str(fresh), box="2,2,20,20", sam=str(sam)))
     assert _bytes(out) == _bytes(fresh)  # each mask is written atomically: no torn or stray file
+
+
+def test_a_box_partly_outside_the_image_is_clipped_to_it(sam, photos, tmp_path):
+    """A --box that runs past the image's edge means the part inside it: SAM is given the clipped box (its
+    prompt encoder would otherwise place a corner outside the picture), so the masks equal those of the box
+    written inside the image (photos are 40x32)."""
+    from nearid.distract.masking import clip_box
+
+    assert clip_box((-5.0, 2.0, 60.0, 50.0), (40, 32)) == (0.0, 2.0, 40.0, 32.0)
+    assert clip_box((3.0, 4.0, 10.0, 12.0), (40, 32)) == (3.0, 4.0, 10.0, 12.0)
+    past = make_masks(MaskConfig(inputs=[str(photos)], out=str(tmp_path / "past"), box="-5,2,60,50", sam=str(sam)))
+    inside = make_masks(MaskConfig(inputs=[str(photos)], out=str(tmp_path / "inside"), box="0,2,40,32", sam=str(sam)))
+    assert len(past.written) == len(inside.written) == 3
+    assert _bytes(tmp_path / "past") == _bytes(tmp_path / "inside")

@@ -93,6 +93,14 @@ def box_overlaps(box, size: tuple[int, int]) -> bool:
     return x0 < size[0] and y0 < size[1] and x1 > 0 and y1 > 0
 
 
+def clip_box(box, size: tuple[int, int]) -> tuple[float, float, float, float]:
+    """``box`` clipped to an image of ``size`` (width, height): a box that runs past the edge means the part
+    of the picture inside it, and SAM's prompt encoder would otherwise place a corner outside the image."""
+    x0, y0, x1, y1 = box
+    width, height = size
+    return (max(0.0, float(x0)), max(0.0, float(y0)), min(float(width), float(x1)), min(float(height), float(y1)))
+
+
 def check_mask_outputs(config: MaskConfig, out: Path, images: list[tuple[Path, Path]], targets: list[Path]) -> None:
     """Refuse, before any model loads, a mask that would be written over a photo being read.
 
@@ -239,7 +247,7 @@ def make_masks(config: MaskConfig) -> MaskResult:
                 f"no box for '{config.prompt}' above threshold {config.threshold}; lower --detector-threshold or give --box"
             )
             continue
-        mask = segmenter.mask(image, image_box)
+        mask = segmenter.mask(image, clip_box(image_box, image.size))
         if not mask.any():
             result.failures[str(path)] = "SAM returned an empty mask for the box"
             continue
