@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import warnings
 
+import numpy as np
 import pytest
 
 from nearid.bench.run import run_bench
@@ -229,3 +230,43 @@ def test_bench_with_a_judge_twice_and_after_a_change_equals_a_fresh_out(tmp_path
     for name, entry in fresh.encoders.items():
         assert changed.encoders[name].nearid == written.encoders[name].nearid == entry.nearid, name
         assert written.encoders[name].calibration == entry.calibration
+
+
+def test_the_published_rule_for_unanswered_pairs_is_an_explicit_option_with_its_own_entry(
+    data,  # noqa: F811
+    tmp_path,
+    judge,  # noqa: F811
+    capsys,
+):
+    """Issue 21.7's last clause: the published protocol's rule (an unanswered pair is no trial, spec 12.7)
+    is behind `--judge-unanswered skip`, never the default. Both rules into one --out give two entries, each
+    equal to the metrics of its rule computed from the judge's own table; `nearid merge` keeps both."""
+    from nearid.cli.app import main
+    from nearid.eval.metrics import nearid_scores
+    from nearid.eval.simtables import read_nearid_csv
+
+    _, made_kw, _ = judge
+    made_kw.update(nan_every=5)
+    lose = run_bench(config(data, tmp_path, encoders=["judge:1"], mtg=None))
+    skip = run_bench(config(data, tmp_path, encoders=["judge:1"], mtg=None, judge_unanswered="skip"))
+    name = "judge(tiny:1 (untrained))"
+    assert list(skip.encoders) == [name, f"{name} [unanswered skipped]"]
+    lost, skipped = skip.encoders[name], skip.encoders[f"{name} [unanswered skipped]"]
+    assert lost.nearid == lose.encoders[name].nearid  # the first entry stays as it was
+    assert (lost.judgments.unanswered, skipped.judgments.unanswered) == ("lose", "skip")
+    assert skipped.judgments.no_answer == lost.judgments.no_answer > 0
+    # by hand from the lose rule's table: unanswered cells are -inf (true pair) / +inf (distractor); the
+    # skip rule's trials are exactly the finite ones
+    pair, cross = read_nearid_csv(tmp_path / lost.sims_folder / f"{SOURCES[0]}_full.csv")
+    reference = nearid_scores(np.where(np.isinf(pair), np.nan, pair), np.where(np.isinf(cross), np.nan, cross))
+    ours = skipped.nearid.per_source[SOURCES[0]]
+    assert (ours.n_trials, ours.n_wins, ours.n_unanswered) == (reference.n_trials, reference.n_wins, 0)
+    assert ours.n_trials < lost.nearid.per_source[SOURCES[0]].n_trials
+    assert main(["merge", str(tmp_path)]) == 0
+    merged = read_results(tmp_path / "results.json", (BenchResults,))
+    assert merged.encoders[f"{name} [unanswered skipped]"].nearid == skipped.nearid
+    assert merged.encoders[name].nearid == lost.nearid
+    from nearid.io.errors import NearIDError
+
+    with pytest.raises(NearIDError, match="--judge-unanswered 'maybe': use one of lose, skip"):
+        run_bench(config(data, tmp_path / "other", encoders=["judge:1"], mtg=None, judge_unanswered="maybe"))

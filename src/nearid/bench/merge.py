@@ -44,7 +44,10 @@ def record_path(out: Path, record: Record) -> Path:
 
     family = record.name.split(":")[0].split("(")[0] or "metric"
     slug = "".join(c if c.isalnum() or c in "-_." else "_" for c in family)[:32]
-    key = of_json([record.inputs, record.settings, record.metric.get("fingerprint")])[:12]
+    content = [record.inputs, record.settings, record.metric.get("fingerprint")]
+    if record.metric.get("unanswered", "lose") != "lose":  # another rule: another entry, another record
+        content.append(record.metric["unanswered"])
+    key = of_json(content)[:12]
     return Path(out) / RECORDS_FOLDER / f"{slug}-{key}-{record.shard.name}.json"
 
 

@@ -46,6 +46,9 @@ class BenchConfig:
     num_shards: int | None = None  # rendezvous-free shards (nearid.bench.shards): this run is one share
     shard_index: int | None = None
     judge_options: dict | None = None  # a pair scorer's options (a VLM judge's prompt file, readout, ...)
+    #: a judge's pair without an answer (NaN): "lose" (its trials count and lose, as ties do) or "skip"
+    #: (no trial: the published protocol's NaN-aware metrics; the entry is named so)
+    judge_unanswered: str = "lose"
     num_workers: int | str = 0  # input worker processes per bench process (nearid.images.pipeline)
     fast_decode: bool = False  # JPEG draft decoding; its embeddings get a store of their own
     log: list[str] = field(default_factory=list)

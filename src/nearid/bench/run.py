@@ -23,7 +23,7 @@ import numpy as np
 
 from nearid.bench.merge import record_of
 from nearid.bench.planning import BenchConfig, PlannedBench, load_data, plan_benchmark, planned  # noqa: F401
-from nearid.bench.scoring import ENCODER, JUDGE, MetricInfo
+from nearid.bench.scoring import ENCODER, JUDGE, MetricInfo, judge_entry_name
 from nearid.bench.shards import partial_entry, shard_option, shard_plan
 from nearid.bench.store import EmbeddingStore, store_folder
 from nearid.eval.evaluate import ImagePlan, plan_judged_pairs
@@ -122,13 +122,17 @@ def _load_options(config: BenchConfig, state):
 def check_config(config: BenchConfig) -> None:
     """The settings' own errors, before any data is read or model loaded: every encoder spec (a typo
     in the second one must not wait for the first one's embeddings), the batch size, and ``--out``."""
+    from nearid.eval.evaluate import UNANSWERED
     from nearid.images.pipeline import resolve_num_workers
+    from nearid.io.errors import NearIDError
     from nearid.io.outputs import check_writable
     from nearid.models.embedding import check_batch_size
     from nearid.models.specs import parse_encoder_spec
 
     for spec in config.encoders:
         parse_encoder_spec(spec)
+    if config.judge_unanswered not in UNANSWERED:
+        raise NearIDError(f"--judge-unanswered '{config.judge_unanswered}': use one of {', '.join(UNANSWERED)}")
     check_batch_size(config.batch_size, "batch size")
     shard_option(config.num_shards, config.shard_index)  # a bad shard index fails here, before any work
     resolve_num_workers(config.num_workers)
@@ -220,11 +224,12 @@ def _judge(ctx: RunContext, scorer, spec: str, shard) -> tuple[MetricInfo, dict]
         ctx.say(f"[{scorer.name}] {shard.name}: judgments stored; `nearid merge {ctx.out}` finishes it with the others")
     info = MetricInfo(
         spec=spec,
-        name=scorer.name,
+        name=judge_entry_name(scorer.name, ctx.config.judge_unanswered),
         fingerprint=scorer.fingerprint,
         kind=JUDGE,
         store=folder.relative_to(ctx.out).as_posix(),
         untrained=bool(getattr(scorer, "untrained", False)),
+        unanswered=ctx.config.judge_unanswered,
     )
     return info, {"computed": computed, "pairs": len(pairs)}
 

@@ -45,6 +45,9 @@ class MetricInfo:
     store: str  # its store folder, relative to the --out (embeddings/... or judgments/...)
     untrained: bool = False
     dim: int = 0  # an encoder's vector size
+    #: a judge's rule for pairs without an answer (``nearid.eval.evaluate.UNANSWERED``); records written
+    #: before the rule could be chosen had the default
+    unanswered: str = "lose"
 
     def to_dict(self) -> dict:
         return dict(self.__dict__)
@@ -52,6 +55,12 @@ class MetricInfo:
     @classmethod
     def from_dict(cls, values: dict) -> MetricInfo:
         return cls(**{name: values[name] for name in cls.__dataclass_fields__ if name in values})
+
+
+def judge_entry_name(name: str, unanswered: str) -> str:
+    """A judge's ``results.json`` entry: its name, marked when unanswered pairs were left out rather than
+    lost -- the rule is part of what the numbers are, so the two rules' results never share an entry."""
+    return name if unanswered == "lose" else f"{name} [unanswered skipped]"
 
 
 def score_metric(
@@ -116,10 +125,17 @@ def _judged(planned: PlannedBench, metric: MetricInfo, computed: int, say):
     scores = np.array([stored[key] for key in keys], dtype=np.float64)
     no_answer = int(np.isnan(scores).sum())
     if no_answer:
-        say(f"[{metric.name}] no answer (NaN) for {no_answer} of {len(scores)} pairs: their trials count as lost")
-    tables = fill_tables_from_judgments(plan, pairs, scores)
+        rule = "count as lost" if metric.unanswered == "lose" else "are left out (--judge-unanswered skip)"
+        say(f"[{metric.name}] no answer (NaN) for {no_answer} of {len(scores)} pairs: their trials {rule}")
+    tables = fill_tables_from_judgments(plan, pairs, scores, unanswered=metric.unanswered)
     mtg_sims = mtg_similarities_from_judgments(plan, pairs, scores) if planned.mtg is not None else None
-    counts = JudgmentCounts(pairs=len(pairs), computed=computed, no_answer=no_answer, full_table=pairs.full_table)
+    counts = JudgmentCounts(
+        pairs=len(pairs),
+        computed=computed,
+        no_answer=no_answer,
+        full_table=pairs.full_table,
+        unanswered=metric.unanswered,
+    )
     fields = {
         "unique_images": len(np.unique(pairs.rows)) if len(pairs) else 0,
         "embeddings_computed": 0,

@@ -72,6 +72,7 @@ def cmd_bench(args) -> int:
         num_shards=args.num_shards,
         shard_index=args.shard_index,
         judge_options=judge_options(args),
+        judge_unanswered=args.judge_unanswered,
         num_workers=args.num_workers,
         fast_decode=args.fast_decode,
     )
@@ -214,6 +215,14 @@ def _add_bench(commands) -> None:
         help="slot: a view against the distractor in its own background, by slot (default); authors: the "
         "authors' compacted lists, which pair a view with another background's distractor when one is "
         "missing (--preset table1/table7 use it)",
+    )
+    add_option(
+        p,
+        "--judge-unanswered",
+        choices=["lose", "skip"],
+        default="lose",
+        help="a judge's pair without an answer (NaN): its trials count and lose, as ties do (lose, default), "
+        "or are left out as the authors' NaN-aware metrics do (skip; the entry is named '[unanswered skipped]')",
     )
     add_option(
         p,

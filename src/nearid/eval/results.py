@@ -204,13 +204,16 @@ class JudgmentCounts:
     computed: int = 0
     no_answer: int = 0
     full_table: int = 0
+    #: what the unanswered pairs did: "lose" (their trials lost) or "skip" (no trials; ``--judge-unanswered``)
+    unanswered: str = "lose"
 
     def to_dict(self) -> dict:
         return dict(self.__dict__)
 
     @classmethod
     def from_dict(cls, values: dict) -> JudgmentCounts:
-        return cls(**{k: int(values.get(k, 0)) for k in ("pairs", "computed", "no_answer", "full_table")})
+        counts = {k: int(values.get(k, 0)) for k in ("pairs", "computed", "no_answer", "full_table")}
+        return cls(**counts, unanswered=str(values.get("unanswered", "lose")))
 
 
 @dataclass
