@@ -337,3 +337,48 @@ def test_concurrent_runs_into_one_out(tmp_path, subjects):
     fresh = tmp_path / "fresh"
     rank_generations(RankConfig(refs=refs, gens=gens, out=fresh, model="tiny", top=2), log=lambda _: None)
     assert tree(out) == tree(fresh)
+
+
+@pytest.mark.slow
+def test_rank_parse_path_is_light(tmp_path):
+    from .test_cli_light import assert_light, run_nearid
+
+    done, modules = run_nearid(tmp_path, "rank", "--help")
+    assert done.returncode == 0 and "--top K" in done.stdout and "--link" in done.stdout
+    assert_light(done, modules)
+    done, modules = run_nearid(tmp_path, "rank", "--refs", str(tmp_path), "--top", "0")
+    assert done.returncode == 2 and done.stderr.count("\n") == 1 and "--top" in done.stderr
+    assert_light(done, modules)
+
+
+def test_score_lists_an_empty_subject_folder_as_a_bad_input(tmp_path, subjects, capsys):
+    """The subjects rule names an empty generated subject folder among the bad inputs (rank: an empty
+    group), so `nearid score --skip-errors` scores the other subjects instead of stopping."""
+    refs, gens = subjects
+    draw(refs / "emu" / "ref.png", 8)
+    (gens / "emu").mkdir()
+    out = tmp_path / "s.csv"
+    argv = ["score", "--refs", str(refs), "--gens", str(gens), "--model", "tiny", "--out", str(out)]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert (
+        err
+        == f"nearid score: error: {gens / 'emu'}: no generated images in this subject folder; fix the inputs or pass --skip-errors\n"
+    )
+    assert main([*argv, "--skip-errors"]) == 0
+    assert {r["subject"] for r in read_rows(out)} == {"cat", "dog"}
+
+
+def test_recorded_files_belong_to_one_command(tmp_path):
+    from nearid.io.ownership import OutputFolderError, create_owned, record_files, recorded_files
+
+    create_owned(tmp_path / "r", "rank")
+    assert recorded_files(tmp_path / "r", "rank") == set()
+    record_files(tmp_path / "r", "rank", ["b/1.png", "a.csv", "a.csv"])
+    assert recorded_files(tmp_path / "r", "rank") == {"a.csv", "b/1.png"}
+    assert recorded_files(tmp_path / "r", "synth") == set()  # another command's folder records none of its files
+    create_owned(tmp_path / "s", "synth")
+    with pytest.raises(OutputFolderError, match="not made by `nearid rank`"):
+        record_files(tmp_path / "s", "rank", ["x"])
+    with pytest.raises(OutputFolderError, match="not made by `nearid rank`"):
+        record_files(tmp_path / "plain", "rank", ["x"])
