@@ -53,7 +53,7 @@ def test_every_option_of_every_command_has_help():
         if not isinstance(a, argparse._HelpAction) and not (a.help or "").strip()
     ]
     assert missing == []
-    assert len(commands) == 16 and sum(len(options(p)) for p in commands.values()) > 150
+    assert len(commands) == 17 and sum(len(options(p)) for p in commands.values()) > 150
 
 
 def test_a_hidden_option_is_an_old_spelling_named_in_its_new_options_help():
@@ -101,13 +101,13 @@ def test_an_option_name_means_one_thing_in_every_command():
 @pytest.mark.parametrize(
     "option, commands",
     [
-        ("--model", {"embed", "compare", "score", "bench", "explain"}),
+        ("--model", {"embed", "compare", "score", "rank", "bench", "explain"}),
         ("--backbone", {"train", "export"}),
-        ("--num-workers", {"embed", "compare", "score", "bench", "train", "synth", "explain"}),
+        ("--num-workers", {"embed", "compare", "score", "rank", "bench", "train", "synth", "explain"}),
         ("--masks", {"embed", "compare", "explain"}),
         ("--format", {"score"}),
-        ("--threshold", {"score", "explain"}),
-        ("--device", {"embed", "compare", "score", "bench", "distract", "mask", "explain"}),
+        ("--threshold", {"score", "rank", "explain"}),
+        ("--device", {"embed", "compare", "score", "rank", "bench", "distract", "mask", "explain"}),
     ],
 )
 def test_the_vocabulary(option, commands):

@@ -1,7 +1,7 @@
 """The command line: :mod:`~nearid.cli.app` (the parser and ``main``), :mod:`~nearid.cli.options` (the
 options several commands share, declared once, and the option values they build), and one module per
 command family: ``embed`` (embed, compare, encoders), ``data`` (synth, distract, mask), ``bench``
-(bench, metrics, dbpp, merge), ``score`` (score, report), ``train`` (train, export), ``demo``. It parses
+(bench, metrics, dbpp, merge), ``score`` (score, report), ``rank``, ``explain``, ``train`` (train, export), ``demo``. It parses
 and prints; the library does the work."""
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ _LAZY = {
     "cmd_mask": "nearid.cli.data",
     "cmd_merge": "nearid.cli.bench",
     "cmd_metrics": "nearid.cli.bench",
+    "cmd_rank": "nearid.cli.rank",
     "cmd_report": "nearid.cli.score",
     "cmd_score": "nearid.cli.score",
     "cmd_synth": "nearid.cli.data",

@@ -18,18 +18,19 @@ import argparse
 import os
 import sys
 
-from nearid.cli import bench, data, demo, embed, explain, score, train
+from nearid.cli import bench, data, demo, embed, explain, rank, score, train
 from nearid.cli.bench import cmd_bench, cmd_dbpp, cmd_merge, cmd_metrics
 from nearid.cli.data import cmd_distract, cmd_mask, cmd_synth
 from nearid.cli.demo import cmd_demo
 from nearid.cli.embed import cmd_compare, cmd_embed, cmd_encoders
 from nearid.cli.options import add_judge_options, judge_options
+from nearid.cli.rank import cmd_rank
 from nearid.cli.score import cmd_report, cmd_score
 from nearid.cli.train import cmd_export, cmd_train
 from nearid.io.errors import NearIDError
 
 #: The command families, in the order ``nearid --help`` lists their commands.
-FAMILIES = (embed, data, bench, score, explain, train, demo)
+FAMILIES = (embed, data, bench, score, rank, explain, train, demo)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -117,6 +118,7 @@ __all__ = [
     "cmd_mask",
     "cmd_merge",
     "cmd_metrics",
+    "cmd_rank",
     "cmd_report",
     "cmd_score",
     "cmd_synth",

@@ -45,3 +45,33 @@ def _umask() -> int:
 def write_text_atomic(target: str | os.PathLike, text: str) -> None:
     with atomic_path(target) as tmp:
         tmp.write_text(text, encoding="utf-8")
+
+
+def copy_atomic(source: str | os.PathLike, target: str | os.PathLike) -> None:
+    """``target`` becomes a byte-for-byte copy of ``source``: copied to a temporary name beside it, then
+    renamed, so a reader never sees half a copy (``nearid rank`` copies its selections so)."""
+    import shutil
+
+    with atomic_path(target) as tmp:
+        shutil.copyfile(source, tmp)
+
+
+def link_atomic(source: str | os.PathLike, target: str | os.PathLike) -> None:
+    """``target`` becomes a symbolic link to ``source`` (its absolute path, so the link does not depend on
+    where ``target`` lies): made under a temporary name and renamed over ``target``, which replaces a
+    file or an older link there in one step."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    while True:
+        tmp = target.parent / f".{target.name}.{secrets.token_hex(4)}.part"
+        try:
+            os.symlink(os.path.abspath(source), tmp)
+            break
+        except FileExistsError:
+            continue
+    try:
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise

@@ -129,6 +129,28 @@ def seal_owned(folder: str | os.PathLike, command: str) -> None:
     mark(folder, command, contents=contents)
 
 
+def record_files(folder: str | os.PathLike, command: str, files: list[str]) -> None:
+    """Record in the marker of ``folder`` (made by ``command``) the files it wrote anywhere inside it,
+    as ``/``-separated paths relative to the folder. A command that updates its folder in place
+    (``nearid rank``) deletes only recorded files that it no longer writes, so a file a user adds is
+    never touched; the marker's other fields (who made the folder, when) are kept."""
+    folder = Path(folder)
+    if owned_by(folder) != command:
+        raise OutputFolderError(f"{folder}: not made by `nearid {command}`; it records no files of it")
+    marker = _marker(folder)
+    marker["files"] = sorted(set(files))
+    write_text_atomic(folder / MARKER, json.dumps(marker, indent=2) + "\n")
+
+
+def recorded_files(folder: str | os.PathLike, command: str) -> set[str]:
+    """The files :func:`record_files` recorded in ``folder`` for ``command`` (empty when it is not that
+    command's folder or records none): only these may be replaced or deleted by it."""
+    if owned_by(folder) != command:
+        return set()
+    files = _marker(Path(folder)).get("files")
+    return {f for f in files if isinstance(f, str)} if isinstance(files, list) else set()
+
+
 def create_owned(folder: str | os.PathLike, command: str) -> Path:
     """Create ``folder`` (and its parents) as nearid's output of ``command`` and mark it.
 

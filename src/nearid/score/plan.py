@@ -51,6 +51,9 @@ class PairPlan:
     roots: dict[str, Path] = field(default_factory=dict)  # "refs"/"gens" -> folder (for masks)
     how: str = "given"  # "given" (--pairing) or "chosen automatically: <why>"
     masks: Path | None = None  # set by prepare()
+    # references (paths rule) and subject folders (subjects rule) with no generated image: `nearid rank`
+    # reports them as empty groups; score lists the references among `unmatched` as before
+    empty: list[str] = field(default_factory=list)
     mask_of: dict[tuple[Path, str], Path] = field(default_factory=dict)  # (image, "refs"/"gens") -> mask
     prepared: bool = False
 
@@ -89,7 +92,8 @@ def _match(refs: Path, gens: Path, rule: str) -> PairPlan:
     unmatched += [
         (str(ref_images[s]), "no generated image with this name") for s in sorted(set(ref_images) - set(gen_images))
     ]
-    return PairPlan(rule, pairs, unmatched, {"refs": refs, "gens": gens})
+    lonely = [str(ref_images[s]) for s in sorted(set(ref_images) - set(gen_images))]
+    return PairPlan(rule, pairs, unmatched, {"refs": refs, "gens": gens}, empty=lonely)
 
 
 def _loose_images(folder: Path) -> list[str]:
@@ -107,17 +111,29 @@ def _subjects(refs: Path, gens: Path) -> PairPlan:
                 "subject folder or use --pairing paths"
             )
     ref_subjects = {p.name: p for p in sorted(refs.iterdir()) if p.is_dir()}
+    gen_subjects = {p.name: p for p in sorted(gens.iterdir()) if p.is_dir()}
     pairs, unmatched = [], []
-    for subject_dir in sorted(p for p in gens.iterdir() if p.is_dir()):
-        if subject_dir.name not in ref_subjects:
+    empty = [str(ref_subjects[name]) for name in ref_subjects if name not in gen_subjects]
+    for name, subject_dir in gen_subjects.items():
+        if name not in ref_subjects:
             unmatched.append((str(subject_dir), "no reference folder for this subject"))
             continue
-        references = list(_images(ref_subjects[subject_dir.name]).values())
+        references = list(_images(ref_subjects[name]).values())
+        if not _has_images(subject_dir):  # a bad input of score; an empty group of rank
+            unmatched.append((str(subject_dir), "no generated images in this subject folder"))
+            empty.append(str(subject_dir))
+            continue
         for generated in _images(subject_dir).values():
-            pairs += [Pair(reference, generated, subject=subject_dir.name) for reference in references]
+            pairs += [Pair(reference, generated, subject=name) for reference in references]
     if not pairs and not unmatched:
         raise PairingError(f"{gens}: no subject folders with images inside")
-    return PairPlan("subjects", pairs, unmatched, {"refs": refs, "gens": gens})
+    return PairPlan("subjects", pairs, unmatched, {"refs": refs, "gens": gens}, empty=empty)
+
+
+def _has_images(folder: Path) -> bool:
+    from nearid.images.decode import list_images
+
+    return bool(list_images(folder, suffixes=IMAGE_SUFFIXES))
 
 
 def _csv(path: Path) -> PairPlan:
