@@ -4,6 +4,8 @@ encoder's own similarity, frozen weights, and one-line refusals (tiny NearID and
 from __future__ import annotations
 
 import importlib
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -70,6 +72,10 @@ def test_public_paths_import():
     )
     assert "Public short path" in module.__doc__
     assert "nearid.reward" not in nearid.OLD_PATHS  # old paths stay old paths
+    # a fresh interpreter: the attribute works without importing the path first
+    code = "import nearid; print(nearid.reward.IdentityReward.__module__)"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "nearid.models.reward"
 
 
 @pytest.mark.parametrize("kind", ["tiny", "clip"])

@@ -102,4 +102,11 @@ def _version() -> str:
         return "0.0.0+unknown"
 
 
-__getattr__, __dir__ = lazy_face(__name__, globals(), _LAZY, {"__version__": _version})
+def _reward():
+    """``nearid.reward`` as an attribute, without ``import nearid.reward`` first."""
+    import importlib
+
+    return importlib.import_module("nearid.reward")
+
+
+__getattr__, __dir__ = lazy_face(__name__, globals(), _LAZY, {"__version__": _version, "reward": _reward})

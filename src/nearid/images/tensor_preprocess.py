@@ -11,13 +11,13 @@ steps in torch, each differentiable:
 * the resize is ``torch.nn.functional.interpolate`` with the processor's filter (bilinear, bicubic or
   nearest) and ``antialias=True``: PIL's bilinear and bicubic filters widen with the scale factor
   when shrinking, which is what torch's antialiased kernels reproduce (both use a = -0.5 for bicubic);
-  the result is clamped to ``[0, 1]`` as PIL clamps to 8 bits;
+  like PIL it resizes the width, then the height, clamping each pass to ``[0, 1]`` as PIL clamps to 8 bits;
 * rescale and normalise are read from the processor's own lookup table (``PixelSplit.table``), which
   is affine in the 8-bit value: ``pixel = table[c, 0] + x * (table[c, 255] - table[c, 0])`` for
   ``x`` in ``[0, 1]``.
 
-What is left is PIL's rounding to 8 bits (after each of its two resize passes): at most about one
-level of 255 per pixel (docs/reward.md quotes the measured numbers).
+What is left is PIL's rounding to 8 bits (after each of its two resize passes): about one level of 255
+per pixel at most (docs/reward.md quotes the measured numbers).
 """
 
 from __future__ import annotations
@@ -88,6 +88,18 @@ class TensorPreprocess:
         """``(height, width)`` of the model's input."""
         return tuple(self.split.size)
 
+    def resize(self, images: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        """PIL's two passes: the width first, then the height, each clipped to ``[0, 1]`` as PIL clips
+        each pass to 8 bits (one pass without the clip differs from PIL by up to 8 levels of 255 at
+        sharp edges under bicubic; two clipped passes by about 1). A side that keeps its size is not
+        resampled, and an image of the target size is returned as it is (PIL returns a copy)."""
+        antialias = self.mode in ("bilinear", "bicubic")
+        x = images
+        for target in ((x.shape[-2], size[1]), size):
+            if tuple(x.shape[-2:]) != tuple(target):
+                x = F.interpolate(x, size=tuple(target), mode=self.mode, antialias=antialias).clamp(0.0, 1.0)
+        return x
+
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
         """``images``: ``[B, 3, H, W]`` float in ``[0, 1]`` (checked by the caller). Returns
         ``pixel_values`` ``[B, 3, h, w]`` in ``images``' dtype, with ``images``' graph."""
@@ -100,11 +112,7 @@ class TensorPreprocess:
                 f"a {height}x{width} image resizes to {resized[0]}x{resized[1]}, smaller than the encoder's "
                 f"{crop_h}x{crop_w} crop; give larger images"
             )
-        x = images
-        if tuple(resized) != (height, width):  # PIL returns an unchanged copy at the same size
-            antialias = self.mode in ("bilinear", "bicubic")
-            x = F.interpolate(x, size=tuple(resized), mode=self.mode, antialias=antialias)
-            x = x.clamp(0.0, 1.0)  # PIL's output is 8-bit: bicubic overshoot is clipped
+        x = self.resize(images, tuple(resized))
         x = x[..., top : top + crop_h, left : left + crop_w]
         shape = (1, 3, 1, 1)
         offset = torch.tensor(self.offset, dtype=x.dtype, device=x.device).view(shape)
