@@ -244,3 +244,43 @@ def test_torch_preprocessing_follows_the_pil_processor(processor, size, clip_fol
     # a crop one pixel off would be visible: shifting the PIL output by one column exceeds the bound
     shifted = ((got[..., 1:] - expected[..., :-1]) / scale).abs() * 255
     assert float(shifted.mean()) > float(difference.mean()) * 2
+
+
+def _save_vit_family(kind: str, folder):
+    """Tiny checkpoints of the other families, each with its processor: DINOv2 (shortest edge 36, crop
+    32, bicubic), DINO (dino-i: no pooler, DINO's own eval recipe) and a SigLIP tower (siglip2-mean)."""
+    from transformers import BitImageProcessorPil, Dinov2Config, Dinov2Model, SiglipVisionModel, ViTConfig, ViTModel
+
+    from .conftest import save_processor, small_siglip_config
+
+    torch.manual_seed(0)
+    small = dict(hidden_size=32, intermediate_size=48, num_hidden_layers=2, num_attention_heads=4, image_size=32)
+    if kind == "dinov2":
+        Dinov2Model(Dinov2Config(**small, patch_size=8)).eval().save_pretrained(folder)
+        BitImageProcessorPil(
+            size={"shortest_edge": 36}, crop_size={"height": 32, "width": 32}, resample=Image.Resampling.BICUBIC
+        ).save_pretrained(folder)
+    elif kind == "dino-i":
+        ViTModel(ViTConfig(**small, patch_size=8), add_pooling_layer=False).eval().save_pretrained(folder)
+    else:
+        SiglipVisionModel(small_siglip_config()).eval().save_pretrained(folder)
+        save_processor(folder, 32)
+    return {"dinov2": "dinov2", "dino-i": "dino-i", "siglip2-mean": "siglip2-mean"}[kind] + f":{folder}"
+
+
+@pytest.mark.parametrize(("kind", "native"), [("dinov2", 36), ("dino-i", 37), ("siglip2-mean", 32)])
+def test_other_families_equal_their_similarity_at_native_size(kind, native, tmp_path):
+    """DINOv2, DINO (dino-i) and the token-mean read-out: at the size the processor resizes to (only the
+    crop left) the reward equals nearid.similarity of the PNG (<= 1e-5); a 56x48 input, resized, stays
+    within PIL's 8-bit rounding of it; the gradient reaches the pixels."""
+    encoder = load_encoder(_save_vit_family(kind, tmp_path / kind), device="cpu")
+    reference = _picture(30, 40, 50)
+    reward = nearid.reward.IdentityReward(encoder, [reference], value_range="0-1")
+    for generated, tolerance in ((_picture(31, native, native), 1e-5), (_picture(32, 56, 48), 5e-3)):
+        generated.save(tmp_path / "gen.png")
+        expected = nearid.similarity(nearid.embed(encoder, [tmp_path / "gen.png"]), reward.reference_embeddings)
+        image = _tensor(generated).requires_grad_(True)
+        value = reward(image)
+        value.sum().backward()
+        assert abs(float(value) - float(expected)) <= tolerance
+        assert float(image.grad.abs().sum()) > 0

@@ -116,7 +116,7 @@ class IdentityReward(torch.nn.Module):
     preprocessing, so a reference tensor scores 1.0 against itself).
 
     ``masks``: one per reference (``None`` entries allowed): the *references'* foreground, whose
-    background is blacked out before embedding, as ``nearid score --masks`` does. They say nothing about
+    background is blacked out before embedding, as ``nearid score --mask-folder`` does. They say nothing about
     the generated images; a generated image is masked only by the ``masks`` given to :meth:`forward`
     (``[B, H, W]`` / ``[B, 1, H, W]``, e.g. an inpainting mask), which black out its background the same
     way (a float mask in ``[0, 1]`` blends, and then is differentiable too). Give both to compare objects
