@@ -21,7 +21,7 @@ $(STAMP): pyproject.toml constraints.txt
 demo: setup
 	$(OFFLINE) $(BIN)/nearid demo --out runs/demo
 
-LINTED := src tests benchmarks scripts
+LINTED := src tests benchmarks scripts examples
 
 test: setup lint
 	$(OFFLINE) $(BIN)/python -m pytest -q

@@ -20,6 +20,7 @@ from nearid.io.lazy import install_aliases, lazy_face
 _LAZY = {
     "Encoder": "nearid.models.encoders",
     "IdentityExplanation": "nearid.models.explain",
+    "IdentityReward": "nearid.models.reward",
     "NearIDConfig": "nearid.models.nearid_model",
     "NearIDError": "nearid.io.errors",
     "NearIDModel": "nearid.models.nearid_model",
@@ -45,6 +46,7 @@ if TYPE_CHECKING:  # static checkers and IDEs see the eager imports
     from nearid.models.encoders import Encoder, available_encoders, load_encoder, register_encoder
     from nearid.models.explain import IdentityExplanation, explain
     from nearid.models.nearid_model import NearIDConfig, NearIDModel
+    from nearid.models.reward import IdentityReward
     from nearid.score.run import score_pairs
     from nearid.tiny.model import build_tiny_model
 
@@ -83,6 +85,12 @@ OLD_PATHS = {
 }
 install_aliases(OLD_PATHS)
 
+# Short public paths -> the modules that hold their names (no entry of their own directly under nearid/).
+PUBLIC_PATHS = {
+    "nearid.reward": ("nearid.models.reward",),
+}
+install_aliases(PUBLIC_PATHS, doc="Public short path of {targets}.")
+
 
 def _version() -> str:
     """The installed distribution's version (importlib.metadata costs ~50 ms, so only when asked)."""
@@ -94,4 +102,11 @@ def _version() -> str:
         return "0.0.0+unknown"
 
 
-__getattr__, __dir__ = lazy_face(__name__, globals(), _LAZY, {"__version__": _version})
+def _reward():
+    """``nearid.reward`` as an attribute, without ``import nearid.reward`` first."""
+    import importlib
+
+    return importlib.import_module("nearid.reward")
+
+
+__getattr__, __dir__ = lazy_face(__name__, globals(), _LAZY, {"__version__": _version, "reward": _reward})

@@ -7,7 +7,9 @@ submodule does not pull in its heavy siblings.
 
 :func:`install_aliases` keeps users' scripts working after the modules moved into packages: importing
 an old path such as ``nearid.store`` gives a small module whose names resolve, on first use, in the
-module(s) that define them now (``nearid.bench.store``). Standard library only.
+module(s) that define them now (``nearid.bench.store``). The same mechanism gives a few public short
+paths (``nearid.reward`` -> ``nearid.models.reward``) without another entry directly under ``nearid/``.
+Standard library only.
 """
 
 from __future__ import annotations
@@ -46,10 +48,11 @@ def lazy_face(
 
 
 class _AliasFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
-    """Finds the old module paths listed in ``aliases`` (old -> the new modules that hold its names)."""
+    """Finds the module paths listed in ``aliases`` (path -> the modules that hold its names), each with
+    the docstring its alias module gets (``{targets}`` is replaced by the modules' names)."""
 
-    def __init__(self, aliases: dict[str, tuple[str, ...]]):
-        self.aliases = aliases
+    def __init__(self):
+        self.aliases: dict[str, tuple[tuple[str, ...], str]] = {}
 
     def find_spec(self, fullname, path=None, target=None):
         if fullname not in self.aliases:
@@ -60,8 +63,8 @@ class _AliasFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
         return None  # the default module object
 
     def exec_module(self, module: types.ModuleType) -> None:
-        targets = self.aliases[module.__name__]
-        module.__doc__ = f"Old path of {', '.join(targets)} (kept so that existing scripts keep importing)."
+        targets, doc = self.aliases[module.__name__]
+        module.__doc__ = doc.format(targets=", ".join(targets))
 
         def __getattr__(name: str):
             if name.startswith("__"):
@@ -81,7 +84,17 @@ class _AliasFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
         module.__dir__ = __dir__
 
 
-def install_aliases(aliases: dict[str, tuple[str, ...]]) -> None:
-    """Make every old path in ``aliases`` importable (once per interpreter)."""
-    if not any(isinstance(f, _AliasFinder) for f in sys.meta_path):
-        sys.meta_path.append(_AliasFinder(aliases))
+#: The docstring of an old path's alias module.
+OLD_PATH_DOC = "Old path of {targets} (kept so that existing scripts keep importing)."
+
+
+def install_aliases(aliases: dict[str, tuple[str, ...]], doc: str = OLD_PATH_DOC) -> None:
+    """Make every path in ``aliases`` importable; its module's docstring is ``doc``. One finder per
+    interpreter holds every call's paths (old paths, and short public paths such as ``nearid.reward``);
+    ``aliases`` itself is copied, never changed."""
+    finder = next((f for f in sys.meta_path if isinstance(f, _AliasFinder)), None)
+    if finder is None:
+        finder = _AliasFinder()
+        sys.meta_path.append(finder)
+    for path, targets in aliases.items():
+        finder.aliases.setdefault(path, (tuple(targets), doc))
