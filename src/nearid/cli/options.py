@@ -291,6 +291,52 @@ def mask_options(args):
     return MaskOptions(cleaning=cleaning, dilate=args.mask_dilate)
 
 
+# ----------------------------------------------------------------------------- references and generations
+#: how references meet generated images (nearid.score.plan), for every command that takes such pairs
+PAIRINGS = ("auto", "csv", "paths", "subjects", "dreambench")
+
+
+def add_pair_options(parser, *, refs_help: str, pairing_help: str) -> None:
+    """``--refs`` / ``--gens`` / ``--pairing`` / ``--mask-folder`` (with its cleaning and dilation): the
+    inputs of the commands that take generated images against their references (``score``, ``rank``),
+    so both read pairs, masks and their options the same way (:func:`pair_options`)."""
+    add_option(parser, "--refs", required=True, help=refs_help)
+    add_option(parser, "--gens", help="generated-image folder (paths or subjects pairing)")
+    add_option(parser, "--pairing", default="auto", choices=list(PAIRINGS), help=pairing_help)
+    add_option(
+        parser,
+        "--mask-folder",
+        old=("--masks",),
+        dest="masks",
+        metavar="FOLDER",
+        help="foreground masks: FOLDER/refs/<relative path>, FOLDER/gens/<relative path> (nearid mask writes them)",
+    )
+    add_mask_options(parser, "--mask-folder")
+
+
+def add_verdict_options(parser, what: str) -> None:
+    """``--threshold`` / ``--calibration``: same/different decisions from a number or a calibrated threshold."""
+    add_option(parser, "--threshold", help=f"a number, or 'calibrated' (with --calibration): {what}")
+    add_option(parser, "--calibration", help='a `nearid bench` results.json (validation split) or {"value": x}')
+
+
+def pair_options(args) -> dict:
+    """The config fields of :func:`add_pair_options`, :func:`add_verdict_options` and the load / read
+    groups, as ``ScoreConfig`` and ``RankConfig`` name them."""
+    return {
+        "refs": args.refs,
+        "gens": args.gens,
+        "pairing": args.pairing,
+        "masks": args.masks,
+        "mask": mask_options(args),
+        "read": read_options(args),
+        "load": load_options(args),
+        "threshold": args.threshold,
+        "calibration": args.calibration,
+        "skip_errors": args.skip_errors,
+    }
+
+
 # ----------------------------------------------------------------------------- shards, outputs, runs
 
 
@@ -319,6 +365,7 @@ def add_seed(parser, what: str, *, default: int | None = None) -> None:
 
 __all__ = [
     "DECODING_WORKERS",
+    "PAIRINGS",
     "add_batch_size",
     "add_device_options",
     "add_judge_options",
@@ -329,15 +376,18 @@ __all__ = [
     "add_num_workers",
     "add_option",
     "add_overwrite",
+    "add_pair_options",
     "add_read_options",
     "add_seed",
     "add_shard_options",
+    "add_verdict_options",
     "finite_float",
     "integer",
     "judge_options",
     "load_options",
     "mask_options",
     "nonnegative_int",
+    "pair_options",
     "positive_float",
     "positive_int",
     "read_options",

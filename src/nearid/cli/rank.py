@@ -8,36 +8,20 @@ from __future__ import annotations
 from nearid.cli.options import (
     add_judge_options,
     add_load_options,
-    add_mask_options,
     add_model_option,
     add_option,
+    add_pair_options,
     add_read_options,
-    load_options,
-    mask_options,
+    add_verdict_options,
+    pair_options,
     positive_int,
-    read_options,
 )
 
 
 def cmd_rank(args) -> int:
     from nearid.score.rank import RankConfig, rank_generations
 
-    config = RankConfig(
-        refs=args.refs,
-        gens=args.gens,
-        out=args.out,
-        model=args.model,
-        top=args.top,
-        link=args.link,
-        pairing=args.pairing,
-        masks=args.masks,
-        mask=mask_options(args),
-        read=read_options(args),
-        load=load_options(args),
-        threshold=args.threshold,
-        calibration=args.calibration,
-        skip_errors=args.skip_errors,
-    )
+    config = RankConfig(**pair_options(args), out=args.out, model=args.model, top=args.top, link=args.link)
     rank_generations(config)
     return 0
 
@@ -46,24 +30,12 @@ def register(commands) -> None:
     p = commands.add_parser(
         "rank", help="best-of-N: rank each reference's generations by identity and keep the best --top"
     )
-    add_option(p, "--refs", required=True, help="reference folder or a pairs CSV (as nearid score takes them)")
-    add_option(p, "--gens", help="generated-image folder (paths or subjects pairing)")
-    add_option(
+    add_pair_options(
         p,
-        "--pairing",
-        default="auto",
-        choices=["auto", "csv", "paths", "subjects", "dreambench"],
-        help="how references meet generated images, as in nearid score (default auto); generations are "
+        refs_help="reference folder or a pairs CSV (as nearid score takes them)",
+        pairing_help="how references meet generated images, as in nearid score (default auto); generations are "
         "ranked per subject (subjects, or a pairs CSV's subject column), else per reference",
     )
-    add_option(
-        p,
-        "--mask-folder",
-        dest="masks",
-        metavar="FOLDER",
-        help="foreground masks: FOLDER/refs/<relative path>, FOLDER/gens/<relative path> (nearid mask writes them)",
-    )
-    add_mask_options(p, "--mask-folder")
     add_option(
         p,
         "--out",
@@ -80,8 +52,7 @@ def register(commands) -> None:
         "points at the source's absolute path, so it breaks when the source is moved or deleted: run "
         "rank again)",
     )
-    add_option(p, "--threshold", help="a number, or 'calibrated' (with --calibration): a same/different column")
-    add_option(p, "--calibration", help='a `nearid bench` results.json (validation split) or {"value": x}')
+    add_verdict_options(p, "a same/different column")
     add_option(
         p, "--skip-errors", action="store_true", help="rank what can be scored; unreadable images are left unranked"
     )

@@ -9,15 +9,14 @@ import sys
 from nearid.cli.options import (
     add_judge_options,
     add_load_options,
-    add_mask_options,
     add_model_option,
     add_option,
+    add_pair_options,
     add_read_options,
     add_shard_options,
-    load_options,
-    mask_options,
+    add_verdict_options,
     nonnegative_int,
-    read_options,
+    pair_options,
 )
 
 
@@ -26,19 +25,10 @@ def cmd_score(args) -> int:
     from nearid.score.command import ScoreConfig, run_score
 
     config = ScoreConfig(
-        refs=args.refs,
-        gens=args.gens,
+        **pair_options(args),
         out=args.out,
         models=tuple(args.model or ("nearid",)),
-        pairing=args.pairing,
-        masks=args.masks,
-        mask=mask_options(args),
-        read=read_options(args),
-        load=load_options(args),
-        threshold=args.threshold,
-        calibration=args.calibration,
         format=args.format,
-        skip_errors=args.skip_errors,
         num_shards=args.num_shards,
         shard_index=args.shard_index,
         explain=args.explain,
@@ -58,26 +48,13 @@ def cmd_report(args) -> int:
 
 def _add_score(commands) -> None:
     p = commands.add_parser("score", help="score generated images against references (identity preservation)")
-    add_option(p, "--refs", required=True, help="reference folder, a pairs CSV, or a DreamBench++ samples folder")
-    add_option(p, "--gens", help="generated-image folder (paths or subjects pairing)")
-    add_option(
+    add_pair_options(
         p,
-        "--pairing",
-        default="auto",
-        choices=["auto", "csv", "paths", "subjects", "dreambench"],
-        help="how references meet generated images: csv (a pairs file), paths (same relative path), subjects "
-        "(every image of a subject folder against its references), dreambench (DreamBench++ samples) or "
-        "auto (chosen from the inputs' shape and printed; default)",
+        refs_help="reference folder, a pairs CSV, or a DreamBench++ samples folder",
+        pairing_help="how references meet generated images: csv (a pairs file), paths (same relative path), "
+        "subjects (every image of a subject folder against its references), dreambench (DreamBench++ samples) "
+        "or auto (chosen from the inputs' shape and printed; default)",
     )
-    add_option(
-        p,
-        "--mask-folder",
-        old=("--masks",),
-        dest="masks",
-        metavar="FOLDER",
-        help="foreground masks: FOLDER/refs/<relative path>, FOLDER/gens/<relative path> (nearid mask writes them)",
-    )
-    add_mask_options(p, "--mask-folder")
     add_option(
         p,
         "--out",
@@ -85,8 +62,7 @@ def _add_score(commands) -> None:
         help="per-pair output (.csv or .jsonl); side files are <out>.summary.json, ...",
     )
     add_option(p, "--format", choices=["csv", "jsonl"], help="per-pair format (default: from the --out extension)")
-    add_option(p, "--threshold", help="a number, or 'calibrated' (with --calibration) for same/different decisions")
-    add_option(p, "--calibration", help='a `nearid bench` results.json (validation split) or {"value": x}')
+    add_verdict_options(p, "same/different decisions")
     add_option(
         p, "--skip-errors", action="store_true", help="score what can be scored; list failures in <out>.errors.csv"
     )
