@@ -296,17 +296,18 @@ def mask_options(args):
 PAIRINGS = ("auto", "csv", "paths", "subjects", "dreambench")
 
 
-def add_pair_options(parser, *, refs_help: str, pairing_help: str) -> None:
+def add_pair_options(parser, *, refs_help: str, pairing_help: str, old_masks: tuple[str, ...] = ()) -> None:
     """``--refs`` / ``--gens`` / ``--pairing`` / ``--mask-folder`` (with its cleaning and dilation): the
     inputs of the commands that take generated images against their references (``score``, ``rank``),
-    so both read pairs, masks and their options the same way (:func:`pair_options`)."""
+    so both read pairs, masks and their options the same way (:func:`pair_options`). ``old_masks``: the
+    mask folder's old spellings, for a command that had them (score's ``--masks``)."""
     add_option(parser, "--refs", required=True, help=refs_help)
     add_option(parser, "--gens", help="generated-image folder (paths or subjects pairing)")
     add_option(parser, "--pairing", default="auto", choices=list(PAIRINGS), help=pairing_help)
     add_option(
         parser,
         "--mask-folder",
-        old=("--masks",),
+        old=old_masks,
         dest="masks",
         metavar="FOLDER",
         help="foreground masks: FOLDER/refs/<relative path>, FOLDER/gens/<relative path> (nearid mask writes them)",

@@ -54,6 +54,7 @@ def _add_score(commands) -> None:
         pairing_help="how references meet generated images: csv (a pairs file), paths (same relative path), "
         "subjects (every image of a subject folder against its references), dreambench (DreamBench++ samples) "
         "or auto (chosen from the inputs' shape and printed; default)",
+        old_masks=("--masks",),
     )
     add_option(
         p,
