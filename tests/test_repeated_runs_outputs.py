@@ -60,6 +60,10 @@ def test_check_outputs_refuses_inputs_and_inside_input_folders(tmp_path):
     with pytest.raises(OutputError, match="lies inside the input folder"):
         check_outputs([], [data], folders=[data / "out"])
     check_outputs([tmp_path / "out.csv"], [data, tmp_path / "pairs.csv", "hub/id-not-a-path", None])
+    # a folder whose old contents the command may delete (rank's stale selections) must hold no input
+    with pytest.raises(OutputError, match=r"holds the input .*a\.png; choose an output outside the inputs"):
+        check_outputs([], [data / "a.png"], replaced=[tmp_path])
+    check_outputs([], [data / "a.png"], folders=[tmp_path])  # written into, nothing deleted: allowed
 
 
 def test_check_writable(tmp_path, monkeypatch):

@@ -206,7 +206,7 @@ def resolve_out(config: DistractConfig, inputs: Inputs) -> Path:
     out = Path(config.out).expanduser() if config.out else inputs.default_out(config.source)
     if out.resolve() == Path(inputs.location).expanduser().resolve():
         raise NearIDError(f"--out {out}: is the input dataset; choose another folder")
-    check_outputs([], [inputs.location], folders=[out])  # the default, a new source beside the positives, is fine
+    check_outputs([], [inputs.location], replaced=[out])  # the default, a new source beside the positives, is fine
     if out.exists() and any(out.iterdir()):
         if not config.overwrite:
             raise NearIDError(f"{out}: already exists and is not empty; choose another --out or pass --overwrite")

@@ -111,13 +111,19 @@ def check_writable(path: PathLike, *, folder: bool = False) -> None:
 
 
 def check_outputs(
-    outputs: Iterable[PathLike | None], inputs: Iterable[PathLike | None], *, folders: Iterable[PathLike | None] = ()
+    outputs: Iterable[PathLike | None],
+    inputs: Iterable[PathLike | None],
+    *,
+    folders: Iterable[PathLike | None] = (),
+    replaced: Iterable[PathLike | None] = (),
 ) -> None:
     """Refuse outputs that are, or lie inside, an input; then check each is writable.
 
     ``outputs`` are files the command writes, ``folders`` output folders it creates or writes into,
-    ``inputs`` every file or folder it reads (``None`` and names that are not local paths are skipped).
-    Call it before loading a model: every problem it finds would otherwise show only at the end.
+    ``replaced`` output folders whose earlier contents it may delete or replace (``rank``'s stale
+    selections): these must not hold an input either. ``inputs`` every file or folder it reads (``None``
+    and names that are not local paths are skipped). Call it before loading a model: every problem it
+    finds would otherwise show only at the end.
     """
     read, identities, folders_read = {}, {}, []
     for order, item in enumerate(inputs):
@@ -132,7 +138,9 @@ def check_outputs(
             identities.setdefault(identity, (order, Path(item)))
         if resolved.is_dir():
             folders_read.append((order, Path(item), resolved))
-    wanted = [(Path(p), False) for p in outputs if p is not None] + [(Path(p), True) for p in folders if p is not None]
+    replaced = [Path(p) for p in replaced if p is not None]
+    wanted = [(Path(p), False) for p in outputs if p is not None]
+    wanted += [(Path(p), True) for p in [*folders, *replaced] if p is not None]
     for given, is_folder in wanted:
         target = _resolve(given)
         # one dictionary look-up per output (by path, then by device and inode for links and hard links),
@@ -150,6 +158,11 @@ def check_outputs(
                 f"{given}: is also an input of this command ({name}); writing would replace it, choose another output"
             )
         check_writable(given, folder=is_folder)
+    for given in replaced:
+        target = _resolve(given)
+        held = [(order, name) for resolved, (order, name) in read.items() if resolved.is_relative_to(target)]
+        if held:
+            raise OutputError(f"{given}: holds the input {min(held)[1]}; choose an output outside the inputs")
 
 
 def recorded_path(value: PathLike | None) -> str | None:

@@ -160,18 +160,14 @@ def _plan(config: RankConfig) -> tuple[PairPlan, list[str]]:
 def _check_outputs(config: RankConfig, plan: PairPlan, out: Path, names: set[str]) -> None:
     """No output is an input or inside one, no input lies inside ``--out`` (rank deletes its stale files
     there), and the plan's inputs are good (or skipped with ``--skip-errors``)."""
-    from nearid.io.outputs import OutputError, check_outputs
+    from nearid.io.outputs import check_outputs
     from nearid.score.inputs import check_plan
 
     reads = [config.refs, config.gens, config.masks, config.calibration, *plan.inputs()]
-    check_outputs([], reads, folders=[out])  # the folder first: its refusal names it, not a file in it
+    check_outputs([], reads, replaced=[out])  # the folder first: its refusal names it, not a file in it
     # a link an earlier `rank --link` made resolves to its input, but rank replaces the link (rename),
     # never writes through it; check_out_folder refuses a link that is not rank's
     check_outputs([out / name for name in sorted(names) if not (out / name).is_symlink()], reads)
-    target = Path(os.path.abspath(out)).resolve()
-    for item in reads:
-        if item is not None and Path(os.path.abspath(item)).resolve().is_relative_to(target):
-            raise OutputError(f"--out {out}: holds the input {item}; choose an --out outside the inputs")
     if not plan.pairs and not plan.unmatched:
         raise NearIDError("nothing to rank: no reference or subject has generated images")
     check_plan(plan, config.skip_errors)
