@@ -31,9 +31,9 @@ from nearid.images.processors import DinoEvalProcessor
 from nearid.io.errors import ModelNotAvailableError
 from nearid.models.encoders import load_encoder
 from nearid.models.specs import parse_encoder_spec
+from tests.tiny_clip import CLIP_MEAN, CLIP_STD, save_clip_processor
 
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
-CLIP_MEAN, CLIP_STD = (0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)
 TINY_VIT = {
     "hidden_size": 32,
     "intermediate_size": 48,
@@ -220,13 +220,7 @@ def test_clip_i_is_get_image_features_with_openai_clip_preprocessing(tmp_path, i
     vision = dict(TINY_VIT, image_size=32, projection_dim=24)
     model = CLIPModel(CLIPConfig(text_config=SMALL_TEXT, vision_config=vision, projection_dim=24)).eval()
     model.save_pretrained(tmp_path / "clip")
-    CLIPImageProcessorPil(
-        size={"shortest_edge": 32},
-        crop_size={"height": 32, "width": 32},
-        resample=Image.Resampling.BICUBIC,
-        image_mean=list(CLIP_MEAN),
-        image_std=list(CLIP_STD),
-    ).save_pretrained(tmp_path / "clip")
+    save_clip_processor(tmp_path / "clip")
     encoder = load_encoder(f"clip-i:{tmp_path / 'clip'}", device="cpu")
     assert encoder.dim == 24 and encoder.name.startswith("clip-i:")
     pixels = dino_pixels(images, 32, 32, mean=CLIP_MEAN, std=CLIP_STD)

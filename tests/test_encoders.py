@@ -13,7 +13,6 @@ from PIL import Image
 from transformers import (
     BitImageProcessorPil,
     CLIPConfig,
-    CLIPImageProcessorPil,
     CLIPModel,
     Dinov2Config,
     Dinov2Model,
@@ -28,13 +27,13 @@ import nearid
 from nearid.io.errors import EncoderSpecError, ModelNotAvailableError, UnsafeCheckpointError
 from nearid.models.encoders import Encoder, generic_readout, load_encoder
 from nearid.models.nearid_model import NearIDConfig, NearIDModel
+from tests.tiny_clip import CLIP_MEAN, CLIP_STD, save_clip_processor
 
 from .conftest import save_processor, small_siglip_config
 
 # The preprocessing each tiny checkpoint declares, written out here so that the expected pixels below are
 # computed from these numbers with PIL + numpy, never by the processor under test.
 HALF = (0.5, 0.5, 0.5)
-CLIP_MEAN, CLIP_STD = (0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 SMALL_TEXT = dict(vocab_size=64, hidden_size=32, intermediate_size=48, num_hidden_layers=1, num_attention_heads=4)
@@ -64,13 +63,7 @@ def clip_dir(tmp_path):
     vision = dict(SMALL_VIT, projection_dim=24)  # real CLIP configs repeat projection_dim in vision_config
     model = _seeded(lambda: CLIPModel(CLIPConfig(text_config=SMALL_TEXT, vision_config=vision, projection_dim=24)))
     model.save_pretrained(tmp_path / "clip")
-    CLIPImageProcessorPil(
-        size={"shortest_edge": 32},
-        crop_size={"height": 32, "width": 32},
-        resample=Image.Resampling.BICUBIC,
-        image_mean=list(CLIP_MEAN),
-        image_std=list(CLIP_STD),
-    ).save_pretrained(tmp_path / "clip")
+    save_clip_processor(tmp_path / "clip")
     return tmp_path / "clip", model
 
 

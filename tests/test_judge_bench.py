@@ -61,6 +61,12 @@ def test_bench_with_a_vlm_judge_and_an_encoder(data, tmp_path, capsys):
     assert rewritten["encoders"][judge_name]["judgments"]["computed"] == 0
 
 
+def _judge_bench_argv(judge, data, out) -> list[str]:
+    """The bench of a VLM judge (one forward pass per call) and an encoder on ``data`` into ``out``."""
+    argv = ["bench", "--encoder", f"vlm:{judge}", "--encoder", "tiny", "--data", str(data), "--sources", *SOURCES]
+    return [*argv, "--out", str(out), "--device", "cpu", "--judge-readout", "expected", "--judge-batch-size", "4"]
+
+
 def _without_counts(entry: dict) -> dict:
     """An entry less what says how this run reached its numbers (how many pairs or images it computed)."""
     return {k: v for k, v in entry.items() if k not in {"judgments", "embeddings_computed"}}
@@ -79,25 +85,7 @@ def test_bench_with_a_judge_concurrently_with_itself_equals_a_fresh_out(data, tm
     judge = save_tiny_judge(tmp_path / "judge", seed=0)
 
     def argv(out):
-        return [
-            "bench",
-            "--encoder",
-            f"vlm:{judge}",
-            "--encoder",
-            "tiny",
-            "--data",
-            str(data),
-            "--sources",
-            *SOURCES,
-            "--out",
-            str(out),
-            "--device",
-            "cpu",
-            "--judge-readout",
-            "expected",
-            "--judge-batch-size",
-            "4",
-        ]
+        return _judge_bench_argv(judge, data, out)
 
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path), "HF_HUB_OFFLINE": "1"}
     out = tmp_path / "both"
@@ -150,19 +138,7 @@ def test_bench_with_a_judge_after_the_data_changed_equals_a_fresh_out(tmp_path):
         generate(data, config, progress=False)
 
     def argv(out):
-        more = ["--out", str(out), "--device", "cpu", "--judge-readout", "expected", "--judge-batch-size", "4"]
-        return [
-            "bench",
-            "--encoder",
-            f"vlm:{judge}",
-            "--encoder",
-            "tiny",
-            "--data",
-            str(data),
-            "--sources",
-            *SOURCES,
-            *more,
-        ]
+        return _judge_bench_argv(judge, data, out)
 
     regenerate(5)
     out = tmp_path / "out"

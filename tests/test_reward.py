@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from transformers import CLIPImageProcessorPil, CLIPVisionConfig, CLIPVisionModelWithProjection
+from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
 
 import nearid
 from nearid.images.processors import DinoEvalProcessor
@@ -19,8 +19,7 @@ from nearid.images.tensor_preprocess import TensorPreprocess
 from nearid.io.errors import NearIDError
 from nearid.models.differentiable import NotDifferentiableError, checkpointed
 from nearid.models.encoders import load_encoder
-
-CLIP_MEAN, CLIP_STD = (0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)
+from tests.tiny_clip import save_clip_processor
 
 
 @pytest.fixture
@@ -32,13 +31,7 @@ def clip_folder(tmp_path):
     )
     config.projection_dim = 24
     CLIPVisionModelWithProjection(config).eval().save_pretrained(tmp_path / "clip")
-    CLIPImageProcessorPil(
-        size={"shortest_edge": 32},
-        crop_size={"height": 32, "width": 32},
-        resample=Image.Resampling.BICUBIC,
-        image_mean=list(CLIP_MEAN),
-        image_std=list(CLIP_STD),
-    ).save_pretrained(tmp_path / "clip")
+    save_clip_processor(tmp_path / "clip")
     return tmp_path / "clip"
 
 
