@@ -67,6 +67,22 @@ def _judge_bench_argv(judge, data, out) -> list[str]:
     return [*argv, "--out", str(out), "--device", "cpu", "--judge-readout", "expected", "--judge-batch-size", "4"]
 
 
+def _assert_equals_fresh(out, fresh_out) -> None:
+    """``out``'s results and every metric's tables equal ``fresh_out``'s (how many pairs or images each run
+    computed aside; a judge was asked the same pairs)."""
+    got = json.loads((out / "results.json").read_text())["encoders"]
+    fresh = json.loads((fresh_out / "results.json").read_text())["encoders"]
+    assert set(got) == set(fresh)
+    for name in fresh:
+        assert _without_counts(got[name]) == _without_counts(fresh[name]), name
+        if "judgments" in fresh[name]:
+            assert got[name]["judgments"]["pairs"] == fresh[name]["judgments"]["pairs"]
+        pair, cross = read_nearid_csv(out / fresh[name]["sims_folder"] / "Part_full.csv")
+        fresh_pair, fresh_cross = read_nearid_csv(fresh_out / fresh[name]["sims_folder"] / "Part_full.csv")
+        np.testing.assert_array_equal(pair, fresh_pair)
+        np.testing.assert_array_equal(cross, fresh_cross)
+
+
 def _without_counts(entry: dict) -> dict:
     """An entry less what says how this run reached its numbers (how many pairs or images it computed)."""
     return {k: v for k, v in entry.items() if k not in {"judgments", "embeddings_computed"}}
@@ -105,21 +121,7 @@ def test_bench_with_a_judge_concurrently_with_itself_equals_a_fresh_out(data, tm
         assert status == 0 or (status == 2 and len(lines) == 1 and "Traceback" not in err), err[-3000:]
     assert any(status == 0 for status, _ in results)
     assert main(argv(tmp_path / "fresh")) == 0
-    got = json.loads((out / "results.json").read_text())["encoders"]
-    fresh = json.loads((tmp_path / "fresh" / "results.json").read_text())["encoders"]
-    assert set(got) == set(fresh)
-    for name in fresh:
-        assert _without_counts(got[name]) == _without_counts(fresh[name]), name
-        if "judgments" in fresh[name]:
-            assert got[name]["judgments"]["pairs"] == fresh[name]["judgments"]["pairs"]
-    (judge_name,) = set(fresh) - {"tiny:0 (untrained)"}
-    for folder in (out, tmp_path / "fresh"):
-        pair, cross = read_nearid_csv(folder / fresh[judge_name]["sims_folder"] / "Part_full.csv")
-        if folder == out:
-            got_tables = (pair, cross)
-        else:
-            np.testing.assert_array_equal(got_tables[0], pair)
-            np.testing.assert_array_equal(got_tables[1], cross)
+    _assert_equals_fresh(out, tmp_path / "fresh")
 
 
 @pytest.mark.slow
@@ -146,12 +148,4 @@ def test_bench_with_a_judge_after_the_data_changed_equals_a_fresh_out(tmp_path):
     regenerate(6)
     assert main(argv(out)) == 0
     assert main(argv(tmp_path / "fresh")) == 0
-    got = json.loads((out / "results.json").read_text())["encoders"]
-    fresh = json.loads((tmp_path / "fresh" / "results.json").read_text())["encoders"]
-    assert set(got) == set(fresh)
-    for name in fresh:
-        assert _without_counts(got[name]) == _without_counts(fresh[name]), name
-        pair, cross = read_nearid_csv(out / fresh[name]["sims_folder"] / "Part_full.csv")
-        fresh_pair, fresh_cross = read_nearid_csv(tmp_path / "fresh" / fresh[name]["sims_folder"] / "Part_full.csv")
-        np.testing.assert_array_equal(pair, fresh_pair)
-        np.testing.assert_array_equal(cross, fresh_cross)
+    _assert_equals_fresh(out, tmp_path / "fresh")

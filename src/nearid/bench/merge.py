@@ -58,11 +58,7 @@ def aside(path: Path) -> Path:
 
 def explain(record: Record, newest: Record) -> str:
     """Why ``record`` is not of ``newest``'s benchmark: its settings, or else the content of its data."""
-    differences = [
-        f"{name}: {record.settings.get(name)!r} -> {newest.settings.get(name)!r}"
-        for name in SETTINGS
-        if record.settings.get(name) != newest.settings.get(name)
-    ]
+    differences = record.differences(newest, SETTINGS)
     if differences:
         return f"another benchmark ({'; '.join(differences)})"
     data = newest.locations.get("data") or record.locations.get("data")

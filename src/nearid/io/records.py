@@ -139,6 +139,15 @@ class Record:
 
         return (self.kind, self.inputs, of_json(self.settings), self.metric.get("fingerprint"))
 
+    def differences(self, newest: Record, names: Sequence[str]) -> list[str]:
+        """``name: ours -> newest's`` for each of the settings ``names`` that differ: the start of every
+        kind's explanation of why a record is not part of the newest computation."""
+        return [
+            f"{name}: {self.settings.get(name)!r} -> {newest.settings.get(name)!r}"
+            for name in names
+            if self.settings.get(name) != newest.settings.get(name)
+        ]
+
     def to_dict(self) -> dict:
         values = {"kind": self.kind, "schema_version": SCHEMA_VERSION}
         if self.shard.count > 1:

@@ -153,7 +153,8 @@ def _plan(config: RankConfig) -> tuple[PairPlan, list[str]]:
 
     plan = prepare(plan_pairs(config.refs, config.gens, config.pairing), config.masks)
     empty = list(dict.fromkeys(plan.empty))
-    plan.unmatched = [(path, why) for path, why in plan.unmatched if path not in set(empty)]
+    reported = set(empty)
+    plan.unmatched = [(path, why) for path, why in plan.unmatched if path not in reported]
     return plan, empty
 
 

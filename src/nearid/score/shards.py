@@ -140,11 +140,7 @@ def write_score_record(out: str | os.PathLike, record: Record) -> Path:
 
 def explain(record: Record, newest: Record) -> str:
     """Why ``record`` is not of ``newest``'s run: its settings, or else the images that changed."""
-    differences = [
-        f"{name}: {record.settings.get(name)!r} -> {newest.settings.get(name)!r}"
-        for name in SCORE_SETTINGS
-        if record.settings.get(name) != newest.settings.get(name)
-    ]
+    differences = record.differences(newest, SCORE_SETTINGS)
     if differences:
         return f"another run ({'; '.join(differences)})"
     changed = changed_files(record.payload.get("files", {}), newest.payload.get("files", {}))

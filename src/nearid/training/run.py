@@ -172,6 +172,24 @@ def _plan(config: TrainConfig, resume: bool) -> _Plan:
     return _Plan(loss_fn, training_set, inputs, latest, total_steps, start, planned)
 
 
+def _main_decides(accelerator, decide: Callable[[], object]):
+    """``decide()`` on the main process, its value on every process; a refusal (:class:`NearIDError`) it
+    raises is raised by every process alike, so no process waits for a main process that has stopped."""
+    from accelerate.utils import broadcast_object_list
+
+    outcome: list = [None]
+    if accelerator.is_main_process:
+        try:
+            outcome = [decide()]
+        except NearIDError as exc:
+            outcome = [exc]
+    if accelerator.num_processes > 1:
+        broadcast_object_list(outcome)
+    if isinstance(outcome[0], NearIDError):
+        raise NearIDError(str(outcome[0]))
+    return outcome[0]
+
+
 def _decide_cache(
     config: TrainConfig, accelerator, training_set, planned, shape, *, resumed_streaming: bool, keep_cached: bool
 ):
@@ -179,8 +197,6 @@ def _decide_cache(
     (:func:`nearid.training.cache_policy.plan`) and prints the line; every process follows it (or raises
     the same refusal). The slots are listed only when the setting may cache. ``keep_cached``: count the
     inputs already in the run's cache as done (not under ``--overwrite``, which may replace the cache)."""
-    from accelerate.utils import broadcast_object_list
-
     from nearid.training.cache_policy import plan
     from nearid.training.token_cache import DEFAULT_FILL_BATCH, stored_keys
 
@@ -192,29 +208,24 @@ def _decide_cache(
                 if slot.cacheable and slot.key not in seen:
                     seen[slot.key] = slot
         slots = list(seen.values())
-    outcome: list = [None]
-    if accelerator.is_main_process:
+
+    def decide() -> bool:
         folder = Path(config.out) / TOKEN_CACHE
-        try:
-            decided = plan(
-                config.token_cache,
-                keys=[slot.key for slot in slots],
-                already=stored_keys(folder) if keep_cached else frozenset(),
-                n_tokens=shape[0],
-                hidden=shape[1],
-                folder=folder,
-                shard_size=DEFAULT_FILL_BATCH,
-                resumed_streaming=resumed_streaming,
-            )
-            print(decided.line(), flush=True)
-            outcome = [decided.cache]
-        except NearIDError as exc:
-            outcome = [exc]
-    if accelerator.num_processes > 1:
-        broadcast_object_list(outcome)
-    if isinstance(outcome[0], NearIDError):
-        raise NearIDError(str(outcome[0]))
-    return bool(outcome[0]), (slots if outcome[0] else [])
+        decided = plan(
+            config.token_cache,
+            keys=[slot.key for slot in slots],
+            already=stored_keys(folder) if keep_cached else frozenset(),
+            n_tokens=shape[0],
+            hidden=shape[1],
+            folder=folder,
+            shard_size=DEFAULT_FILL_BATCH,
+            resumed_streaming=resumed_streaming,
+        )
+        print(decided.line(), flush=True)
+        return decided.cache
+
+    cache = bool(_main_decides(accelerator, decide))
+    return cache, (slots if cache else [])
 
 
 def _model_and_cache_decision(config: TrainConfig, accelerator, plan: _Plan, action: str):
@@ -299,24 +310,19 @@ def _hold_output(config: TrainConfig, accelerator, *, resume: bool, overwrite: b
     """
     from contextlib import ExitStack
 
-    from accelerate.utils import broadcast_object_list
-
     from nearid.io.locks import output_lock
 
     stack = ExitStack()
-    outcome: list = [None]
-    if accelerator.is_main_process:
+
+    def decide() -> str:
         try:
             stack.enter_context(output_lock(config.out, "nearid train"))
-            outcome = [check_run_folder(config, resume=resume, overwrite=overwrite)]
-        except NearIDError as exc:
-            stack.close()
-            outcome = [exc]
-    if accelerator.num_processes > 1:
-        broadcast_object_list(outcome)
-    if isinstance(outcome[0], NearIDError):
-        raise NearIDError(str(outcome[0]))
-    return outcome[0], stack.close
+            return check_run_folder(config, resume=resume, overwrite=overwrite)
+        except NearIDError:
+            stack.close()  # refused: the lock (if taken) is released at once
+            raise
+
+    return _main_decides(accelerator, decide), stack.close
 
 
 def prepare_run(config: TrainConfig, *, resume: bool = False, overwrite: bool = False) -> Run:
