@@ -280,9 +280,24 @@ def _default_sigint() -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
+def _blocked_in_read(pid: int) -> bool:
+    """Whether the main thread of ``pid`` sleeps in the kernel reading a pipe (Linux ``/proc``; elsewhere
+    assumed once a moment has passed).
+
+    Opening the FIFO is not enough: a signal that lands between the open and the ``read`` system call is
+    taken by Python's handler, which sets a flag checked at the next bytecode -- and the ``read`` that
+    follows then blocks with no signal left to interrupt it (CPython checks signals after an interrupted
+    ``read``, not before one). A Ctrl-C test must press Ctrl-C where the user does: while it waits."""
+    try:
+        return "pipe_read" in Path(f"/proc/{pid}/wchan").read_text()
+    except OSError:
+        time.sleep(0.5)
+        return True
+
+
 def interrupt_while_reading(tmp_path: Path, *argv: str) -> subprocess.CompletedProcess:
-    """Run ``nearid *argv`` whose input is a FIFO; once the command has opened it (so it is past its
-    start-up and blocked in a read), send SIGINT as Ctrl-C does."""
+    """Run ``nearid *argv`` whose input is a FIFO; once the command has opened it and is blocked reading
+    it (so it is past its start-up), send SIGINT as Ctrl-C does."""
     fifo = tmp_path / "input.fifo"
     os.mkfifo(fifo)
     argv = [str(fifo) if a == "FIFO" else a for a in argv]
@@ -303,6 +318,12 @@ def interrupt_while_reading(tmp_path: Path, *argv: str) -> subprocess.CompletedP
                 process.kill()
                 pytest.fail(f"the command never opened its input: {process.communicate()}")
             time.sleep(0.02)
+    while not _blocked_in_read(process.pid):
+        if process.poll() is not None or time.monotonic() > deadline:
+            os.close(writer)
+            process.kill()
+            pytest.fail(f"the command never waited for its input: {process.communicate()}")
+        time.sleep(0.02)
     try:
         process.send_signal(signal.SIGINT)
         out, err = process.communicate(timeout=120)
